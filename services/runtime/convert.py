@@ -1,0 +1,188 @@
+"""Conversions between the shared protobuf messages and the domain types.
+
+Servicers call these at the edge; bad input becomes ``InvalidArgument`` with a
+reason a person can act on, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.pb.custos.common.v1 import common_pb2 as pb
+from services.runtime.errors import InvalidArgument
+from services.runtime.intent import (
+    Action,
+    Approval,
+    Decision,
+    DepositData,
+    IntentSpec,
+    PolicyChangeTarget,
+    RestakeTarget,
+    StakeTarget,
+    Target,
+    UnstakeTarget,
+    parse_amount,
+)
+
+_ACTION_FROM_PB = {
+    pb.ACTION_STAKE: Action.STAKE,
+    pb.ACTION_UNSTAKE: Action.UNSTAKE,
+    pb.ACTION_RESTAKE: Action.RESTAKE,
+    pb.ACTION_POLICY_CHANGE: Action.POLICY_CHANGE,
+}
+_ACTION_TO_PB = {v: k for k, v in _ACTION_FROM_PB.items()}
+_DECISION_FROM_PB = {pb.DECISION_APPROVE: Decision.APPROVE, pb.DECISION_REJECT: Decision.REJECT}
+_DECISION_TO_PB = {v: k for k, v in _DECISION_FROM_PB.items()}
+
+_MAX_ID = 128
+
+
+def ts_to_datetime(ts: Timestamp) -> datetime:
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+
+
+def datetime_to_ts(value: datetime | None) -> Timestamp:
+    ts = Timestamp()
+    if value is not None:
+        ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def action_from_pb(value: int) -> Action:
+    try:
+        return _ACTION_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument("action is required (STAKE, UNSTAKE, RESTAKE or POLICY_CHANGE)") from None
+
+
+def action_to_pb(action: Action) -> pb.Action.ValueType:
+    return _ACTION_TO_PB[action]
+
+
+def decision_from_pb(value: int) -> Decision:
+    try:
+        return _DECISION_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument("decision must be APPROVE or REJECT") from None
+
+
+def decision_to_pb(decision: Decision) -> pb.Decision.ValueType:
+    return _DECISION_TO_PB[decision]
+
+
+def require_id(value: str, field: str) -> str:
+    """Validates an identifier field: 1..128 printable ASCII characters, no spaces."""
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if len(value) > _MAX_ID or not value.isascii() or not value.isprintable() or " " in value:
+        raise InvalidArgument(f"{field} must be 1-{_MAX_ID} printable ASCII characters without spaces")
+    return value
+
+
+def _target_from_pb(spec: pb.IntentSpec, action: Action) -> Target:
+    kind = spec.WhichOneof("target")
+    expected = {
+        Action.STAKE: "stake",
+        Action.UNSTAKE: "unstake",
+        Action.RESTAKE: "restake",
+        Action.POLICY_CHANGE: "policy_change",
+    }[action]
+    if kind != expected:
+        raise InvalidArgument(f"a {action} intent needs the '{expected}' target, got {kind or 'none'}")
+    if kind == "stake":
+        deposit = None
+        if spec.stake.HasField("deposit_data"):
+            d = spec.stake.deposit_data
+            deposit = DepositData(
+                pubkey=d.pubkey,
+                withdrawal_credentials=d.withdrawal_credentials,
+                signature=d.signature,
+                deposit_data_root=d.deposit_data_root,
+            )
+        return StakeTarget(validator=spec.stake.validator, deposit_data=deposit)
+    if kind == "unstake":
+        return UnstakeTarget(validator=require_id(spec.unstake.validator, "unstake.validator"))
+    if kind == "restake":
+        return RestakeTarget(
+            source_validator=require_id(spec.restake.source_validator, "restake.source_validator"),
+            target_validator=require_id(spec.restake.target_validator, "restake.target_validator"),
+        )
+    return PolicyChangeTarget(
+        policy_version=require_id(spec.policy_change.policy_version, "policy_change.policy_version")
+    )
+
+
+def spec_from_pb(spec: pb.IntentSpec) -> IntentSpec:
+    """Validates the chain-independent shape of an intent and returns its domain form."""
+    action = action_from_pb(spec.action)
+    try:
+        amount = parse_amount(spec.amount)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    chain = spec.chain if action is Action.POLICY_CHANGE and not spec.chain else require_id(spec.chain, "chain")
+    vault = (
+        spec.vault_id
+        if action is Action.POLICY_CHANGE and not spec.vault_id
+        else require_id(spec.vault_id, "vault_id")
+    )
+    return IntentSpec(
+        action=action, chain=chain, vault_id=vault, amount=amount, target=_target_from_pb(spec, action)
+    )
+
+
+def spec_to_pb(spec: IntentSpec) -> pb.IntentSpec:
+    out = pb.IntentSpec(
+        action=action_to_pb(spec.action), chain=spec.chain, vault_id=spec.vault_id, amount=str(spec.amount)
+    )
+    t = spec.target
+    if isinstance(t, StakeTarget):
+        out.stake.validator = t.validator
+        if t.deposit_data is not None:
+            out.stake.deposit_data.CopyFrom(
+                pb.DepositData(
+                    pubkey=t.deposit_data.pubkey,
+                    withdrawal_credentials=t.deposit_data.withdrawal_credentials,
+                    signature=t.deposit_data.signature,
+                    deposit_data_root=t.deposit_data.deposit_data_root,
+                )
+            )
+    elif isinstance(t, UnstakeTarget):
+        out.unstake.validator = t.validator
+    elif isinstance(t, RestakeTarget):
+        out.restake.source_validator = t.source_validator
+        out.restake.target_validator = t.target_validator
+    else:
+        out.policy_change.policy_version = t.policy_version
+    return out
+
+
+def approval_from_pb(a: pb.Approval) -> Approval:
+    if len(a.intent_digest) != 32:
+        raise InvalidArgument("approval.intent_digest must be 32 bytes")
+    if not a.signature:
+        raise InvalidArgument("approval.signature is required")
+    if not a.HasField("expires_at"):
+        raise InvalidArgument("approval.expires_at is required")
+    return Approval(
+        approver_id=require_id(a.approver_id, "approval.approver_id"),
+        key_id=require_id(a.key_id, "approval.key_id"),
+        decision=decision_from_pb(a.decision),
+        intent_digest=a.intent_digest,
+        policy_version=require_id(a.policy_version, "approval.policy_version"),
+        expires_at=ts_to_datetime(a.expires_at),
+        signature=a.signature,
+    )
+
+
+def approval_to_pb(a: Approval) -> pb.Approval:
+    return pb.Approval(
+        approver_id=a.approver_id,
+        key_id=a.key_id,
+        decision=decision_to_pb(a.decision),
+        intent_digest=a.intent_digest,
+        policy_version=a.policy_version,
+        expires_at=datetime_to_ts(a.expires_at),
+        signature=a.signature,
+    )

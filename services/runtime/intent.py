@@ -1,0 +1,196 @@
+"""The intent and approval domain, shared by every component (workflow-safe).
+
+What an approver signs must be computed identically by the CLI that signs, the
+workflow that validates, the policy's evidence check and the signer. It lives
+here, once. This module imports only the standard library so Temporal workflows
+may import it.
+
+The canonical encoding is JSON with sorted keys and no whitespace; integers
+(amounts) are decimal strings, bytes are lowercase hex, and a domain tag names
+the structure and its version so a signature for one kind of message can never
+be replayed as another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NewType
+
+Wei = NewType("Wei", int)
+PolicyVersion = NewType("PolicyVersion", str)
+
+MAX_AMOUNT = 2**256 - 1
+INTENT_DOMAIN = "custos.intent.v1"
+APPROVAL_DOMAIN = "custos.approval.v1"
+
+
+class Action(StrEnum):
+    STAKE = "STAKE"
+    UNSTAKE = "UNSTAKE"
+    RESTAKE = "RESTAKE"
+    POLICY_CHANGE = "POLICY_CHANGE"
+
+
+class Decision(StrEnum):
+    APPROVE = "APPROVE"
+    REJECT = "REJECT"
+
+
+@dataclass(frozen=True)
+class DepositData:
+    """Ethereum deposit data, exactly as it goes into ``deposit(...)``."""
+
+    pubkey: bytes
+    withdrawal_credentials: bytes
+    signature: bytes
+    deposit_data_root: bytes
+
+
+@dataclass(frozen=True)
+class StakeTarget:
+    validator: str
+    deposit_data: DepositData | None = None
+
+
+@dataclass(frozen=True)
+class UnstakeTarget:
+    validator: str
+
+
+@dataclass(frozen=True)
+class RestakeTarget:
+    source_validator: str
+    target_validator: str
+
+
+@dataclass(frozen=True)
+class PolicyChangeTarget:
+    policy_version: str
+
+
+Target = StakeTarget | UnstakeTarget | RestakeTarget | PolicyChangeTarget
+
+_TARGET_FOR_ACTION: dict[Action, type] = {
+    Action.STAKE: StakeTarget,
+    Action.UNSTAKE: UnstakeTarget,
+    Action.RESTAKE: RestakeTarget,
+    Action.POLICY_CHANGE: PolicyChangeTarget,
+}
+
+
+@dataclass(frozen=True)
+class IntentSpec:
+    """Everything an approver approves, apart from the policy version.
+
+    ``amount`` is in the chain's base units (wei, uatom, lamports).
+    """
+
+    action: Action
+    chain: str
+    vault_id: str
+    amount: int
+    target: Target
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, int) or isinstance(self.amount, bool):
+            raise TypeError("amount must be an int of base units")
+        if not 0 <= self.amount <= MAX_AMOUNT:
+            raise ValueError("amount out of range")
+        expected = _TARGET_FOR_ACTION[self.action]
+        if not isinstance(self.target, expected):
+            raise ValueError(f"{self.action} needs a {expected.__name__}")
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An approver's signature over (intent digest, policy version, decision, expiry)."""
+
+    approver_id: str
+    key_id: str
+    decision: Decision
+    intent_digest: bytes
+    policy_version: str
+    expires_at: datetime
+    signature: bytes
+
+    def message(self) -> bytes:
+        return approval_message(
+            self.intent_digest, self.policy_version, self.decision, self.expires_at
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Turns dataclasses, enums, ints, bytes and datetimes into canonical JSON values."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in a canonical encoding")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, str) or value is None:
+        return value
+    if hasattr(value, "__dataclass_fields__"):
+        out = {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+        if isinstance(value, (StakeTarget, UnstakeTarget, RestakeTarget, PolicyChangeTarget)):
+            out["kind"] = type(value).__name__
+        return out
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    raise TypeError(f"cannot encode {type(value).__name__} canonically")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON bytes for ``value`` (see the module docstring)."""
+    return json.dumps(
+        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode()
+
+
+def canonical_intent(spec: IntentSpec, policy_version: str) -> bytes:
+    return canonical_json(
+        {"domain": INTENT_DOMAIN, "spec": spec, "policy_version": policy_version}
+    )
+
+
+def intent_digest(spec: IntentSpec, policy_version: str) -> bytes:
+    """SHA-256 of the canonical intent: what approvers sign and the signer checks."""
+    return hashlib.sha256(canonical_intent(spec, policy_version)).digest()
+
+
+def approval_message(
+    digest: bytes, policy_version: str, decision: Decision, expires_at: datetime
+) -> bytes:
+    """The exact bytes an approver's key signs."""
+    return canonical_json(
+        {
+            "domain": APPROVAL_DOMAIN,
+            "intent_digest": digest,
+            "policy_version": policy_version,
+            "decision": decision,
+            "expires_at": expires_at,
+        }
+    )
+
+
+def parse_amount(text: str) -> int:
+    """Parses a decimal string of integer base units; raises ValueError otherwise."""
+    if not text or not text.isascii() or not text.isdigit():
+        raise ValueError(f"amount must be a decimal string of base units, got {text!r}")
+    if len(text) > 1 and text[0] == "0":
+        raise ValueError(f"amount has leading zeros: {text!r}")
+    value = int(text)
+    if value > MAX_AMOUNT:
+        raise ValueError("amount exceeds 2**256-1")
+    return value

@@ -1,0 +1,8 @@
+"""Shared test set-up. Fixtures live in tests/fixtures/, one module per real component."""
+
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.softhsm",
+    "tests.fixtures.anvil",
+    "tests.fixtures.pki",
+]
