@@ -1,0 +1,74 @@
+"""The chain registry: one ``ChainConfig`` per chain custos talks to, loaded from settings."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ChainName = NewType("ChainName", str)
+ChainId = NewType("ChainId", int)
+
+MAINNET_GENESIS_FORK_VERSION = "0x00000000"
+HOODI_GENESIS_FORK_VERSION = "0x10000910"
+DEPOSIT_CONTRACT_ADDRESS = "0x00000000219ab540356cBB839Cbe05303d7705Fa"
+
+
+class ChainFamily(StrEnum):
+    ETHEREUM = "ethereum"
+    COSMOS = "cosmos"
+    SOLANA = "solana"
+
+
+def _hex_bytes(value: str, size: int, field: str) -> str:
+    text = value.lower()
+    if not text.startswith("0x") or len(text) != 2 + 2 * size:
+        raise ValueError(f"{field} must be 0x followed by {2 * size} hex digits")
+    bytes.fromhex(text[2:])
+    return text
+
+
+class ChainConfig(BaseModel):
+    """One chain of the registry. Amounts and fees are integers in base units (wei).
+
+    Attributes:
+        name: Registry name used in intents, e.g. ``ethereum-devnet``.
+        chain_id: EIP-155 chain id; transactions for another id are refused.
+        confirmations: Blocks (including the one that mined it) before a transaction counts as final.
+        max_fee_per_gas_cap: Highest ``maxFeePerGas`` custos will ever sign, in wei.
+        max_priority_fee_cap: Highest ``maxPriorityFeePerGas``, in wei.
+        genesis_fork_version: Beacon-chain genesis fork version: the domain of deposit signatures.
+        deposit_contract: Address of the beacon deposit contract.
+        unbonding_seconds: Wait after an unstake before the withdrawal step.
+        nonce_release_seconds: A nonce reserved but never broadcast for this long goes to the next intent.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    family: ChainFamily = ChainFamily.ETHEREUM
+    chain_id: Annotated[int, Field(gt=0)]
+    rpc_url: Annotated[str, Field(min_length=1)]
+    confirmations: Annotated[int, Field(ge=1, le=10_000)] = 1
+    max_fee_per_gas_cap: Annotated[int, Field(gt=0)] = 500 * 10**9
+    max_priority_fee_cap: Annotated[int, Field(ge=0)] = 5 * 10**9
+    genesis_fork_version: str = MAINNET_GENESIS_FORK_VERSION
+    deposit_contract: str = DEPOSIT_CONTRACT_ADDRESS
+    unbonding_seconds: Annotated[int, Field(ge=0)] = 0
+    nonce_release_seconds: Annotated[int, Field(gt=0)] = 600
+    rpc_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("genesis_fork_version")
+    @classmethod
+    def _fork_version(cls, value: str) -> str:
+        return _hex_bytes(value, 4, "genesis_fork_version")
+
+    @field_validator("deposit_contract")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _hex_bytes(value, 20, "deposit_contract")
+
+    @property
+    def fork_version_bytes(self) -> bytes:
+        return bytes.fromhex(self.genesis_fork_version[2:])

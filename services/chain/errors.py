@@ -1,0 +1,47 @@
+"""Errors of the chain service. Each also subclasses the kind that decides its gRPC status."""
+
+from __future__ import annotations
+
+from services.runtime.errors import (
+    CustosError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+
+class ChainError(CustosError):
+    """Base of every error the chain service raises."""
+
+
+class UnknownChain(ChainError, NotFound):
+    """The chain name is not in the registry."""
+
+
+class IntentInvalid(ChainError, InvalidArgument):
+    """The intent cannot be carried out on this chain as written (shape, amount, target)."""
+
+
+class DepositDataInvalid(IntentInvalid):
+    """ETH deposit data failed verification: signature, root, credentials, pubkey or amount."""
+
+
+class TransactionInvalid(ChainError, InvalidArgument):
+    """Transaction bytes that custos did not build, or that do not decode strictly."""
+
+
+class NodeUnavailable(ChainError, Unavailable):
+    """The chain's node cannot be reached or answered with a transport error; retry later."""
+
+
+class FeesAboveCap(ChainError, Unavailable):
+    """Current network fees exceed the chain's configured caps; retry when they fall."""
+
+
+class BroadcastRejected(ChainError, FailedPrecondition):
+    """The node refused the signed transaction (e.g. a conflicting transaction holds the nonce)."""
+
+
+class NodeError(ChainError, FailedPrecondition):
+    """The node answered a call with an error (e.g. gas estimation reverted)."""

@@ -1,0 +1,1 @@
+"""Ethereum adapter: deposit data checks, system-contract calldata, EIP-1559 build/decode/assemble."""

@@ -1,0 +1,52 @@
+"""Errors of the policy service. Each concrete error also subclasses one kind
+from :mod:`services.runtime.errors`, which alone decides the gRPC status."""
+
+from __future__ import annotations
+
+from services.runtime.errors import (
+    AlreadyExists,
+    CustosError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+
+
+class PolicyError(CustosError):
+    """Base of every error the policy service raises on purpose."""
+
+
+class PolicyDocumentInvalid(PolicyError, InvalidArgument):
+    """A policy document does not parse or validate; the message names the field."""
+
+
+class PolicyNotFound(PolicyError, NotFound):
+    """No policy version with that hash, or no active version yet."""
+
+
+class PolicyStateConflict(PolicyError, FailedPrecondition):
+    """The version is not in a state that allows the request (e.g. activating a superseded one)."""
+
+
+class QuorumNotMet(PolicyError, FailedPrecondition):
+    """The approvals given do not meet the admin quorum of the current policy."""
+
+
+class ApproverNotFound(PolicyError, NotFound):
+    """No approver (or no key of that approver) with that id."""
+
+
+class ApproverExists(PolicyError, AlreadyExists):
+    """An approver or key with that identity is already registered."""
+
+
+class ApproverInvalid(PolicyError, InvalidArgument):
+    """An approver registration or key is malformed (bad id, scheme or public key)."""
+
+
+class VelocityExceeded(PolicyError, FailedPrecondition):
+    """Reserving this amount would exceed a rolling-window velocity limit."""
+
+
+class VelocityConflict(PolicyError, FailedPrecondition):
+    """The intent already holds a different (or released) velocity reservation."""

@@ -1,0 +1,266 @@
+"""The gRPC server every custos service runs on.
+
+``grpc.aio`` with mTLS (client certificates from the custos CA required),
+standard health checking and reflection, per-RPC role checks, the domain-error
+to status mapping, and graceful shutdown on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.auth import (
+    Principal,
+    authorise,
+    principal_from_auth_context,
+    principal_from_header,
+    reset_principal,
+    set_principal,
+)
+from services.runtime.errors import CustosError, Unauthenticated
+from services.runtime.grpc_errors import ERROR_TRAILER, status_for
+from services.runtime.settings import ServiceSettings, TLSSettings
+
+log = logging.getLogger("custos.server")
+
+#: Called for every refused call: (principal or None, method, error). Must not raise.
+DenialHook = Callable[[Principal | None, str, CustosError], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer, the generated function that adds it, and its service descriptor."""
+
+    descriptor: ServiceDescriptor
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.full_name
+
+    def roles(self) -> dict[str, frozenset[str]]:
+        declared: Mapping[str, frozenset[str]] = getattr(self.servicer, "ROLES", {})
+        missing = [m.name for m in self.descriptor.methods if m.name not in declared]
+        if missing:
+            raise ValueError(f"{self.name} declares no roles for: {', '.join(missing)}")
+        return {f"/{self.name}/{m.name}": frozenset(declared[m.name]) for m in self.descriptor.methods}
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates the caller, enforces the RPC's roles, maps errors to statuses."""
+
+    def __init__(
+        self,
+        roles: Mapping[str, frozenset[str]],
+        *,
+        identity_header: str = "",
+        on_denied: DenialHook | None = None,
+    ) -> None:
+        self._roles = dict(roles)
+        self._identity_header = identity_header.lower()
+        self._on_denied = on_denied
+
+    def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        if self._identity_header:
+            for key, value in context.invocation_metadata() or ():
+                if key == self._identity_header:
+                    return principal_from_header(str(value))
+            raise Unauthenticated("no caller identity (plaintext mode needs the trusted identity header)")
+        ctx = context.auth_context()
+        return principal_from_auth_context(ctx)
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
+        principal: Principal | None = None
+        try:
+            principal = self._principal(context)
+            authorise(principal, method, self._roles)
+            return principal
+        except CustosError as e:
+            if self._on_denied is not None:
+                try:
+                    await self._on_denied(principal, method, e)
+                except Exception:  # the refusal stands whatever the hook does
+                    log.exception("denial hook failed")
+            await _abort(context, e)
+            raise AssertionError("unreachable") from e
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        admit = self._admit
+
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = set_principal(await admit(method, context))
+                try:
+                    return await inner_uu(request, context)
+                except CustosError as e:
+                    await _abort(context, e)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as e:
+                    await _internal(context, method, e)
+                finally:
+                    reset_principal(token)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                token = set_principal(await admit(method, context))
+                try:
+                    async for item in _items(inner_us(request, context)):
+                        yield item
+                except CustosError as e:
+                    await _abort(context, e)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as e:
+                    await _internal(context, method, e)
+                finally:
+                    reset_principal(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Streaming requests: only health/reflection use them; admit, then pass through.
+        if handler.stream_stream is not None:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(request_iter: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await admit(method, context)
+                async for item in _items(inner_ss(request_iter, context)):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+async def _items(result: Any) -> AsyncIterator[Any]:
+    """Streams from a handler that is an async generator or a coroutine using context.write."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: CustosError) -> None:
+    context.set_trailing_metadata(((ERROR_TRAILER, type(error).__name__),))
+    await context.abort(status_for(error), error.message)
+
+
+async def _internal(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+    ref = uuid.uuid4().hex[:12]
+    log.error("unexpected error in %s (ref %s)", method, ref, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+
+
+def server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
+    assert tls.ca_cert and tls.cert and tls.key
+    try:
+        return grpc.ssl_server_credentials(
+            [(tls.key.read_bytes(), tls.cert.read_bytes())],
+            root_certificates=tls.ca_cert.read_bytes(),
+            require_client_auth=True,
+        )
+    except OSError as e:
+        raise Unauthenticated(f"cannot read TLS material: {e.filename}: {e.strerror}") from None
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    names: tuple[str, ...]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        for name in (*self.names, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+
+async def start_server(
+    settings: ServiceSettings,
+    bindings: Sequence[ServiceBinding],
+    *,
+    listen: str | None = None,
+    on_denied: DenialHook | None = None,
+) -> RunningServer:
+    """Starts serving ``bindings`` with health, reflection and auth; returns once listening."""
+    roles: dict[str, frozenset[str]] = {}
+    for b in bindings:
+        roles.update(b.roles())
+    tls = settings.tls
+    header = tls.trusted_identity_header if tls.plaintext else ""
+    if tls.plaintext and not header:
+        log.warning("plaintext without a trusted identity header: every call will be UNAUTHENTICATED")
+        header = "x-custos-no-identity"  # never set by anyone: refuse all
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(roles, identity_header=header, on_denied=on_denied)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    for b in bindings:
+        b.add_to_server(b.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = tuple(b.name for b in bindings)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    address = listen or settings.listen
+    if tls.plaintext:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls))
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    for name in (*names, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on port %d", ", ".join(names), port)
+    return RunningServer(server, port, health_servicer, names)
+
+
+async def serve_until_signalled(running: RunningServer, grace: float = 5.0) -> None:
+    """Blocks until SIGTERM or SIGINT, then drains in-flight calls and stops."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining for up to %.0fs", grace)
+    await running.stop(grace)

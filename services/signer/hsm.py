@@ -1,0 +1,268 @@
+"""The PKCS#11 HSM, as the signer uses it: ``lib -> token.open() -> session -> key.sign()``.
+
+One library handle and ONE session per process, logged in once and guarded by a
+lock: SoftHSM 2.6.1 with python-pkcs11 crashes under unguarded threads. Scale
+with processes started with multiprocessing "spawn"; a process must never fork
+after the library is loaded (the session is refused in the child).
+
+Private keys are generated inside the HSM with ``CKA_SENSITIVE`` and without
+``CKA_EXTRACTABLE``: nothing here can read them. PINs come from
+:class:`~services.runtime.settings.HsmSettings` and never reach a log, a repr or
+an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pkcs11
+from eth_keys import KeyAPI
+from eth_keys.exceptions import BadSignature
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from services.runtime.settings import HsmSettings
+from services.signer.addresses import SECP256K1_N, check_secp256k1_point, unwrap_ec_point
+from services.signer.errors import (
+    HsmKeyNotFound,
+    HsmLoginFailed,
+    HsmOperationFailed,
+    HsmUnavailable,
+    InvalidPublicKey,
+    SignerError,
+)
+from services.signer.types import EcdsaSignature, KeyAlgorithm
+
+log = logging.getLogger(__name__)
+
+# DER of OID 1.3.101.112 (id-Ed25519); asn1crypto's named curves do not list it.
+ED25519_PARAMS = bytes.fromhex("06032b6570")
+SECP256K1_PARAMS = encode_named_curve_parameters("secp256k1")
+_HALF_N = SECP256K1_N // 2
+_keys = KeyAPI()
+
+_LOGIN = (p11.PinIncorrect, p11.PinLocked, p11.PinExpired, p11.PinInvalid, p11.PinLenRange,
+          p11.UserPinNotInitialized)
+_GONE = (p11.NoSuchToken, p11.TokenNotPresent, p11.TokenNotRecognised, p11.DeviceRemoved,
+         p11.DeviceError, p11.DeviceMemory, p11.SessionClosed, p11.SessionHandleInvalid,
+         p11.SessionCount, p11.UserNotLoggedIn, p11.GeneralError, p11.ObjectHandleInvalid,
+         p11.KeyHandleInvalid)
+
+
+def normalise_low_s(r: int, s: int) -> tuple[int, int, bool]:
+    """Returns ``(r, s', flipped)`` with ``s' <= n/2`` (EIP-2); ``flipped`` if s changed."""
+    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+        raise HsmOperationFailed("HSM returned an out-of-range ECDSA signature")
+    if s > _HALF_N:
+        return r, SECP256K1_N - s, True
+    return r, s, False
+
+
+def recovery_id(digest: bytes, r: int, s: int, public_key: bytes) -> int:
+    """Finds v in {0, 1} such that (r, s, v) recovers ``public_key`` (65-byte point)."""
+    for v in (0, 1):
+        try:
+            sig = _keys.Signature(vrs=(v, r, s))
+            if sig.recover_public_key_from_msg_hash(digest).to_bytes() == public_key[1:]:
+                return v
+        except BadSignature:
+            continue
+    raise HsmOperationFailed("HSM signature does not recover to the key's public key")
+
+
+class Hsm:
+    """A logged-in session on one PKCS#11 token.
+
+    Args:
+        settings: Module path, token label and PIN (a ``SecretStr`` or a PIN file).
+    """
+
+    def __init__(self, settings: HsmSettings) -> None:
+        self._settings = settings
+        self._lock = threading.RLock()
+        self._session: pkcs11.Session | None = None
+        self._pid: int | None = None
+        self._private: dict[bytes, pkcs11.PrivateKey] = {}
+        self._public: dict[bytes, tuple[KeyAlgorithm, bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"Hsm(module={str(self._settings.module)!r}, token={self._settings.token_label!r})"
+
+    @property
+    def token_label(self) -> str:
+        return self._settings.token_label
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> Hsm:
+        """Loads the module, opens a read-write session and logs in (once per process)."""
+        with self._lock:
+            if self._session is not None:
+                self._check_pid()
+                return self
+            pin = self._settings.user_pin()
+            try:
+                lib = pkcs11.lib(str(self._settings.module))
+                token = lib.get_token(token_label=self._settings.token_label)
+                self._session = token.open(user_pin=pin, rw=True)
+            except _LOGIN as e:
+                raise HsmLoginFailed(
+                    f"token {self._settings.token_label!r} refused the PIN ({type(e).__name__})"
+                ) from None
+            except (p11.PKCS11Error, RuntimeError, OSError) as e:
+                raise HsmUnavailable(
+                    f"cannot open token {self._settings.token_label!r}: {type(e).__name__}"
+                ) from None
+            self._pid = os.getpid()
+            log.info("HSM session opened on token %s", self._settings.token_label)
+            return self
+
+    def close(self) -> None:
+        with self._lock:
+            session, self._session = self._session, None
+            self._private.clear()
+            if session is not None and self._pid == os.getpid():
+                try:
+                    session.close()
+                except p11.PKCS11Error:
+                    pass
+
+    def __enter__(self) -> Hsm:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            raise HsmUnavailable(
+                "the HSM session belongs to another process (forked after loading): "
+                "start workers with multiprocessing 'spawn'"
+            )
+
+    @contextmanager
+    def session(self) -> Iterator[pkcs11.Session]:
+        """The process's session, held under the lock; PKCS#11 errors become signer errors."""
+        with self._lock:
+            if self._session is None:
+                self.open()
+            self._check_pid()
+            assert self._session is not None
+            try:
+                yield self._session
+            except SignerError:
+                raise
+            except p11.NoSuchKey:
+                raise HsmKeyNotFound("no such key on the token") from None
+            except _GONE as e:
+                self._session = None  # reopen on the next call
+                self._private.clear()
+                raise HsmUnavailable(f"HSM session lost ({type(e).__name__})") from None
+            except p11.PKCS11Error as e:
+                raise HsmOperationFailed(f"HSM operation failed ({type(e).__name__})") from None
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def generate_keypair(self, algorithm: KeyAlgorithm, label: str, key_id: bytes) -> bytes:
+        """Generates a key pair in the HSM; returns the raw public key (65 or 32 bytes)."""
+        private_template: dict[Attribute, Any] = {
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.SIGN: True,
+            Attribute.PRIVATE: True,
+            Attribute.TOKEN: True,
+        }
+        public_template: dict[Attribute, Any] = {Attribute.VERIFY: True, Attribute.TOKEN: True}
+        with self.session() as s:
+            if any(True for _ in s.get_objects({Attribute.ID: key_id})):
+                raise HsmOperationFailed("a key with this id already exists on the token")
+            if algorithm is KeyAlgorithm.SECP256K1:
+                params = s.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: SECP256K1_PARAMS}, local=True
+                )
+                pub, priv = params.generate_keypair(
+                    store=True, label=label, id=key_id,
+                    public_template=public_template, private_template=private_template,
+                )
+            else:
+                pub, priv = s.generate_keypair(
+                    KeyType.EC_EDWARDS,
+                    mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+                    store=True, label=label, id=key_id,
+                    public_template={**public_template, Attribute.EC_PARAMS: ED25519_PARAMS},
+                    private_template=private_template,
+                )
+            raw = self._raw_public(algorithm, pub)
+            self._private[key_id] = priv
+            self._public[key_id] = (algorithm, raw)
+            return raw
+
+    @staticmethod
+    def _raw_public(algorithm: KeyAlgorithm, pub: pkcs11.PublicKey) -> bytes:
+        size = 65 if algorithm is KeyAlgorithm.SECP256K1 else 32
+        raw = unwrap_ec_point(bytes(pub[Attribute.EC_POINT]), size)
+        if algorithm is KeyAlgorithm.SECP256K1:
+            check_secp256k1_point(raw)
+        return raw
+
+    def public_key(self, key_id: bytes) -> tuple[KeyAlgorithm, bytes]:
+        """Algorithm and raw public key of the key pair with CKA_ID ``key_id``."""
+        with self.session() as s:
+            cached = self._public.get(key_id)
+            if cached is not None:
+                return cached
+            pub = s.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
+            algorithm = KeyAlgorithm.ED25519 if pub.key_type == KeyType.EC_EDWARDS else KeyAlgorithm.SECP256K1
+            if pub.key_type not in (KeyType.EC, KeyType.EC_EDWARDS):
+                raise InvalidPublicKey(f"key is {pub.key_type.name}, not EC or EdDSA")
+            result = (algorithm, self._raw_public(algorithm, pub))
+            self._public[key_id] = result
+            return result
+
+    def find_key_ids(self, label: str) -> list[bytes]:
+        """CKA_IDs of the private keys labelled ``label``."""
+        with self.session() as s:
+            return [
+                bytes(k[Attribute.ID])
+                for k in s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label})
+            ]
+
+    def _private_key(self, s: pkcs11.Session, key_id: bytes) -> pkcs11.PrivateKey:
+        key = self._private.get(key_id)
+        if key is None:
+            key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
+            self._private[key_id] = key
+        return key
+
+    # --- signing --------------------------------------------------------------------------
+
+    def sign_raw(self, key_id: bytes, data: bytes, mechanism: Mechanism) -> bytes:
+        """One ``C_Sign`` with the named mechanism (no post-processing)."""
+        with self.session() as s:
+            return bytes(self._private_key(s, key_id).sign(data, mechanism=mechanism))
+
+    def sign_secp256k1(self, key_id: bytes, digest: bytes) -> EcdsaSignature:
+        """``CKM_ECDSA`` over a 32-byte digest, normalised to low-S, with its recovery id."""
+        if len(digest) != 32:
+            raise HsmOperationFailed("CKM_ECDSA signs a 32-byte digest")
+        algorithm, public = self.public_key(key_id)
+        if algorithm is not KeyAlgorithm.SECP256K1:
+            raise InvalidPublicKey("key is not secp256k1")
+        raw = self.sign_raw(key_id, digest, Mechanism.ECDSA)
+        if len(raw) != 64:
+            raise HsmOperationFailed("CKM_ECDSA returned a signature that is not r||s")
+        r, s, _ = normalise_low_s(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        return EcdsaSignature(r=r, s=s, v=recovery_id(digest, r, s, public))
+
+    def sign_ed25519(self, key_id: bytes, message: bytes) -> bytes:
+        """``CKM_EDDSA`` (pure Ed25519) over ``message``; 64 bytes."""
+        algorithm, _ = self.public_key(key_id)
+        if algorithm is not KeyAlgorithm.ED25519:
+            raise InvalidPublicKey("key is not Ed25519")
+        return self.sign_raw(key_id, message, Mechanism.EDDSA)
