@@ -194,3 +194,47 @@ def parse_amount(text: str) -> int:
     if value > MAX_AMOUNT:
         raise ValueError("amount exceeds 2**256-1")
     return value
+
+
+def spec_to_plain(spec: IntentSpec) -> dict[str, Any]:
+    """The canonical JSON-ready form of a spec (what workflows carry in their input)."""
+    out = _plain(spec)
+    assert isinstance(out, dict)
+    return out
+
+
+def _b(value: str) -> bytes:
+    return bytes.fromhex(value)
+
+
+def spec_from_plain(data: dict[str, Any]) -> IntentSpec:
+    """Inverse of :func:`spec_to_plain`; raises ValueError on malformed input."""
+    t = dict(data["target"])
+    kind = t.pop("kind")
+    target: Target
+    if kind == "StakeTarget":
+        dd = t.get("deposit_data")
+        target = StakeTarget(
+            validator=t["validator"],
+            deposit_data=None if dd is None else DepositData(
+                pubkey=_b(dd["pubkey"]),
+                withdrawal_credentials=_b(dd["withdrawal_credentials"]),
+                signature=_b(dd["signature"]),
+                deposit_data_root=_b(dd["deposit_data_root"]),
+            ),
+        )
+    elif kind == "UnstakeTarget":
+        target = UnstakeTarget(validator=t["validator"])
+    elif kind == "RestakeTarget":
+        target = RestakeTarget(source_validator=t["source_validator"], target_validator=t["target_validator"])
+    elif kind == "PolicyChangeTarget":
+        target = PolicyChangeTarget(policy_version=t["policy_version"])
+    else:
+        raise ValueError(f"unknown target kind {kind!r}")
+    return IntentSpec(
+        action=Action(data["action"]),
+        chain=data["chain"],
+        vault_id=data["vault_id"],
+        amount=parse_amount(data["amount"]),
+        target=target,
+    )

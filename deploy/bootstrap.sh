@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sets up a development machine for custos; safe to run twice, quick when nothing changed.
+#   - system packages: SoftHSM2, Node.js/npm (for anvil), PostgreSQL (started if down)
+#   - .venv with the project and its dev tools (re-installed only when pyproject.toml changes)
+#   - the devnet's npm packages (anvil, the system contracts' genesis)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp_dir=.make
+mkdir -p "$stamp_dir"
+
+need_apt=()
+command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
+command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${need_apt[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# PostgreSQL for the tests that run on it (CI machines start it before the session).
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "bootstrap: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+
+py=${PYTHON:-python3}
+hash=$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp_dir/venv" 2>/dev/null)" != "$hash" ]; then
+  echo "bootstrap: installing the Python environment (.venv)"
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -U pip
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$hash" > "$stamp_dir/venv"
+fi
+
+if [ -f deploy/devnet/package.json ]; then
+  nhash=$(cat deploy/devnet/package.json deploy/devnet/package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
+  if [ ! -d deploy/devnet/node_modules ] || [ "$(cat "$stamp_dir/npm" 2>/dev/null)" != "$nhash" ]; then
+    echo "bootstrap: installing the devnet's npm packages"
+    (cd deploy/devnet && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$nhash" > "$stamp_dir/npm"
+  fi
+fi
+echo "bootstrap: ready"

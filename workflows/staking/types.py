@@ -1,0 +1,173 @@
+"""Workflow and activity inputs and outputs: one dataclass in, one out (JSON-safe).
+
+Bytes travel as hex strings and specs as their canonical plain form, so the
+Temporal history is readable and the converter never guesses a union member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Intent states, as in custos.staking.v1.IntentState (without the prefix).
+SUBMITTED = "SUBMITTED"
+AWAITING_POLICY = "AWAITING_POLICY"
+AWAITING_APPROVALS = "AWAITING_APPROVALS"
+APPROVED = "APPROVED"
+SIGNING = "SIGNING"
+BROADCAST = "BROADCAST"
+UNBONDING = "UNBONDING"
+CONFIRMED = "CONFIRMED"
+DENIED = "DENIED"
+REJECTED = "REJECTED"
+EXPIRED = "EXPIRED"
+CANCELLED = "CANCELLED"
+FAILED = "FAILED"
+TERMINAL = frozenset({CONFIRMED, DENIED, REJECTED, EXPIRED, CANCELLED, FAILED})
+
+
+@dataclass
+class ApproverKeyData:
+    key_id: str
+    scheme: str
+    public_key_hex: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass
+class ApproverData:
+    approver_id: str
+    display_name: str
+    groups: list[str]
+    keys: list[ApproverKeyData]
+    created_at: datetime
+
+
+@dataclass
+class ApprovalData:
+    approver_id: str
+    key_id: str
+    decision: str
+    intent_digest_hex: str
+    policy_version: str
+    expires_at: datetime
+    signature_hex: str
+
+
+@dataclass
+class GroupData:
+    name: str
+    threshold: int
+    members: list[str]
+
+
+@dataclass
+class IntentInput:
+    """What a staking (or policy-change) workflow starts from.
+
+    The policy version is pinned at submission and the digest computed under it, so
+    the approval validators can check approvals from the very first update.
+    """
+
+    intent_id: str
+    spec: dict[str, Any]
+    initiator: str
+    policy_version: str
+    digest_hex: str
+    approvers: list[ApproverData]
+    submitted_at: datetime
+
+
+@dataclass
+class EvaluateInput:
+    intent_id: str
+    spec: dict[str, Any]
+    initiator: str
+    policy_version: str
+
+
+@dataclass
+class PolicyOutcome:
+    allowed: bool
+    reasons: list[str]
+    groups: list[GroupData]
+    expiry_seconds: int
+    rule_id: str
+    fee_cap: int | None = None
+
+
+@dataclass
+class TransitionInput:
+    intent_id: str
+    sequence: int
+    state: str
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepInput:
+    """Everything the build, sign and broadcast steps need; each is idempotent per (intent, step)."""
+
+    intent_id: str
+    step: str
+    spec: dict[str, Any]
+    initiator: str
+    policy_version: str
+    approvals: list[ApprovalData]
+    unsigned_tx_hex: str = ""
+    signed_tx_hex: str = ""
+    tx_hash: str = ""
+
+
+@dataclass
+class BuildResult:
+    unsigned_tx_hex: str
+    summary: str
+    nonce: int
+
+
+@dataclass
+class SignResult:
+    signed_tx_hex: str
+    tx_hash: str
+    replayed: bool
+
+
+@dataclass
+class ConfirmResult:
+    confirmed: bool
+    failed: bool
+    confirmations: int
+    reason: str
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class ApprovalAck:
+    accepted: bool
+    quorum_met: bool
+    counted: list[str]
+
+
+@dataclass
+class CancelInput:
+    reason: str
+    by: str
+
+
+@dataclass
+class IntentResult:
+    state: str
+    reason: str = ""
+    tx_hash: str = ""
+
+
+@dataclass
+class ActivateInput:
+    intent_id: str
+    policy_version: str
+    initiator: str
+    approvals: list[ApprovalData]
