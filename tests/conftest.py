@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.softhsm",
     "tests.fixtures.anvil",
     "tests.fixtures.pki",
+    "tests.fixtures.temporal",
 ]

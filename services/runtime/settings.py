@@ -119,7 +119,7 @@ class ServiceSettings(BaseSettings):
         self.state_dir = self.state_dir.expanduser().absolute()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.state_dir / 'custos.db'}"
-        if not self.listen and self.service:
+        if not self.listen and self.service in SERVICE_NAMES:
             self.listen = self.endpoints.of(self.service)
         pki = self.tls.pki_dir or self.state_dir / "pki"
         self.tls.pki_dir = pki

@@ -85,12 +85,12 @@ class PolicyChangeWorkflow:
         ev = self._book.evidence(workflow.now())
         return ApprovalAck(True, bool(ev and ev.met), sorted(ev.counted) if ev else [])
 
-    async def _transition(self, state: str, detail: str = "") -> None:
+    async def _transition(self, state: str, detail: str = "", **extra: object) -> None:
         self._sequence += 1
         self._state = state
         await workflow.execute_activity_method(
             StakingActivities.record_transition,
-            TransitionInput(self._inp.intent_id, self._sequence, state, detail),
+            TransitionInput(self._inp.intent_id, self._sequence, state, detail, dict(extra)),
             start_to_close_timeout=QUICK, retry_policy=RETRY,
         )
 
@@ -110,7 +110,11 @@ class PolicyChangeWorkflow:
         if not outcome.allowed:
             return await self._end(DENIED, "; ".join(outcome.reasons) or "denied by policy")
         self._book.set_requirement(requirement_from_outcome(outcome, inp.policy_version), workflow.now())
-        await self._transition(AWAITING_APPROVALS, "admin quorum")
+        assert self._book.deadline is not None
+        await self._transition(
+            AWAITING_APPROVALS, "admin quorum",
+            requirement=[vars(g) for g in outcome.groups], deadline=self._book.deadline.isoformat(),
+        )
         deadline = self._book.deadline
         assert deadline is not None
         try:

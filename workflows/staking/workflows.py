@@ -143,7 +143,11 @@ class StakingWorkflow:
         if not outcome.allowed:
             return await self._end(DENIED, "; ".join(outcome.reasons) or "denied by policy")
         self._book.set_requirement(requirement_from_outcome(outcome, inp.policy_version), workflow.now())
-        await self._transition(AWAITING_APPROVALS, f"rule {outcome.rule_id}")
+        assert self._book.deadline is not None
+        await self._transition(
+            AWAITING_APPROVALS, f"rule {outcome.rule_id}",
+            requirement=[vars(g) for g in outcome.groups], deadline=self._book.deadline.isoformat(),
+        )
 
         deadline = self._book.deadline
         assert deadline is not None

@@ -32,7 +32,8 @@ def upgrade() -> None:
         sa.Column("activated_at", UTCDateTime(), nullable=True),
         sa.Column("closed_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["parent_version"], ["policy_versions.version"],
+            ["parent_version"],
+            ["policy_versions.version"],
             name="fk_policy_versions_parent_version_policy_versions",
         ),
         sa.PrimaryKeyConstraint("version", name="pk_policy_versions"),
@@ -57,7 +58,8 @@ def upgrade() -> None:
         sa.Column("approver_id", sa.String(128), nullable=False),
         sa.Column("group_name", sa.String(128), nullable=False),
         sa.ForeignKeyConstraint(
-            ["approver_id"], ["policy_approvers.approver_id"],
+            ["approver_id"],
+            ["policy_approvers.approver_id"],
             name="fk_policy_approver_groups_approver_id_policy_approvers",
         ),
         sa.PrimaryKeyConstraint("approver_id", "group_name", name="pk_policy_approver_groups"),
@@ -75,7 +77,8 @@ def upgrade() -> None:
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("revoke_reason", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["approver_id"], ["policy_approvers.approver_id"],
+            ["approver_id"],
+            ["policy_approvers.approver_id"],
             name="fk_policy_approver_keys_approver_id_policy_approvers",
         ),
         sa.PrimaryKeyConstraint("key_id", name="pk_policy_approver_keys"),
@@ -96,7 +99,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_policy_evaluations"),
     )
     op.create_index("ix_policy_evaluations_intent_id", "policy_evaluations", ["intent_id"], unique=False)
-    op.create_index("ix_policy_evaluations_evaluated_at", "policy_evaluations", ["evaluated_at"], unique=False)
+    op.create_index(
+        "ix_policy_evaluations_evaluated_at", "policy_evaluations", ["evaluated_at"], unique=False
+    )
     op.create_table(
         "policy_velocity",
         sa.Column("intent_id", sa.String(128), nullable=False),
@@ -108,7 +113,9 @@ def upgrade() -> None:
         sa.Column("released_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("intent_id", name="pk_policy_velocity"),
     )
-    op.create_index("ix_policy_velocity_vault_time", "policy_velocity", ["vault_id", "reserved_at"], unique=False)
+    op.create_index(
+        "ix_policy_velocity_vault_time", "policy_velocity", ["vault_id", "reserved_at"], unique=False
+    )
 
 
 def downgrade() -> None:

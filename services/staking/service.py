@@ -1,0 +1,316 @@
+"""StakingService logic: submit, read, approve, reject, cancel and watch intents.
+
+Submission records the intent (idempotent on the initiator's key), pins the
+active policy version and the approver registry into the workflow input, and
+starts the workflow whose id is the intent id. Approvals go to the workflow as
+Temporal updates; its validators are the gatekeepers, this service only relays
+and records what they accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from services.audit.writer import AuditWriter
+from services.pb.custos.chain.v1 import chain_pb2
+from services.pb.custos.policy.v1 import policy_pb2
+from services.pb.custos.signer.v1 import signer_pb2
+from services.runtime.auth import Principal
+from services.runtime.convert import spec_to_pb, ts_to_datetime
+from services.runtime.db import transaction, utcnow
+from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
+from services.staking import repository as repo
+from services.staking.errors import (
+    ApprovalRefused,
+    IdempotencyConflict,
+    IntentNotFound,
+    NotYourIntent,
+    WorkflowUnavailable,
+)
+from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
+from workflows.staking.types import (
+    ApprovalAck,
+    ApprovalData,
+    ApproverData,
+    ApproverKeyData,
+    CancelInput,
+    IntentInput,
+)
+
+WATCH_POLL_SECONDS = 0.25
+_SCHEMES = {1: "ED25519", 2: "ECDSA_P256"}
+
+
+@dataclass(frozen=True)
+class IntentView:
+    row: IntentRow
+    approvals: list[ApprovalRow]
+    events: list[IntentEventRow]
+
+
+class StakingService:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        temporal: Client,
+        task_queue: str,
+        policy: object,
+        signer: object,
+        chain: object,
+        audit: AuditWriter,
+    ) -> None:
+        self._sessions = sessions
+        self._temporal = temporal
+        self._queue = task_queue
+        self._policy = policy
+        self._signer = signer
+        self._chain = chain
+        self._audit = audit
+
+    # --- submission ---------------------------------------------------------------
+
+    async def submit(self, who: Principal, key: str, spec: IntentSpec) -> tuple[IntentView, bool]:
+        request_digest = hashlib.sha256(canonical_json(spec_to_plain(spec))).hexdigest()
+        existing = await asyncio.to_thread(self._find, who.identity, key)
+        if existing is not None:
+            if existing.request_digest != request_digest:
+                raise IdempotencyConflict(
+                    f"idempotency key {key!r} was used for a different request (intent {existing.intent_id})"
+                )
+            await self._ensure_started(existing)
+            return await self.get(existing.intent_id), False
+
+        if spec.action is Action.POLICY_CHANGE:
+            if "policy-admin" not in who.roles:
+                raise NotYourIntent("only a policy-admin may propose a policy change")
+        else:
+            if "initiator" not in who.roles:
+                raise NotYourIntent(f"{who.identity} may not initiate {spec.action} intents")
+            await self._validate_on_chain(spec)
+        version = await self._active_policy_version()
+        approvers = await self._approvers()
+        digest = intent_digest(spec, version)
+        now = utcnow()
+        row = IntentRow(
+            intent_id=f"int-{uuid.uuid4().hex}", initiator=who.identity, idempotency_key=key,
+            request_digest=request_digest, action=spec.action.value, chain=spec.chain, vault_id=spec.vault_id,
+            amount=str(spec.amount), spec_json=canonical_json(spec_to_plain(spec)).decode(), state="SUBMITTED",
+            digest=digest.hex(), policy_version=version, requirement_json="", tx_hash="", reason="",
+            summary="", workflow_started=0, last_sequence=1, created_at=now, updated_at=now,
+        )
+        inserted = await asyncio.to_thread(self._insert, row, who)
+        if inserted is None:  # a concurrent submission with the same key won the race
+            return await self.submit(who, key, spec)
+        await self._start(inserted, approvers)
+        return await self.get(inserted.intent_id), True
+
+    def _find(self, initiator: str, key: str) -> IntentRow | None:
+        with self._sessions() as s:
+            return repo.find_by_key(s, initiator, key)
+
+    def _insert(self, row: IntentRow, who: Principal) -> IntentRow | None:
+        with transaction(self._sessions) as s:
+            out = repo.insert_intent(s, row)
+            if out is not None:
+                self._audit.record(
+                    "intent.submitted", f"intent:{row.intent_id}", "ok",
+                    {"action": row.action, "chain": row.chain, "vault_id": row.vault_id, "amount": row.amount,
+                     "policy_version": row.policy_version, "digest": row.digest,
+                     "idempotency_key": row.idempotency_key},
+                    session=s, actor=who.identity,
+                )
+            return out
+
+    async def _validate_on_chain(self, spec: IntentSpec) -> None:
+        """Chain-specific checks (e.g. ETH deposit data) before anyone is asked to approve."""
+        key = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id))  # type: ignore[attr-defined]
+        address = next((a.address for a in key.key.addresses if a.chain == spec.chain), "")
+        if not address:
+            raise InvalidArgument(f"vault {spec.vault_id} has no address on chain {spec.chain}")
+        await self._chain.call(  # type: ignore[attr-defined]
+            "ValidateIntent", chain_pb2.ValidateIntentRequest(spec=spec_to_pb(spec), vault_address=address)
+        )
+
+    async def _active_policy_version(self) -> str:
+        resp = await self._policy.call("GetPolicy", policy_pb2.GetPolicyRequest())  # type: ignore[attr-defined]
+        return str(resp.policy.version)
+
+    async def _approvers(self) -> list[ApproverData]:
+        out: list[ApproverData] = []
+        token = ""
+        while True:
+            resp = await self._policy.call(  # type: ignore[attr-defined]
+                "ListApprovers", policy_pb2.ListApproversRequest(page_size=500, page_token=token)
+            )
+            for a in resp.approvers:
+                out.append(ApproverData(
+                    approver_id=a.approver_id, display_name=a.display_name, groups=list(a.groups),
+                    keys=[ApproverKeyData(
+                        key_id=k.key_id, scheme=_SCHEMES.get(k.scheme, "UNSPECIFIED"),
+                        public_key_hex=k.public_key.hex(), created_at=ts_to_datetime(k.created_at),
+                        revoked_at=ts_to_datetime(k.revoked_at) if k.HasField("revoked_at") else None,
+                    ) for k in a.keys],
+                    created_at=ts_to_datetime(a.created_at),
+                ))
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    async def _start(self, row: IntentRow, approvers: list[ApproverData] | None = None) -> None:
+        spec = json.loads(row.spec_json)
+        inp = IntentInput(
+            intent_id=row.intent_id, spec=spec, initiator=row.initiator, policy_version=row.policy_version,
+            digest_hex=row.digest, approvers=approvers if approvers is not None else await self._approvers(),
+            submitted_at=row.created_at,
+        )
+        workflow = "PolicyChange" if row.action == Action.POLICY_CHANGE.value else "StakingIntent"
+        try:
+            await self._temporal.start_workflow(
+                workflow, inp, id=row.intent_id, task_queue=self._queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # started by an earlier attempt: that is the point of the workflow id
+        except RPCError as e:
+            raise WorkflowUnavailable(f"cannot start the workflow: {e.message}") from e
+        await asyncio.to_thread(self._mark_started, row.intent_id)
+
+    def _mark_started(self, intent_id: str) -> None:
+        with transaction(self._sessions) as s:
+            row = s.get(IntentRow, intent_id)
+            if row is not None:
+                row.workflow_started = 1
+
+    async def _ensure_started(self, row: IntentRow) -> None:
+        """A crash between recording and starting leaves the workflow unstarted: start it now."""
+        if not row.workflow_started:
+            await self._start(row)
+
+    # --- reads ----------------------------------------------------------------------
+
+    async def get(self, intent_id: str) -> IntentView:
+        view = await asyncio.to_thread(self._load, intent_id)
+        if view is None:
+            raise IntentNotFound(f"no intent {intent_id}")
+        return view
+
+    def _load(self, intent_id: str) -> IntentView | None:
+        with self._sessions() as s:
+            row = s.get(IntentRow, intent_id)
+            if row is None:
+                return None
+            return IntentView(row, repo.approvals_of(s, intent_id), repo.events_of(s, intent_id))
+
+    async def list(self, f: repo.IntentFilter, page_size: int, token: str) -> tuple[list[IntentView], str]:
+        def run() -> tuple[list[IntentView], str]:
+            with self._sessions() as s:
+                rows, nxt = repo.list_intents(s, f, page_size, token)
+                return [IntentView(r, repo.approvals_of(s, r.intent_id), []) for r in rows], nxt
+
+        return await asyncio.to_thread(run)
+
+    async def watch(self, intent_id: str, after: int) -> AsyncIterator[IntentEventRow]:
+        """Streams transitions after ``after``; ends after the terminal one."""
+        await self.get(intent_id)
+        while True:
+            events = await asyncio.to_thread(self._events, intent_id, after)
+            for e in events:
+                yield e
+                after = e.sequence
+                if e.state in repo.TERMINAL:
+                    return
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+
+    def _events(self, intent_id: str, after: int) -> list[IntentEventRow]:
+        with self._sessions() as s:
+            return repo.events_of(s, intent_id, after)
+
+    # --- decisions ------------------------------------------------------------------
+
+    async def decide(self, who: Principal, intent_id: str, approval: Approval, update: str) -> ApprovalAck:
+        """Relays an approval or rejection to the workflow, whose validator decides."""
+        view = await self.get(intent_id)
+        subject = f"intent:{intent_id}"
+        if who.identity != approval.approver_id:
+            await self._audit.arecord(f"approval.refused", subject, "refused",
+                                      {"reason": "caller is not the approver", "approver_id": approval.approver_id},
+                                      actor=who.identity)
+            raise NotYourIntent(f"{who.identity} cannot submit a decision signed as {approval.approver_id}")
+        data = ApprovalData(
+            approver_id=approval.approver_id, key_id=approval.key_id, decision=approval.decision.value,
+            intent_digest_hex=approval.intent_digest.hex(), policy_version=approval.policy_version,
+            expires_at=approval.expires_at, signature_hex=approval.signature.hex(),
+        )
+        handle = self._temporal.get_workflow_handle(intent_id)
+        try:
+            ack: ApprovalAck = await handle.execute_update(update, data, result_type=ApprovalAck)
+        except WorkflowUpdateFailedError as e:
+            reason = e.cause.message if isinstance(e.cause, ApplicationError) else str(e.cause or e)
+            await self._audit.arecord(f"{update}.refused", subject, "refused",
+                                      {"reason": reason, "approver_id": approval.approver_id,
+                                       "key_id": approval.key_id}, actor=who.identity)
+            raise ApprovalRefused(f"{update} refused: {reason}") from e
+        except RPCError as e:
+            raise await self._closed_or_unavailable(intent_id, e) from e
+        await asyncio.to_thread(self._record_decision, who, intent_id, approval, update, ack)
+        return ack
+
+    async def _closed_or_unavailable(self, intent_id: str, error: RPCError) -> Exception:
+        """An update to a closed workflow fails with NOT_FOUND: tell the caller it has ended."""
+        try:
+            desc = await self._temporal.get_workflow_handle(intent_id).describe()
+        except RPCError:
+            return WorkflowUnavailable(f"cannot reach the workflow: {error.message}")
+        if desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING:
+            view = await self.get(intent_id)
+            return ApprovalRefused(f"intent {intent_id} has ended ({view.row.state})")
+        return WorkflowUnavailable(f"cannot reach the workflow: {error.message}")
+
+    def _record_decision(self, who: Principal, intent_id: str, approval: Approval, update: str,
+                         ack: ApprovalAck) -> None:
+        with transaction(self._sessions) as s:
+            repo.record_approval(s, intent_id, approval.approver_id, approval.decision.value)
+            self._audit.record(
+                f"intent.{'approved' if update == 'approve' else 'rejected'}_by", f"intent:{intent_id}", "ok",
+                {"approver_id": approval.approver_id, "key_id": approval.key_id,
+                 "policy_version": approval.policy_version, "quorum_met": ack.quorum_met,
+                 "signature_sha256": hashlib.sha256(approval.signature).hexdigest()},
+                session=s, actor=who.identity,
+            )
+
+    async def cancel(self, who: Principal, intent_id: str, reason: str) -> IntentView:
+        view = await self.get(intent_id)
+        if who.identity != view.row.initiator and "operator" not in who.roles:
+            raise NotYourIntent("only the initiator or an operator may cancel an intent")
+        handle = self._temporal.get_workflow_handle(intent_id)
+        try:
+            await handle.execute_update("cancel", CancelInput(reason=reason or "no reason given", by=who.identity))
+        except WorkflowUpdateFailedError as e:
+            reason_txt = e.cause.message if isinstance(e.cause, ApplicationError) else str(e)
+            raise ApprovalRefused(reason_txt) from e
+        except RPCError as e:
+            raise await self._closed_or_unavailable(intent_id, e) from e
+        await self._audit.arecord("intent.cancel_requested", f"intent:{intent_id}", "ok",
+                                  {"reason": reason}, actor=who.identity)
+        return await self.get(intent_id)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["IntentView", "NotFound", "StakingService"]

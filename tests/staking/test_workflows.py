@@ -1,0 +1,161 @@
+"""The staking and policy-change workflows on the time-skipping test server."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.staking.workflow_helpers import FakeActivities, Person, make_input
+from workflows.policy_change.workflows import PolicyChangeWorkflow
+from workflows.sandbox import RUNNER
+from workflows.staking.types import ApprovalAck, CancelInput, GroupData, IntentResult
+from workflows.staking.workflows import StakingWorkflow
+
+ALICE, O1, O2, O3, MALLORY = (Person(n) for n in ("alice", "olivia", "oscar", "otto", "mallory"))
+OPS = GroupData("operations", 2, ["olivia", "oscar", "otto"])
+
+
+def _worker(client: Client, queue: str, acts: FakeActivities) -> Worker:
+    return Worker(client, task_queue=queue, workflows=[StakingWorkflow, PolicyChangeWorkflow],
+                  activities=acts.all(), workflow_runner=RUNNER)
+
+
+async def _start(env: WorkflowEnvironment, queue: str, **kw: object) -> tuple[WorkflowHandle, object]:
+    now = await env.get_current_time()
+    created = now - timedelta(days=1)
+    inp = make_input("alice", [p.data(["operations"], created) for p in (ALICE, O1, O2, O3)], created)
+    handle = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+    return handle, inp
+
+
+async def _accepted_updates(handle: WorkflowHandle) -> int:
+    n = 0
+    async for e in handle.fetch_history_events():
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            n += 1
+    return n
+
+
+async def test_expiry_timer_of_24_hours_fires(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], expiry_seconds=24 * 3600)
+    async with _worker(env.client, queue, acts):
+        handle, _ = await _start(env, queue)
+        result: IntentResult = await handle.result()
+    assert result.state == "EXPIRED"
+    assert [t.state for t in acts.transitions] == ["AWAITING_POLICY", "AWAITING_APPROVALS", "EXPIRED"]
+    assert acts.signed == []
+
+
+async def test_approvals_right_after_start_are_not_lost(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        for _ in range(10):
+            handle, inp = await _start(env, queue)
+            exp = await env.get_current_time() + timedelta(days=2)
+            a1 = await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
+            a2 = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
+            assert a1.accepted and a2.accepted
+            result: IntentResult = await handle.result()
+            assert result.state == "CONFIRMED", result
+    assert len(acts.signed) == 10
+    assert all(len(s.approvals) == 2 for s in acts.signed)
+
+
+async def test_refused_approvals_leave_no_history(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        now = await env.get_current_time()
+        exp = now + timedelta(days=2)
+        good = O1.decide(inp, expires_at=exp)
+        ack: ApprovalAck = await handle.execute_update(StakingWorkflow.approve, good)
+        assert ack.accepted and not ack.quorum_met
+        forged = O2.decide(inp, expires_at=exp)
+        forged.signature_hex = O3.decide(inp, expires_at=exp).signature_hex
+        refused = {
+            "already decided": O1.decide(inp, expires_at=exp),  # duplicate
+            "initiator cannot": ALICE.decide(inp, expires_at=exp),
+            "unknown approver": MALLORY.decide(inp, expires_at=exp),
+            "does not verify": forged,
+            "has expired": O2.decide(inp, expires_at=now - timedelta(seconds=1)),
+            "another intent": O2.decide(inp, expires_at=exp, digest_hex="00" * 32),
+            "policy version": O2.decide(inp, expires_at=exp, version="b" * 64),
+        }
+        for reason, approval in refused.items():
+            with pytest.raises(WorkflowUpdateFailedError) as e:
+                await handle.execute_update(StakingWorkflow.approve, approval)
+            assert reason in str(e.value.cause), (reason, e.value.cause)
+        assert await _accepted_updates(handle) == 1
+        await handle.execute_update(StakingWorkflow.approve, O3.decide(inp, expires_at=exp))
+        result: IntentResult = await handle.result()
+    assert result.state == "CONFIRMED"
+    assert sorted(a.approver_id for a in acts.signed[0].approvals) == ["olivia", "otto"]
+
+
+async def test_late_approval_after_deadline_is_refused(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], expiry_seconds=3600)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        await env.sleep(timedelta(hours=2))
+        exp = await env.get_current_time() + timedelta(days=2)
+        # the intent expired at 1h and its workflow closed: nothing can be added to it
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+            await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
+        result: IntentResult = await handle.result()
+        assert await _accepted_updates(handle) == 0
+    assert result.state == "EXPIRED"
+
+
+async def test_one_reject_ends_it_and_nothing_is_signed(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(days=2)
+        await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
+        await handle.execute_update(StakingWorkflow.reject, O2.decide(inp, "REJECT", expires_at=exp))
+        result: IntentResult = await handle.result()
+    assert result.state == "REJECTED"
+    assert acts.signed == []
+
+
+async def test_quorum_of_the_policy_in_force_counts(time_skipping_env: WorkflowEnvironment) -> None:
+    """A 3-of-3 requirement is not met by two approvals, whatever the approvers' own groups say."""
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([GroupData("operations", 3, ["olivia", "oscar", "otto"])], expiry_seconds=3600)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(days=2)
+        await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
+        ack = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
+        assert not ack.quorum_met
+        result: IntentResult = await handle.result()
+    assert result.state == "EXPIRED"
+    assert acts.signed == []
+
+
+async def test_denied_and_cancelled(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    async with _worker(env.client, queue, FakeActivities([OPS], allow=False)):
+        handle, _ = await _start(env, queue)
+        denied: IntentResult = await handle.result()
+    assert denied.state == "DENIED" and "cap" in denied.reason
+    queue = f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        handle, _ = await _start(env, queue)
+        await handle.execute_update(StakingWorkflow.cancel, CancelInput("changed our mind", "alice"))
+        cancelled: IntentResult = await handle.result()
+    assert cancelled.state == "CANCELLED"
+    assert acts.signed == []

@@ -1,0 +1,133 @@
+"""Shared pieces of the workflow tests: approvers with real keys, and stand-in activities."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from temporalio import activity
+
+from services.policy.evidence import key_id_for, public_key_der, sign_approval
+from services.runtime.intent import (
+    Action,
+    Decision,
+    IntentSpec,
+    UnstakeTarget,
+    intent_digest,
+    spec_to_plain,
+)
+from workflows.staking.types import (
+    ActivateInput,
+    ApprovalData,
+    ApproverData,
+    ApproverKeyData,
+    BuildResult,
+    ConfirmResult,
+    EvaluateInput,
+    GroupData,
+    IntentInput,
+    PolicyOutcome,
+    SignResult,
+    StepInput,
+    TransitionInput,
+)
+
+T0 = datetime(2026, 1, 1)
+VERSION = "a" * 64
+
+
+@dataclass
+class Person:
+    name: str
+    key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
+
+    @property
+    def key_id(self) -> str:
+        return key_id_for(public_key_der(self.key))
+
+    def data(self, groups: list[str], created: datetime) -> ApproverData:
+        return ApproverData(
+            approver_id=self.name, display_name=self.name, groups=groups,
+            keys=[ApproverKeyData(self.key_id, "ED25519", public_key_der(self.key).hex(), created)],
+            created_at=created,
+        )
+
+    def decide(self, inp: IntentInput, decision: str = "APPROVE", *, expires_at: datetime,
+               version: str | None = None, digest_hex: str | None = None) -> ApprovalData:
+        a = sign_approval(
+            self.key, approver_id=self.name, intent_digest=bytes.fromhex(digest_hex or inp.digest_hex),
+            policy_version=version or inp.policy_version, decision=Decision(decision), expires_at=expires_at,
+        )
+        return ApprovalData(a.approver_id, a.key_id, a.decision.value, a.intent_digest.hex(), a.policy_version,
+                            a.expires_at, a.signature.hex())
+
+
+def make_input(initiator: str, approvers: list[ApproverData], created: datetime,
+               action: Action = Action.UNSTAKE) -> IntentInput:
+    spec = IntentSpec(action, "ethereum-devnet", "vault-1", 0, UnstakeTarget("0x" + "ab" * 48))
+    return IntentInput(
+        intent_id=f"int-{uuid.uuid4().hex}", spec=spec_to_plain(spec), initiator=initiator,
+        policy_version=VERSION, digest_hex=intent_digest(spec, VERSION).hex(), approvers=approvers,
+        submitted_at=created,
+    )
+
+
+class FakeActivities:
+    """Stand-ins for the activities, so these tests exercise the workflow's own logic.
+
+    The real activities talk to the policy, signer and chain services; the
+    integration test (tests/staking/test_integration.py) runs them for real.
+    """
+
+    def __init__(self, groups: list[GroupData], *, allow: bool = True, expiry_seconds: int = 86_400) -> None:
+        self.groups = groups
+        self.allow = allow
+        self.expiry = expiry_seconds
+        self.transitions: list[TransitionInput] = []
+        self.signed: list[StepInput] = []
+
+    @activity.defn(name="RecordTransition")
+    async def record_transition(self, inp: TransitionInput) -> None:
+        self.transitions.append(inp)
+
+    @activity.defn(name="EvaluatePolicy")
+    async def evaluate_policy(self, inp: EvaluateInput) -> PolicyOutcome:
+        if not self.allow:
+            return PolicyOutcome(False, ["amount above the cap"], [], 0, "deny-large")
+        return PolicyOutcome(True, [], self.groups, self.expiry, "ops-2-of-3")
+
+    @activity.defn(name="BuildTransaction")
+    async def build_transaction(self, inp: StepInput) -> BuildResult:
+        return BuildResult("02f0", "exit request", 7)
+
+    @activity.defn(name="SignTransaction")
+    async def sign_transaction(self, inp: StepInput) -> SignResult:
+        self.signed.append(inp)
+        return SignResult("02f0aa", "0x" + "11" * 32, False)
+
+    @activity.defn(name="BroadcastTransaction")
+    async def broadcast_transaction(self, inp: StepInput) -> str:
+        return inp.tx_hash
+
+    @activity.defn(name="AwaitConfirmation")
+    async def await_confirmation(self, inp: StepInput) -> ConfirmResult:
+        return ConfirmResult(True, False, 1, "", [])
+
+    @activity.defn(name="UnbondingSeconds")
+    async def unbonding_seconds(self, inp: StepInput) -> int:
+        return 0
+
+    @activity.defn(name="ActivatePolicy")
+    async def activate_policy(self, inp: ActivateInput) -> str:
+        return "b" * 64
+
+    def all(self) -> list[object]:
+        return [self.record_transition, self.evaluate_policy, self.build_transaction, self.sign_transaction,
+                self.broadcast_transaction, self.await_confirmation, self.unbonding_seconds,
+                self.activate_policy]
+
+
+def later(now: datetime, hours: float = 48) -> datetime:
+    return now + timedelta(hours=hours)

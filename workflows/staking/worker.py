@@ -1,0 +1,65 @@
+"""``custos serve worker``: one process hosting the workflows and their activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from services.audit.writer import AuditWriter
+from services.chain.client import ChainClient
+from services.policy.client import PolicyClient
+from services.runtime.db import make_engine, make_session_factory
+from services.runtime.settings import ServiceSettings, load
+from services.runtime.telemetry import setup_logging, setup_tracing
+from services.signer.client import SignerClient
+from services.staking.readmodel import ReadModelRecorder
+from workflows.policy_change.workflows import PolicyChangeWorkflow
+from workflows.sandbox import RUNNER
+from workflows.staking.activities import StakingActivities
+from workflows.staking.workflows import StakingWorkflow
+
+log = logging.getLogger("custos.worker")
+WORKFLOWS = [StakingWorkflow, PolicyChangeWorkflow]
+
+
+class WorkerSettings(ServiceSettings):
+    service = "worker"
+
+
+def make_worker(client: Client, task_queue: str, activities: StakingActivities) -> Worker:
+    return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities.all(),
+                  workflow_runner=RUNNER, max_concurrent_activities=50)
+
+
+async def run(settings: ServiceSettings) -> None:
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    audit = AuditWriter(sessions, actor="svc:worker")
+    policy, signer, chain = (PolicyClient.connect(settings), SignerClient.connect(settings),
+                             ChainClient.connect(settings))
+    activities = StakingActivities(policy=policy, signer=signer, chain=chain,
+                                   recorder=ReadModelRecorder(sessions, audit))
+    client = await Client.connect(settings.temporal.address, namespace=settings.temporal.namespace)
+    worker = make_worker(client, settings.temporal.task_queue, activities)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("worker started on task queue %s", settings.temporal.task_queue)
+        await stop.wait()
+        log.info("signal received: finishing in-flight tasks")
+    for c in (policy, signer, chain):
+        await c.close()
+    engine.dispose()
+
+
+def main() -> None:
+    settings = load(WorkerSettings)
+    setup_logging(settings.log_level)
+    setup_tracing(settings.telemetry, "worker")
+    asyncio.run(run(settings))
