@@ -1,0 +1,71 @@
+"""Records the workflow histories the replay tests run: ``python -m tests.staking.record_histories``.
+
+Run it when a workflow change is *meant* to be incompatible (and version the
+workflow instead where running intents exist); commit the JSON files it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from services.runtime.intent import Action, IntentSpec, PolicyChangeTarget, intent_digest, spec_to_plain
+from tests.staking.workflow_helpers import FakeActivities, Person, make_input
+from workflows.policy_change.workflows import PolicyChangeWorkflow
+from workflows.sandbox import RUNNER
+from workflows.staking.types import GroupData
+from workflows.staking.workflows import StakingWorkflow
+
+OUT = Path(__file__).parent / "histories"
+PEOPLE = [Person(n) for n in ("alice", "olivia", "oscar", "otto")]
+GROUP = GroupData("operations", 2, ["olivia", "oscar", "otto"])
+
+
+async def record() -> None:
+    server = shutil.which("temporal-test-server", path=str(Path(sys.executable).parent))
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
+    queue = f"q-{uuid.uuid4().hex}"
+    try:
+        async with Worker(env.client, task_queue=queue, workflows=[StakingWorkflow, PolicyChangeWorkflow],
+                          activities=FakeActivities([GROUP]).all(), workflow_runner=RUNNER):
+            now = await env.get_current_time()
+            created = now - timedelta(days=1)
+            registry = [p.data(["operations"], created) for p in PEOPLE]
+            exp = now + timedelta(days=2)
+            # a stake-type intent that is approved and confirmed
+            inp = make_input("alice", registry, created)
+            h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+            await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
+            await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
+            await h.result()
+            (OUT / "staking_confirmed.json").write_text((await h.fetch_history()).to_json())
+            # an intent that expires
+            inp = make_input("alice", registry, created)
+            h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+            await h.result()
+            (OUT / "staking_expired.json").write_text((await h.fetch_history()).to_json())
+            # a policy change approved by the admin quorum
+            inp = make_input("alice", registry, created)
+            spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("b" * 64))
+            inp.spec = spec_to_plain(spec)
+            inp.digest_hex = intent_digest(spec, inp.policy_version).hex()
+            h = await env.client.start_workflow(PolicyChangeWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+            await h.execute_update(PolicyChangeWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
+            await h.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
+            await h.result()
+            (OUT / "policy_change_confirmed.json").write_text((await h.fetch_history()).to_json())
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    asyncio.run(record())
+    print(f"histories written to {OUT}")
