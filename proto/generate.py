@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from grpc_tools import protoc  # type: ignore[import-untyped]
+from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
@@ -78,7 +78,7 @@ def _differences(a: Path, b: Path) -> list[str]:
     out = [f"only in committed: {n}" for n in cmp.left_only]
     out += [f"missing: {n}" for n in cmp.right_only]
     out += [f"differs: {n}" for n in cmp.diff_files]
-    for name, sub in cmp.subdirs.items():
+    for name in cmp.subdirs:
         out += [f"{name}/{d}" for d in _differences(a / name, b / name)]
     # dircmp compares shallowly by stat; confirm content for files it called equal
     for name in cmp.same_files:

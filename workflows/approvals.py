@@ -27,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from services.policy.evidence import EvidenceResult, check_approvals, verify_signature
     from services.runtime.intent import Approval, Decision
-
     from workflows.staking.types import ApprovalData, ApproverData, GroupData, IntentInput, PolicyOutcome
 
 REFUSED = "ApprovalRefused"

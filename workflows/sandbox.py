@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-PASSTHROUGH = ("cryptography", "services.policy.evidence", "services.policy.domain", "services.runtime.intent")
+PASSTHROUGH = (
+    "cryptography",
+    "services.policy.evidence",
+    "services.policy.domain",
+    "services.runtime.intent",
+)
 
-RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+)

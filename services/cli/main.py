@@ -76,7 +76,9 @@ def dev_up(name: str, no_devnet: bool) -> None:
     click.echo(f"stack {name} is up; state in {stack.root}")
     for svc, addr in config["endpoints"].items():
         click.echo(f"  {svc:<8} {addr}")
-    click.echo(f"  temporal {config['temporal']['address']}  (UI http://127.0.0.1:{config['dev']['temporal_ui_port']})")
+    click.echo(
+        f"  temporal {config['temporal']['address']}  (UI http://127.0.0.1:{config['dev']['temporal_ui_port']})"
+    )
     click.echo(f"use it with: export CUSTOS_CONFIG={stack.config}")
 
 

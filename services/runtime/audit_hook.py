@@ -11,7 +11,12 @@ from services.runtime.server import DenialHook
 def denial_recorder(audit: AuditWriter) -> DenialHook:
     async def record(principal: Principal | None, method: str, error: CustosError) -> None:
         action = "auth.unauthenticated" if isinstance(error, Unauthenticated) else "auth.permission_denied"
-        await audit.arecord(action, f"rpc:{method}", "refused", {"reason": error.message},
-                            actor=principal.identity if principal else "anonymous")
+        await audit.arecord(
+            action,
+            f"rpc:{method}",
+            "refused",
+            {"reason": error.message},
+            actor=principal.identity if principal else "anonymous",
+        )
 
     return record

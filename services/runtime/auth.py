@@ -18,8 +18,11 @@ from services.runtime.errors import PermissionDenied, Unauthenticated
 from services.runtime.pki import identity_of
 
 #: RPCs any authenticated principal may call (health checking and reflection).
-PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                   "grpc.reflection.v1.ServerReflection")
+PUBLIC_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,7 @@ class Principal:
         return bool(self.roles & roles)
 
 
-_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "custos_principal", default=None
-)
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("custos_principal", default=None)
 
 
 def current_principal() -> Principal:

@@ -7,7 +7,7 @@ deadline, and a failed call comes back as the custos error kind of its status
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -47,21 +47,27 @@ class BaseClient:
     """A typed client: one stub, a deadline on every call, errors as custos errors."""
 
     service: ClassVar[str] = ""
-    stub_class: ClassVar[Callable[[grpc.aio.Channel], Any]]
+    stub_class: ClassVar[Any]
 
-    def __init__(self, channel: grpc.aio.Channel, *, deadline: float = 10.0,
-                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, deadline: float = 10.0, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.channel = channel
         self.deadline = deadline
         self._metadata = metadata
         self.stub = type(self).stub_class(channel)
 
     @classmethod
-    def connect(cls, settings: ServiceSettings, *, target: str | None = None,
-                cert: Path | None = None, key: Path | None = None) -> Any:
+    def connect(
+        cls,
+        settings: ServiceSettings,
+        *,
+        target: str | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
+    ) -> Any:
         """Opens a channel to this client's service as configured in ``settings.endpoints``."""
-        channel = open_channel(target or settings.endpoints.of(cls.service), settings.tls,
-                               cert=cert, key=key)
+        channel = open_channel(target or settings.endpoints.of(cls.service), settings.tls, cert=cert, key=key)
         return cls(channel, deadline=settings.grpc_deadline_seconds)
 
     async def call(self, rpc: str, request: Any, *, deadline: float | None = None) -> Any:
@@ -80,7 +86,7 @@ class BaseClient:
             raise error_from_rpc(e, self.service) from e
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
 
     async def __aenter__(self) -> Any:
         return self

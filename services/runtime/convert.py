@@ -121,7 +121,9 @@ def spec_from_pb(spec: pb.IntentSpec) -> IntentSpec:
         amount = parse_amount(spec.amount)
     except ValueError as e:
         raise InvalidArgument(str(e)) from None
-    chain = spec.chain if action is Action.POLICY_CHANGE and not spec.chain else require_id(spec.chain, "chain")
+    chain = (
+        spec.chain if action is Action.POLICY_CHANGE and not spec.chain else require_id(spec.chain, "chain")
+    )
     vault = (
         spec.vault_id
         if action is Action.POLICY_CHANGE and not spec.vault_id

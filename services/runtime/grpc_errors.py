@@ -8,6 +8,8 @@ a handler raises becomes INTERNAL with a reference, never a stack trace.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from services.runtime.errors import (
@@ -75,9 +77,10 @@ def error_from_rpc(error: grpc.RpcError, service: str) -> CustosError:
         _remote_classes[kind] = cls
     remote_type = ""
     trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in trailers or ():
-        if key == ERROR_TRAILER:
-            remote_type = str(value)
+    for item in trailers or ():
+        pair: Any = item
+        if pair[0] == ERROR_TRAILER:
+            remote_type = str(pair[1])
     out = cls(f"{service}: {details}", details={"status": code.name, "remote_type": remote_type})
     assert isinstance(out, RemoteError)
     out.remote_type = remote_type

@@ -118,9 +118,7 @@ class Approval:
     signature: bytes
 
     def message(self) -> bytes:
-        return approval_message(
-            self.intent_digest, self.policy_version, self.decision, self.expires_at
-        )
+        return approval_message(self.intent_digest, self.policy_version, self.decision, self.expires_at)
 
 
 def _plain(value: Any) -> Any:
@@ -153,15 +151,11 @@ def _plain(value: Any) -> Any:
 
 def canonical_json(value: Any) -> bytes:
     """Deterministic JSON bytes for ``value`` (see the module docstring)."""
-    return json.dumps(
-        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode()
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def canonical_intent(spec: IntentSpec, policy_version: str) -> bytes:
-    return canonical_json(
-        {"domain": INTENT_DOMAIN, "spec": spec, "policy_version": policy_version}
-    )
+    return canonical_json({"domain": INTENT_DOMAIN, "spec": spec, "policy_version": policy_version})
 
 
 def intent_digest(spec: IntentSpec, policy_version: str) -> bytes:
@@ -169,9 +163,7 @@ def intent_digest(spec: IntentSpec, policy_version: str) -> bytes:
     return hashlib.sha256(canonical_intent(spec, policy_version)).digest()
 
 
-def approval_message(
-    digest: bytes, policy_version: str, decision: Decision, expires_at: datetime
-) -> bytes:
+def approval_message(digest: bytes, policy_version: str, decision: Decision, expires_at: datetime) -> bytes:
     """The exact bytes an approver's key signs."""
     return canonical_json(
         {
@@ -216,7 +208,9 @@ def spec_from_plain(data: dict[str, Any]) -> IntentSpec:
         dd = t.get("deposit_data")
         target = StakeTarget(
             validator=t["validator"],
-            deposit_data=None if dd is None else DepositData(
+            deposit_data=None
+            if dd is None
+            else DepositData(
                 pubkey=_b(dd["pubkey"]),
                 withdrawal_credentials=_b(dd["withdrawal_credentials"]),
                 signature=_b(dd["signature"]),

@@ -72,9 +72,15 @@ def ensure_ca(pki_dir: Path, name: str = "custos development CA") -> Issued:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -138,8 +144,10 @@ def ensure_service_certs(pki_dir: Path) -> dict[str, Issued]:
     out = {}
     for name, roles in SERVICE_ROLES.items():
         cert, key = pki_dir / f"{name}.crt", pki_dir / f"{name}.key"
-        out[name] = Issued(cert, key) if cert.exists() and key.exists() else issue(
-            pki_dir, f"svc:{name}", roles, file_stem=name, ca=ca
+        out[name] = (
+            Issued(cert, key)
+            if cert.exists() and key.exists()
+            else issue(pki_dir, f"svc:{name}", roles, file_stem=name, ca=ca)
         )
     return out
 

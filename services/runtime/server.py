@@ -13,7 +13,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -79,7 +79,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     return principal_from_header(str(value))
             raise Unauthenticated("no caller identity (plaintext mode needs the trusted identity header)")
         ctx = context.auth_context()
-        return principal_from_auth_context(ctx)
+        return principal_from_auth_context({k: list(v) for k, v in ctx.items()})
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> Principal:
         principal: Principal | None = None
@@ -113,7 +113,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 token = set_principal(await admit(method, context))
                 try:
-                    return await inner_uu(request, context)
+                    return await inner_uu(request, cast(Any, context))
                 except CustosError as e:
                     await _abort(context, e)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -134,7 +134,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 token = set_principal(await admit(method, context))
                 try:
-                    async for item in _items(inner_us(request, context)):
+                    async for item in _items(inner_us(request, cast(Any, context))):
                         yield item
                 except CustosError as e:
                     await _abort(context, e)
@@ -154,9 +154,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None:
             inner_ss = handler.stream_stream
 
-            async def stream_stream(request_iter: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream_stream(
+                request_iter: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 await admit(method, context)
-                async for item in _items(inner_ss(request_iter, context)):
+                async for item in _items(inner_ss(request_iter, cast(Any, context))):
                     yield item
 
             return grpc.stream_stream_rpc_method_handler(
@@ -176,12 +178,12 @@ async def _items(result: Any) -> AsyncIterator[Any]:
         await result
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: CustosError) -> None:
+async def _abort(context: Any, error: CustosError) -> None:
     context.set_trailing_metadata(((ERROR_TRAILER, type(error).__name__),))
     await context.abort(status_for(error), error.message)
 
 
-async def _internal(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+async def _internal(context: Any, method: str, error: Exception) -> None:
     ref = uuid.uuid4().hex[:12]
     log.error("unexpected error in %s (ref %s)", method, ref, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
@@ -203,7 +205,7 @@ def server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: Any
     names: tuple[str, ...]
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -234,7 +236,7 @@ async def start_server(
     )
     for b in bindings:
         b.add_to_server(b.servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(b.name for b in bindings)
     reflection.enable_server_reflection(

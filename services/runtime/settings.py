@@ -134,7 +134,7 @@ class HsmSettings(BaseModel):
     """A PKCS#11 token. A real HSM (Luna, CloudHSM, YubiHSM 2) is configuration only."""
 
     module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
-    token_label: str = "custos"
+    token_label: str = "custos"  # noqa: S105 - a label, not a secret
     pin: SecretStr | None = None
     pin_file: Path | None = None
 

@@ -30,15 +30,31 @@ async def build(settings: ServiceSettings) -> Component:
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:staking")
     temporal = await Client.connect(settings.temporal.address, namespace=settings.temporal.namespace)
-    policy, signer, chain = (PolicyClient.connect(settings), SignerClient.connect(settings),
-                             ChainClient.connect(settings))
-    service = StakingService(sessions=sessions, temporal=temporal, task_queue=settings.temporal.task_queue,
-                             policy=policy, signer=signer, chain=chain, audit=audit)
-    binding = ServiceBinding(staking_pb2.DESCRIPTOR.services_by_name["StakingService"],
-                             staking_pb2_grpc.add_StakingServiceServicer_to_server, StakingServicer(service))
+    policy, signer, chain = (
+        PolicyClient.connect(settings),
+        SignerClient.connect(settings),
+        ChainClient.connect(settings),
+    )
+    service = StakingService(
+        sessions=sessions,
+        temporal=temporal,
+        task_queue=settings.temporal.task_queue,
+        policy=policy,
+        signer=signer,
+        chain=chain,
+        audit=audit,
+    )
+    binding = ServiceBinding(
+        staking_pb2.DESCRIPTOR.services_by_name["StakingService"],
+        staking_pb2_grpc.add_StakingServiceServicer_to_server,
+        StakingServicer(service),
+    )
 
     async def dispose() -> None:
         engine.dispose()
 
-    return Component([binding], on_denied=denial_recorder(audit),
-                     closers=[dispose, policy.close, signer.close, chain.close])
+    return Component(
+        [binding],
+        on_denied=denial_recorder(audit),
+        closers=[dispose, policy.close, signer.close, chain.close],
+    )

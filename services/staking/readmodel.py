@@ -25,10 +25,18 @@ class ReadModelRecorder:
     def _record(self, inp: TransitionInput) -> None:
         with transaction(self._sessions) as s:
             if repo.record_event(s, inp.intent_id, inp.sequence, inp.state, inp.detail, inp.extra):
-                outcome = "refused" if inp.state in ("DENIED", "REJECTED") else (
-                    "failed" if inp.state in ("FAILED", "EXPIRED") else "ok")
-                payload: dict[str, object] = {"state": inp.state, "sequence": inp.sequence, "detail": inp.detail}
+                outcome = (
+                    "refused"
+                    if inp.state in ("DENIED", "REJECTED")
+                    else ("failed" if inp.state in ("FAILED", "EXPIRED") else "ok")
+                )
+                payload: dict[str, object] = {
+                    "state": inp.state,
+                    "sequence": inp.sequence,
+                    "detail": inp.detail,
+                }
                 if inp.extra.get("tx_hash"):
                     payload["tx_hash"] = inp.extra["tx_hash"]
-                self._audit.record(f"intent.{inp.state.lower()}", f"intent:{inp.intent_id}", outcome,
-                                   payload, session=s)
+                self._audit.record(
+                    f"intent.{inp.state.lower()}", f"intent:{inp.intent_id}", outcome, payload, session=s
+                )

@@ -41,16 +41,24 @@ def insert_intent(session: Session, row: IntentRow) -> IntentRow | None:
     try:
         with session.begin_nested():
             session.add(row)
-            session.add(IntentEventRow(intent_id=row.intent_id, sequence=1, state="SUBMITTED",
-                                       detail=f"by {row.initiator}", time=row.created_at))
+            session.add(
+                IntentEventRow(
+                    intent_id=row.intent_id,
+                    sequence=1,
+                    state="SUBMITTED",
+                    detail=f"by {row.initiator}",
+                    time=row.created_at,
+                )
+            )
             session.flush()
     except IntegrityError:
         return None
     return row
 
 
-def record_event(session: Session, intent_id: str, sequence: int, state: str, detail: str,
-                 extra: dict[str, object]) -> bool:
+def record_event(
+    session: Session, intent_id: str, sequence: int, state: str, detail: str, extra: dict[str, object]
+) -> bool:
     """Applies one transition; False if it was recorded before (a retried activity)."""
     row = session.get(IntentRow, intent_id, with_for_update=True)
     if row is None:
@@ -82,17 +90,21 @@ def record_approval(session: Session, intent_id: str, approver_id: str, decision
 
 
 def approvals_of(session: Session, intent_id: str) -> list[ApprovalRow]:
-    return list(session.scalars(
-        select(ApprovalRow).where(ApprovalRow.intent_id == intent_id).order_by(ApprovalRow.recorded_at)
-    ))
+    return list(
+        session.scalars(
+            select(ApprovalRow).where(ApprovalRow.intent_id == intent_id).order_by(ApprovalRow.recorded_at)
+        )
+    )
 
 
 def events_of(session: Session, intent_id: str, after: int = 0) -> list[IntentEventRow]:
-    return list(session.scalars(
-        select(IntentEventRow)
-        .where(IntentEventRow.intent_id == intent_id, IntentEventRow.sequence > after)
-        .order_by(IntentEventRow.sequence)
-    ))
+    return list(
+        session.scalars(
+            select(IntentEventRow)
+            .where(IntentEventRow.intent_id == intent_id, IntentEventRow.sequence > after)
+            .order_by(IntentEventRow.sequence)
+        )
+    )
 
 
 def _token(row: IntentRow) -> str:
@@ -108,13 +120,19 @@ def _untoken(token: str) -> tuple[datetime, str]:
         raise InvalidArgument("page_token is not one this service issued") from None
 
 
-def list_intents(session: Session, f: IntentFilter, page_size: int, page_token: str) -> tuple[list[IntentRow], str]:
+def list_intents(
+    session: Session, f: IntentFilter, page_size: int, page_token: str
+) -> tuple[list[IntentRow], str]:
     """Newest first, keyset-paginated on (created_at, intent_id)."""
     q = select(IntentRow)
     if f.states:
         q = q.where(IntentRow.state.in_(list(f.states)))
-    for col, value in ((IntentRow.action, f.action), (IntentRow.chain, f.chain),
-                       (IntentRow.vault_id, f.vault_id), (IntentRow.initiator, f.initiator)):
+    for col, value in (
+        (IntentRow.action, f.action),
+        (IntentRow.chain, f.chain),
+        (IntentRow.vault_id, f.vault_id),
+        (IntentRow.initiator, f.initiator),
+    ):
         if value:
             q = q.where(col == value)
     if f.created_from:
@@ -123,11 +141,17 @@ def list_intents(session: Session, f: IntentFilter, page_size: int, page_token: 
         q = q.where(IntentRow.created_at < f.created_to)
     if page_token:
         created, intent_id = _untoken(page_token)
-        q = q.where(or_(IntentRow.created_at < created,
-                        and_(IntentRow.created_at == created, IntentRow.intent_id < intent_id)))
-    rows = list(session.scalars(
-        q.order_by(IntentRow.created_at.desc(), IntentRow.intent_id.desc()).limit(page_size + 1)
-    ))
+        q = q.where(
+            or_(
+                IntentRow.created_at < created,
+                and_(IntentRow.created_at == created, IntentRow.intent_id < intent_id),
+            )
+        )
+    rows = list(
+        session.scalars(
+            q.order_by(IntentRow.created_at.desc(), IntentRow.intent_id.desc()).limit(page_size + 1)
+        )
+    )
     if len(rows) > page_size:
         return rows[:page_size], _token(rows[page_size - 1])
     return rows, ""

@@ -106,11 +106,26 @@ class StakingService:
         digest = intent_digest(spec, version)
         now = utcnow()
         row = IntentRow(
-            intent_id=f"int-{uuid.uuid4().hex}", initiator=who.identity, idempotency_key=key,
-            request_digest=request_digest, action=spec.action.value, chain=spec.chain, vault_id=spec.vault_id,
-            amount=str(spec.amount), spec_json=canonical_json(spec_to_plain(spec)).decode(), state="SUBMITTED",
-            digest=digest.hex(), policy_version=version, requirement_json="", tx_hash="", reason="",
-            summary="", workflow_started=0, last_sequence=1, created_at=now, updated_at=now,
+            intent_id=f"int-{uuid.uuid4().hex}",
+            initiator=who.identity,
+            idempotency_key=key,
+            request_digest=request_digest,
+            action=spec.action.value,
+            chain=spec.chain,
+            vault_id=spec.vault_id,
+            amount=str(spec.amount),
+            spec_json=canonical_json(spec_to_plain(spec)).decode(),
+            state="SUBMITTED",
+            digest=digest.hex(),
+            policy_version=version,
+            requirement_json="",
+            tx_hash="",
+            reason="",
+            summary="",
+            workflow_started=0,
+            last_sequence=1,
+            created_at=now,
+            updated_at=now,
         )
         inserted = await asyncio.to_thread(self._insert, row, who)
         if inserted is None:  # a concurrent submission with the same key won the race
@@ -127,11 +142,20 @@ class StakingService:
             out = repo.insert_intent(s, row)
             if out is not None:
                 self._audit.record(
-                    "intent.submitted", f"intent:{row.intent_id}", "ok",
-                    {"action": row.action, "chain": row.chain, "vault_id": row.vault_id, "amount": row.amount,
-                     "policy_version": row.policy_version, "digest": row.digest,
-                     "idempotency_key": row.idempotency_key},
-                    session=s, actor=who.identity,
+                    "intent.submitted",
+                    f"intent:{row.intent_id}",
+                    "ok",
+                    {
+                        "action": row.action,
+                        "chain": row.chain,
+                        "vault_id": row.vault_id,
+                        "amount": row.amount,
+                        "policy_version": row.policy_version,
+                        "digest": row.digest,
+                        "idempotency_key": row.idempotency_key,
+                    },
+                    session=s,
+                    actor=who.identity,
                 )
             return out
 
@@ -157,15 +181,24 @@ class StakingService:
                 "ListApprovers", policy_pb2.ListApproversRequest(page_size=500, page_token=token)
             )
             for a in resp.approvers:
-                out.append(ApproverData(
-                    approver_id=a.approver_id, display_name=a.display_name, groups=list(a.groups),
-                    keys=[ApproverKeyData(
-                        key_id=k.key_id, scheme=_SCHEMES.get(k.scheme, "UNSPECIFIED"),
-                        public_key_hex=k.public_key.hex(), created_at=ts_to_datetime(k.created_at),
-                        revoked_at=ts_to_datetime(k.revoked_at) if k.HasField("revoked_at") else None,
-                    ) for k in a.keys],
-                    created_at=ts_to_datetime(a.created_at),
-                ))
+                out.append(
+                    ApproverData(
+                        approver_id=a.approver_id,
+                        display_name=a.display_name,
+                        groups=list(a.groups),
+                        keys=[
+                            ApproverKeyData(
+                                key_id=k.key_id,
+                                scheme=_SCHEMES.get(k.scheme, "UNSPECIFIED"),
+                                public_key_hex=k.public_key.hex(),
+                                created_at=ts_to_datetime(k.created_at),
+                                revoked_at=ts_to_datetime(k.revoked_at) if k.HasField("revoked_at") else None,
+                            )
+                            for k in a.keys
+                        ],
+                        created_at=ts_to_datetime(a.created_at),
+                    )
+                )
             token = resp.next_page_token
             if not token:
                 return out
@@ -173,14 +206,21 @@ class StakingService:
     async def _start(self, row: IntentRow, approvers: list[ApproverData] | None = None) -> None:
         spec = json.loads(row.spec_json)
         inp = IntentInput(
-            intent_id=row.intent_id, spec=spec, initiator=row.initiator, policy_version=row.policy_version,
-            digest_hex=row.digest, approvers=approvers if approvers is not None else await self._approvers(),
+            intent_id=row.intent_id,
+            spec=spec,
+            initiator=row.initiator,
+            policy_version=row.policy_version,
+            digest_hex=row.digest,
+            approvers=approvers if approvers is not None else await self._approvers(),
             submitted_at=row.created_at,
         )
         workflow = "PolicyChange" if row.action == Action.POLICY_CHANGE.value else "StakingIntent"
         try:
             await self._temporal.start_workflow(
-                workflow, inp, id=row.intent_id, task_queue=self._queue,
+                workflow,
+                inp,
+                id=row.intent_id,
+                task_queue=self._queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
@@ -215,7 +255,9 @@ class StakingService:
                 return None
             return IntentView(row, repo.approvals_of(s, intent_id), repo.events_of(s, intent_id))
 
-    async def list(self, f: repo.IntentFilter, page_size: int, token: str) -> tuple[list[IntentView], str]:
+    async def list_intents(
+        self, f: repo.IntentFilter, page_size: int, token: str
+    ) -> tuple[list[IntentView], str]:
         def run() -> tuple[list[IntentView], str]:
             with self._sessions() as s:
                 rows, nxt = repo.list_intents(s, f, page_size, token)
@@ -243,26 +285,38 @@ class StakingService:
 
     async def decide(self, who: Principal, intent_id: str, approval: Approval, update: str) -> ApprovalAck:
         """Relays an approval or rejection to the workflow, whose validator decides."""
-        view = await self.get(intent_id)
+        await self.get(intent_id)  # NotFound before anything else
         subject = f"intent:{intent_id}"
         if who.identity != approval.approver_id:
-            await self._audit.arecord(f"approval.refused", subject, "refused",
-                                      {"reason": "caller is not the approver", "approver_id": approval.approver_id},
-                                      actor=who.identity)
+            await self._audit.arecord(
+                "approval.refused",
+                subject,
+                "refused",
+                {"reason": "caller is not the approver", "approver_id": approval.approver_id},
+                actor=who.identity,
+            )
             raise NotYourIntent(f"{who.identity} cannot submit a decision signed as {approval.approver_id}")
         data = ApprovalData(
-            approver_id=approval.approver_id, key_id=approval.key_id, decision=approval.decision.value,
-            intent_digest_hex=approval.intent_digest.hex(), policy_version=approval.policy_version,
-            expires_at=approval.expires_at, signature_hex=approval.signature.hex(),
+            approver_id=approval.approver_id,
+            key_id=approval.key_id,
+            decision=approval.decision.value,
+            intent_digest_hex=approval.intent_digest.hex(),
+            policy_version=approval.policy_version,
+            expires_at=approval.expires_at,
+            signature_hex=approval.signature.hex(),
         )
         handle = self._temporal.get_workflow_handle(intent_id)
         try:
             ack: ApprovalAck = await handle.execute_update(update, data, result_type=ApprovalAck)
         except WorkflowUpdateFailedError as e:
             reason = e.cause.message if isinstance(e.cause, ApplicationError) else str(e.cause or e)
-            await self._audit.arecord(f"{update}.refused", subject, "refused",
-                                      {"reason": reason, "approver_id": approval.approver_id,
-                                       "key_id": approval.key_id}, actor=who.identity)
+            await self._audit.arecord(
+                f"{update}.refused",
+                subject,
+                "refused",
+                {"reason": reason, "approver_id": approval.approver_id, "key_id": approval.key_id},
+                actor=who.identity,
+            )
             raise ApprovalRefused(f"{update} refused: {reason}") from e
         except RPCError as e:
             raise await self._closed_or_unavailable(intent_id, e) from e
@@ -280,16 +334,24 @@ class StakingService:
             return ApprovalRefused(f"intent {intent_id} has ended ({view.row.state})")
         return WorkflowUnavailable(f"cannot reach the workflow: {error.message}")
 
-    def _record_decision(self, who: Principal, intent_id: str, approval: Approval, update: str,
-                         ack: ApprovalAck) -> None:
+    def _record_decision(
+        self, who: Principal, intent_id: str, approval: Approval, update: str, ack: ApprovalAck
+    ) -> None:
         with transaction(self._sessions) as s:
             repo.record_approval(s, intent_id, approval.approver_id, approval.decision.value)
             self._audit.record(
-                f"intent.{'approved' if update == 'approve' else 'rejected'}_by", f"intent:{intent_id}", "ok",
-                {"approver_id": approval.approver_id, "key_id": approval.key_id,
-                 "policy_version": approval.policy_version, "quorum_met": ack.quorum_met,
-                 "signature_sha256": hashlib.sha256(approval.signature).hexdigest()},
-                session=s, actor=who.identity,
+                f"intent.{'approved' if update == 'approve' else 'rejected'}_by",
+                f"intent:{intent_id}",
+                "ok",
+                {
+                    "approver_id": approval.approver_id,
+                    "key_id": approval.key_id,
+                    "policy_version": approval.policy_version,
+                    "quorum_met": ack.quorum_met,
+                    "signature_sha256": hashlib.sha256(approval.signature).hexdigest(),
+                },
+                session=s,
+                actor=who.identity,
             )
 
     async def cancel(self, who: Principal, intent_id: str, reason: str) -> IntentView:
@@ -298,14 +360,17 @@ class StakingService:
             raise NotYourIntent("only the initiator or an operator may cancel an intent")
         handle = self._temporal.get_workflow_handle(intent_id)
         try:
-            await handle.execute_update("cancel", CancelInput(reason=reason or "no reason given", by=who.identity))
+            await handle.execute_update(
+                "cancel", CancelInput(reason=reason or "no reason given", by=who.identity)
+            )
         except WorkflowUpdateFailedError as e:
             reason_txt = e.cause.message if isinstance(e.cause, ApplicationError) else str(e)
             raise ApprovalRefused(reason_txt) from e
         except RPCError as e:
             raise await self._closed_or_unavailable(intent_id, e) from e
-        await self._audit.arecord("intent.cancel_requested", f"intent:{intent_id}", "ok",
-                                  {"reason": reason}, actor=who.identity)
+        await self._audit.arecord(
+            "intent.cancel_requested", f"intent:{intent_id}", "ok", {"reason": reason}, actor=who.identity
+        )
         return await self.get(intent_id)
 
 

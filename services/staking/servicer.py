@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
@@ -25,18 +25,28 @@ from services.staking.models import IntentEventRow
 from services.staking.repository import IntentFilter
 from services.staking.service import IntentView, StakingService
 
-_STATE = {name.removeprefix("INTENT_STATE_"): value for name, value in staking_pb2.IntentState.items()}
-_STATE_NAME = {v: k for k, v in _STATE.items()}
+_STATE: dict[str, Any] = {
+    name.removeprefix("INTENT_STATE_"): value for name, value in staking_pb2.IntentState.items()
+}
+_STATE_NAME: dict[Any, str] = {v: k for k, v in _STATE.items()}
 PEOPLE_READ = frozenset({"initiator", "approver", "compliance", "operator", "policy-admin"})
 
 
 def intent_to_pb(v: IntentView) -> staking_pb2.Intent:
     r = v.row
     out = staking_pb2.Intent(
-        intent_id=r.intent_id, idempotency_key=r.idempotency_key, spec=spec_to_pb(spec_from_plain(json.loads(r.spec_json))),
-        initiator=r.initiator, state=_STATE.get(r.state, 0), digest=bytes.fromhex(r.digest),
-        policy_version=r.policy_version, created_at=datetime_to_ts(r.created_at),
-        updated_at=datetime_to_ts(r.updated_at), tx_hash=r.tx_hash, reason=r.reason, summary=r.summary,
+        intent_id=r.intent_id,
+        idempotency_key=r.idempotency_key,
+        spec=spec_to_pb(spec_from_plain(json.loads(r.spec_json))),
+        initiator=r.initiator,
+        state=_STATE.get(r.state, 0),
+        digest=bytes.fromhex(r.digest),
+        policy_version=r.policy_version,
+        created_at=datetime_to_ts(r.created_at),
+        updated_at=datetime_to_ts(r.updated_at),
+        tx_hash=r.tx_hash,
+        reason=r.reason,
+        summary=r.summary,
     )
     if r.approval_deadline is not None:
         out.approval_deadline.CopyFrom(datetime_to_ts(r.approval_deadline))
@@ -45,14 +55,22 @@ def intent_to_pb(v: IntentView) -> staking_pb2.Intent:
         for g in json.loads(r.requirement_json):
             out.requirement.groups.add(name=g["name"], threshold=g["threshold"], members=g["members"])
     for a in v.approvals:
-        out.approvals.add(approver_id=a.approver_id, decision=decision_to_pb(Decision(a.decision)),
-                          recorded_at=datetime_to_ts(a.recorded_at))
+        out.approvals.add(
+            approver_id=a.approver_id,
+            decision=decision_to_pb(Decision(a.decision)),
+            recorded_at=datetime_to_ts(a.recorded_at),
+        )
     return out
 
 
 def event_to_pb(intent_id: str, e: IntentEventRow) -> staking_pb2.IntentEvent:
-    return staking_pb2.IntentEvent(intent_id=intent_id, sequence=e.sequence, state=_STATE.get(e.state, 0),
-                                   detail=e.detail, time=datetime_to_ts(e.time))
+    return staking_pb2.IntentEvent(
+        intent_id=intent_id,
+        sequence=e.sequence,
+        state=_STATE.get(e.state, 0),
+        detail=e.detail,
+        time=datetime_to_ts(e.time),
+    )
 
 
 class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
@@ -69,31 +87,39 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
     def __init__(self, service: StakingService) -> None:
         self._svc = service
 
-    async def SubmitIntent(self, request: staking_pb2.SubmitIntentRequest, context: Any) -> staking_pb2.SubmitIntentResponse:
+    async def SubmitIntent(
+        self, request: staking_pb2.SubmitIntentRequest, context: Any
+    ) -> staking_pb2.SubmitIntentResponse:
         key = require_id(request.idempotency_key, "idempotency_key")
         if not request.HasField("spec"):
             raise InvalidArgument("spec is required")
         view, created = await self._svc.submit(current_principal(), key, spec_from_pb(request.spec))
         return staking_pb2.SubmitIntentResponse(intent=intent_to_pb(view), created=created)
 
-    async def GetIntent(self, request: staking_pb2.GetIntentRequest, context: Any) -> staking_pb2.GetIntentResponse:
+    async def GetIntent(
+        self, request: staking_pb2.GetIntentRequest, context: Any
+    ) -> staking_pb2.GetIntentResponse:
         view = await self._svc.get(require_id(request.intent_id, "intent_id"))
         return staking_pb2.GetIntentResponse(
             intent=intent_to_pb(view), events=[event_to_pb(view.row.intent_id, e) for e in view.events]
         )
 
-    async def ListIntents(self, request: staking_pb2.ListIntentsRequest, context: Any) -> staking_pb2.ListIntentsResponse:
+    async def ListIntents(
+        self, request: staking_pb2.ListIntentsRequest, context: Any
+    ) -> staking_pb2.ListIntentsResponse:
         size = request.page_size or 50
         if size > 500:
             raise InvalidArgument("page_size must be at most 500")
         f = IntentFilter(
             states=[_STATE_NAME[s] for s in request.states if s in _STATE_NAME],
             action=action_from_pb(request.action).value if request.action else "",
-            chain=request.chain, vault_id=request.vault_id, initiator=request.initiator,
+            chain=request.chain,
+            vault_id=request.vault_id,
+            initiator=request.initiator,
             created_from=ts_to_datetime(request.created.start) if request.created.HasField("start") else None,
             created_to=ts_to_datetime(request.created.end) if request.created.HasField("end") else None,
         )
-        views, nxt = await self._svc.list(f, size, request.page_token)
+        views, nxt = await self._svc.list_intents(f, size, request.page_token)
         return staking_pb2.ListIntentsResponse(intents=[intent_to_pb(v) for v in views], next_page_token=nxt)
 
     async def _decide(self, request: Any, decision: int, update: str) -> tuple[staking_pb2.Intent, bool]:
@@ -101,25 +127,37 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
             raise InvalidArgument("approval is required")
         approval = approval_from_pb(request.approval)
         if request.approval.decision != decision:
-            raise InvalidArgument(f"{update} needs an approval with decision "
-                                  f"{common_pb2.Decision.Name(decision).removeprefix('DECISION_')}")
+            raise InvalidArgument(
+                f"{update} needs an approval with decision "
+                f"{common_pb2.Decision.Name(cast(Any, decision)).removeprefix('DECISION_')}"
+            )
         intent_id = require_id(request.intent_id, "intent_id")
         ack = await self._svc.decide(current_principal(), intent_id, approval, update)
         return intent_to_pb(await self._svc.get(intent_id)), ack.quorum_met
 
-    async def ApproveIntent(self, request: staking_pb2.ApproveIntentRequest, context: Any) -> staking_pb2.ApproveIntentResponse:
+    async def ApproveIntent(
+        self, request: staking_pb2.ApproveIntentRequest, context: Any
+    ) -> staking_pb2.ApproveIntentResponse:
         intent, quorum_met = await self._decide(request, common_pb2.DECISION_APPROVE, "approve")
         return staking_pb2.ApproveIntentResponse(intent=intent, quorum_met=quorum_met)
 
-    async def RejectIntent(self, request: staking_pb2.RejectIntentRequest, context: Any) -> staking_pb2.RejectIntentResponse:
+    async def RejectIntent(
+        self, request: staking_pb2.RejectIntentRequest, context: Any
+    ) -> staking_pb2.RejectIntentResponse:
         intent, _ = await self._decide(request, common_pb2.DECISION_REJECT, "reject")
         return staking_pb2.RejectIntentResponse(intent=intent)
 
-    async def CancelIntent(self, request: staking_pb2.CancelIntentRequest, context: Any) -> staking_pb2.CancelIntentResponse:
-        view = await self._svc.cancel(current_principal(), require_id(request.intent_id, "intent_id"), request.reason)
+    async def CancelIntent(
+        self, request: staking_pb2.CancelIntentRequest, context: Any
+    ) -> staking_pb2.CancelIntentResponse:
+        view = await self._svc.cancel(
+            current_principal(), require_id(request.intent_id, "intent_id"), request.reason
+        )
         return staking_pb2.CancelIntentResponse(intent=intent_to_pb(view))
 
-    async def WatchIntent(self, request: staking_pb2.WatchIntentRequest, context: Any) -> AsyncIterator[staking_pb2.WatchIntentResponse]:
+    async def WatchIntent(
+        self, request: staking_pb2.WatchIntentRequest, context: Any
+    ) -> AsyncIterator[staking_pb2.WatchIntentResponse]:
         intent_id = require_id(request.intent_id, "intent_id")
         async for e in self._svc.watch(intent_id, request.after_sequence):
             yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_generated_stubs_match_the_proto_sources() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "proto" / "generate.py"), "--check"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -26,11 +28,16 @@ def test_drift_is_caught(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "proto", copy / "proto")
     shutil.copytree(ROOT / "services" / "pb", copy / "services" / "pb")
     proto = copy / "proto" / "custos" / "chain" / "v1" / "chain.proto"
-    proto.write_text(proto.read_text().replace("message ListChainsRequest {}",
-                                               "message ListChainsRequest {\n  string family = 1;\n}"))
+    proto.write_text(
+        proto.read_text().replace(
+            "message ListChainsRequest {}", "message ListChainsRequest {\n  string family = 1;\n}"
+        )
+    )
     result = subprocess.run(
         [sys.executable, str(copy / "proto" / "generate.py"), "--check"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert "chain_pb2.py" in result.stdout

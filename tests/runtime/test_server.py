@@ -20,7 +20,6 @@ from services.runtime.settings import ServiceSettings, TLSSettings
 from tests.fixtures.pki import person
 
 
-
 class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
     """A stand-in ChainService whose handlers exercise the runtime, not chain logic."""
 
@@ -42,6 +41,15 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
 
     async def BuildTransaction(self, request: Any, context: Any) -> Any:
         raise RuntimeError("secret-looking internals must not reach the client")
+
+    async def DecodeTransaction(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def BroadcastTransaction(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def GetTransactionStatus(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
 
 
 class _ChainClient(BaseClient):
@@ -163,7 +171,9 @@ async def test_unexpected_error_is_internal_without_internals(pki_dir: Path, ser
 async def test_health_and_reflection(pki_dir: Path, server: RunningServer) -> None:
     async with _channel(pki_dir, server.port, "eve") as ch:  # any authenticated caller
         health = health_pb2_grpc.HealthStub(ch)
-        resp = await health.Check(health_pb2.HealthCheckRequest(service="custos.chain.v1.ChainService"), timeout=5)
+        resp = await health.Check(
+            health_pb2.HealthCheckRequest(service="custos.chain.v1.ChainService"), timeout=5
+        )
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
 

@@ -33,8 +33,13 @@ async def record() -> None:
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
     queue = f"q-{uuid.uuid4().hex}"
     try:
-        async with Worker(env.client, task_queue=queue, workflows=[StakingWorkflow, PolicyChangeWorkflow],
-                          activities=FakeActivities([GROUP]).all(), workflow_runner=RUNNER):
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[StakingWorkflow, PolicyChangeWorkflow],
+            activities=FakeActivities([GROUP]).all(),
+            workflow_runner=RUNNER,
+        ):
             now = await env.get_current_time()
             created = now - timedelta(days=1)
             registry = [p.data(["operations"], created) for p in PEOPLE]
@@ -56,11 +61,13 @@ async def record() -> None:
             spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("b" * 64))
             inp.spec = spec_to_plain(spec)
             inp.digest_hex = intent_digest(spec, inp.policy_version).hex()
-            h = await env.client.start_workflow(PolicyChangeWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
-            await h.execute_update(PolicyChangeWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
-            await h.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
-            await h.result()
-            (OUT / "policy_change_confirmed.json").write_text((await h.fetch_history()).to_json())
+            p = await env.client.start_workflow(
+                PolicyChangeWorkflow.run, inp, id=inp.intent_id, task_queue=queue
+            )
+            await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
+            await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
+            await p.result()
+            (OUT / "policy_change_confirmed.json").write_text((await p.fetch_history()).to_json())
     finally:
         await env.shutdown()
 

@@ -41,7 +41,8 @@ class ReorderedStakingWorkflow(StakingWorkflow):
     @workflow.run
     async def run(self, inp: IntentInput) -> IntentResult:
         await workflow.execute_activity_method(
-            StakingActivities.record_transition, TransitionInput(inp.intent_id, 99, "SUBMITTED"),
+            StakingActivities.record_transition,
+            TransitionInput(inp.intent_id, 99, "SUBMITTED"),
             start_to_close_timeout=timedelta(seconds=5),
         )
         return await super().run(inp)

@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from tests.staking.workflow_helpers import FakeActivities, Person, make_input
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
-from workflows.staking.types import ApprovalAck, CancelInput, GroupData, IntentResult
+from workflows.staking.types import ApprovalAck, CancelInput, GroupData, IntentInput, IntentResult
 from workflows.staking.workflows import StakingWorkflow
 
 ALICE, O1, O2, O3, MALLORY = (Person(n) for n in ("alice", "olivia", "oscar", "otto", "mallory"))
@@ -23,11 +23,16 @@ OPS = GroupData("operations", 2, ["olivia", "oscar", "otto"])
 
 
 def _worker(client: Client, queue: str, acts: FakeActivities) -> Worker:
-    return Worker(client, task_queue=queue, workflows=[StakingWorkflow, PolicyChangeWorkflow],
-                  activities=acts.all(), workflow_runner=RUNNER)
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[StakingWorkflow, PolicyChangeWorkflow],
+        activities=acts.all(),
+        workflow_runner=RUNNER,
+    )
 
 
-async def _start(env: WorkflowEnvironment, queue: str, **kw: object) -> tuple[WorkflowHandle, object]:
+async def _start(env: WorkflowEnvironment, queue: str) -> tuple[WorkflowHandle, IntentInput]:
     now = await env.get_current_time()
     created = now - timedelta(days=1)
     inp = make_input("alice", [p.data(["operations"], created) for p in (ALICE, O1, O2, O3)], created)

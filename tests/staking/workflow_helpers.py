@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from temporalio import activity
@@ -49,27 +51,52 @@ class Person:
 
     def data(self, groups: list[str], created: datetime) -> ApproverData:
         return ApproverData(
-            approver_id=self.name, display_name=self.name, groups=groups,
+            approver_id=self.name,
+            display_name=self.name,
+            groups=groups,
             keys=[ApproverKeyData(self.key_id, "ED25519", public_key_der(self.key).hex(), created)],
             created_at=created,
         )
 
-    def decide(self, inp: IntentInput, decision: str = "APPROVE", *, expires_at: datetime,
-               version: str | None = None, digest_hex: str | None = None) -> ApprovalData:
+    def decide(
+        self,
+        inp: IntentInput,
+        decision: str = "APPROVE",
+        *,
+        expires_at: datetime,
+        version: str | None = None,
+        digest_hex: str | None = None,
+    ) -> ApprovalData:
         a = sign_approval(
-            self.key, approver_id=self.name, intent_digest=bytes.fromhex(digest_hex or inp.digest_hex),
-            policy_version=version or inp.policy_version, decision=Decision(decision), expires_at=expires_at,
+            self.key,
+            approver_id=self.name,
+            intent_digest=bytes.fromhex(digest_hex or inp.digest_hex),
+            policy_version=version or inp.policy_version,
+            decision=Decision(decision),
+            expires_at=expires_at,
         )
-        return ApprovalData(a.approver_id, a.key_id, a.decision.value, a.intent_digest.hex(), a.policy_version,
-                            a.expires_at, a.signature.hex())
+        return ApprovalData(
+            a.approver_id,
+            a.key_id,
+            a.decision.value,
+            a.intent_digest.hex(),
+            a.policy_version,
+            a.expires_at,
+            a.signature.hex(),
+        )
 
 
-def make_input(initiator: str, approvers: list[ApproverData], created: datetime,
-               action: Action = Action.UNSTAKE) -> IntentInput:
+def make_input(
+    initiator: str, approvers: list[ApproverData], created: datetime, action: Action = Action.UNSTAKE
+) -> IntentInput:
     spec = IntentSpec(action, "ethereum-devnet", "vault-1", 0, UnstakeTarget("0x" + "ab" * 48))
     return IntentInput(
-        intent_id=f"int-{uuid.uuid4().hex}", spec=spec_to_plain(spec), initiator=initiator,
-        policy_version=VERSION, digest_hex=intent_digest(spec, VERSION).hex(), approvers=approvers,
+        intent_id=f"int-{uuid.uuid4().hex}",
+        spec=spec_to_plain(spec),
+        initiator=initiator,
+        policy_version=VERSION,
+        digest_hex=intent_digest(spec, VERSION).hex(),
+        approvers=approvers,
         submitted_at=created,
     )
 
@@ -123,10 +150,17 @@ class FakeActivities:
     async def activate_policy(self, inp: ActivateInput) -> str:
         return "b" * 64
 
-    def all(self) -> list[object]:
-        return [self.record_transition, self.evaluate_policy, self.build_transaction, self.sign_transaction,
-                self.broadcast_transaction, self.await_confirmation, self.unbonding_seconds,
-                self.activate_policy]
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.record_transition,
+            self.evaluate_policy,
+            self.build_transaction,
+            self.sign_transaction,
+            self.broadcast_transaction,
+            self.await_confirmation,
+            self.unbonding_seconds,
+            self.activate_policy,
+        ]
 
 
 def later(now: datetime, hours: float = 48) -> datetime:

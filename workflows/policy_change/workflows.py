@@ -7,7 +7,6 @@ version after checking the approvals itself.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -78,8 +77,9 @@ class PolicyChangeWorkflow:
     @cancel.validator
     def _validate_cancel(self, c: CancelInput) -> None:
         if not self._book.open:
-            raise ApplicationError("the change can no longer be cancelled", type="ApprovalRefused",
-                                   non_retryable=True)
+            raise ApplicationError(
+                "the change can no longer be cancelled", type="ApprovalRefused", non_retryable=True
+            )
 
     def _ack(self) -> ApprovalAck:
         ev = self._book.evidence(workflow.now())
@@ -91,7 +91,8 @@ class PolicyChangeWorkflow:
         await workflow.execute_activity_method(
             StakingActivities.record_transition,
             TransitionInput(self._inp.intent_id, self._sequence, state, detail, dict(extra)),
-            start_to_close_timeout=QUICK, retry_policy=RETRY,
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
         )
 
     async def _end(self, state: str, reason: str) -> IntentResult:
@@ -105,15 +106,18 @@ class PolicyChangeWorkflow:
         outcome = await workflow.execute_activity_method(
             StakingActivities.evaluate_policy,
             EvaluateInput(inp.intent_id, inp.spec, inp.initiator, inp.policy_version),
-            start_to_close_timeout=QUICK, retry_policy=RETRY,
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
         )
         if not outcome.allowed:
             return await self._end(DENIED, "; ".join(outcome.reasons) or "denied by policy")
         self._book.set_requirement(requirement_from_outcome(outcome, inp.policy_version), workflow.now())
         assert self._book.deadline is not None
         await self._transition(
-            AWAITING_APPROVALS, "admin quorum",
-            requirement=[vars(g) for g in outcome.groups], deadline=self._book.deadline.isoformat(),
+            AWAITING_APPROVALS,
+            "admin quorum",
+            requirement=[vars(g) for g in outcome.groups],
+            deadline=self._book.deadline.isoformat(),
         )
         deadline = self._book.deadline
         assert deadline is not None
@@ -122,7 +126,7 @@ class PolicyChangeWorkflow:
                 lambda: self._cancel is not None or decided(self._book, workflow.now),
                 timeout=timedelta(seconds=max((deadline - workflow.now()).total_seconds(), 0.0)),
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._end(EXPIRED, "the admin quorum was not met before the deadline")
         if self._cancel is not None:
             return await self._end(CANCELLED, f"cancelled by {self._cancel.by}: {self._cancel.reason}")
@@ -138,7 +142,8 @@ class PolicyChangeWorkflow:
             await workflow.execute_activity_method(
                 StakingActivities.activate_policy,
                 ActivateInput(inp.intent_id, version, inp.initiator, self._book.approvals()),
-                start_to_close_timeout=QUICK, retry_policy=RETRY,
+                start_to_close_timeout=QUICK,
+                retry_policy=RETRY,
             )
         except ActivityError as e:
             cause = e.cause

@@ -80,7 +80,9 @@ class StakingActivities:
         resp = await self._policy.call(
             "EvaluateIntent",
             policy_pb2.EvaluateIntentRequest(
-                intent_id=inp.intent_id, spec=spec_to_pb(spec), initiator=inp.initiator,
+                intent_id=inp.intent_id,
+                spec=spec_to_pb(spec),
+                initiator=inp.initiator,
                 policy_version=inp.policy_version,
             ),
         )
@@ -101,8 +103,9 @@ class StakingActivities:
         for a in resp.key.addresses:
             if a.chain == chain:
                 return str(a.address)
-        raise ApplicationError(f"vault {vault_id} has no address on {chain}", type="InvalidIntent",
-                               non_retryable=True)
+        raise ApplicationError(
+            f"vault {vault_id} has no address on {chain}", type="InvalidIntent", non_retryable=True
+        )
 
     @activity.defn(name="BuildTransaction")
     async def build_transaction(self, inp: StepInput) -> BuildResult:
@@ -126,8 +129,11 @@ class StakingActivities:
             resp = await self._signer.call(
                 "Sign",
                 signer_pb2.SignRequest(
-                    intent_id=inp.intent_id, step=inp.step, spec=spec_to_pb(spec),
-                    initiator=inp.initiator, policy_version=inp.policy_version,
+                    intent_id=inp.intent_id,
+                    step=inp.step,
+                    spec=spec_to_pb(spec),
+                    initiator=inp.initiator,
+                    policy_version=inp.policy_version,
                     approvals=[approval_to_pb(a) for a in inp.approvals],
                     unsigned_tx=bytes.fromhex(inp.unsigned_tx_hex),
                 ),
@@ -142,7 +148,9 @@ class StakingActivities:
         try:
             resp = await self._chain.call(
                 "BroadcastTransaction",
-                chain_pb2.BroadcastTransactionRequest(chain=spec.chain, signed_tx=bytes.fromhex(inp.signed_tx_hex)),
+                chain_pb2.BroadcastTransactionRequest(
+                    chain=spec.chain, signed_tx=bytes.fromhex(inp.signed_tx_hex)
+                ),
             )
         except _REFUSALS as e:
             raise ApplicationError(f"broadcast refused: {e}", type="InvalidIntent", non_retryable=True) from e
@@ -154,7 +162,8 @@ class StakingActivities:
         spec = spec_from_plain(inp.spec)
         while True:
             resp = await self._chain.call(
-                "GetTransactionStatus", chain_pb2.GetTransactionStatusRequest(chain=spec.chain, tx_hash=inp.tx_hash)
+                "GetTransactionStatus",
+                chain_pb2.GetTransactionStatusRequest(chain=spec.chain, tx_hash=inp.tx_hash),
             )
             activity.heartbeat(resp.confirmations)
             if resp.state == chain_pb2.TRANSACTION_STATE_FAILED:
@@ -184,17 +193,26 @@ class StakingActivities:
             resp = await self._policy.call(
                 "ActivatePolicy",
                 policy_pb2.ActivatePolicyRequest(
-                    version=inp.policy_version, intent_id=inp.intent_id, initiator=inp.initiator,
+                    version=inp.policy_version,
+                    intent_id=inp.intent_id,
+                    initiator=inp.initiator,
                     approvals=[approval_to_pb(a) for a in inp.approvals],
                 ),
             )
         except _REFUSALS as e:
-            raise ApplicationError(f"policy activation refused: {e}", type="SigningRefused",
-                                   non_retryable=True) from e
+            raise ApplicationError(
+                f"policy activation refused: {e}", type="SigningRefused", non_retryable=True
+            ) from e
         return str(resp.policy.version)
 
     def all(self) -> list[Callable[..., Any]]:
         return [
-            self.record_transition, self.evaluate_policy, self.build_transaction, self.sign_transaction,
-            self.broadcast_transaction, self.await_confirmation, self.unbonding_seconds, self.activate_policy,
+            self.record_transition,
+            self.evaluate_policy,
+            self.build_transaction,
+            self.sign_transaction,
+            self.broadcast_transaction,
+            self.await_confirmation,
+            self.unbonding_seconds,
+            self.activate_policy,
         ]

@@ -31,18 +31,28 @@ class WorkerSettings(ServiceSettings):
 
 
 def make_worker(client: Client, task_queue: str, activities: StakingActivities) -> Worker:
-    return Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities.all(),
-                  workflow_runner=RUNNER, max_concurrent_activities=50)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        workflow_runner=RUNNER,
+        max_concurrent_activities=50,
+    )
 
 
 async def run(settings: ServiceSettings) -> None:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:worker")
-    policy, signer, chain = (PolicyClient.connect(settings), SignerClient.connect(settings),
-                             ChainClient.connect(settings))
-    activities = StakingActivities(policy=policy, signer=signer, chain=chain,
-                                   recorder=ReadModelRecorder(sessions, audit))
+    policy, signer, chain = (
+        PolicyClient.connect(settings),
+        SignerClient.connect(settings),
+        ChainClient.connect(settings),
+    )
+    activities = StakingActivities(
+        policy=policy, signer=signer, chain=chain, recorder=ReadModelRecorder(sessions, audit)
+    )
     client = await Client.connect(settings.temporal.address, namespace=settings.temporal.namespace)
     worker = make_worker(client, settings.temporal.task_queue, activities)
     stop = asyncio.Event()

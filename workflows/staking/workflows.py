@@ -7,7 +7,6 @@ intent was evaluated under; the signer checks that again on its own.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -96,7 +95,8 @@ class StakingWorkflow:
         if not self._book.open:
             raise ApplicationError(
                 f"the intent can no longer be cancelled (state {self._state})",
-                type="ApprovalRefused", non_retryable=True,
+                type="ApprovalRefused",
+                non_retryable=True,
             )
 
     def _ack(self) -> ApprovalAck:
@@ -127,8 +127,13 @@ class StakingWorkflow:
     def _step(self, step: str, **kw: str) -> StepInput:
         inp = self._inp
         return StepInput(
-            intent_id=inp.intent_id, step=step, spec=inp.spec, initiator=inp.initiator,
-            policy_version=inp.policy_version, approvals=self._book.approvals(), **kw,
+            intent_id=inp.intent_id,
+            step=step,
+            spec=inp.spec,
+            initiator=inp.initiator,
+            policy_version=inp.policy_version,
+            approvals=self._book.approvals(),
+            **kw,
         )
 
     @workflow.run
@@ -145,8 +150,10 @@ class StakingWorkflow:
         self._book.set_requirement(requirement_from_outcome(outcome, inp.policy_version), workflow.now())
         assert self._book.deadline is not None
         await self._transition(
-            AWAITING_APPROVALS, f"rule {outcome.rule_id}",
-            requirement=[vars(g) for g in outcome.groups], deadline=self._book.deadline.isoformat(),
+            AWAITING_APPROVALS,
+            f"rule {outcome.rule_id}",
+            requirement=[vars(g) for g in outcome.groups],
+            deadline=self._book.deadline.isoformat(),
         )
 
         deadline = self._book.deadline
@@ -157,7 +164,7 @@ class StakingWorkflow:
                 lambda: self._cancel is not None or decided(self._book, workflow.now),
                 timeout=timedelta(seconds=remaining),
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._end(EXPIRED, "approvals did not meet the quorum before the deadline")
         if self._cancel is not None:
             return await self._end(CANCELLED, f"cancelled by {self._cancel.by}: {self._cancel.reason}")
@@ -172,22 +179,28 @@ class StakingWorkflow:
     async def _execute(self) -> IntentResult:
         try:
             built = await workflow.execute_activity_method(
-                StakingActivities.build_transaction, self._step("main"),
-                start_to_close_timeout=QUICK, retry_policy=RETRY,
+                StakingActivities.build_transaction,
+                self._step("main"),
+                start_to_close_timeout=QUICK,
+                retry_policy=RETRY,
             )
             await self._transition(SIGNING, built.summary)
             signed = await workflow.execute_activity_method(
-                StakingActivities.sign_transaction, self._step("main", unsigned_tx_hex=built.unsigned_tx_hex),
-                start_to_close_timeout=QUICK, retry_policy=RETRY,
+                StakingActivities.sign_transaction,
+                self._step("main", unsigned_tx_hex=built.unsigned_tx_hex),
+                start_to_close_timeout=QUICK,
+                retry_policy=RETRY,
             )
             await workflow.execute_activity_method(
                 StakingActivities.broadcast_transaction,
                 self._step("main", signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
-                start_to_close_timeout=QUICK, retry_policy=RETRY,
+                start_to_close_timeout=QUICK,
+                retry_policy=RETRY,
             )
             await self._transition(BROADCAST, signed.tx_hash, tx_hash=signed.tx_hash)
             result = await workflow.execute_activity_method(
-                StakingActivities.await_confirmation, self._step("main", tx_hash=signed.tx_hash),
+                StakingActivities.await_confirmation,
+                self._step("main", tx_hash=signed.tx_hash),
                 start_to_close_timeout=CONFIRM_TIMEOUT,
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=RETRY,
@@ -199,8 +212,10 @@ class StakingWorkflow:
         if result.failed:
             return await self._end(FAILED, result.reason, signed.tx_hash)
         unbonding = await workflow.execute_activity_method(
-            StakingActivities.unbonding_seconds, self._step("main"),
-            start_to_close_timeout=QUICK, retry_policy=RETRY,
+            StakingActivities.unbonding_seconds,
+            self._step("main"),
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
         )
         if unbonding > 0:
             await self._transition(UNBONDING, f"waiting {unbonding}s for the unbonding period")

@@ -72,7 +72,10 @@ def upgrade() -> None:
             "intent_id", "step", "attempt", name="uq_signer_signing_records_intent_id_step_attempt"
         ),
         sa.UniqueConstraint(
-            "key_id", "chain", "nonce", "attempt",
+            "key_id",
+            "chain",
+            "nonce",
+            "attempt",
             name="uq_signer_signing_records_key_id_chain_nonce_attempt",
         ),
     )

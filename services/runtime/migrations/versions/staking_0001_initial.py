@@ -43,7 +43,9 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("intent_id", name=op.f("pk_staking_intents")),
-        sa.UniqueConstraint("initiator", "idempotency_key", name=op.f("uq_staking_intents_initiator_idempotency_key")),
+        sa.UniqueConstraint(
+            "initiator", "idempotency_key", name=op.f("uq_staking_intents_initiator_idempotency_key")
+        ),
     )
     for col in ("initiator", "action", "chain", "vault_id", "state", "created_at"):
         op.create_index(op.f(f"ix_staking_intents_{col}"), "staking_intents", [col])
@@ -54,8 +56,11 @@ def upgrade() -> None:
         sa.Column("state", sa.String(32), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("time", UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["intent_id"], ["staking_intents.intent_id"],
-                                name=op.f("fk_staking_intent_events_intent_id_staking_intents")),
+        sa.ForeignKeyConstraint(
+            ["intent_id"],
+            ["staking_intents.intent_id"],
+            name=op.f("fk_staking_intent_events_intent_id_staking_intents"),
+        ),
         sa.PrimaryKeyConstraint("intent_id", "sequence", name=op.f("pk_staking_intent_events")),
     )
     op.create_table(
@@ -64,8 +69,11 @@ def upgrade() -> None:
         sa.Column("approver_id", sa.String(128), nullable=False),
         sa.Column("decision", sa.String(16), nullable=False),
         sa.Column("recorded_at", UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["intent_id"], ["staking_intents.intent_id"],
-                                name=op.f("fk_staking_approvals_intent_id_staking_intents")),
+        sa.ForeignKeyConstraint(
+            ["intent_id"],
+            ["staking_intents.intent_id"],
+            name=op.f("fk_staking_approvals_intent_id_staking_intents"),
+        ),
         sa.PrimaryKeyConstraint("intent_id", "approver_id", name=op.f("pk_staking_approvals")),
     )
 
