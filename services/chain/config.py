@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 ChainName = NewType("ChainName", str)
 ChainId = NewType("ChainId", int)
@@ -34,7 +34,8 @@ class ChainConfig(BaseModel):
 
     Attributes:
         name: Registry name used in intents, e.g. ``ethereum-devnet``.
-        chain_id: EIP-155 chain id; transactions for another id are refused.
+        chain_id: The chain's own id: an EIP-155 integer on Ethereum (transactions for
+            another id are refused), a string such as ``cosmoshub-4`` on Cosmos.
         confirmations: Blocks (including the one that mined it) before a transaction counts as final.
         max_fee_per_gas_cap: Highest ``maxFeePerGas`` custos will ever sign, in wei.
         max_priority_fee_cap: Highest ``maxPriorityFeePerGas``, in wei.
@@ -48,7 +49,7 @@ class ChainConfig(BaseModel):
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
     family: ChainFamily = ChainFamily.ETHEREUM
-    chain_id: Annotated[int, Field(gt=0)]
+    chain_id: int | str
     rpc_url: Annotated[str, Field(min_length=1)]
     confirmations: Annotated[int, Field(ge=1, le=10_000)] = 1
     max_fee_per_gas_cap: Annotated[int, Field(gt=0)] = 500 * 10**9
@@ -59,6 +60,18 @@ class ChainConfig(BaseModel):
     nonce_release_seconds: Annotated[int, Field(gt=0)] = 600
     rpc_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
 
+    @field_validator("chain_id")
+    @classmethod
+    def _chain_id(cls, value: int | str, info: ValidationInfo) -> int | str:
+        if info.data.get("family", ChainFamily.ETHEREUM) is ChainFamily.ETHEREUM:
+            number = int(value) if isinstance(value, str) and value.isdigit() else value
+            if not isinstance(number, int) or number <= 0:
+                raise ValueError("an Ethereum chain id is a positive integer")
+            return number
+        if not str(value):
+            raise ValueError("chain_id is required")
+        return str(value)
+
     @field_validator("genesis_fork_version")
     @classmethod
     def _fork_version(cls, value: str) -> str:
@@ -68,6 +81,13 @@ class ChainConfig(BaseModel):
     @classmethod
     def _address(cls, value: str) -> str:
         return _hex_bytes(value, 20, "deposit_contract")
+
+    @property
+    def evm_chain_id(self) -> int:
+        """The EIP-155 chain id (Ethereum family only)."""
+        if not isinstance(self.chain_id, int):
+            raise TypeError(f"chain {self.name} has no EVM chain id")
+        return self.chain_id
 
     @property
     def fork_version_bytes(self) -> bytes:

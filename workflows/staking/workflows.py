@@ -60,6 +60,8 @@ class StakingWorkflow:
         self._sequence = 1  # SUBMITTED was recorded by SubmitIntent
         self._state = "AWAITING_POLICY"
         self._cancel: CancelInput | None = None
+        # the chain's and the signer's name for this intent's one transaction
+        self._action_step = str(inp.spec["action"]).lower()
 
     # --- queries and updates -------------------------------------------------
 
@@ -180,27 +182,27 @@ class StakingWorkflow:
         try:
             built = await workflow.execute_activity_method(
                 StakingActivities.build_transaction,
-                self._step("main"),
+                self._step(self._action_step),
                 start_to_close_timeout=QUICK,
                 retry_policy=RETRY,
             )
             await self._transition(SIGNING, built.summary)
             signed = await workflow.execute_activity_method(
                 StakingActivities.sign_transaction,
-                self._step("main", unsigned_tx_hex=built.unsigned_tx_hex),
+                self._step(self._action_step, unsigned_tx_hex=built.unsigned_tx_hex),
                 start_to_close_timeout=QUICK,
                 retry_policy=RETRY,
             )
             await workflow.execute_activity_method(
                 StakingActivities.broadcast_transaction,
-                self._step("main", signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
+                self._step(self._action_step, signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
                 start_to_close_timeout=QUICK,
                 retry_policy=RETRY,
             )
             await self._transition(BROADCAST, signed.tx_hash, tx_hash=signed.tx_hash)
             result = await workflow.execute_activity_method(
                 StakingActivities.await_confirmation,
-                self._step("main", tx_hash=signed.tx_hash),
+                self._step(self._action_step, tx_hash=signed.tx_hash),
                 start_to_close_timeout=CONFIRM_TIMEOUT,
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=RETRY,
@@ -213,7 +215,7 @@ class StakingWorkflow:
             return await self._end(FAILED, result.reason, signed.tx_hash)
         unbonding = await workflow.execute_activity_method(
             StakingActivities.unbonding_seconds,
-            self._step("main"),
+            self._step(self._action_step),
             start_to_close_timeout=QUICK,
             retry_policy=RETRY,
         )

@@ -148,12 +148,17 @@ def verify_deposit_data(
         raise DepositDataInvalid("deposit data root must be 32 bytes")
     wc = data.withdrawal_credentials
     if wc[0] not in (ETH1_ADDRESS_WITHDRAWAL_PREFIX, COMPOUNDING_WITHDRAWAL_PREFIX):
-        raise DepositDataInvalid(f"withdrawal credentials of type 0x{wc[0]:02x}: only 0x01 and 0x02 are accepted")
+        raise DepositDataInvalid(
+            f"withdrawal credentials of type 0x{wc[0]:02x}: only 0x01 and 0x02 are accepted"
+        )
     if wc[1:12] != bytes(11):
         raise DepositDataInvalid("withdrawal credentials are malformed (bytes 1-11 must be zero)")
     if wc[12:] != vault_address:
         raise DepositDataInvalid(
-            "withdrawal credentials point at 0x" + wc[12:].hex() + ", not at the vault 0x" + vault_address.hex()
+            "withdrawal credentials point at 0x"
+            + wc[12:].hex()
+            + ", not at the vault 0x"
+            + vault_address.hex()
         )
     gwei = check_amount(amount_wei, wc)
     expected_root = deposit_data_root(data.pubkey, wc, gwei, data.signature)
@@ -162,15 +167,15 @@ def verify_deposit_data(
             "deposit data root does not match the deposit data",
             details={"expected": "0x" + expected_root.hex()},
         )
-    message = signing_root(
-        deposit_message_root(data.pubkey, wc, gwei), deposit_domain(genesis_fork_version)
-    )
+    message = signing_root(deposit_message_root(data.pubkey, wc, gwei), deposit_domain(genesis_fork_version))
     try:
         valid = bool(bls.Verify(data.pubkey, message, data.signature))
     except Exception:  # the binding raises on points it cannot decode
         valid = False
     if not valid:
-        raise DepositDataInvalid("BLS signature over the deposit message does not verify for this pubkey and network")
+        raise DepositDataInvalid(
+            "BLS signature over the deposit message does not verify for this pubkey and network"
+        )
     return gwei
 
 
@@ -205,7 +210,9 @@ def generate_deposit_data(
     signature = bytes(bls.Sign(secret_key, message))
     root = deposit_data_root(pubkey, wc, gwei, signature)
     return GeneratedDeposit(
-        data=DepositData(pubkey=pubkey, withdrawal_credentials=wc, signature=signature, deposit_data_root=root),
+        data=DepositData(
+            pubkey=pubkey, withdrawal_credentials=wc, signature=signature, deposit_data_root=root
+        ),
         amount_wei=amount_wei,
         secret_key=secret_key,
     )

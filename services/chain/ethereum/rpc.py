@@ -30,6 +30,8 @@ class JsonRpcClient:
     """Calls ``method(params)`` on one node. Transport failures raise ``NodeUnavailable``."""
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the node's RPC URL must be http:// or https://")
         self.url = url
         self.timeout = timeout
         self._ids = itertools.count(1)
@@ -38,11 +40,11 @@ class JsonRpcClient:
         body = json.dumps(
             {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
         ).encode()
-        req = urllib.request.Request(
+        req = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 reply = json.loads(resp.read())
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
             raise NodeUnavailable(f"node at {self.url} unreachable for {method}: {e}") from e

@@ -1,0 +1,365 @@
+"""The Ethereum chain adapter: stake = deposit, unstake = EIP-7002 request, restake = EIP-7251 request."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_utils import is_hex_address, keccak, to_checksum_address
+
+from services.chain.config import ChainConfig
+from services.chain.errors import (
+    BroadcastRejected,
+    FeesAboveCap,
+    IntentInvalid,
+    NodeError,
+    TransactionInvalid,
+)
+from services.chain.ethereum import contracts as c
+from services.chain.ethereum.deposit import (
+    GWEI,
+    MAX_UINT64,
+    parse_pubkey,
+    verify_deposit_data,
+)
+from services.chain.ethereum.rpc import JsonRpcClient, RpcError
+from services.chain.ethereum.transactions import (
+    UnsignedTransaction,
+    parse_signed,
+    parse_unsigned,
+)
+from services.chain.types import (
+    ChainEvent,
+    DecodedTransaction,
+    Fees,
+    SignedInfo,
+    TransactionStatus,
+    TxState,
+)
+from services.runtime.intent import (
+    Action,
+    DepositData,
+    IntentSpec,
+    RestakeTarget,
+    StakeTarget,
+    UnstakeTarget,
+)
+
+GAS_MARGIN_PERCENT = 20
+_ALREADY_KNOWN = ("already known", "known transaction", "already imported", "already exists")
+_ERROR_SELECTOR = keccak(text="Error(string)")[:4]
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    """The contract call an intent turns into, before fees, gas and nonce."""
+
+    to: bytes
+    data: bytes
+    value: int
+    pays_request_fee: bool
+
+
+def parse_address(text: str, field: str = "vault_address") -> bytes:
+    if not is_hex_address(text):
+        raise IntentInvalid(f"{field} must be a 0x-hex 20-byte address")
+    return bytes.fromhex(text[2:])
+
+
+def _canonical_pubkey(text: str, field: str) -> bytes:
+    raw = parse_pubkey(text, field)
+    if text != "0x" + raw.hex():
+        raise IntentInvalid(f"{field} must be written in lowercase 0x-hex")
+    return raw
+
+
+def _revert_reason(err: RpcError) -> str:
+    data = err.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        raw = bytes.fromhex(data[2:])
+        if raw[:4] == _ERROR_SELECTOR:
+            with contextlib.suppress(Exception):  # not a well-formed Error(string): use the message
+                return str(abi_decode(["string"], raw[4:])[0])
+    return err.message
+
+
+class EthereumAdapter:
+    """One Ethereum chain of the registry, reached through its JSON-RPC node."""
+
+    def __init__(self, config: ChainConfig, rpc: JsonRpcClient | None = None) -> None:
+        self.config = config
+        self.rpc = rpc or JsonRpcClient(config.rpc_url, timeout=config.rpc_timeout_seconds)
+        self._deposit = bytes.fromhex(config.deposit_contract[2:])
+        self._withdrawals = bytes.fromhex(c.WITHDRAWAL_REQUEST_CONTRACT[2:])
+        self._consolidations = bytes.fromhex(c.CONSOLIDATION_REQUEST_CONTRACT[2:])
+
+    # -- validation (pure: no node needed) ------------------------------------------------
+
+    def plan(self, spec: IntentSpec, vault_address: str) -> PlannedCall:
+        """Checks the intent's chain-specific data and returns the call that carries it out."""
+        vault = parse_address(vault_address)
+        target = spec.target
+        if spec.action is Action.STAKE and isinstance(target, StakeTarget):
+            if target.deposit_data is None:
+                raise IntentInvalid("an Ethereum stake needs deposit data")
+            pubkey = _canonical_pubkey(target.validator, "stake.validator")
+            if pubkey != target.deposit_data.pubkey:
+                raise IntentInvalid("stake.validator differs from the deposit data's pubkey")
+            verify_deposit_data(
+                target.deposit_data,
+                amount_wei=spec.amount,
+                vault_address=vault,
+                genesis_fork_version=self.config.fork_version_bytes,
+            )
+            d = target.deposit_data
+            data = c.deposit_calldata(
+                c.DepositCall(d.pubkey, d.withdrawal_credentials, d.signature, d.deposit_data_root)
+            )
+            return PlannedCall(to=self._deposit, data=data, value=spec.amount, pays_request_fee=False)
+        if spec.action is Action.UNSTAKE and isinstance(target, UnstakeTarget):
+            pubkey = _canonical_pubkey(target.validator, "unstake.validator")
+            if spec.amount % GWEI or spec.amount // GWEI > MAX_UINT64:
+                raise IntentInvalid("unstake amount must be whole gwei within uint64 (0 = full exit)")
+            data = c.withdrawal_request_calldata(pubkey, spec.amount // GWEI)
+            return PlannedCall(to=self._withdrawals, data=data, value=0, pays_request_fee=True)
+        if spec.action is Action.RESTAKE and isinstance(target, RestakeTarget):
+            source = _canonical_pubkey(target.source_validator, "restake.source_validator")
+            dest = _canonical_pubkey(target.target_validator, "restake.target_validator")
+            if spec.amount != 0:
+                raise IntentInvalid(
+                    "an Ethereum consolidation moves the whole source balance: amount must be 0"
+                )
+            data = c.consolidation_request_calldata(source, dest)
+            return PlannedCall(to=self._consolidations, data=data, value=0, pays_request_fee=True)
+        raise IntentInvalid(f"{spec.action} is not supported on Ethereum")
+
+    # -- building ---------------------------------------------------------------------------
+
+    async def request_fee(self, contract: bytes) -> int:
+        """The fee a system request contract asks now (eth_call with empty calldata)."""
+        try:
+            out = await self.rpc.call("eth_call", {"to": "0x" + contract.hex(), "data": "0x"}, "latest")
+        except RpcError as e:
+            raise NodeError(f"fee read from 0x{contract.hex()} failed: {e.message}") from None
+        return int(out, 16)
+
+    async def estimate_fees(self) -> tuple[int, int]:
+        """(max_fee_per_gas, max_priority_fee_per_gas) within the chain's caps."""
+        block = await self.rpc.call("eth_getBlockByNumber", "latest", False)
+        base = int(block["baseFeePerGas"], 16)
+        tip = min(int(await self.rpc.call("eth_maxPriorityFeePerGas"), 16), self.config.max_priority_fee_cap)
+        if base + tip > self.config.max_fee_per_gas_cap:
+            raise FeesAboveCap(
+                f"base fee {base} + tip {tip} wei exceeds the cap {self.config.max_fee_per_gas_cap}",
+                details={"base_fee": str(base)},
+            )
+        return min(2 * base + tip, self.config.max_fee_per_gas_cap), tip
+
+    async def estimate_gas(self, sender: str, call: PlannedCall, value: int) -> int:
+        try:
+            est = await self.rpc.call(
+                "eth_estimateGas",
+                {
+                    "from": sender,
+                    "to": "0x" + call.to.hex(),
+                    "value": hex(value),
+                    "data": "0x" + call.data.hex(),
+                },
+            )
+        except RpcError as e:
+            raise NodeError(f"gas estimation failed: {_revert_reason(e)}") from None
+        return int(est, 16) * (100 + GAS_MARGIN_PERCENT) // 100
+
+    def normalise_address(self, address: str) -> str:
+        return str(to_checksum_address(parse_address(address, "address")))
+
+    async def pending_nonce(self, address: str) -> int:
+        return int(
+            await self.rpc.call("eth_getTransactionCount", to_checksum_address(address), "pending"), 16
+        )
+
+    async def build(
+        self, spec: IntentSpec, vault_address: str, nonce: int
+    ) -> tuple[bytes, DecodedTransaction]:
+        call = self.plan(spec, vault_address)
+        value = call.value + (await self.request_fee(call.to) if call.pays_request_fee else 0)
+        max_fee, tip = await self.estimate_fees()
+        gas = await self.estimate_gas(vault_address, call, value)
+        tx = UnsignedTransaction(
+            chain_id=self.config.evm_chain_id,
+            nonce=nonce,
+            max_priority_fee_per_gas=tip,
+            max_fee_per_gas=max_fee,
+            gas=gas,
+            to=call.to,
+            value=value,
+            data=call.data,
+        )
+        raw = tx.encode()
+        return raw, self.decode(raw, sender=vault_address)
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode(self, unsigned_tx: bytes, *, sender: str | None = None) -> DecodedTransaction:
+        """Reads unsigned bytes back into the intent fields; strict about everything."""
+        tx = parse_unsigned(unsigned_tx)
+        if tx.chain_id != self.config.evm_chain_id:
+            raise TransactionInvalid(
+                f"transaction is for chain id {tx.chain_id}, not {self.config.evm_chain_id}"
+            )
+        if tx.max_fee_per_gas > self.config.max_fee_per_gas_cap:
+            raise TransactionInvalid("max fee per gas above the chain's cap")
+        if tx.max_priority_fee_per_gas > min(tx.max_fee_per_gas, self.config.max_priority_fee_cap):
+            raise TransactionInvalid("priority fee above the chain's cap or the max fee")
+        target: StakeTarget | UnstakeTarget | RestakeTarget
+        if tx.to == self._deposit:
+            d = c.decode_deposit_calldata(tx.data)
+            action, amount = Action.STAKE, tx.value
+            target = StakeTarget(
+                validator="0x" + d.pubkey.hex(),
+                deposit_data=DepositData(
+                    d.pubkey, d.withdrawal_credentials, d.signature, d.deposit_data_root
+                ),
+            )
+            summary = f"deposit {amount} wei to validator 0x{d.pubkey.hex()[:16]}..."
+        elif tx.to == self._withdrawals:
+            if len(tx.data) != c.WITHDRAWAL_REQUEST_LENGTH:
+                raise TransactionInvalid("an EIP-7002 request is 56 bytes: pubkey || amount")
+            action, amount = Action.UNSTAKE, int.from_bytes(tx.data[48:], "big") * GWEI
+            target = UnstakeTarget(validator="0x" + tx.data[:48].hex())
+            kind = "full exit" if amount == 0 else f"withdrawal of {amount} wei"
+            summary = f"{kind} of validator 0x{tx.data[:8].hex()}... (fee {tx.value} wei)"
+        elif tx.to == self._consolidations:
+            if len(tx.data) != c.CONSOLIDATION_REQUEST_LENGTH:
+                raise TransactionInvalid("an EIP-7251 request is 96 bytes: source || target pubkey")
+            action, amount = Action.RESTAKE, 0
+            target = RestakeTarget(
+                source_validator="0x" + tx.data[:48].hex(), target_validator="0x" + tx.data[48:].hex()
+            )
+            summary = (
+                f"consolidate validator 0x{tx.data[:8].hex()}... into 0x{tx.data[48:56].hex()}..."
+                f" (fee {tx.value} wei)"
+            )
+        else:
+            raise TransactionInvalid(
+                f"transaction calls 0x{tx.to.hex()}, which is no staking contract custos uses"
+            )
+        return DecodedTransaction(
+            chain=self.config.name,
+            action=action,
+            from_address=to_checksum_address(sender) if sender else "",
+            to_address=to_checksum_address(tx.to),
+            value=tx.value,
+            amount=amount,
+            target=target,
+            nonce=tx.nonce,
+            fees=Fees(tx.max_fee_per_gas, tx.max_priority_fee_per_gas, tx.gas),
+            signing_digest=tx.signing_digest(),
+            summary=summary,
+        )
+
+    def inspect_signed(self, signed_tx: bytes) -> SignedInfo:
+        """Sender, nonce and hash of signed bytes; also checks they decode as custos's own kind."""
+        signed = parse_signed(signed_tx)
+        unsigned = signed.tx.encode()
+        self.decode(unsigned)
+        return SignedInfo(tx_hash="0x" + signed.tx_hash.hex(), sender=signed.sender, nonce=signed.tx.nonce)
+
+    # -- broadcast and status -------------------------------------------------------------------
+
+    async def transaction_exists(self, tx_hash: str) -> bool:
+        return await self.rpc.call("eth_getTransactionByHash", tx_hash) is not None
+
+    async def broadcast(self, signed_tx: bytes, tx_hash: str) -> bool:
+        """Sends the raw transaction; returns True when the node already had it."""
+        if await self.transaction_exists(tx_hash):
+            return True
+        try:
+            sent = await self.rpc.call("eth_sendRawTransaction", "0x" + signed_tx.hex())
+        except RpcError as e:
+            text = e.message.lower()
+            if any(k in text for k in _ALREADY_KNOWN):
+                return True
+            if "nonce too low" in text and await self.transaction_exists(tx_hash):
+                return True
+            raise BroadcastRejected(f"node refused the transaction: {e.message}") from None
+        if str(sent).lower() != tx_hash.lower():
+            raise BroadcastRejected(f"node reports hash {sent}, expected {tx_hash}")
+        return False
+
+    async def status(self, tx_hash: str) -> TransactionStatus:
+        required = self.config.confirmations
+        receipt = await self.rpc.call("eth_getTransactionReceipt", tx_hash)
+        if receipt is None or receipt.get("blockNumber") is None:
+            state = TxState.PENDING if await self.transaction_exists(tx_hash) else TxState.NOT_FOUND
+            return TransactionStatus(state=state, confirmations_required=required)
+        block = int(receipt["blockNumber"], 16)
+        head = int(await self.rpc.call("eth_blockNumber"), 16)
+        confirmations = max(0, head - block + 1)
+        if int(receipt["status"], 16) != 1:
+            return TransactionStatus(
+                state=TxState.FAILED,
+                confirmations=confirmations,
+                confirmations_required=required,
+                block_number=block,
+                failure_reason=await self._failure_reason(tx_hash, block),
+            )
+        return TransactionStatus(
+            state=TxState.CONFIRMED if confirmations >= required else TxState.PENDING,
+            confirmations=confirmations,
+            confirmations_required=required,
+            block_number=block,
+            events=tuple(self._events(receipt.get("logs") or [])),
+        )
+
+    async def _failure_reason(self, tx_hash: str, block: int) -> str:
+        """Replays the failed call on the parent block's state to read its revert reason."""
+        tx = await self.rpc.call("eth_getTransactionByHash", tx_hash)
+        call = {k: tx[k] for k in ("from", "to", "value", "input", "gas") if tx.get(k) is not None}
+        try:
+            await self.rpc.call("eth_call", call, hex(max(block - 1, 0)))
+        except RpcError as e:
+            return _revert_reason(e)
+        return "reverted (no reason given; out of gas or state changed since)"
+
+    def _events(self, logs: list[dict[str, Any]]) -> list[ChainEvent]:
+        out: list[ChainEvent] = []
+        for log in logs:
+            address = bytes.fromhex(log["address"][2:])
+            data = bytes.fromhex(log["data"][2:])
+            index = int(log["logIndex"], 16)
+            topics = [bytes.fromhex(t[2:]) for t in log.get("topics") or []]
+            try:
+                if address == self._deposit and topics[:1] == [c.DEPOSIT_EVENT_TOPIC]:
+                    out.append(
+                        ChainEvent(
+                            "DepositEvent", to_checksum_address(address), index, c.deposit_event_fields(data)
+                        )
+                    )
+                elif address == self._withdrawals:
+                    fields = c.withdrawal_request_log_fields(data)
+                    out.append(ChainEvent("WithdrawalRequest", to_checksum_address(address), index, fields))
+                elif address == self._consolidations:
+                    fields = c.consolidation_request_log_fields(data)
+                    out.append(
+                        ChainEvent("ConsolidationRequest", to_checksum_address(address), index, fields)
+                    )
+            except (ValueError, IndexError):
+                out.append(
+                    ChainEvent("UndecodedLog", to_checksum_address(address), index, {"data": log["data"]})
+                )
+        return out
+
+    # -- reads the tests and the demo use -------------------------------------------------------
+
+    async def deposit_root(self) -> bytes:
+        out = await self.rpc.call(
+            "eth_call",
+            {"to": self.config.deposit_contract, "data": "0x" + c.GET_DEPOSIT_ROOT_SELECTOR.hex()},
+            "latest",
+        )
+        return bytes.fromhex(out[2:])

@@ -1,0 +1,57 @@
+"""Tables of the chain service: per-address nonce cursors, nonce reservations, broadcasts.
+
+``chain_nonce_cursors`` holds one row per (chain, address); locking it serialises
+every nonce hand-out for that address across processes. A reservation ties a
+nonce to one (intent, step); a broadcast row ties a nonce to the one signed
+transaction that used it, so a replay after a restart sends the same bytes, and
+no second transaction can ever take the nonce.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.runtime.db import Base, UTCDateTime
+
+
+class NonceCursorRow(Base):
+    __tablename__ = "chain_nonce_cursors"
+
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class NonceReservationRow(Base):
+    __tablename__ = "chain_nonce_reservations"
+    __table_args__ = (
+        UniqueConstraint("chain", "address", "nonce"),
+        UniqueConstraint("chain", "intent_id", "step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    intent_id: Mapped[str] = mapped_column(String(128))
+    step: Mapped[str] = mapped_column(String(64))
+    # RESERVED until a transaction with this nonce is broadcast, then BROADCAST.
+    state: Mapped[str] = mapped_column(String(16))
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BroadcastRow(Base):
+    __tablename__ = "chain_broadcasts"
+    __table_args__ = (UniqueConstraint("chain", "address", "nonce"),)
+
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tx_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    first_sent_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,160 @@
+"""custos.chain.v1.ChainService over gRPC: proto <-> domain, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from services.chain.config import ChainConfig, ChainFamily
+from services.chain.errors import IntentInvalid
+from services.chain.service import ChainService
+from services.chain.types import ChainEvent, DecodedTransaction, TransactionStatus, TxState
+from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
+from services.pb.custos.common.v1 import common_pb2
+from services.runtime.convert import action_to_pb, require_id, spec_from_pb, spec_to_pb
+from services.runtime.intent import RestakeTarget, StakeTarget, UnstakeTarget
+
+_BUILDERS = frozenset({"svc:worker", "svc:staking"})
+_READERS = frozenset({"operator", "compliance"})
+
+_FAMILY_TO_PB = {
+    ChainFamily.ETHEREUM: chain_pb2.CHAIN_FAMILY_ETHEREUM,
+    ChainFamily.COSMOS: chain_pb2.CHAIN_FAMILY_COSMOS,
+    ChainFamily.SOLANA: chain_pb2.CHAIN_FAMILY_SOLANA,
+}
+_STATE_TO_PB = {
+    TxState.NOT_FOUND: chain_pb2.TRANSACTION_STATE_NOT_FOUND,
+    TxState.PENDING: chain_pb2.TRANSACTION_STATE_PENDING,
+    TxState.CONFIRMED: chain_pb2.TRANSACTION_STATE_CONFIRMED,
+    TxState.FAILED: chain_pb2.TRANSACTION_STATE_FAILED,
+}
+
+
+def chain_to_pb(config: ChainConfig) -> chain_pb2.Chain:
+    return chain_pb2.Chain(
+        name=config.name,
+        family=_FAMILY_TO_PB[config.family],
+        chain_id=str(config.chain_id),
+        confirmations=config.confirmations,
+        max_fee_per_gas_cap=str(config.max_fee_per_gas_cap),
+        unbonding_seconds=config.unbonding_seconds,
+    )
+
+
+def decoded_to_pb(d: DecodedTransaction) -> chain_pb2.DecodedTransaction:
+    out = chain_pb2.DecodedTransaction(
+        chain=d.chain,
+        action=action_to_pb(d.action),
+        from_address=d.from_address,
+        to_address=d.to_address,
+        value=str(d.value),
+        amount=str(d.amount),
+        nonce=d.nonce,
+        fees=chain_pb2.Fees(
+            max_fee_per_gas=str(d.fees.max_fee_per_gas),
+            max_priority_fee_per_gas=str(d.fees.max_priority_fee_per_gas),
+            gas_limit=d.fees.gas_limit,
+        ),
+        signing_digest=d.signing_digest,
+        summary=d.summary,
+    )
+    t = d.target
+    if isinstance(t, StakeTarget):
+        out.stake.validator = t.validator
+        if t.deposit_data is not None:
+            out.stake.deposit_data.CopyFrom(
+                common_pb2.DepositData(
+                    pubkey=t.deposit_data.pubkey,
+                    withdrawal_credentials=t.deposit_data.withdrawal_credentials,
+                    signature=t.deposit_data.signature,
+                    deposit_data_root=t.deposit_data.deposit_data_root,
+                )
+            )
+    elif isinstance(t, UnstakeTarget):
+        out.unstake.validator = t.validator
+    elif isinstance(t, RestakeTarget):
+        out.restake.source_validator = t.source_validator
+        out.restake.target_validator = t.target_validator
+    return out
+
+
+def event_to_pb(e: ChainEvent) -> chain_pb2.ChainEvent:
+    return chain_pb2.ChainEvent(name=e.name, contract=e.contract, log_index=e.log_index, fields=e.fields)
+
+
+def status_to_pb(s: TransactionStatus) -> chain_pb2.GetTransactionStatusResponse:
+    return chain_pb2.GetTransactionStatusResponse(
+        state=_STATE_TO_PB[s.state],
+        confirmations=s.confirmations,
+        confirmations_required=s.confirmations_required,
+        block_number=s.block_number,
+        failure_reason=s.failure_reason,
+        events=[event_to_pb(e) for e in s.events],
+    )
+
+
+def _require_bytes(value: bytes, field: str) -> bytes:
+    if not value:
+        raise IntentInvalid(f"{field} is required")
+    return value
+
+
+class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
+    ROLES: ClassVar[dict[str, frozenset[str]]] = {
+        "ListChains": _BUILDERS | _READERS | {"svc:signer", "svc:policy"},
+        "ValidateIntent": _BUILDERS,
+        "BuildTransaction": _BUILDERS,
+        "DecodeTransaction": frozenset({"svc:signer"}) | _BUILDERS,
+        "BroadcastTransaction": _BUILDERS,
+        "GetTransactionStatus": _BUILDERS | _READERS,
+    }
+
+    def __init__(self, service: ChainService) -> None:
+        self._service = service
+
+    async def ListChains(
+        self, request: chain_pb2.ListChainsRequest, context: Any
+    ) -> chain_pb2.ListChainsResponse:
+        return chain_pb2.ListChainsResponse(chains=[chain_to_pb(c) for c in self._service.list_chains()])
+
+    async def ValidateIntent(
+        self, request: chain_pb2.ValidateIntentRequest, context: Any
+    ) -> chain_pb2.ValidateIntentResponse:
+        self._service.validate_intent(spec_from_pb(request.spec), request.vault_address)
+        return chain_pb2.ValidateIntentResponse()
+
+    async def BuildTransaction(
+        self, request: chain_pb2.BuildTransactionRequest, context: Any
+    ) -> chain_pb2.BuildTransactionResponse:
+        built = await self._service.build_transaction(
+            require_id(request.intent_id, "intent_id"), spec_from_pb(request.spec), request.vault_address
+        )
+        return chain_pb2.BuildTransactionResponse(
+            unsigned_tx=built.unsigned_tx, decoded=decoded_to_pb(built.decoded)
+        )
+
+    async def DecodeTransaction(
+        self, request: chain_pb2.DecodeTransactionRequest, context: Any
+    ) -> chain_pb2.DecodeTransactionResponse:
+        decoded = self._service.decode_transaction(
+            require_id(request.chain, "chain"), _require_bytes(request.unsigned_tx, "unsigned_tx")
+        )
+        return chain_pb2.DecodeTransactionResponse(decoded=decoded_to_pb(decoded))
+
+    async def BroadcastTransaction(
+        self, request: chain_pb2.BroadcastTransactionRequest, context: Any
+    ) -> chain_pb2.BroadcastTransactionResponse:
+        result = await self._service.broadcast(
+            require_id(request.chain, "chain"), _require_bytes(request.signed_tx, "signed_tx")
+        )
+        return chain_pb2.BroadcastTransactionResponse(
+            tx_hash=result.tx_hash, already_known=result.already_known
+        )
+
+    async def GetTransactionStatus(
+        self, request: chain_pb2.GetTransactionStatusRequest, context: Any
+    ) -> chain_pb2.GetTransactionStatusResponse:
+        status = await self._service.transaction_status(require_id(request.chain, "chain"), request.tx_hash)
+        return status_to_pb(status)
+
+
+__all__ = ["ChainServicer", "chain_to_pb", "decoded_to_pb", "spec_to_pb", "status_to_pb"]

@@ -1,0 +1,89 @@
+"""Domain types of the chain service, shared by every chain adapter (no grpc here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from services.runtime.intent import Action, RestakeTarget, StakeTarget, UnstakeTarget
+
+ChainTarget = StakeTarget | UnstakeTarget | RestakeTarget
+
+
+@dataclass(frozen=True)
+class Fees:
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    gas_limit: int
+
+
+@dataclass(frozen=True)
+class DecodedTransaction:
+    """An unsigned transaction read back into the intent fields the signer compares.
+
+    ``amount`` is what the intent moves (wei staked, unstaked; 0 for a consolidation,
+    which moves the whole source balance); ``value`` is the ether the transaction sends
+    (the deposit, or the request fee). ``target`` uses the intent's own target types so
+    the signer can compare it with ``==``. ``from_address`` is empty when decoding bytes
+    alone: an unsigned transaction does not name its sender, the signing key does.
+    """
+
+    chain: str
+    action: Action
+    from_address: str
+    to_address: str
+    value: int
+    amount: int
+    target: ChainTarget
+    nonce: int
+    fees: Fees
+    signing_digest: bytes
+    summary: str
+
+
+@dataclass(frozen=True)
+class BuiltTransaction:
+    unsigned_tx: bytes
+    decoded: DecodedTransaction
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    tx_hash: str
+    already_known: bool
+
+
+class TxState(StrEnum):
+    NOT_FOUND = "NOT_FOUND"
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """One log of a mined transaction, decoded for the audit trail."""
+
+    name: str
+    contract: str
+    log_index: int
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransactionStatus:
+    state: TxState
+    confirmations: int = 0
+    confirmations_required: int = 0
+    block_number: int = 0
+    failure_reason: str = ""
+    events: tuple[ChainEvent, ...] = ()
+
+
+@dataclass(frozen=True)
+class SignedInfo:
+    """What a chain adapter reads from signed bytes before broadcasting them."""
+
+    tx_hash: str
+    sender: str
+    nonce: int

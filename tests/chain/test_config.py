@@ -1,0 +1,43 @@
+"""The chain registry entry: what settings may and may not say."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.chain.config import ChainConfig, ChainFamily
+
+
+def test_ethereum_chain_id_is_an_integer_and_fork_version_four_bytes() -> None:
+    config = ChainConfig(name="ethereum-hoodi", chain_id="560048", rpc_url="http://node:8545")
+    assert config.evm_chain_id == 560048
+    assert config.fork_version_bytes == bytes(4)
+    assert config.confirmations == 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"chain_id": "not-a-number"},
+        {"chain_id": 0},
+        {"genesis_fork_version": "0x1234"},
+        {"deposit_contract": "0x1234"},
+        {"confirmations": 0},
+        {"max_fee_per_gas_cap": 0},
+        {"name": "Has Spaces"},
+        {"unknown_field": 1},
+    ],
+)
+def test_bad_settings_are_refused(values: dict[str, object]) -> None:
+    base: dict[str, object] = {"name": "ethereum-x", "chain_id": 1, "rpc_url": "http://node:8545"}
+    with pytest.raises(ValidationError):
+        ChainConfig.model_validate(base | values)
+
+
+def test_a_cosmos_chain_keeps_its_string_chain_id() -> None:
+    config = ChainConfig(
+        name="cosmoshub", family=ChainFamily.COSMOS, chain_id="cosmoshub-4", rpc_url="http://n"
+    )
+    assert config.chain_id == "cosmoshub-4"
+    with pytest.raises(TypeError):
+        _ = config.evm_chain_id
