@@ -85,3 +85,7 @@ class AuditUnavailable(SignerError, Unavailable):
 
 class InvalidPublicKey(SignerError, InvalidArgument):
     """A public key has the wrong length, encoding, or is not on its curve."""
+
+
+class FeeAboveCap(SignerError, FailedPrecondition):
+    """The transaction may pay more in fees than the policy's fee cap allows."""

@@ -47,12 +47,29 @@ SECP256K1_PARAMS = encode_named_curve_parameters("secp256k1")
 _HALF_N = SECP256K1_N // 2
 _keys = KeyAPI()
 
-_LOGIN = (p11.PinIncorrect, p11.PinLocked, p11.PinExpired, p11.PinInvalid, p11.PinLenRange,
-          p11.UserPinNotInitialized)
-_GONE = (p11.NoSuchToken, p11.TokenNotPresent, p11.TokenNotRecognised, p11.DeviceRemoved,
-         p11.DeviceError, p11.DeviceMemory, p11.SessionClosed, p11.SessionHandleInvalid,
-         p11.SessionCount, p11.UserNotLoggedIn, p11.GeneralError, p11.ObjectHandleInvalid,
-         p11.KeyHandleInvalid)
+_LOGIN = (
+    p11.PinIncorrect,
+    p11.PinLocked,
+    p11.PinExpired,
+    p11.PinInvalid,
+    p11.PinLenRange,
+    p11.UserPinNotInitialized,
+)
+_GONE = (
+    p11.NoSuchToken,
+    p11.TokenNotPresent,
+    p11.TokenNotRecognised,
+    p11.DeviceRemoved,
+    p11.DeviceError,
+    p11.DeviceMemory,
+    p11.SessionClosed,
+    p11.SessionHandleInvalid,
+    p11.SessionCount,
+    p11.UserNotLoggedIn,
+    p11.GeneralError,
+    p11.ObjectHandleInvalid,
+    p11.KeyHandleInvalid,
+)
 
 
 def normalise_low_s(r: int, s: int) -> tuple[int, int, bool]:
@@ -88,7 +105,7 @@ class Hsm:
         self._lock = threading.RLock()
         self._session: pkcs11.Session | None = None
         self._pid: int | None = None
-        self._private: dict[bytes, pkcs11.PrivateKey] = {}
+        self._private: dict[bytes, Any] = {}  # pkcs11 private key objects (SignMixin)
         self._public: dict[bytes, tuple[KeyAlgorithm, bytes]] = {}
 
     def __repr__(self) -> str:
@@ -187,14 +204,19 @@ class Hsm:
                     KeyType.EC, {Attribute.EC_PARAMS: SECP256K1_PARAMS}, local=True
                 )
                 pub, priv = params.generate_keypair(
-                    store=True, label=label, id=key_id,
-                    public_template=public_template, private_template=private_template,
+                    store=True,
+                    label=label,
+                    id=key_id,
+                    public_template=public_template,
+                    private_template=private_template,
                 )
             else:
                 pub, priv = s.generate_keypair(
                     KeyType.EC_EDWARDS,
                     mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
-                    store=True, label=label, id=key_id,
+                    store=True,
+                    label=label,
+                    id=key_id,
                     public_template={**public_template, Attribute.EC_PARAMS: ED25519_PARAMS},
                     private_template=private_template,
                 )
@@ -204,7 +226,7 @@ class Hsm:
             return raw
 
     @staticmethod
-    def _raw_public(algorithm: KeyAlgorithm, pub: pkcs11.PublicKey) -> bytes:
+    def _raw_public(algorithm: KeyAlgorithm, pub: Any) -> bytes:
         size = 65 if algorithm is KeyAlgorithm.SECP256K1 else 32
         raw = unwrap_ec_point(bytes(pub[Attribute.EC_POINT]), size)
         if algorithm is KeyAlgorithm.SECP256K1:
@@ -225,6 +247,14 @@ class Hsm:
             self._public[key_id] = result
             return result
 
+    def destroy_key(self, key_id: bytes) -> None:
+        """Destroys both halves of a key pair (only used to undo a half-made CreateKey)."""
+        with self.session() as s:
+            for obj in list(s.get_objects({Attribute.ID: key_id})):
+                obj.destroy()
+            self._private.pop(key_id, None)
+            self._public.pop(key_id, None)
+
     def find_key_ids(self, label: str) -> list[bytes]:
         """CKA_IDs of the private keys labelled ``label``."""
         with self.session() as s:
@@ -233,7 +263,7 @@ class Hsm:
                 for k in s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label})
             ]
 
-    def _private_key(self, s: pkcs11.Session, key_id: bytes) -> pkcs11.PrivateKey:
+    def _private_key(self, s: pkcs11.Session, key_id: bytes) -> Any:
         key = self._private.get(key_id)
         if key is None:
             key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
     Integer,
     LargeBinary,
-    Numeric,
     String,
     UniqueConstraint,
 )
@@ -30,13 +30,14 @@ class SignerKey(Base):
     __table_args__ = (
         UniqueConstraint("label"),
         UniqueConstraint("hsm_id"),
+        UniqueConstraint("vault_id", "purpose", "algorithm"),
     )
 
     key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     label: Mapped[str] = mapped_column(String(128))
     #: CKA_ID of the key pair on the token.
     hsm_id: Mapped[bytes] = mapped_column(LargeBinary(32))
-    vault_id: Mapped[str] = mapped_column(String(128), index=True)
+    vault_id: Mapped[str] = mapped_column(String(128))
     algorithm: Mapped[str] = mapped_column(String(16))
     purpose: Mapped[str] = mapped_column(String(32))
     public_key: Mapped[bytes] = mapped_column(LargeBinary(65))
@@ -59,8 +60,8 @@ class SigningRecord(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     key_id: Mapped[str] = mapped_column(ForeignKey("signer_keys.key_id"))
     chain: Mapped[str] = mapped_column(String(64))
-    #: The account nonce the transaction uses (uint64 on every chain we sign for).
-    nonce: Mapped[int] = mapped_column(Numeric(20, 0))
+    #: The account nonce the transaction uses (below 2**63 on every chain we sign for).
+    nonce: Mapped[int] = mapped_column(BigInteger)
     intent_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     #: SHA-256 of the exact unsigned payload (what "same request" means).
     payload_digest: Mapped[bytes] = mapped_column(LargeBinary(32))

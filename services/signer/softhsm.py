@@ -108,7 +108,11 @@ def _init_token(conf: Path, label: str, pin: str, so_pin: str) -> None:
     try:
         proc = subprocess.Popen(
             [_util(), "--init-token", "--free", "--label", label],
-            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            close_fds=True,
         )
     finally:
         os.close(slave)

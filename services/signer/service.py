@@ -1,0 +1,473 @@
+"""The signer's logic: keys in the HSM, and signing that trusts no caller.
+
+``sign`` refuses unless, on its own: the approvals are valid signatures of
+registered approvers meeting the requirement of the policy version they name (the
+signer loads that version and the registry itself and runs the shared evidence
+check); the unsigned transaction decodes to exactly the approved intent; and no
+conflicting signature exists. Only then does the HSM sign, and the signing record
+and its audit entry commit together before the signature is returned. Every
+refusal is a typed error and an audit entry.
+
+The public methods are coroutines that run the blocking work (database, HSM) in
+worker threads; the HSM serialises itself with its lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.policy.evidence import check_approvals
+from services.runtime.convert import require_id
+from services.runtime.db import transaction, utcnow
+from services.runtime.errors import CustosError, InvalidArgument, Unavailable
+from services.runtime.intent import Approval, IntentSpec, intent_digest
+from services.signer import eip1559, repository
+from services.signer.addresses import cosmos_address, ethereum_address, solana_address
+from services.signer.errors import (
+    ApprovalsInsufficient,
+    AuditUnavailable,
+    BadSignRequest,
+    ConflictingSignature,
+    FeeAboveCap,
+    HsmOperationFailed,
+    KeyExists,
+    KeyNotFound,
+    NonceReused,
+    TransactionMismatch,
+    UnsupportedAlgorithm,
+)
+from services.signer.hsm import Hsm
+from services.signer.models import SignerKey, SigningRecord
+from services.signer.ports import AuditWriterFactory, PolicySource, TransactionDecoder
+from services.signer.types import KeyAlgorithm, KeyPurpose
+
+log = logging.getLogger(__name__)
+
+ACTION_SIGN = "signer.sign"
+ACTION_CREATE_KEY = "signer.create_key"
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Which chains the signer derives addresses for and signs on.
+
+    ``ethereum`` maps chain name -> EIP-155 chain id (the transaction's must match);
+    ``cosmos`` maps chain name -> bech32 prefix; ``solana`` lists chain names.
+    """
+
+    ethereum: Mapping[str, int] = field(default_factory=lambda: {"ethereum-devnet": 31337})
+    cosmos: Mapping[str, str] = field(default_factory=lambda: {"cosmoshub": "cosmos"})
+    solana: tuple[str, ...] = ("solana",)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    label: str
+    vault_id: str
+    algorithm: KeyAlgorithm
+    purpose: KeyPurpose
+    public_key: bytes
+    addresses: tuple[tuple[str, str], ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SignInput:
+    intent_id: str
+    step: str
+    spec: IntentSpec
+    initiator: str
+    policy_version: str
+    approvals: tuple[Approval, ...]
+    unsigned_tx: bytes
+
+
+@dataclass(frozen=True)
+class SignOutput:
+    signature: bytes
+    signed_tx: bytes
+    tx_hash: str
+    replayed: bool
+    replacement: bool
+    signing_record_id: str
+
+
+class SignerService:
+    """Keys and signatures. Dependencies are injected; none is trusted to have checked anything."""
+
+    def __init__(
+        self,
+        *,
+        hsm: Hsm,
+        sessions: sessionmaker[Session],
+        policy: PolicySource,
+        decoder: TransactionDecoder,
+        audit: AuditWriterFactory,
+        chains: ChainConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._hsm = hsm
+        self._sessions = sessions
+        self._policy = policy
+        self._decoder = decoder
+        self._audit = audit
+        self._chains = chains or ChainConfig()
+        self._clock = clock
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def addresses(self, algorithm: KeyAlgorithm, public_key: bytes) -> tuple[tuple[str, str], ...]:
+        if algorithm is KeyAlgorithm.SECP256K1:
+            eth = ethereum_address(public_key)
+            return tuple((c, str(eth)) for c in self._chains.ethereum) + tuple(
+                (c, str(cosmos_address(public_key, prefix))) for c, prefix in self._chains.cosmos.items()
+            )
+        sol = solana_address(public_key)
+        return tuple((c, str(sol)) for c in self._chains.solana)
+
+    def _info(self, key: SignerKey) -> KeyInfo:
+        algorithm = KeyAlgorithm(key.algorithm)
+        purpose = KeyPurpose(key.purpose)
+        return KeyInfo(
+            key_id=key.key_id,
+            label=key.label,
+            vault_id=key.vault_id,
+            algorithm=algorithm,
+            purpose=purpose,
+            public_key=key.public_key,
+            addresses=self.addresses(algorithm, key.public_key) if purpose is KeyPurpose.VAULT else (),
+            created_at=key.created_at,
+        )
+
+    async def create_key(
+        self, *, actor: str, vault_id: str, algorithm: KeyAlgorithm, purpose: KeyPurpose, label: str = ""
+    ) -> KeyInfo:
+        return await asyncio.to_thread(self.create_key_blocking, actor, vault_id, algorithm, purpose, label)
+
+    def create_key_blocking(
+        self, actor: str, vault_id: str, algorithm: KeyAlgorithm, purpose: KeyPurpose, label: str = ""
+    ) -> KeyInfo:
+        """Generates the key pair in the HSM and registers it (with its audit entry)."""
+        vault_id = require_id(vault_id, "vault_id")
+        label = require_id(label or f"{vault_id}.{algorithm.lower()}.{purpose.lower()}", "label")
+        with self._sessions() as s:
+            if repository.key_by_label(s, label) is not None:
+                raise KeyExists(f"a key labelled {label!r} exists")
+            if any(k.algorithm == algorithm for k in repository.keys_for_vault(s, vault_id, purpose)):
+                raise KeyExists(f"vault {vault_id!r} already has a {algorithm} {purpose} key")
+        hsm_id = secrets.token_bytes(16)
+        public = self._hsm.generate_keypair(algorithm, label, hsm_id)
+        key = SignerKey(
+            key_id="key_" + hsm_id.hex(),
+            label=label,
+            hsm_id=hsm_id,
+            vault_id=vault_id,
+            algorithm=algorithm.value,
+            purpose=purpose.value,
+            public_key=public,
+            created_at=self._clock(),
+        )
+        try:
+            with transaction(self._sessions) as s:
+                repository.add_key(s, key)
+                self._write_audit(
+                    s,
+                    actor,
+                    ACTION_CREATE_KEY,
+                    key.key_id,
+                    "created",
+                    {
+                        "vault_id": vault_id,
+                        "label": label,
+                        "algorithm": algorithm.value,
+                        "purpose": purpose.value,
+                        "public_key": public.hex(),
+                    },
+                )
+        except (IntegrityError, AuditUnavailable) as e:
+            self._hsm.destroy_key(hsm_id)  # nothing may hold a key the registry does not know
+            if isinstance(e, AuditUnavailable):
+                raise
+            raise KeyExists(f"a key labelled {label!r} or for this vault exists") from None
+        return self._info(key)
+
+    async def get_key(self, *, key_id: str = "", vault_id: str = "") -> KeyInfo:
+        return await asyncio.to_thread(self.get_key_blocking, key_id, vault_id)
+
+    def get_key_blocking(self, key_id: str = "", vault_id: str = "") -> KeyInfo:
+        with self._sessions() as s:
+            if key_id:
+                key = repository.get_key(s, key_id)
+            elif vault_id:
+                found = repository.keys_for_vault(s, vault_id, KeyPurpose.VAULT.value)
+                key = found[0] if found else None
+            else:
+                raise InvalidArgument("key_id or vault_id is required")
+        if key is None:
+            raise KeyNotFound(f"no key {key_id or 'for vault ' + repr(vault_id)}")
+        return self._info(key)
+
+    async def list_keys(
+        self, *, vault_id: str = "", page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[KeyInfo], str]:
+        """A page of keys ordered by key id, and the token of the next page ("" at the end)."""
+        limit = min(page_size or 100, MAX_PAGE)
+
+        def run() -> tuple[list[KeyInfo], str]:
+            with self._sessions() as s:
+                keys = repository.list_keys(s, vault_id=vault_id, after=page_token, limit=limit + 1)
+            more = len(keys) > limit
+            keys = keys[:limit]
+            return [self._info(k) for k in keys], keys[-1].key_id if more else ""
+
+        return await asyncio.to_thread(run)
+
+    # --- signing --------------------------------------------------------------------------
+
+    async def sign(self, request: SignInput, *, actor: str) -> SignOutput:
+        return await asyncio.to_thread(self.sign_blocking, request, actor)
+
+    def sign_blocking(self, request: SignInput, actor: str) -> SignOutput:
+        subject = f"{request.intent_id}/{request.step}"
+        try:
+            return self._sign(request, actor, subject)
+        except CustosError as e:
+            if not isinstance(e, AuditUnavailable):
+                self._audit_refusal(actor, subject, e)
+            raise
+
+    def _audit_refusal(self, actor: str, subject: str, error: CustosError) -> None:
+        try:
+            with transaction(self._sessions) as s:
+                self._write_audit(
+                    s,
+                    actor,
+                    ACTION_SIGN,
+                    subject,
+                    "refused",
+                    {
+                        "error": type(error).__name__,
+                        "reason": error.message,
+                        **_safe(error.details),
+                    },
+                )
+        except CustosError:
+            log.error("could not audit the refusal of %s (%s)", subject, type(error).__name__)
+
+    def _write_audit(
+        self, session: Session, actor: str, action: str, subject: str, outcome: str, payload: dict[str, Any]
+    ) -> None:
+        try:
+            self._audit(session).record(actor, action, subject, outcome, payload)
+        except Exception as e:  # whatever the writer's failure, nothing is signed without it
+            raise AuditUnavailable(f"audit entry could not be written ({type(e).__name__})") from e
+
+    def _vault_key(self, spec: IntentSpec) -> SignerKey:
+        with self._sessions() as s:
+            keys = repository.keys_for_vault(s, spec.vault_id, KeyPurpose.VAULT.value)
+        for key in keys:
+            if key.algorithm == KeyAlgorithm.SECP256K1:
+                return key
+        raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
+
+    def _check_approvals(self, request: SignInput) -> int | None:
+        """(a)+(b): returns the policy's fee cap when the approvals meet the requirement."""
+        try:
+            requirement = self._policy.requirement(request.policy_version, request.spec, request.initiator)
+            registry = self._policy.approver_registry()
+        except Unavailable:
+            raise
+        except CustosError as e:
+            raise ApprovalsInsufficient(f"policy version {request.policy_version!r}: {e.message}") from e
+        if requirement.policy_version != request.policy_version:
+            raise ApprovalsInsufficient("the policy source returned another version than the one named")
+        result = check_approvals(
+            intent_digest=intent_digest(request.spec, request.policy_version),
+            approvals=request.approvals,
+            requirement=requirement,
+            registry=registry,
+            initiator=request.initiator,
+            now=self._clock(),
+        )
+        if not result.met:
+            not_counted = sorted({f"{v.approver_id}: {v.reason}" for v in result.verdicts if not v.counted})
+            why = (
+                "rejected by an approver"
+                if result.rejected
+                else (
+                    "no approvals" if not request.approvals else f"groups short: {', '.join(result.missing)}"
+                )
+            )
+            raise ApprovalsInsufficient(
+                f"approvals do not meet policy {request.policy_version}: {why}",
+                details={
+                    "missing_groups": list(result.missing),
+                    "not_counted": not_counted,
+                    "rejected": result.rejected,
+                },
+            )
+        return requirement.fee_cap
+
+    def _check_transaction(
+        self, request: SignInput, key: SignerKey, fee_cap: int | None
+    ) -> eip1559.Eip1559Tx:
+        """(c): the envelope is ours to parse; whether it is the intent is the decoder's call."""
+        chain = request.spec.chain
+        if chain not in self._chains.ethereum:
+            raise UnsupportedAlgorithm(f"signing on chain {chain!r} is not configured")
+        tx = eip1559.decode_unsigned(request.unsigned_tx)
+        if tx.chain_id != self._chains.ethereum[chain]:
+            raise TransactionMismatch(f"transaction is for chain id {tx.chain_id}, not {chain}")
+        try:
+            self._decoder.check(
+                chain=chain,
+                unsigned_tx=request.unsigned_tx,
+                spec=request.spec,
+                sender=ethereum_address(key.public_key),
+            )
+        except Unavailable:
+            raise
+        except CustosError as e:
+            raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from e
+        if fee_cap is not None and tx.max_fee_per_gas * tx.gas > fee_cap:
+            raise FeeAboveCap(f"transaction may pay {tx.max_fee_per_gas * tx.gas} in fees, cap {fee_cap}")
+        return tx
+
+    def _sign(self, request: SignInput, actor: str, subject: str) -> SignOutput:
+        try:
+            require_id(request.intent_id, "intent_id")
+            require_id(request.step, "step")
+        except InvalidArgument as e:
+            raise BadSignRequest(e.message) from None
+        if not request.unsigned_tx:
+            raise BadSignRequest("unsigned_tx is required")
+        key = self._vault_key(request.spec)
+        fee_cap = self._check_approvals(request)
+        tx = self._check_transaction(request, key, fee_cap)
+        payload_digest = hashlib.sha256(request.unsigned_tx).digest()
+        chain = request.spec.chain
+
+        # (d) conflicts, decided before the HSM is asked; the unique constraints decide races.
+        attempt, replaces = 0, None
+        with self._sessions() as s:
+            prior = repository.latest_for_step(s, request.intent_id, request.step)
+            by_nonce = repository.latest_for_nonce(s, key.key_id, chain, tx.nonce)
+        if prior is not None:
+            if prior.payload_digest == payload_digest:
+                return self._replay(prior, actor, subject)
+            if not _is_fee_bump(prior, tx, key.key_id, chain):
+                raise ConflictingSignature(
+                    f"{subject} was already signed over another payload",
+                    details={"record_id": prior.record_id},
+                )
+            attempt, replaces = prior.attempt + 1, prior.record_id
+        elif by_nonce is not None:
+            raise NonceReused(
+                f"nonce {tx.nonce} of key {key.key_id} on {chain} is already signed",
+                details={"record_id": by_nonce.record_id},
+            )
+
+        digest = eip1559.signing_hash(request.unsigned_tx)
+        _, hsm_public = self._hsm.public_key(key.hsm_id)
+        if hsm_public != key.public_key:
+            raise HsmOperationFailed("the HSM key does not match the registered public key")
+        sig = self._hsm.sign_secp256k1(key.hsm_id, digest)
+        signed_tx, tx_hash = eip1559.encode_signed(request.unsigned_tx, sig)
+        record = SigningRecord(
+            record_id="sig_" + secrets.token_hex(12),
+            intent_id=request.intent_id,
+            step=request.step,
+            attempt=attempt,
+            key_id=key.key_id,
+            chain=chain,
+            nonce=tx.nonce,
+            intent_digest=intent_digest(request.spec, request.policy_version),
+            payload_digest=payload_digest,
+            signing_digest=digest,
+            signature=sig.to_bytes(),
+            signed_tx=signed_tx,
+            tx_hash=tx_hash,
+            replacement=attempt > 0,
+            replaces_id=replaces,
+            created_at=self._clock(),
+        )
+
+        def audit(s: Session, r: SigningRecord) -> None:
+            self._write_audit(
+                s, actor, ACTION_SIGN, subject, "replaced" if r.replacement else "signed", _record_payload(r)
+            )
+
+        stored, inserted = repository.insert_record_or_fetch(self._sessions, record, audit)
+        if inserted:
+            return _output(stored, replayed=False)
+        # Lost a race: the winner's signature is the one; ours never leaves.
+        if (stored.intent_id, stored.step) != (request.intent_id, request.step):
+            raise NonceReused(
+                f"nonce {tx.nonce} of key {key.key_id} on {chain} is already signed",
+                details={"record_id": stored.record_id},
+            )
+        if stored.payload_digest != payload_digest:
+            raise ConflictingSignature(
+                f"{subject} was already signed over another payload", details={"record_id": stored.record_id}
+            )
+        return self._replay(stored, actor, subject)
+
+    def _replay(self, record: SigningRecord, actor: str, subject: str) -> SignOutput:
+        with transaction(self._sessions) as s:
+            self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", _record_payload(record))
+        return _output(record, replayed=True)
+
+
+def _is_fee_bump(prior: SigningRecord, tx: eip1559.Eip1559Tx, key_id: str, chain: str) -> bool:
+    """Same transaction, same nonce and key, both fee fields strictly higher."""
+    if (prior.key_id, prior.chain, prior.nonce) != (key_id, chain, tx.nonce):
+        return False
+    old = eip1559.decode_signed(prior.signed_tx)
+    return (
+        old.without_fees() == tx.without_fees()
+        and tx.max_fee_per_gas > old.max_fee_per_gas
+        and tx.max_priority_fee_per_gas > old.max_priority_fee_per_gas
+    )
+
+
+def _record_payload(r: SigningRecord) -> dict[str, Any]:
+    return {
+        "record_id": r.record_id,
+        "intent_id": r.intent_id,
+        "step": r.step,
+        "attempt": r.attempt,
+        "key_id": r.key_id,
+        "chain": r.chain,
+        "nonce": r.nonce,
+        "tx_hash": r.tx_hash,
+        "payload_digest": r.payload_digest.hex(),
+        "intent_digest": r.intent_digest.hex(),
+        "replaces": r.replaces_id,
+    }
+
+
+def _safe(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in details.items() if isinstance(v, (str, int, bool, list)) or v is None}
+
+
+def _output(r: SigningRecord, *, replayed: bool) -> SignOutput:
+    return SignOutput(
+        signature=r.signature,
+        signed_tx=r.signed_tx,
+        tx_hash=r.tx_hash,
+        replayed=replayed,
+        replacement=r.replacement,
+        signing_record_id=r.record_id,
+    )

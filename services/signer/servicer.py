@@ -1,0 +1,107 @@
+"""custos.signer.v1.SignerService: protobuf <-> domain, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from services.pb.custos.signer.v1 import signer_pb2 as pb
+from services.pb.custos.signer.v1 import signer_pb2_grpc
+from services.runtime.auth import current_principal
+from services.runtime.convert import approval_from_pb, datetime_to_ts, require_id, spec_from_pb
+from services.runtime.errors import InvalidArgument
+from services.signer.service import KeyInfo, SignerService, SignInput
+from services.signer.types import KeyAlgorithm, KeyPurpose
+
+_SERVICES = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
+_ALGORITHM_FROM_PB = {
+    pb.KEY_ALGORITHM_SECP256K1: KeyAlgorithm.SECP256K1,
+    pb.KEY_ALGORITHM_ED25519: KeyAlgorithm.ED25519,
+}
+_ALGORITHM_TO_PB = {v: k for k, v in _ALGORITHM_FROM_PB.items()}
+_PURPOSE_FROM_PB = {
+    pb.KEY_PURPOSE_VAULT: KeyPurpose.VAULT,
+    pb.KEY_PURPOSE_AUDIT_CHECKPOINT: KeyPurpose.AUDIT_CHECKPOINT,
+}
+_PURPOSE_TO_PB = {v: k for k, v in _PURPOSE_FROM_PB.items()}
+
+
+def key_to_pb(key: KeyInfo) -> pb.Key:
+    return pb.Key(
+        key_id=key.key_id,
+        label=key.label,
+        vault_id=key.vault_id,
+        algorithm=_ALGORITHM_TO_PB[key.algorithm],
+        purpose=_PURPOSE_TO_PB[key.purpose],
+        public_key=key.public_key,
+        addresses=[pb.ChainAddress(chain=c, address=a) for c, a in key.addresses],
+        created_at=datetime_to_ts(key.created_at),
+    )
+
+
+def sign_input_from_pb(request: pb.SignRequest) -> SignInput:
+    if not request.HasField("spec"):
+        raise InvalidArgument("spec is required")
+    return SignInput(
+        intent_id=require_id(request.intent_id, "intent_id"),
+        step=require_id(request.step, "step"),
+        spec=spec_from_pb(request.spec),
+        initiator=require_id(request.initiator, "initiator"),
+        policy_version=require_id(request.policy_version, "policy_version"),
+        approvals=tuple(approval_from_pb(a) for a in request.approvals),
+        unsigned_tx=request.unsigned_tx,
+    )
+
+
+class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
+    ROLES: ClassVar[dict[str, frozenset[str]]] = {
+        "CreateKey": frozenset({"operator", "svc:worker"}),
+        "GetKey": frozenset({"operator", "compliance"}) | _SERVICES,
+        "ListKeys": frozenset({"operator", "compliance"}) | _SERVICES,
+        "Sign": frozenset({"svc:worker"}),
+    }
+
+    def __init__(self, service: SignerService) -> None:
+        self._service = service
+
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: Any) -> pb.CreateKeyResponse:
+        algorithm = _ALGORITHM_FROM_PB.get(request.algorithm)
+        purpose = _PURPOSE_FROM_PB.get(request.purpose)
+        if algorithm is None:
+            raise InvalidArgument("algorithm must be SECP256K1 or ED25519")
+        if purpose is None:
+            raise InvalidArgument("purpose must be VAULT or AUDIT_CHECKPOINT")
+        key = await self._service.create_key(
+            actor=current_principal().identity,
+            vault_id=request.vault_id,
+            algorithm=algorithm,
+            purpose=purpose,
+            label=request.label,
+        )
+        return pb.CreateKeyResponse(key=key_to_pb(key))
+
+    async def GetKey(self, request: pb.GetKeyRequest, context: Any) -> pb.GetKeyResponse:
+        which = request.WhichOneof("selector")
+        if which == "key_id":
+            key = await self._service.get_key(key_id=require_id(request.key_id, "key_id"))
+        elif which == "vault_id":
+            key = await self._service.get_key(vault_id=require_id(request.vault_id, "vault_id"))
+        else:
+            raise InvalidArgument("key_id or vault_id is required")
+        return pb.GetKeyResponse(key=key_to_pb(key))
+
+    async def ListKeys(self, request: pb.ListKeysRequest, context: Any) -> pb.ListKeysResponse:
+        keys, token = await self._service.list_keys(
+            vault_id=request.vault_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListKeysResponse(keys=[key_to_pb(k) for k in keys], next_page_token=token)
+
+    async def Sign(self, request: pb.SignRequest, context: Any) -> pb.SignResponse:
+        out = await self._service.sign(sign_input_from_pb(request), actor=current_principal().identity)
+        return pb.SignResponse(
+            signature=out.signature,
+            signed_tx=out.signed_tx,
+            tx_hash=out.tx_hash,
+            replayed=out.replayed,
+            replacement=out.replacement,
+            signing_record_id=out.signing_record_id,
+        )

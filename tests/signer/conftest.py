@@ -1,0 +1,213 @@
+"""Signer test set-up: a SignerService on the real SoftHSM token and a real database.
+
+The approver registry and policy requirement come from an in-memory
+``PolicySource`` (the signer's port); approvals are real Ed25519 signatures made
+with the policy's own ``sign_approval``; the transaction check is the chain
+service's Ethereum decoder; the audit entries go to the real audit trail.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.audit.models import AuditRecordRow
+from services.audit.writer import AuditWriter
+from services.chain.config import ChainConfig
+from services.chain.ethereum import contracts
+from services.chain.ethereum.adapter import EthereumAdapter
+from services.policy.domain import (
+    ApprovalGroup,
+    ApproverInfo,
+    ApproverKeyInfo,
+    Requirement,
+    SignatureScheme,
+    key_id_for,
+)
+from services.policy.evidence import public_key_der, sign_approval
+from services.runtime.intent import Action, Approval, Decision, IntentSpec, UnstakeTarget, intent_digest
+from services.signer import eip1559
+from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.hsm import Hsm
+from services.signer.ports import StaticPolicySource
+from services.signer.service import ChainConfig as SignerChains
+from services.signer.service import KeyInfo, SignerService, SignInput
+from services.signer.types import KeyAlgorithm, KeyPurpose
+
+CHAIN = "ethereum-devnet"
+CHAIN_ID = 31337
+POLICY = "pv-1"
+GWEI = 10**9
+NOW = datetime.now(UTC)
+
+
+InMemoryPolicySource = StaticPolicySource
+
+
+@dataclass
+class Approvers:
+    keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+
+    def approve(
+        self,
+        who: str,
+        spec: IntentSpec,
+        *,
+        version: str = POLICY,
+        expires: timedelta = timedelta(hours=1),
+        decision: Decision = Decision.APPROVE,
+    ) -> Approval:
+        return sign_approval(
+            self.keys[who],
+            approver_id=who,
+            intent_digest=intent_digest(spec, version),
+            policy_version=version,
+            decision=decision,
+            expires_at=datetime.now(UTC) + expires,
+        )
+
+
+def make_registry(approvers: Approvers, revoked: frozenset[str] = frozenset()) -> dict[str, ApproverInfo]:
+    out = {}
+    for name, key in approvers.keys.items():
+        der = public_key_der(key)
+        info = ApproverKeyInfo(
+            key_id=key_id_for(der),
+            scheme=SignatureScheme.ED25519,
+            public_key=der,
+            created_at=NOW - timedelta(days=1),
+            revoked_at=NOW - timedelta(minutes=1) if name in revoked else None,
+        )
+        out[name] = ApproverInfo(name, name, frozenset({"ops"}), (info,), NOW - timedelta(days=1))
+    return out
+
+
+class RecordingAudit:
+    """Wraps the real audit binding, and can be told to fail (a broken audit trail)."""
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self._bind = audit_in_transaction(writer)
+        self.fail = False
+
+    def __call__(self, session: Session) -> RecordingAudit._Bound:
+        return RecordingAudit._Bound(self, session)
+
+    class _Bound:
+        def __init__(self, outer: RecordingAudit, session: Session) -> None:
+            self._outer, self._inner = outer, outer._bind(session)
+
+        def record(self, actor: str, action: str, subject: str, outcome: str, payload: dict) -> None:  # type: ignore[type-arg]
+            if self._outer.fail:
+                raise OSError("audit disk full")
+            self._inner.record(actor, action, subject, outcome, payload)
+
+
+@dataclass
+class SignerRig:
+    service: SignerService
+    sessions: sessionmaker[Session]
+    approvers: Approvers
+    policy: InMemoryPolicySource
+    audit: RecordingAudit
+    chain: ChainConfig
+    vault: KeyInfo
+    initiator: str = "ivan"
+
+    @property
+    def vault_address(self) -> str:
+        return dict(self.vault.addresses)[CHAIN]
+
+    def unstake_spec(self, validator: bytes, amount_gwei: int = 32 * 10**9) -> IntentSpec:
+        return IntentSpec(
+            Action.UNSTAKE,
+            CHAIN,
+            self.vault.vault_id,
+            amount_gwei * GWEI,
+            UnstakeTarget("0x" + validator.hex()),
+        )
+
+    def unstake_tx(
+        self,
+        validator: bytes,
+        amount_gwei: int = 32 * 10**9,
+        *,
+        nonce: int = 0,
+        to: str = contracts.WITHDRAWAL_REQUEST_CONTRACT,
+        max_fee: int = 2 * GWEI,
+        tip: int = GWEI,
+        chain_id: int = CHAIN_ID,
+    ) -> bytes:
+        return eip1559.encode_unsigned(
+            eip1559.Eip1559Tx(
+                chain_id=chain_id,
+                nonce=nonce,
+                max_priority_fee_per_gas=tip,
+                max_fee_per_gas=max_fee,
+                gas=200_000,
+                to=to,
+                value=1,
+                data=contracts.withdrawal_request_calldata(validator, amount_gwei),
+                access_list=(),
+            )
+        )
+
+    def request(
+        self,
+        spec: IntentSpec,
+        tx: bytes,
+        approvals: tuple[Approval, ...] | None = None,
+        *,
+        intent_id: str = "intent-1",
+        step: str = "withdrawal",
+    ) -> SignInput:
+        if approvals is None:
+            approvals = (self.approvers.approve("alice", spec), self.approvers.approve("bob", spec))
+        return SignInput(
+            intent_id=intent_id,
+            step=step,
+            spec=spec,
+            initiator=self.initiator,
+            policy_version=POLICY,
+            approvals=approvals,
+            unsigned_tx=tx,
+        )
+
+    def audit_rows(self, outcome: str | None = None) -> list[AuditRecordRow]:
+        with self.sessions() as s:
+            q = select(AuditRecordRow).where(AuditRecordRow.action == "signer.sign")
+            if outcome:
+                q = q.where(AuditRecordRow.outcome == outcome)
+            return list(s.scalars(q.order_by(AuditRecordRow.sequence)))
+
+
+@pytest.fixture
+def rig(hsm: Hsm, session_factory: sessionmaker[Session]) -> SignerRig:
+    approvers = Approvers({n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "ivan")})
+    requirement = Requirement(
+        groups=(ApprovalGroup("ops", 2, frozenset(approvers.keys)),),
+        expiry_seconds=3600,
+        policy_version=POLICY,
+        rule_id="r1",
+        fee_cap=10**18,
+    )
+    policy = InMemoryPolicySource({POLICY: requirement}, make_registry(approvers))
+    chain = ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")
+    audit = RecordingAudit(AuditWriter(session_factory, "svc:signer"))
+    service = SignerService(
+        hsm=hsm,
+        sessions=session_factory,
+        policy=policy,
+        decoder=EthereumIntentCheck({CHAIN: EthereumAdapter(chain)}),
+        audit=audit,
+        chains=SignerChains(ethereum={CHAIN: CHAIN_ID}),
+    )
+    vault = service.create_key_blocking(
+        "operator-1", f"vault-{secrets.token_hex(4)}", KeyAlgorithm.SECP256K1, KeyPurpose.VAULT
+    )
+    return SignerRig(service, session_factory, approvers, policy, audit, chain, vault)
