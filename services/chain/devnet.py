@@ -171,10 +171,10 @@ class Devnet:
                 self.stop()
                 raise Unavailable("anvil did not answer within the start timeout")
             time.sleep(0.05)
-        self._load_contracts(assets.contracts)
+        self.load_contracts(assets.contracts)
         return self
 
-    def _load_contracts(self, path: Path) -> None:
+    def load_contracts(self, path: Path) -> None:
         self.contracts = json.loads(path.read_text())
         rpc = self.rpc
         for entry in self.contracts.values():

@@ -145,6 +145,32 @@ def _prepare_hsm(stack: Stack) -> dict[str, Any]:
     }
 
 
+def _start_devnet(stack: Stack, procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Starts anvil as a stack process and loads the staking contracts; returns the chain registry."""
+    from services.chain.devnet import DEVNET_CHAIN_ID, Devnet, ensure_devnet_assets
+
+    assets = ensure_devnet_assets()
+    port = free_port()
+    proc = _spawn(stack, "anvil", [
+        str(assets.anvil), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(DEVNET_CHAIN_ID),
+        "--hardfork", "prague", "--accounts", "2",
+    ])
+    procs.append(proc)
+    _record(stack, procs)
+    _wait_port(port, 30, "anvil", proc, stack)
+    devnet = Devnet(port=port, assets=assets)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            devnet.load_contracts(assets.contracts)
+            break
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    return [devnet.chain_config().model_dump(mode="json")]
+
+
 def _spawn(stack: Stack, name: str, argv: list[str]) -> dict[str, Any]:
     stack.logs.mkdir(parents=True, exist_ok=True)
     log = open(stack.logs / f"{name}.log", "ab")
@@ -205,12 +231,7 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
     procs: list[dict[str, Any]] = []
     try:
         if with_devnet:
-            from services.chain.devnet import start_devnet_for_stack
-
-            devnet, chains = start_devnet_for_stack(stack.root, stack.logs)
-            extra["chains"] = chains
-            procs.append({"name": "anvil", "pid": devnet, "argv": ["anvil"]})
-            _record(stack, procs)
+            extra["chains"] = _start_devnet(stack, procs)
         config = _write_config(stack, extra)
         upgrade(f"sqlite:///{stack.root / 'custos.db'}")
         temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")

@@ -7,6 +7,7 @@ staking workflow can import them without pulling in the database or YAML.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -92,4 +93,4 @@ class ApproverInfo:
 
 
 # approver id -> approver: what the evidence check reads.
-RegistrySnapshot = dict[str, ApproverInfo]
+RegistrySnapshot = Mapping[str, ApproverInfo]

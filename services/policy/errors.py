@@ -50,3 +50,7 @@ class VelocityExceeded(PolicyError, FailedPrecondition):
 
 class VelocityConflict(PolicyError, FailedPrecondition):
     """The intent already holds a different (or released) velocity reservation."""
+
+
+class PolicyDenies(PolicyError, FailedPrecondition):
+    """The policy version denies the intent, so no approvals can make it signable."""

@@ -22,7 +22,7 @@ Rules, in the order they are applied to each approval:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from services.policy.domain import (
+    ApproverInfo,
     ApproverKeyInfo,
     Requirement,
     SignatureScheme,
@@ -96,7 +97,7 @@ def _judge(
     *,
     intent_digest: bytes,
     requirement: Requirement,
-    registry: dict[str, ApproverInfoLike],
+    registry: Mapping[str, ApproverInfo],
     initiator: str,
     now: datetime,
     eligible: frozenset[str],
@@ -125,7 +126,7 @@ def _judge(
     return None
 
 
-def _assign(requirement: Requirement, approvers: Sequence[str]) -> dict[str, list[str]]:
+def assign_groups(requirement: Requirement, approvers: Sequence[str]) -> dict[str, list[str]]:
     """Assigns distinct approvers to group slots (max bipartite matching).
 
     Returns group name -> assigned approvers. Deterministic: approvers are tried in
@@ -161,7 +162,7 @@ def check_approvals(
     intent_digest: bytes,
     approvals: Sequence[Approval],
     requirement: Requirement,
-    registry: dict[str, ApproverInfoLike],
+    registry: Mapping[str, ApproverInfo],
     initiator: str,
     now: datetime,
 ) -> EvidenceResult:
@@ -203,7 +204,7 @@ def check_approvals(
             first_index[a.approver_id] = i
             valid_approvers.append(a.approver_id)
 
-    assignment = _assign(requirement, valid_approvers)
+    assignment = assign_groups(requirement, valid_approvers)
     assigned = {a for group in assignment.values() for a in group}
     for approver_id, i in first_index.items():
         a = approvals[i]
@@ -213,9 +214,7 @@ def check_approvals(
             verdicts[i] = Verdict(
                 a.approver_id, a.key_id, False, "not needed: the groups they belong to are full"
             )
-    missing = tuple(
-        g.name for g in requirement.groups if len(assignment[g.name]) < g.threshold
-    )
+    missing = tuple(g.name for g in requirement.groups if len(assignment[g.name]) < g.threshold)
     final = tuple(v for v in verdicts if v is not None)
     return EvidenceResult(
         met=not rejected and not missing,

@@ -1,0 +1,153 @@
+"""Policy evaluation benchmark: evaluations/s and p50/p99 latency for a 1,000-rule policy.
+
+Sections (run all by default, or name some: ``python bench/policy.py inprocess``):
+
+* ``inprocess``: :func:`services.policy.engine.evaluate` on a parsed policy.
+* ``grpc``: placeholder for EvaluateIntent through the server runtime (added by the lead).
+
+The worst case is measured: the matching rule is the last of 1,000, so every rule's
+selectors are tried first. The last line prints the headline figures and the ratio
+against a 1-rule policy measured in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml
+
+from services.policy.document import FORMAT, Policy, parse_policy
+from services.policy.engine import evaluate, velocity_keys
+from services.runtime.intent import Action, IntentSpec, StakeTarget
+
+AT = datetime(2025, 1, 8, 10, 0, tzinfo=UTC)
+SPEC = IntentSpec(Action.STAKE, "ethereum-devnet", "vault-target", 32 * 10**18, StakeTarget("0xaa"))
+
+
+def make_policy(n_rules: int) -> Policy:
+    rules = []
+    for i in range(n_rules - 1):  # distinct vaults: only the last rule matches SPEC
+        rules.append(
+            {
+                "id": f"r{i}",
+                "match": {
+                    "action": ["STAKE", "UNSTAKE"],
+                    "chain": ["ethereum-devnet"],
+                    "vault": [f"vault-{i}"],
+                    "amount": {"max": "1_024_000_000_000_000_000_000"},
+                },
+                "limits": {"velocity": {"window": "24h", "max": "4_096_000_000_000_000_000_000"}},
+                "require": {
+                    "groups": [{"name": "ops", "threshold": 2, "approvers": ["o1", "o2", "o3"]}],
+                    "expiry": "24h",
+                },
+            }
+        )
+    rules.append(
+        {
+            "id": "target",
+            "match": {"action": ["STAKE"], "chain": ["ethereum-devnet"], "vault": ["vault-target"]},
+            "limits": {
+                "velocity": {"window": "24h", "max": "4_096_000_000_000_000_000_000"},
+                "time": {
+                    "weekdays": ["mon", "tue", "wed", "thu", "fri"],
+                    "from": "07:00",
+                    "to": "19:00",
+                    "tz": "Europe/Zurich",
+                },
+            },
+            "require": {
+                "groups": [
+                    {"name": "ops", "threshold": 2, "approvers": ["o1", "o2", "o3"]},
+                    {"name": "risk", "threshold": 1, "approver_groups": ["risk"]},
+                ],
+                "expiry": "24h",
+            },
+        }
+    )
+    body = {
+        "format": FORMAT,
+        "default": "deny",
+        "admin": {
+            "groups": [{"name": "a", "threshold": 2, "approver_groups": ["policy-admins"]}],
+            "expiry": "24h",
+        },
+        "rules": rules,
+    }
+    return parse_policy(yaml.safe_dump(body, sort_keys=False))
+
+
+def measure(fn: Callable[[], object], seconds: float) -> tuple[float, float, float]:
+    """Returns (per second, p50 ms, p99 ms) of ``fn`` called for about ``seconds``."""
+    for _ in range(20):
+        fn()
+    samples: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    q = statistics.quantiles(samples, n=100)
+    return len(samples) / sum(samples), q[49] * 1000, q[98] * 1000
+
+
+DIRECTORY = {"risk": ["r1", "r2"]}
+
+
+def inprocess(seconds: float) -> dict[str, tuple[float, float, float]]:
+    out = {}
+    for n in (1, 1000):
+        t0 = time.perf_counter()
+        policy = make_policy(n)
+        parse_ms = (time.perf_counter() - t0) * 1000
+        used = {k: 0 for k in velocity_keys(policy, SPEC)}
+        decision = evaluate(policy, SPEC, "alice", (), AT, used, directory=DIRECTORY)
+        assert decision.allowed and decision.rule_id == "target", decision
+
+        def once(p: Policy = policy, u: dict[tuple[int, str | None], int] = used) -> object:
+            return evaluate(p, SPEC, "alice", (), AT, u, directory=DIRECTORY)
+
+        rate, p50, p99 = measure(once, seconds)
+        print(
+            f"inprocess rules={n:5d}: {rate:10.0f} eval/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+            f"  (parse {parse_ms:.0f} ms)"
+        )
+        out[f"inprocess-{n}"] = (rate, p50, p99)
+    return out
+
+
+def grpc_section(seconds: float) -> dict[str, tuple[float, float, float]]:
+    """EvaluateIntent through a served PolicyServicer: to be written with the server runtime."""
+    print("grpc: not measured yet (needs the server runtime wiring of PolicyServicer)")
+    return {}
+
+
+SECTIONS: dict[str, Callable[[float], dict[str, tuple[float, float, float]]]] = {
+    "inprocess": inprocess,
+    "grpc": grpc_section,
+}
+
+
+def main(argv: list[str]) -> None:
+    names = argv or list(SECTIONS)
+    seconds = 3.0
+    results: dict[str, tuple[float, float, float]] = {}
+    for name in names:
+        results.update(SECTIONS[name](seconds))
+    big, base = results.get("inprocess-1000"), results.get("inprocess-1")
+    if big and base:
+        print(
+            f"policy bench: 1000 rules in process {big[0]:.0f} eval/s, p50 {big[1]:.3f} ms, "
+            f"p99 {big[2]:.3f} ms; baseline 1 rule {base[0]:.0f} eval/s; ratio {big[0] / base[0]:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

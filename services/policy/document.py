@@ -1,0 +1,666 @@
+"""The policy document: a YAML file a policy admin reviews in a diff.
+
+A version is immutable and addressed by the hex SHA-256 of its canonical form:
+the document is parsed, validated (every error names the field), normalised
+(sets sorted, amounts as integers, durations in seconds) and re-encoded with
+:func:`services.runtime.intent.canonical_json`. Two documents that differ only
+in comments, key order or list order of sets have the same version.
+
+Shape (see ``deploy/policies/example.yaml``)::
+
+    format: custos.policy/v1
+    description: ...
+    default: deny                      # explicit: when no rule matches, deny
+    initiators:                        # initiator groups: group -> identities
+      treasury: [alice, bob]
+    admin:                             # the quorum that must approve a POLICY_CHANGE
+      groups: [{name: admins, threshold: 2, approver_groups: [policy-admins]}]
+      expiry: 24h
+    rules:                             # first match decides
+      - id: deny-huge
+        match: {action: [STAKE], amount: {min: "1024000000000000000001"}}
+        deny: above the 1024 ETH cap
+      - id: stake
+        match: {action: [STAKE], chain: [ethereum-devnet]}
+        limits: {velocity: {window: 24h, max: "..."}, time: {...}}
+        require:
+          groups: [{name: ops, threshold: 2, approvers: [a, b, c]}]
+          expiry: 24h
+          fee_cap: "..."
+
+Conditions (usable in ``match``, which selects the rule, and in ``limits``, each
+failing limit of the matched rule being one reason of a DENY): ``action``,
+``chain``, ``vault``, ``initiator_groups``, ``amount`` (min/max, inclusive),
+``validators``, ``withdrawal_addresses``, ``time``; ``velocity`` is a limit only
+(it depends on the amount and on history, so it never decides which rule applies).
+
+Validation also guarantees that raising the amount never lowers the requirement:
+two allowing rules that may match the same intent at different amounts must be
+ordered so that the one catching larger amounts requires at least as much.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from services.policy.errors import PolicyDocumentInvalid
+from services.runtime.intent import MAX_AMOUNT, Action, canonical_json
+
+FORMAT = "custos.policy/v1"
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+MAX_EXPIRY_SECONDS = 30 * 86400
+MAX_WINDOW_SECONDS = 366 * 86400
+RESERVED_RULE_IDS = frozenset({"default", "admin"})
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_AMOUNT = re.compile(r"^[0-9]+(_[0-9]+)*$")
+_DURATION = re.compile(r"^([0-9]+)([smhd])$")
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+# --- the parsed form ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AmountRange:
+    min: int | None = None
+    max: int | None = None
+
+    @property
+    def lo(self) -> int:
+        return 0 if self.min is None else self.min
+
+    @property
+    def hi(self) -> int:
+        return MAX_AMOUNT if self.max is None else self.max
+
+
+@dataclass(frozen=True)
+class Velocity:
+    """Total amount per vault (per action when ``per_action``) within a rolling window."""
+
+    window_seconds: int
+    max_amount: int
+    per_action: bool = False
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Allowed local weekdays and time of day [start, end) in ``tz``; end < start wraps midnight."""
+
+    weekdays: frozenset[int]
+    start: time
+    end: time
+    tz: str
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    def contains(self, at: datetime) -> bool:
+        local = at.astimezone(self.zone)
+        if local.weekday() not in self.weekdays:
+            return False
+        t = local.time().replace(tzinfo=None)
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+    def describe(self) -> str:
+        days = ",".join(WEEKDAYS[d] for d in sorted(self.weekdays))
+        return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {self.tz}"
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Conditions that all hold; ``None`` means unconstrained."""
+
+    actions: frozenset[Action] | None = None
+    chains: frozenset[str] | None = None
+    vaults: frozenset[str] | None = None
+    initiator_groups: frozenset[str] | None = None
+    amount: AmountRange | None = None
+    validators: frozenset[str] | None = None
+    withdrawal_addresses: frozenset[str] | None = None
+    time: TimeWindow | None = None
+    velocity: Velocity | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f) is None for f in self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """``threshold`` of the named approvers and of the members of the named registry groups."""
+
+    name: str
+    threshold: int
+    approvers: frozenset[str] = frozenset()
+    approver_groups: frozenset[str] = frozenset()
+
+    @property
+    def members_key(self) -> tuple[frozenset[str], frozenset[str]]:
+        return (self.approvers, self.approver_groups)
+
+
+@dataclass(frozen=True)
+class RequireSpec:
+    groups: tuple[GroupSpec, ...]
+    expiry_seconds: int
+    fee_cap: int | None = None
+
+    def dominates(self, other: RequireSpec) -> bool:
+        """True when meeting ``self`` always meets ``other`` (same members, thresholds at least)."""
+        mine, theirs = _merged(self.groups), _merged(other.groups)
+        return all(mine.get(k, 0) >= t for k, t in theirs.items())
+
+
+def _merged(groups: tuple[GroupSpec, ...]) -> dict[tuple[frozenset[str], frozenset[str]], int]:
+    # Groups with the same members behave as one group with the summed threshold,
+    # since one approver counts toward one group only.
+    out: dict[tuple[frozenset[str], frozenset[str]], int] = {}
+    for g in groups:
+        out[g.members_key] = out.get(g.members_key, 0) + g.threshold
+    return out
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    description: str
+    match: Conditions
+    limits: Conditions
+    deny: str | None = None
+    require: RequireSpec | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed, validated policy version."""
+
+    version: str
+    document: str
+    description: str
+    initiators: Mapping[str, frozenset[str]]
+    admin: RequireSpec
+    rules: tuple[Rule, ...]
+    canonical: bytes = field(repr=False)
+
+    def initiator_groups_of(self, initiator: str) -> frozenset[str]:
+        return frozenset(g for g, members in self.initiators.items() if initiator in members)
+
+    def rule(self, rule_id: str) -> Rule | None:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        return None
+
+
+# --- YAML loading: no aliases, no duplicate keys ---------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses aliases (no expansion bombs) and duplicate keys
+    (a reviewer must never read one value while custos uses another)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise PolicyDocumentInvalid(
+                f"line {event.start_mark.line + 1}: YAML aliases are not allowed in a policy"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise PolicyDocumentInvalid(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# --- field readers --------------------------------------------------------------------
+
+
+def _fail(path: str, message: str) -> PolicyDocumentInvalid:
+    return PolicyDocumentInvalid(f"{path}: {message}", details={"field": path})
+
+
+def _mapping(
+    value: Any, path: str, allowed: frozenset[str], required: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(path, "must be a mapping")
+    for k in value:
+        if not isinstance(k, str) or k not in allowed:
+            raise _fail(f"{path}.{k}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    for k in sorted(required):
+        if k not in value:
+            raise _fail(f"{path}.{k}", "is required")
+    return value
+
+
+def _str(value: Any, path: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(path, "must be a non-empty string")
+    if pattern is not None and not pattern.match(value):
+        raise _fail(path, f"{value!r} is not a valid {what or 'value'}")
+    return value
+
+
+def _text(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(path, "must be a string")
+    if len(value) > 2000:
+        raise _fail(path, "is longer than 2000 characters")
+    return value
+
+
+def _str_set(value: Any, path: str, pattern: re.Pattern[str] = _NAME, what: str = "name") -> frozenset[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _fail(path, "must be a non-empty list of strings")
+    out = [_str(v, f"{path}[{i}]", pattern, what) for i, v in enumerate(items)]
+    if len(set(out)) != len(out):
+        raise _fail(path, "lists a value twice")
+    return frozenset(out)
+
+
+def parse_amount_field(value: Any, path: str) -> int:
+    """An amount in base units: an int or a decimal string (``_`` separators allowed), never a float."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise _fail(path, "must be an integer amount of base units (an int or a decimal string), not a float")
+    if isinstance(value, int):
+        amount = value
+    elif isinstance(value, str) and _AMOUNT.match(value):
+        amount = int(value.replace("_", ""))
+    else:
+        raise _fail(path, f"must be an integer amount of base units, got {value!r}")
+    if not 0 <= amount <= MAX_AMOUNT:
+        raise _fail(path, "amount out of range (0 .. 2**256-1)")
+    return amount
+
+
+def parse_duration(value: Any, path: str, maximum: int) -> int:
+    """Seconds, given as an int or as ``<n>s|m|h|d``."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise _fail(path, "must be a duration such as 3600, 90m, 24h or 7d")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise _fail(path, f"must be a duration such as 3600, 90m, 24h or 7d, got {value!r}")
+    if not 0 < seconds <= maximum:
+        raise _fail(path, f"must be between 1 second and {maximum} seconds")
+    return seconds
+
+
+def _clock(value: Any, path: str) -> time:
+    if not isinstance(value, str) or not (m := _CLOCK.match(value)):
+        raise _fail(path, "must be a time of day HH:MM (24-hour clock, quoted)")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+def _validator_id(value: str) -> str:
+    # 0x-hex identities (Ethereum BLS pubkeys) compare case-insensitively; others
+    # (bech32, base58) are case-sensitive and kept as they are.
+    return value.lower() if value.startswith("0x") else value
+
+
+_CONDITION_FIELDS = frozenset(
+    {
+        "action",
+        "chain",
+        "vault",
+        "initiator_groups",
+        "amount",
+        "validators",
+        "withdrawal_addresses",
+        "time",
+        "velocity",
+    }
+)
+
+
+def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
+    if value is None:
+        return Conditions()
+    raw = _mapping(value, path, _CONDITION_FIELDS)
+    if "velocity" in raw and not allow_velocity:
+        raise _fail(f"{path}.velocity", "velocity is a limit: put it under 'limits', not 'match'")
+    actions = None
+    if "action" in raw:
+        names = _str_set(raw["action"], f"{path}.action", re.compile(r"^[A-Z_]+$"), "action")
+        bad = sorted(n for n in names if n not in Action.__members__ or n == "POLICY_CHANGE")
+        if bad:
+            raise _fail(
+                f"{path}.action",
+                f"unknown action {bad[0]!r} (STAKE, UNSTAKE or RESTAKE; "
+                "POLICY_CHANGE is governed by 'admin')",
+            )
+        actions = frozenset(Action(n) for n in names)
+    amount = None
+    if "amount" in raw:
+        a = _mapping(raw["amount"], f"{path}.amount", frozenset({"min", "max"}))
+        if not a:
+            raise _fail(f"{path}.amount", "needs min, max or both")
+        lo = parse_amount_field(a["min"], f"{path}.amount.min") if "min" in a else None
+        hi = parse_amount_field(a["max"], f"{path}.amount.max") if "max" in a else None
+        if lo is not None and hi is not None and lo > hi:
+            raise _fail(f"{path}.amount", "min is above max")
+        amount = AmountRange(lo, hi)
+    window = None
+    if "time" in raw:
+        t = _mapping(
+            raw["time"],
+            f"{path}.time",
+            frozenset({"weekdays", "from", "to", "tz"}),
+            frozenset({"from", "to", "tz"}),
+        )
+        days = frozenset(range(7))
+        if "weekdays" in t:
+            names = _str_set(t["weekdays"], f"{path}.time.weekdays", re.compile(r"^[a-z]{3}$"), "weekday")
+            bad = sorted(n for n in names if n not in WEEKDAYS)
+            if bad:
+                raise _fail(
+                    f"{path}.time.weekdays", f"unknown weekday {bad[0]!r} (use {', '.join(WEEKDAYS)})"
+                )
+            days = frozenset(WEEKDAYS.index(n) for n in names)
+        start, end = _clock(t["from"], f"{path}.time.from"), _clock(t["to"], f"{path}.time.to")
+        if start == end:
+            raise _fail(f"{path}.time", "from and to are equal (an empty window)")
+        tz = _str(t["tz"], f"{path}.time.tz")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _fail(f"{path}.time.tz", f"unknown IANA time zone {tz!r}") from None
+        window = TimeWindow(days, start, end, tz)
+    velocity = None
+    if "velocity" in raw:
+        v = _mapping(
+            raw["velocity"],
+            f"{path}.velocity",
+            frozenset({"window", "max", "per_action"}),
+            frozenset({"window", "max"}),
+        )
+        per_action = v.get("per_action", False)
+        if not isinstance(per_action, bool):
+            raise _fail(f"{path}.velocity.per_action", "must be true or false")
+        velocity = Velocity(
+            parse_duration(v["window"], f"{path}.velocity.window", MAX_WINDOW_SECONDS),
+            parse_amount_field(v["max"], f"{path}.velocity.max"),
+            per_action,
+        )
+    return Conditions(
+        actions=actions,
+        chains=_str_set(raw["chain"], f"{path}.chain") if "chain" in raw else None,
+        vaults=_str_set(raw["vault"], f"{path}.vault") if "vault" in raw else None,
+        initiator_groups=(
+            _str_set(raw["initiator_groups"], f"{path}.initiator_groups")
+            if "initiator_groups" in raw
+            else None
+        ),
+        amount=amount,
+        validators=(
+            frozenset(_validator_id(v) for v in _str_set(raw["validators"], f"{path}.validators"))
+            if "validators" in raw
+            else None
+        ),
+        withdrawal_addresses=(
+            frozenset(
+                a.lower()
+                for a in _str_set(
+                    raw["withdrawal_addresses"], f"{path}.withdrawal_addresses", _ADDRESS, "0x address"
+                )
+            )
+            if "withdrawal_addresses" in raw
+            else None
+        ),
+        time=window,
+        velocity=velocity,
+    )
+
+
+def _require(value: Any, path: str, *, allow_fee_cap: bool = True) -> RequireSpec:
+    allowed = {"groups", "expiry"} | ({"fee_cap"} if allow_fee_cap else set())
+    raw = _mapping(value, path, frozenset(allowed), frozenset({"groups", "expiry"}))
+    groups_raw = raw["groups"]
+    if not isinstance(groups_raw, list) or not groups_raw:
+        raise _fail(f"{path}.groups", "must be a non-empty list of approval groups")
+    groups: list[GroupSpec] = []
+    for i, g in enumerate(groups_raw):
+        gp = f"{path}.groups[{i}]"
+        gr = _mapping(
+            g,
+            gp,
+            frozenset({"name", "threshold", "approvers", "approver_groups"}),
+            frozenset({"name", "threshold"}),
+        )
+        name = _str(gr["name"], f"{gp}.name", _NAME, "group name")
+        if any(x.name == name for x in groups):
+            raise _fail(f"{gp}.name", f"group {name!r} appears twice")
+        threshold = gr["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 100:
+            raise _fail(f"{gp}.threshold", "must be an integer m between 1 and 100 (m of n)")
+        approvers = _str_set(gr["approvers"], f"{gp}.approvers") if "approvers" in gr else frozenset()
+        from_groups = (
+            _str_set(gr["approver_groups"], f"{gp}.approver_groups")
+            if "approver_groups" in gr
+            else frozenset()
+        )
+        if not approvers and not from_groups:
+            raise _fail(gp, "names no members: give 'approvers', 'approver_groups' or both")
+        if not from_groups and threshold > len(approvers):
+            raise _fail(f"{gp}.threshold", f"{threshold} of {len(approvers)} approvers can never be met")
+        groups.append(GroupSpec(name, threshold, approvers, from_groups))
+    fee_cap = parse_amount_field(raw["fee_cap"], f"{path}.fee_cap") if "fee_cap" in raw else None
+    return RequireSpec(
+        tuple(groups), parse_duration(raw["expiry"], f"{path}.expiry", MAX_EXPIRY_SECONDS), fee_cap
+    )
+
+
+def _rule(value: Any, path: str) -> Rule:
+    raw = _mapping(
+        value, path, frozenset({"id", "description", "match", "limits", "deny", "require"}), frozenset({"id"})
+    )
+    rule_id = _str(raw["id"], f"{path}.id", _RULE_ID, "rule id (lowercase letters, digits, . _ -)")
+    if rule_id in RESERVED_RULE_IDS:
+        raise _fail(f"{path}.id", f"{rule_id!r} is reserved")
+    path = f"rules[{rule_id}]"
+    if ("deny" in raw) == ("require" in raw):
+        raise _fail(path, "needs exactly one outcome: 'deny: <reason>' or 'require: {...}'")
+    match = _conditions(raw.get("match"), f"{path}.match", allow_velocity=False)
+    limits = _conditions(raw.get("limits"), f"{path}.limits", allow_velocity=True)
+    if "deny" in raw:
+        if not limits.is_empty():
+            raise _fail(f"{path}.limits", "a deny rule has no limits (put its conditions under 'match')")
+        return Rule(
+            rule_id,
+            _text(raw.get("description", ""), f"{path}.description"),
+            match,
+            limits,
+            deny=_str(raw["deny"], f"{path}.deny"),
+        )
+    return Rule(
+        rule_id,
+        _text(raw.get("description", ""), f"{path}.description"),
+        match,
+        limits,
+        require=_require(raw["require"], f"{path}.require"),
+    )
+
+
+# --- canonical form -------------------------------------------------------------------
+
+
+def _plain_conditions(c: Conditions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("actions", "chains", "vaults", "initiator_groups", "validators", "withdrawal_addresses"):
+        v = getattr(c, name)
+        if v is not None:
+            out[name] = sorted(str(x) for x in v)
+    if c.amount is not None:
+        out["amount"] = {k: v for k, v in (("min", c.amount.min), ("max", c.amount.max)) if v is not None}
+    if c.time is not None:
+        out["time"] = {
+            "weekdays": [WEEKDAYS[d] for d in sorted(c.time.weekdays)],
+            "from": f"{c.time.start:%H:%M}",
+            "to": f"{c.time.end:%H:%M}",
+            "tz": c.time.tz,
+        }
+    if c.velocity is not None:
+        out["velocity"] = {
+            "window_seconds": c.velocity.window_seconds,
+            "max": c.velocity.max_amount,
+            "per_action": c.velocity.per_action,
+        }
+    return out
+
+
+def _plain_require(r: RequireSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "groups": [
+            {
+                "name": g.name,
+                "threshold": g.threshold,
+                "approvers": sorted(g.approvers),
+                "approver_groups": sorted(g.approver_groups),
+            }
+            for g in r.groups
+        ],
+        "expiry_seconds": r.expiry_seconds,
+    }
+    if r.fee_cap is not None:
+        out["fee_cap"] = r.fee_cap
+    return out
+
+
+def canonical_form(
+    description: str, initiators: Mapping[str, frozenset[str]], admin: RequireSpec, rules: tuple[Rule, ...]
+) -> bytes:
+    return canonical_json(
+        {
+            "format": FORMAT,
+            "description": description,
+            "default": "deny",
+            "initiators": {g: sorted(m) for g, m in sorted(initiators.items())},
+            "admin": _plain_require(admin),
+            "rules": [
+                {
+                    "id": r.id,
+                    "description": r.description,
+                    "match": _plain_conditions(r.match),
+                    "limits": _plain_conditions(r.limits),
+                    **({"deny": r.deny} if r.deny is not None else {}),
+                    **({"require": _plain_require(r.require)} if r.require is not None else {}),
+                }
+                for r in rules
+            ],
+        }
+    )
+
+
+# --- monotonicity -----------------------------------------------------------------------
+
+
+def _may_overlap(a: Conditions, b: Conditions) -> bool:
+    """False only when no intent can match both (some selector sets are disjoint)."""
+    for name in ("actions", "chains", "vaults", "validators", "withdrawal_addresses"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not None and y is not None and not (x & y):
+            return False
+    return True
+
+
+def _check_monotone(rules: tuple[Rule, ...]) -> None:
+    full = AmountRange()
+    allowing = [r for r in rules if r.require is not None]
+    for i, first in enumerate(allowing):
+        for later in allowing[i + 1 :]:
+            if not _may_overlap(first.match, later.match):
+                continue
+            a, b = first.match.amount or full, later.match.amount or full
+            assert first.require is not None and later.require is not None
+            if b.lo < a.lo and not first.require.dominates(later.require):
+                raise _fail(
+                    f"rules[{later.id}]",
+                    f"catches amounts below those of the earlier rule {first.id!r} but requires more "
+                    "approvals: raising the amount would lower the requirement (reorder the rules or "
+                    "narrow the amount ranges)",
+                )
+            if b.hi > a.hi and not later.require.dominates(first.require):
+                raise _fail(
+                    f"rules[{later.id}]",
+                    f"catches amounts above those of the earlier rule {first.id!r} but requires fewer "
+                    "approvals: raising the amount would lower the requirement",
+                )
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def parse_policy(text: str) -> Policy:
+    """Parses and validates a YAML policy document; raises :class:`PolicyDocumentInvalid`."""
+    if not isinstance(text, str) or not text.strip():
+        raise PolicyDocumentInvalid("document: is empty")
+    if len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise PolicyDocumentInvalid(f"document: larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise PolicyDocumentInvalid(f"document: not valid YAML: {e}".splitlines()[0]) from None
+    doc = _mapping(
+        raw,
+        "document",
+        frozenset({"format", "description", "default", "initiators", "admin", "rules"}),
+        frozenset({"format", "default", "admin", "rules"}),
+    )
+    if doc["format"] != FORMAT:
+        raise _fail("format", f"must be {FORMAT!r}")
+    if doc["default"] != "deny":
+        raise _fail("default", "must be 'deny': when no rule matches, the intent is denied")
+    description = _text(doc.get("description", ""), "description")
+    initiators: dict[str, frozenset[str]] = {}
+    if "initiators" in doc:
+        raw_init = doc["initiators"]
+        if not isinstance(raw_init, dict):
+            raise _fail("initiators", "must be a mapping of group -> list of initiator identities")
+        for g, members in raw_init.items():
+            name = _str(g, f"initiators.{g}", _NAME, "group name")
+            initiators[name] = _str_set(members, f"initiators.{name}")
+    admin = _require(doc["admin"], "admin", allow_fee_cap=False)
+    if not isinstance(doc["rules"], list):
+        raise _fail("rules", "must be a list (it may be empty: then everything is denied)")
+    rules: list[Rule] = []
+    for i, r in enumerate(doc["rules"]):
+        rule = _rule(r, f"rules[{i}]")
+        if any(x.id == rule.id for x in rules):
+            raise _fail(f"rules[{i}].id", f"rule id {rule.id!r} appears twice")
+        rules.append(rule)
+    _check_monotone(tuple(rules))
+    canonical = canonical_form(description, initiators, admin, tuple(rules))
+    return Policy(
+        version=hashlib.sha256(canonical).hexdigest(),
+        document=text,
+        description=description,
+        initiators=initiators,
+        admin=admin,
+        rules=tuple(rules),
+        canonical=canonical,
+    )

@@ -1,0 +1,315 @@
+"""Pure policy evaluation: (policy, intent, initiator, time, velocity used) -> decision.
+
+No I/O: everything the decision depends on is an argument, so the same inputs
+give the same decision in the service, in a simulation and in a test. The first
+rule whose ``match`` holds decides; when it allows, every failing ``limit`` is one
+reason of a DENY. A ``POLICY_CHANGE`` intent is decided by the ``admin`` quorum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.policy.document import Conditions, Policy, RequireSpec, Rule
+from services.policy.domain import ApprovalGroup, Outcome, Requirement, VelocityLimit
+from services.policy.errors import PolicyDenies
+from services.policy.evidence import assign_groups
+from services.runtime.intent import (
+    Action,
+    IntentSpec,
+    RestakeTarget,
+    StakeTarget,
+    UnstakeTarget,
+)
+
+DEFAULT_RULE = "default"
+ADMIN_RULE = "admin"
+
+# (window seconds, action or None for all actions) -> amount already counted for the vault.
+VelocityKey = tuple[int, str | None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    policy_version: str
+    rule_id: str
+    reasons: tuple[str, ...] = ()
+    requirement: Requirement | None = None
+    # The velocity limits the intent was checked against: what the staking side
+    # reserves (race-free) when the intent is approved.
+    velocity_limits: tuple[VelocityLimit, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is Outcome.ALLOW
+
+
+def intent_validators(spec: IntentSpec) -> frozenset[str]:
+    t = spec.target
+    if isinstance(t, StakeTarget | UnstakeTarget):
+        names = {t.validator}
+    elif isinstance(t, RestakeTarget):
+        names = {t.source_validator, t.target_validator}
+    else:
+        names = set()
+    return frozenset(v.lower() if v.startswith("0x") else v for v in names if v)
+
+
+def withdrawal_address(spec: IntentSpec) -> str | None:
+    """The ETH withdrawal address: the last 20 bytes of 0x01/0x02 withdrawal credentials."""
+    t = spec.target
+    if not isinstance(t, StakeTarget) or t.deposit_data is None:
+        return None
+    wc = t.deposit_data.withdrawal_credentials
+    if len(wc) != 32 or wc[0] not in (1, 2) or any(wc[1:12]):
+        return None
+    return "0x" + wc[12:].hex()
+
+
+def velocity_key(limit_window: int, per_action: bool, action: Action) -> VelocityKey:
+    return (limit_window, str(action) if per_action else None)
+
+
+def velocity_keys(policy: Policy, spec: IntentSpec) -> frozenset[VelocityKey]:
+    """The velocity sums the caller must provide to evaluate ``spec`` under ``policy``."""
+    return frozenset(
+        velocity_key(r.limits.velocity.window_seconds, r.limits.velocity.per_action, spec.action)
+        for r in policy.rules
+        if r.limits.velocity is not None
+    )
+
+
+class _Intent:
+    """The facts about one intent that conditions look at, computed once."""
+
+    __slots__ = ("address", "at", "groups", "initiator", "spec", "validators", "velocity_used")
+
+    def __init__(
+        self,
+        spec: IntentSpec,
+        initiator: str,
+        groups: frozenset[str],
+        at: datetime,
+        velocity_used: Mapping[VelocityKey, int],
+    ) -> None:
+        self.spec = spec
+        self.initiator = initiator
+        self.groups = groups
+        self.at = at
+        self.validators = intent_validators(spec)
+        self.address = withdrawal_address(spec)
+        self.velocity_used = velocity_used
+
+
+def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
+    """Reasons why ``c`` does not hold for ``x`` (empty when it holds)."""
+    out: list[str] = []
+    s = x.spec
+    if c.actions is not None and s.action not in c.actions:
+        out.append(f"action {s.action} is not one of {', '.join(sorted(c.actions))}")
+        if first_only:
+            return out
+    if c.chains is not None and s.chain not in c.chains:
+        out.append(f"chain {s.chain!r} is not allowed")
+        if first_only:
+            return out
+    if c.vaults is not None and s.vault_id not in c.vaults:
+        out.append(f"vault {s.vault_id!r} is not allowed")
+        if first_only:
+            return out
+    if c.amount is not None:
+        if c.amount.min is not None and s.amount < c.amount.min:
+            out.append(f"amount {s.amount} is below the minimum of {c.amount.min}")
+        elif c.amount.max is not None and s.amount > c.amount.max:
+            out.append(f"amount {s.amount} is above the cap of {c.amount.max}")
+        if out and first_only:
+            return out
+    if c.initiator_groups is not None and not (x.groups & c.initiator_groups):
+        out.append(
+            f"initiator {x.initiator!r} is in none of the groups {', '.join(sorted(c.initiator_groups))}"
+        )
+        if first_only:
+            return out
+    if c.validators is not None:
+        if not x.validators:
+            out.append("the intent names no validator to check against the allowlist")
+        for v in sorted(x.validators - c.validators):
+            out.append(f"validator {v} is not on the allowlist")
+        if out and first_only:
+            return out
+    if c.withdrawal_addresses is not None:
+        if x.address is None:
+            out.append("the intent has no withdrawal address (ETH deposit data with 0x01/0x02 credentials)")
+        elif x.address not in c.withdrawal_addresses:
+            out.append(f"withdrawal address {x.address} is not on the allowlist")
+        if out and first_only:
+            return out
+    if c.time is not None and not c.time.contains(x.at):
+        local = x.at.astimezone(c.time.zone)
+        out.append(f"outside the allowed time window ({c.time.describe()}): it is {local:%a %H:%M} there")
+        if first_only:
+            return out
+    if c.velocity is not None:
+        vel = c.velocity
+        key = velocity_key(vel.window_seconds, vel.per_action, s.action)
+        used = x.velocity_used.get(key)
+        scope = f"{s.action} from vault {s.vault_id!r}" if vel.per_action else f"vault {s.vault_id!r}"
+        if used is None:
+            out.append(f"velocity of {scope} over {vel.window_seconds}s is unknown: refusing")
+        elif used + s.amount > vel.max_amount:
+            out.append(
+                f"velocity: {scope} would reach {used + s.amount} within {vel.window_seconds}s, "
+                f"above the limit of {vel.max_amount} ({used} already counted)"
+            )
+    return out
+
+
+def resolve(
+    spec: RequireSpec,
+    *,
+    policy_version: str,
+    rule_id: str,
+    initiator: str,
+    directory: Mapping[str, Collection[str]],
+) -> Requirement:
+    """Turns a rule's groups into approver ids, the initiator removed (four-eyes)."""
+    groups = []
+    for g in spec.groups:
+        members = set(g.approvers)
+        for name in g.approver_groups:
+            members.update(directory.get(name, ()))
+        members.discard(initiator)
+        groups.append(ApprovalGroup(g.name, g.threshold, frozenset(members)))
+    return Requirement(tuple(groups), spec.expiry_seconds, policy_version, rule_id, spec.fee_cap)
+
+
+def unmeetable(requirement: Requirement) -> list[str]:
+    """Reasons why no set of eligible approvers can ever meet ``requirement``."""
+    out = [
+        f"group {g.name!r} needs {g.threshold} approvals but has only {len(g.members)} eligible "
+        "approvers (the initiator excluded)"
+        for g in requirement.groups
+        if g.threshold > len(g.members)
+    ]
+    if not out:
+        everyone = sorted(set().union(*(g.members for g in requirement.groups)))
+        filled = assign_groups(requirement, everyone)
+        short = [g.name for g in requirement.groups if len(filled[g.name]) < g.threshold]
+        if short:
+            out.append(f"groups {', '.join(short)} cannot all be met by distinct approvers")
+    return out
+
+
+def _allow(
+    policy: Policy,
+    rule_id: str,
+    spec: RequireSpec,
+    initiator: str,
+    directory: Mapping[str, Collection[str]],
+    limits: tuple[VelocityLimit, ...],
+) -> Decision:
+    requirement = resolve(
+        spec, policy_version=policy.version, rule_id=rule_id, initiator=initiator, directory=directory
+    )
+    problems = unmeetable(requirement)
+    if problems:
+        return Decision(Outcome.DENY, policy.version, rule_id, tuple(problems))
+    return Decision(Outcome.ALLOW, policy.version, rule_id, (), requirement, limits)
+
+
+def first_match(policy: Policy, x: _Intent) -> Rule | None:
+    for rule in policy.rules:
+        if not failures(rule.match, x, first_only=True):
+            return rule
+    return None
+
+
+def evaluate(
+    policy: Policy,
+    spec: IntentSpec,
+    initiator: str,
+    initiator_groups: Collection[str],
+    at: datetime,
+    velocity_used: Mapping[VelocityKey, int],
+    *,
+    directory: Mapping[str, Collection[str]] | None = None,
+) -> Decision:
+    """Decides ``spec`` under ``policy``.
+
+    Args:
+        initiator_groups: Groups of the initiator, added to those the policy's
+            ``initiators`` section gives them.
+        at: Evaluation time (timezone-aware), for time windows.
+        velocity_used: Amount already counted for the vault per :func:`velocity_keys`;
+            a missing key denies (fail closed).
+        directory: Registry group -> approver ids, to resolve ``approver_groups``.
+    """
+    if at.tzinfo is None:
+        raise ValueError("evaluation time must be timezone-aware")
+    directory = directory or {}
+    if spec.action is Action.POLICY_CHANGE:
+        return _allow(policy, ADMIN_RULE, policy.admin, initiator, directory, ())
+    groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
+    x = _Intent(spec, initiator, groups, at, velocity_used)
+    rule = first_match(policy, x)
+    if rule is None:
+        return Decision(Outcome.DENY, policy.version, DEFAULT_RULE, ("no rule matches: the default is deny",))
+    if rule.deny is not None:
+        return Decision(Outcome.DENY, policy.version, rule.id, (rule.deny,))
+    assert rule.require is not None
+    reasons = failures(rule.limits, x, first_only=False)
+    if reasons:
+        return Decision(Outcome.DENY, policy.version, rule.id, tuple(reasons))
+    v = rule.limits.velocity
+    limits = (
+        (VelocityLimit(v.window_seconds, v.max_amount, str(spec.action) if v.per_action else None),)
+        if v is not None
+        else ()
+    )
+    return _allow(policy, rule.id, rule.require, initiator, directory, limits)
+
+
+def admin_requirement(
+    policy: Policy, initiator: str, directory: Mapping[str, Collection[str]]
+) -> Requirement:
+    """The quorum of ``policy`` that must approve a change proposed by ``initiator``."""
+    return resolve(
+        policy.admin,
+        policy_version=policy.version,
+        rule_id=ADMIN_RULE,
+        initiator=initiator,
+        directory=directory,
+    )
+
+
+def requirement_for(
+    policy: Policy,
+    spec: IntentSpec,
+    initiator: str,
+    at: datetime,
+    *,
+    initiator_groups: Collection[str] = (),
+    directory: Mapping[str, Collection[str]] | None = None,
+) -> Requirement:
+    """The requirement ``policy`` sets for ``spec``, for checking approvals later on.
+
+    Matches rules as :func:`evaluate` does at time ``at`` (that of the evaluation)
+    but does not re-check limits. Raises :class:`PolicyDenies` when the policy
+    denies the intent outright.
+    """
+    directory = directory or {}
+    if spec.action is Action.POLICY_CHANGE:
+        return admin_requirement(policy, initiator, directory)
+    groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
+    rule = first_match(policy, _Intent(spec, initiator, groups, at, {}))
+    if rule is None or rule.require is None:
+        raise PolicyDenies(
+            f"policy {policy.version} denies this intent ({rule.id if rule else DEFAULT_RULE})",
+            details={"policy_version": policy.version, "rule_id": rule.id if rule else DEFAULT_RULE},
+        )
+    return resolve(
+        rule.require, policy_version=policy.version, rule_id=rule.id, initiator=initiator, directory=directory
+    )

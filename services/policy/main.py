@@ -1,0 +1,34 @@
+"""``custos serve policy``: versioned policies, approval requirements and the approver registry."""
+
+from __future__ import annotations
+
+from services.audit.writer import AuditWriter
+from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
+from services.policy.service import PolicyService
+from services.policy.servicer import PolicyServicer
+from services.runtime.audit_hook import denial_recorder
+from services.runtime.db import make_engine, make_session_factory
+from services.runtime.runner import Component
+from services.runtime.server import ServiceBinding
+from services.runtime.settings import ServiceSettings
+
+
+class PolicySettings(ServiceSettings):
+    service = "policy"
+
+
+SETTINGS = PolicySettings
+
+
+async def build(settings: ServiceSettings) -> Component:
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    binding = ServiceBinding(policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
+                             policy_pb2_grpc.add_PolicyServiceServicer_to_server,
+                             PolicyServicer(PolicyService(sessions)))
+
+    async def dispose() -> None:
+        engine.dispose()
+
+    return Component([binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:policy")),
+                     closers=[dispose])

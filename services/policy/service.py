@@ -1,0 +1,463 @@
+"""PolicyService logic: evaluation, versions and their activation, simulation, the approver registry.
+
+Never imports grpc. Parsed versions are cached by hash: a version is immutable,
+so a cached parse can never go stale.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.policy import engine
+from services.policy.document import Policy, parse_policy
+from services.policy.domain import (
+    ApproverInfo,
+    Outcome,
+    RegistrySnapshot,
+    Requirement,
+    SignatureScheme,
+    key_id_for,
+)
+from services.policy.engine import Decision
+from services.policy.errors import (
+    ApproverExists,
+    ApproverInvalid,
+    ApproverNotFound,
+    PolicyNotFound,
+    PolicyStateConflict,
+    QuorumNotMet,
+)
+from services.policy.evidence import EvidenceResult, check_approvals
+from services.policy.models import (
+    ApproverGroupRow,
+    ApproverKeyRow,
+    ApproverRow,
+    EvaluationRow,
+    PolicyVersionRow,
+    VersionStatus,
+)
+from services.policy.repository import Approvers, Evaluations, PolicyVersions, approver_info, velocity_used
+from services.runtime.convert import require_id
+from services.runtime.db import transaction, utcnow
+from services.runtime.errors import FailedPrecondition
+from services.runtime.intent import (
+    Action,
+    Approval,
+    IntentSpec,
+    PolicyChangeTarget,
+    canonical_json,
+    intent_digest,
+    spec_from_plain,
+    spec_to_plain,
+)
+
+MAX_PAGE = 500
+
+
+def policy_change_spec(version: str) -> IntentSpec:
+    """The POLICY_CHANGE intent whose approvals activate ``version`` (what admins sign)."""
+    return IntentSpec(
+        action=Action.POLICY_CHANGE,
+        chain="",
+        vault_id="",
+        amount=0,
+        target=PolicyChangeTarget(policy_version=version),
+    )
+
+
+def spec_json(spec: IntentSpec) -> str:
+    return canonical_json(spec_to_plain(spec)).decode()
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    intent_id: str
+    current: Decision | None
+    proposed: Decision
+    changed: bool
+
+
+def _same_effect(a: Decision | None, b: Decision) -> bool:
+    """Equal outcome and equal requirement (groups, expiry, fee cap), whatever the version."""
+    if a is None or a.outcome != b.outcome:
+        return False
+    if a.outcome is Outcome.DENY:
+        return True
+    ra, rb = a.requirement, b.requirement
+    assert ra is not None and rb is not None
+    return (ra.groups, ra.expiry_seconds, ra.fee_cap) == (rb.groups, rb.expiry_seconds, rb.fee_cap)
+
+
+def normalise_public_key(scheme: SignatureScheme, public_key: bytes) -> bytes:
+    """Checks that ``public_key`` is DER SPKI of ``scheme``; returns its canonical DER."""
+    try:
+        key = load_der_public_key(public_key)
+    except (ValueError, TypeError):
+        raise ApproverInvalid("public_key must be a DER SubjectPublicKeyInfo") from None
+    if scheme is SignatureScheme.ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
+        pass
+    elif (
+        scheme is SignatureScheme.ECDSA_P256
+        and isinstance(key, ec.EllipticCurvePublicKey)
+        and isinstance(key.curve, ec.SECP256R1)
+    ):
+        pass
+    else:
+        raise ApproverInvalid(f"public_key is not an {scheme} key")
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+class PolicyService:
+    def __init__(self, factory: sessionmaker[Session], *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._factory = factory
+        self._clock = clock
+        self._parsed: dict[str, Policy] = {}
+
+    # --- versions ---------------------------------------------------------------------
+
+    def _policy(self, row: PolicyVersionRow) -> Policy:
+        p = self._parsed.get(row.version)
+        if p is None:
+            p = parse_policy(row.document)
+            if p.version != row.version:  # the stored document must hash to its address
+                raise FailedPrecondition(f"stored policy {row.version} does not hash to its version")
+            self._parsed[row.version] = p
+        return p
+
+    def _row(self, session: Session, version: str) -> PolicyVersionRow:
+        repo = PolicyVersions(session)
+        row = repo.get(version) if version else repo.active()
+        if row is None:
+            raise PolicyNotFound(
+                f"no policy version {version!r}" if version else "no active policy version yet"
+            )
+        return row
+
+    def get_version(self, version: str = "") -> PolicyVersionRow:
+        with transaction(self._factory) as s:
+            return self._row(s, version)
+
+    def load(self, version: str = "") -> Policy:
+        """The parsed policy ``version`` (empty: the active one)."""
+        return self._policy(self.get_version(version))
+
+    def list_versions(self, *, page_size: int, offset: int) -> list[PolicyVersionRow]:
+        with transaction(self._factory) as s:
+            return PolicyVersions(s).list(limit=min(page_size or 50, MAX_PAGE), offset=offset)
+
+    def propose(
+        self, document: str, *, description: str, proposed_by: str
+    ) -> tuple[PolicyVersionRow, Requirement | None]:
+        """Stores a proposed version; returns it and the admin quorum it needs (None at bootstrap)."""
+        policy = parse_policy(document)
+        with transaction(self._factory) as s:
+            repo = PolicyVersions(s)
+            active = repo.active()
+            row = repo.get(policy.version)
+            if row is not None:
+                if row.status != VersionStatus.PROPOSED:
+                    raise PolicyStateConflict(
+                        f"version {policy.version} already exists and is {row.status}; change the document "
+                        "(e.g. its description) to propose it again"
+                    )
+            else:
+                row = repo.add(
+                    PolicyVersionRow(
+                        version=policy.version,
+                        document=document,
+                        canonical=policy.canonical.decode(),
+                        description=description,
+                        status=VersionStatus.PROPOSED,
+                        parent_version=active.version if active else None,
+                        proposed_by=proposed_by,
+                        created_at=self._clock(),
+                    )
+                )
+            if active is None:
+                return row, None
+            current = self._policy(active)
+            return row, engine.admin_requirement(current, row.proposed_by, Approvers(s).directory())
+
+    def activate(
+        self, version: str, approvals: Sequence[Approval], *, initiator: str = ""
+    ) -> PolicyVersionRow:
+        """Activates a proposed version with approvals meeting the *current* admin quorum.
+
+        The first version (no active one yet) is activated without approvals: that is
+        the bootstrap, done once by whoever installs custos.
+        """
+        now = self._clock()
+        rejected: EvidenceResult | None = None
+        with transaction(self._factory) as s:
+            repo = PolicyVersions(s)
+            row = self._row(s, version)
+            if row.status != VersionStatus.PROPOSED:
+                raise PolicyStateConflict(f"version {version} is {row.status}, not PROPOSED")
+            if initiator and initiator != row.proposed_by:
+                raise PolicyStateConflict(
+                    f"version {version} was proposed by {row.proposed_by!r}, not {initiator!r}"
+                )
+            active = repo.active(for_update=True)
+            if active is not None:
+                if row.parent_version != active.version:
+                    raise PolicyStateConflict(
+                        f"version {version} was proposed against {row.parent_version}, but {active.version} "
+                        "is active now: propose it again"
+                    )
+                current = self._policy(active)
+                approvers = Approvers(s)
+                requirement = engine.admin_requirement(current, row.proposed_by, approvers.directory())
+                result = check_approvals(
+                    intent_digest=intent_digest(policy_change_spec(version), current.version),
+                    approvals=approvals,
+                    requirement=requirement,
+                    registry=approvers.snapshot(),
+                    initiator=row.proposed_by,
+                    now=now,
+                )
+                if result.rejected:
+                    row.status = VersionStatus.REJECTED
+                    row.closed_at = now
+                    rejected = result
+                elif not result.met:
+                    raise QuorumNotMet(
+                        f"the admin quorum of {current.version} is not met: "
+                        f"short in {', '.join(result.missing)}",
+                        details={
+                            "missing": list(result.missing),
+                            "verdicts": [f"{v.approver_id}/{v.key_id}: {v.reason}" for v in result.verdicts],
+                        },
+                    )
+                else:
+                    active.status = VersionStatus.SUPERSEDED
+                    active.closed_at = now
+                    s.flush()  # one ACTIVE at a time: the partial unique index checks each statement
+            if rejected is None:
+                row.status = VersionStatus.ACTIVE
+                row.activated_at = now
+        if rejected is not None:
+            raise QuorumNotMet(f"version {version} was rejected by an admin", details={"rejected": True})
+        return row
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def _decide(
+        self,
+        s: Session,
+        policy: Policy,
+        spec: IntentSpec,
+        initiator: str,
+        at: datetime,
+        exclude_intent: str | None = None,
+    ) -> Decision:
+        used = {
+            key: velocity_used(
+                s,
+                vault_id=spec.vault_id,
+                action=key[1],
+                window_seconds=key[0],
+                at=at,
+                exclude_intent=exclude_intent,
+            )
+            for key in engine.velocity_keys(policy, spec)
+        }
+        return engine.evaluate(policy, spec, initiator, (), at, used, directory=Approvers(s).directory())
+
+    def evaluate(
+        self,
+        spec: IntentSpec,
+        initiator: str,
+        *,
+        intent_id: str = "",
+        version: str = "",
+        at: datetime | None = None,
+    ) -> tuple[Decision, list[ApproverInfo]]:
+        """Decides ``spec``; records the evaluation when ``intent_id`` is given.
+
+        Returns the decision and the approvers who may approve (for offline validators).
+        """
+        at = at or self._clock()
+        with transaction(self._factory) as s:
+            policy = self._policy(self._row(s, version))
+            decision = self._decide(s, policy, spec, initiator, at, exclude_intent=intent_id or None)
+            if intent_id:
+                Evaluations(s).record(
+                    EvaluationRow(
+                        intent_id=intent_id,
+                        spec=spec_json(spec),
+                        initiator=initiator,
+                        evaluated_at=at,
+                        policy_version=policy.version,
+                        outcome=decision.outcome,
+                        rule_id=decision.rule_id,
+                    )
+                )
+            approvers: list[ApproverInfo] = []
+            if decision.requirement is not None:
+                members = set().union(*(g.members for g in decision.requirement.groups))
+                snapshot = Approvers(s).snapshot()
+                approvers = [snapshot[a] for a in sorted(members) if a in snapshot]
+            return decision, approvers
+
+    def requirement(
+        self, policy_version: str, spec: IntentSpec, initiator: str, *, intent_id: str = ""
+    ) -> Requirement:
+        """The requirement ``policy_version`` set for ``spec`` (the signer's PolicySource).
+
+        Rules are matched at the time the intent was evaluated when that is recorded;
+        limits are not re-checked here (they were enforced at evaluation, and velocity
+        is reserved at approval).
+        """
+        if not policy_version:
+            raise FailedPrecondition("approvals must name a policy version")
+        with transaction(self._factory) as s:
+            policy = self._policy(self._row(s, policy_version))
+            directory = Approvers(s).directory()
+            ev = Evaluations(s)
+            recorded = (
+                ev.latest_for(intent_id, policy_version)
+                if intent_id
+                else ev.latest_matching(spec_json(spec), initiator, policy_version)
+            )
+            at = recorded.evaluated_at if recorded is not None else self._clock()
+        return engine.requirement_for(policy, spec, initiator, at, directory=directory)
+
+    def approver_registry(self) -> RegistrySnapshot:
+        with transaction(self._factory) as s:
+            return Approvers(s).snapshot()
+
+    def check_approvals(
+        self,
+        spec: IntentSpec,
+        initiator: str,
+        policy_version: str,
+        approvals: Sequence[Approval],
+        *,
+        intent_id: str = "",
+    ) -> EvidenceResult:
+        requirement = self.requirement(policy_version, spec, initiator, intent_id=intent_id)
+        return check_approvals(
+            intent_digest=intent_digest(spec, policy_version),
+            approvals=approvals,
+            requirement=requirement,
+            registry=self.approver_registry(),
+            initiator=initiator,
+            now=self._clock(),
+        )
+
+    def simulate(
+        self,
+        *,
+        version: str = "",
+        document: str = "",
+        intent: tuple[IntentSpec, str, datetime | None] | None = None,
+        recorded: tuple[datetime, datetime] | None = None,
+    ) -> list[SimulationResult]:
+        """Evaluates an intent, or the intents recorded in [start, end), under a proposal."""
+        proposed = parse_policy(document) if document else self.load(version)
+        with transaction(self._factory) as s:
+            active_row = PolicyVersions(s).active()
+            current = self._policy(active_row) if active_row else None
+            subjects: list[tuple[str, IntentSpec, str, datetime]] = []
+            if intent is not None:
+                spec, initiator, at = intent
+                subjects.append(("", spec, initiator, at or self._clock()))
+            if recorded is not None:
+                for row in Evaluations(s).in_range(*recorded):
+                    subjects.append(
+                        (
+                            row.intent_id,
+                            spec_from_plain(json.loads(row.spec)),
+                            row.initiator,
+                            row.evaluated_at,
+                        )
+                    )
+            out = []
+            for intent_id, spec, initiator, at in subjects:
+                exclude = intent_id or None
+                now_d = self._decide(s, current, spec, initiator, at, exclude) if current else None
+                new_d = self._decide(s, proposed, spec, initiator, at, exclude)
+                out.append(SimulationResult(intent_id, now_d, new_d, not _same_effect(now_d, new_d)))
+            return out
+
+    # --- approver registry ---------------------------------------------------------------------
+
+    def register_approver(
+        self,
+        approver_id: str,
+        *,
+        display_name: str,
+        groups: Sequence[str],
+        scheme: SignatureScheme,
+        public_key: bytes,
+    ) -> ApproverInfo:
+        require_id(approver_id, "approver_id")
+        for g in groups:
+            require_id(g, "groups[]")
+        der = normalise_public_key(scheme, public_key)
+        now = self._clock()
+        with transaction(self._factory) as s:
+            repo = Approvers(s)
+            if repo.get(approver_id) is not None:
+                raise ApproverExists(f"approver {approver_id!r} is already registered")
+            key_id = key_id_for(der)
+            if repo.key(key_id) is not None:
+                raise ApproverExists("this public key is already registered")
+            row = ApproverRow(approver_id=approver_id, display_name=display_name[:256], created_at=now)
+            row.groups = [ApproverGroupRow(group_name=g) for g in sorted(set(groups))]
+            row.keys = [ApproverKeyRow(key_id=key_id, scheme=scheme, public_key=der, created_at=now)]
+            repo.add(row)
+            return approver_info(row)
+
+    def get_approver(self, approver_id: str) -> ApproverInfo:
+        with transaction(self._factory) as s:
+            row = Approvers(s).get(approver_id)
+            if row is None:
+                raise ApproverNotFound(f"no approver {approver_id!r}")
+            return approver_info(row)
+
+    def list_approvers(self, *, group: str = "", page_size: int = 50, offset: int = 0) -> list[ApproverInfo]:
+        with transaction(self._factory) as s:
+            rows = Approvers(s).list(group=group, limit=min(page_size or 50, MAX_PAGE), offset=offset)
+            return [approver_info(r) for r in rows]
+
+    def rotate_key(
+        self, approver_id: str, *, scheme: SignatureScheme, public_key: bytes
+    ) -> tuple[ApproverInfo, str]:
+        """Adds a key; the old ones stay valid until revoked."""
+        der = normalise_public_key(scheme, public_key)
+        with transaction(self._factory) as s:
+            repo = Approvers(s)
+            row = repo.get(approver_id, for_update=True)
+            if row is None:
+                raise ApproverNotFound(f"no approver {approver_id!r}")
+            key_id = key_id_for(der)
+            if repo.key(key_id) is not None:
+                raise ApproverExists("this public key is already registered")
+            row.keys.append(
+                ApproverKeyRow(key_id=key_id, scheme=scheme, public_key=der, created_at=self._clock())
+            )
+            s.flush()
+            return approver_info(row), key_id
+
+    def revoke_key(self, approver_id: str, key_id: str, *, reason: str) -> ApproverInfo:
+        """Revokes a key (idempotent): approvals made with it stop counting, even those given."""
+        with transaction(self._factory) as s:
+            repo = Approvers(s)
+            row = repo.get(approver_id, for_update=True)
+            key = repo.key(key_id)
+            if row is None or key is None or key.approver_id != approver_id:
+                raise ApproverNotFound(f"approver {approver_id!r} has no key {key_id!r}")
+            if key.revoked_at is None:
+                key.revoked_at = self._clock()
+                key.revoke_reason = reason[:2000]
+            s.flush()
+            s.refresh(row)
+            return approver_info(row)

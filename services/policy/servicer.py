@@ -1,0 +1,309 @@
+"""PolicyService gRPC servicer: proto <-> domain, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from services.pb.custos.common.v1 import common_pb2
+from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
+from services.policy.domain import ApproverInfo, Outcome, Requirement, SignatureScheme
+from services.policy.engine import Decision
+from services.policy.models import PolicyVersionRow
+from services.policy.service import PolicyService
+from services.runtime.auth import current_principal
+from services.runtime.convert import (
+    approval_from_pb,
+    datetime_to_ts,
+    require_id,
+    spec_from_pb,
+    ts_to_datetime,
+)
+from services.runtime.errors import InvalidArgument
+
+_SERVICES = frozenset({"svc:staking", "svc:worker", "svc:signer"})
+_READERS = frozenset({"policy-admin", "compliance", "operator", "approver"}) | _SERVICES
+_ADMIN = frozenset({"policy-admin"})
+
+_SCHEME_FROM_PB = {
+    common_pb2.SIGNATURE_SCHEME_ED25519: SignatureScheme.ED25519,
+    common_pb2.SIGNATURE_SCHEME_ECDSA_P256: SignatureScheme.ECDSA_P256,
+}
+_SCHEME_TO_PB = {v: k for k, v in _SCHEME_FROM_PB.items()}
+_STATUS_TO_PB = {
+    "PROPOSED": policy_pb2.POLICY_STATUS_PROPOSED,
+    "ACTIVE": policy_pb2.POLICY_STATUS_ACTIVE,
+    "SUPERSEDED": policy_pb2.POLICY_STATUS_SUPERSEDED,
+    "REJECTED": policy_pb2.POLICY_STATUS_REJECTED,
+}
+
+
+def scheme_from_pb(value: int) -> SignatureScheme:
+    try:
+        return _SCHEME_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument("scheme must be ED25519 or ECDSA_P256") from None
+
+
+def requirement_to_pb(r: Requirement) -> common_pb2.ApprovalRequirement:
+    return common_pb2.ApprovalRequirement(
+        groups=[
+            common_pb2.ApprovalGroup(name=g.name, threshold=g.threshold, members=sorted(g.members))
+            for g in r.groups
+        ],
+        expiry_seconds=r.expiry_seconds,
+        policy_version=r.policy_version,
+        rule_id=r.rule_id,
+    )
+
+
+def decision_to_pb(d: Decision | None) -> policy_pb2.PolicyDecision:
+    if d is None:
+        return policy_pb2.PolicyDecision(outcome=policy_pb2.OUTCOME_DENY, reasons=["no active policy"])
+    out = policy_pb2.PolicyDecision(
+        outcome=policy_pb2.OUTCOME_ALLOW if d.outcome is Outcome.ALLOW else policy_pb2.OUTCOME_DENY,
+        reasons=list(d.reasons),
+        policy_version=d.policy_version,
+        rule_id=d.rule_id,
+    )
+    if d.requirement is not None:
+        out.requirement.CopyFrom(requirement_to_pb(d.requirement))
+    return out
+
+
+def version_to_pb(row: PolicyVersionRow) -> policy_pb2.PolicyVersion:
+    out = policy_pb2.PolicyVersion(
+        version=row.version,
+        document=row.document,
+        status=_STATUS_TO_PB[row.status],
+        description=row.description,
+        proposed_by=row.proposed_by,
+        created_at=datetime_to_ts(row.created_at),
+        parent_version=row.parent_version or "",
+    )
+    if row.activated_at is not None:
+        out.activated_at.CopyFrom(datetime_to_ts(row.activated_at))
+    return out
+
+
+def approver_to_pb(a: ApproverInfo) -> policy_pb2.Approver:
+    keys = []
+    for k in a.keys:
+        key = policy_pb2.ApproverKey(
+            key_id=k.key_id,
+            scheme=_SCHEME_TO_PB[k.scheme],
+            public_key=k.public_key,
+            created_at=datetime_to_ts(k.created_at),
+        )
+        if k.revoked_at is not None:
+            key.revoked_at.CopyFrom(datetime_to_ts(k.revoked_at))
+        keys.append(key)
+    return policy_pb2.Approver(
+        approver_id=a.approver_id,
+        display_name=a.display_name,
+        groups=sorted(a.groups),
+        keys=keys,
+        created_at=datetime_to_ts(a.created_at),
+    )
+
+
+def _offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 9:
+        raise InvalidArgument("page_token is not one this service issued")
+    return int(token)
+
+
+def _next(offset: int, got: int, page_size: int) -> str:
+    size = min(page_size or 50, 500)
+    return str(offset + got) if got == size else ""
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    """Database work runs in a thread so the event loop keeps serving."""
+
+    ROLES: ClassVar[dict[str, frozenset[str]]] = {
+        "EvaluateIntent": _SERVICES,
+        "CheckApprovals": _SERVICES,
+        "GetPolicy": _READERS,
+        "ListPolicyVersions": _READERS,
+        "ProposePolicy": _ADMIN,
+        # The staking worker activates once the POLICY_CHANGE intent's approvals are in.
+        "ActivatePolicy": _ADMIN | frozenset({"svc:staking", "svc:worker"}),
+        "SimulatePolicy": frozenset({"policy-admin", "compliance", "operator"}),
+        "RegisterApprover": _ADMIN,
+        "GetApprover": _READERS,
+        "ListApprovers": _READERS,
+        "RotateApproverKey": _ADMIN,
+        "RevokeApproverKey": _ADMIN,
+    }
+
+    def __init__(self, service: PolicyService) -> None:
+        self._svc = service
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def EvaluateIntent(
+        self, request: policy_pb2.EvaluateIntentRequest, context: Any
+    ) -> policy_pb2.EvaluateIntentResponse:
+        spec = spec_from_pb(request.spec)
+        initiator = require_id(request.initiator, "initiator")
+        intent_id = require_id(request.intent_id, "intent_id") if request.intent_id else ""
+        at = ts_to_datetime(request.at) if request.HasField("at") else None
+        decision, approvers = await self._run(
+            self._svc.evaluate, spec, initiator, intent_id=intent_id, version=request.policy_version, at=at
+        )
+        return policy_pb2.EvaluateIntentResponse(
+            decision=decision_to_pb(decision), approvers=[approver_to_pb(a) for a in approvers]
+        )
+
+    async def CheckApprovals(
+        self, request: policy_pb2.CheckApprovalsRequest, context: Any
+    ) -> policy_pb2.CheckApprovalsResponse:
+        spec = spec_from_pb(request.spec)
+        initiator = require_id(request.initiator, "initiator")
+        version = require_id(request.policy_version, "policy_version")
+        approvals = [approval_from_pb(a) for a in request.approvals]
+        result = await self._run(
+            self._svc.check_approvals, spec, initiator, version, approvals, intent_id=request.intent_id
+        )
+        return policy_pb2.CheckApprovalsResponse(
+            met=result.met,
+            rejected=result.rejected,
+            missing=list(result.missing),
+            verdicts=[
+                policy_pb2.ApprovalVerdict(
+                    approver_id=v.approver_id, key_id=v.key_id, counted=v.counted, reason=v.reason
+                )
+                for v in result.verdicts
+            ],
+        )
+
+    async def GetPolicy(
+        self, request: policy_pb2.GetPolicyRequest, context: Any
+    ) -> policy_pb2.GetPolicyResponse:
+        row = await self._run(self._svc.get_version, request.version)
+        return policy_pb2.GetPolicyResponse(policy=version_to_pb(row))
+
+    async def ListPolicyVersions(
+        self, request: policy_pb2.ListPolicyVersionsRequest, context: Any
+    ) -> policy_pb2.ListPolicyVersionsResponse:
+        offset = _offset(request.page_token)
+        rows = await self._run(self._svc.list_versions, page_size=request.page_size, offset=offset)
+        return policy_pb2.ListPolicyVersionsResponse(
+            versions=[version_to_pb(r) for r in rows],
+            next_page_token=_next(offset, len(rows), request.page_size),
+        )
+
+    async def ProposePolicy(
+        self, request: policy_pb2.ProposePolicyRequest, context: Any
+    ) -> policy_pb2.ProposePolicyResponse:
+        by = current_principal().identity
+        row, requirement = await self._run(
+            self._svc.propose, request.document, description=request.description, proposed_by=by
+        )
+        out = policy_pb2.ProposePolicyResponse(policy=version_to_pb(row))
+        if requirement is not None:
+            out.requirement.CopyFrom(requirement_to_pb(requirement))
+        return out
+
+    async def ActivatePolicy(
+        self, request: policy_pb2.ActivatePolicyRequest, context: Any
+    ) -> policy_pb2.ActivatePolicyResponse:
+        version = require_id(request.version, "version")
+        approvals = [approval_from_pb(a) for a in request.approvals]
+        row = await self._run(self._svc.activate, version, approvals, initiator=request.initiator)
+        return policy_pb2.ActivatePolicyResponse(policy=version_to_pb(row))
+
+    async def SimulatePolicy(
+        self, request: policy_pb2.SimulatePolicyRequest, context: Any
+    ) -> policy_pb2.SimulatePolicyResponse:
+        proposal = request.WhichOneof("proposal")
+        subject = request.WhichOneof("subject")
+        if proposal is None:
+            raise InvalidArgument("give a proposal: a stored version or a document")
+        if subject is None:
+            raise InvalidArgument("give a subject: an intent or a recorded time range")
+        kwargs: dict[str, Any] = (
+            {"version": request.version} if proposal == "version" else {"document": request.document}
+        )
+        if subject == "intent":
+            i = request.intent
+            kwargs["intent"] = (
+                spec_from_pb(i.spec),
+                require_id(i.initiator, "intent.initiator"),
+                ts_to_datetime(i.at) if i.HasField("at") else None,
+            )
+        else:
+            r = request.recorded
+            if not r.HasField("start") or not r.HasField("end"):
+                raise InvalidArgument("recorded needs start and end")
+            kwargs["recorded"] = (ts_to_datetime(r.start), ts_to_datetime(r.end))
+        results = await self._run(self._svc.simulate, **kwargs)
+        return policy_pb2.SimulatePolicyResponse(
+            results=[
+                policy_pb2.SimulationResult(
+                    intent_id=x.intent_id,
+                    current=decision_to_pb(x.current),
+                    proposed=decision_to_pb(x.proposed),
+                    changed=x.changed,
+                )
+                for x in results
+            ],
+            changed_count=sum(1 for x in results if x.changed),
+        )
+
+    async def RegisterApprover(
+        self, request: policy_pb2.RegisterApproverRequest, context: Any
+    ) -> policy_pb2.RegisterApproverResponse:
+        info = await self._run(
+            self._svc.register_approver,
+            request.approver_id,
+            display_name=request.display_name,
+            groups=list(request.groups),
+            scheme=scheme_from_pb(request.scheme),
+            public_key=request.public_key,
+        )
+        return policy_pb2.RegisterApproverResponse(approver=approver_to_pb(info))
+
+    async def GetApprover(
+        self, request: policy_pb2.GetApproverRequest, context: Any
+    ) -> policy_pb2.GetApproverResponse:
+        info = await self._run(self._svc.get_approver, require_id(request.approver_id, "approver_id"))
+        return policy_pb2.GetApproverResponse(approver=approver_to_pb(info))
+
+    async def ListApprovers(
+        self, request: policy_pb2.ListApproversRequest, context: Any
+    ) -> policy_pb2.ListApproversResponse:
+        offset = _offset(request.page_token)
+        infos = await self._run(
+            self._svc.list_approvers, group=request.group, page_size=request.page_size, offset=offset
+        )
+        return policy_pb2.ListApproversResponse(
+            approvers=[approver_to_pb(a) for a in infos],
+            next_page_token=_next(offset, len(infos), request.page_size),
+        )
+
+    async def RotateApproverKey(
+        self, request: policy_pb2.RotateApproverKeyRequest, context: Any
+    ) -> policy_pb2.RotateApproverKeyResponse:
+        info, key_id = await self._run(
+            self._svc.rotate_key,
+            require_id(request.approver_id, "approver_id"),
+            scheme=scheme_from_pb(request.scheme),
+            public_key=request.public_key,
+        )
+        return policy_pb2.RotateApproverKeyResponse(approver=approver_to_pb(info), key_id=key_id)
+
+    async def RevokeApproverKey(
+        self, request: policy_pb2.RevokeApproverKeyRequest, context: Any
+    ) -> policy_pb2.RevokeApproverKeyResponse:
+        info = await self._run(
+            self._svc.revoke_key,
+            require_id(request.approver_id, "approver_id"),
+            require_id(request.key_id, "key_id"),
+            reason=request.reason,
+        )
+        return policy_pb2.RevokeApproverKeyResponse(approver=approver_to_pb(info))

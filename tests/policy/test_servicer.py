@@ -1,0 +1,65 @@
+"""The servicer converts proto <-> domain; roles are declared for every RPC."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.pb.custos.common.v1 import common_pb2
+from services.pb.custos.policy.v1 import policy_pb2
+from services.policy.evidence import public_key_der
+from services.policy.service import PolicyService
+from services.policy.servicer import PolicyServicer
+from services.runtime.auth import Principal, reset_principal, set_principal
+from services.runtime.errors import InvalidArgument
+from tests.policy.helpers import WED_10_UTC, allow, doc
+from tests.policy.test_service import OPS
+
+
+def test_every_rpc_declares_roles() -> None:
+    names = {m.name for m in policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].methods}
+    assert set(PolicyServicer.ROLES) == names
+    assert "initiator" not in PolicyServicer.ROLES["ProposePolicy"]
+    assert PolicyServicer.ROLES["ProposePolicy"] == {"policy-admin"}
+
+
+@pytest.mark.asyncio
+async def test_propose_register_evaluate(session_factory: sessionmaker[Session]) -> None:
+    servicer = PolicyServicer(PolicyService(session_factory, clock=lambda: WED_10_UTC))
+    token = set_principal(Principal("adm0", frozenset({"policy-admin"})))
+    try:
+        for name, key in OPS.items():
+            await servicer.RegisterApprover(
+                policy_pb2.RegisterApproverRequest(
+                    approver_id=name,
+                    display_name=name,
+                    groups=["ops"],
+                    scheme=common_pb2.SIGNATURE_SCHEME_ECDSA_P256,
+                    public_key=public_key_der(key),
+                ),
+                None,
+            )
+        text = doc([allow("r", groups=[{"name": "ops", "threshold": 2, "approver_groups": ["ops"]}])])
+        proposed = await servicer.ProposePolicy(policy_pb2.ProposePolicyRequest(document=text), None)
+        assert proposed.policy.proposed_by == "adm0" and not proposed.HasField("requirement")
+        await servicer.ActivatePolicy(policy_pb2.ActivatePolicyRequest(version=proposed.policy.version), None)
+        spec = common_pb2.IntentSpec(
+            action=common_pb2.ACTION_STAKE,
+            chain="ethereum-devnet",
+            vault_id="v1",
+            amount="32000000000000000000",
+            stake=common_pb2.StakeTarget(validator="0xaa"),
+        )
+        resp = await servicer.EvaluateIntent(
+            policy_pb2.EvaluateIntentRequest(intent_id="i1", spec=spec, initiator="o1"), None
+        )
+        d = resp.decision
+        assert d.outcome == policy_pb2.OUTCOME_ALLOW and d.rule_id == "r"
+        assert list(d.requirement.groups[0].members) == ["o2", "o3"]
+        assert [a.approver_id for a in resp.approvers] == ["o2", "o3"]
+        listed = await servicer.ListApprovers(policy_pb2.ListApproversRequest(group="ops", page_size=2), None)
+        assert len(listed.approvers) == 2 and listed.next_page_token == "2"
+        with pytest.raises(InvalidArgument):
+            await servicer.EvaluateIntent(policy_pb2.EvaluateIntentRequest(spec=spec, initiator=""), None)
+    finally:
+        reset_principal(token)
