@@ -35,7 +35,8 @@ from services.runtime.settings import SERVICE_NAMES
 
 #: People of the demo and their roles (their certificates go in the stack's PKI).
 DEMO_PEOPLE: dict[str, tuple[str, ...]] = {
-    "alice": ("initiator",),
+    # alice initiates and also approves others' intents: four-eyes must stop her on her own
+    "alice": ("initiator", "approver"),
     "olivia": ("approver",),
     "oscar": ("approver",),
     "otto": ("approver",),
@@ -135,7 +136,7 @@ def _prepare_hsm(stack: Stack) -> dict[str, Any]:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_hex(8))
         pins[name] = f.read_text().strip()
-    token = ensure_token(stack.root / "softhsm", "custos-dev", pins["user"], pins["so"])
+    token = ensure_token(stack.root, "custos-dev", pins["user"], pins["so"])
     return {
         "hsm": {
             "module": str(token.module),

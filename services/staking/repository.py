@@ -41,6 +41,7 @@ def insert_intent(session: Session, row: IntentRow) -> IntentRow | None:
     try:
         with session.begin_nested():
             session.add(row)
+            session.flush()  # the intent first: its event refers to it
             session.add(
                 IntentEventRow(
                     intent_id=row.intent_id,

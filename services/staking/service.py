@@ -23,6 +23,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from services.audit.records import signature_ref
 from services.audit.writer import AuditWriter
 from services.pb.custos.chain.v1 import chain_pb2
 from services.pb.custos.policy.v1 import policy_pb2
@@ -129,7 +130,11 @@ class StakingService:
         )
         inserted = await asyncio.to_thread(self._insert, row, who)
         if inserted is None:  # a concurrent submission with the same key won the race
-            return await self.submit(who, key, spec)
+            winner = await asyncio.to_thread(self._find, who.identity, key)
+            if winner is None or winner.request_digest != request_digest:
+                raise IdempotencyConflict(f"idempotency key {key!r} is taken by another request")
+            await self._ensure_started(winner)
+            return await self.get(winner.intent_id), False
         await self._start(inserted, approvers)
         return await self.get(inserted.intent_id), True
 
@@ -348,7 +353,7 @@ class StakingService:
                     "key_id": approval.key_id,
                     "policy_version": approval.policy_version,
                     "quorum_met": ack.quorum_met,
-                    "signature_sha256": hashlib.sha256(approval.signature).hexdigest(),
+                    "signature_ref": signature_ref(approval.signature),
                 },
                 session=s,
                 actor=who.identity,

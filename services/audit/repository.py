@@ -1,0 +1,218 @@
+"""Persistence of the trail: appends under the head lock, range reads, checkpoints.
+
+Every append locks the single ``audit_head`` row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; on SQLite the engine's ``BEGIN IMMEDIATE`` already holds the write
+lock), reads the previous hash from it, inserts the record and moves the head,
+all in the caller's transaction. A rollback takes the record and the head move
+back together, so no number is ever skipped or used twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from services.audit.errors import AuditUnavailable
+from services.audit.models import HEAD_ROW_ID, AuditCheckpointRow, AuditHeadRow, AuditRecordRow
+from services.audit.records import (
+    AuditRecord,
+    Checkpoint,
+    encode_payload,
+    new_record,
+    validate_fields,
+)
+from services.runtime.db import utcnow
+
+
+@dataclass(frozen=True)
+class Head:
+    sequence: int
+    hash: bytes
+
+
+def _to_record(row: AuditRecordRow) -> AuditRecord:
+    return AuditRecord(
+        sequence=row.sequence,
+        prev_hash=bytes(row.prev_hash),
+        time=row.time,
+        actor=row.actor,
+        action=row.action,
+        subject=row.subject,
+        outcome=row.outcome,
+        payload_digest=bytes(row.payload_digest),
+        payload_json=row.payload_json,
+        hash=bytes(row.hash),
+    )
+
+
+def _to_checkpoint(row: AuditCheckpointRow) -> Checkpoint:
+    return Checkpoint(
+        sequence=row.sequence,
+        head_hash=bytes(row.head_hash),
+        time=row.time,
+        key_id=row.key_id,
+        public_key=bytes(row.public_key),
+        signature=bytes(row.signature),
+    )
+
+
+def read_head(session: Session, *, lock: bool = False) -> Head:
+    """The head; with ``lock``, held until the session's transaction ends."""
+    stmt = select(AuditHeadRow.sequence, AuditHeadRow.hash).where(AuditHeadRow.id == HEAD_ROW_ID)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        raise AuditUnavailable("the audit head row is missing: run the database migrations")
+    return Head(sequence=row[0], hash=bytes(row[1]))
+
+
+def append(
+    session: Session,
+    actor: str,
+    action: str,
+    subject: str,
+    outcome: str,
+    payload: Mapping[str, Any] | None,
+) -> AuditRecord:
+    """Appends one record inside ``session``'s transaction; the caller commits.
+
+    The head stays locked until that commit, so keep the rest of the caller's
+    transaction short. Raises ``SecretInPayload``/``PayloadInvalid`` before
+    touching the database.
+    """
+    validate_fields(actor, action, subject, outcome)
+    payload_json = encode_payload(payload)
+    head = read_head(session, lock=False)
+    record = new_record(
+        sequence=head.sequence + 1,
+        prev_hash=head.hash,
+        time=utcnow(),
+        actor=actor,
+        action=action,
+        subject=subject,
+        outcome=outcome,
+        payload_json=payload_json,
+    )
+    session.execute(
+        insert(AuditRecordRow).values(
+            sequence=record.sequence,
+            prev_hash=record.prev_hash,
+            hash=record.hash,
+            time=record.time,
+            actor=record.actor,
+            action=record.action,
+            subject=record.subject,
+            outcome=record.outcome,
+            payload_digest=record.payload_digest,
+            payload_json=record.payload_json,
+        )
+    )
+    session.execute(
+        update(AuditHeadRow)
+        .where(AuditHeadRow.id == HEAD_ROW_ID)
+        .values(sequence=record.sequence, hash=record.hash)
+    )
+    return record
+
+
+def records_between(
+    session: Session, first: int, last: int, *, limit: int | None = None
+) -> list[AuditRecord]:
+    """Records with ``first <= sequence <= last`` in order (at most ``limit``)."""
+    stmt = (
+        select(AuditRecordRow)
+        .where(AuditRecordRow.sequence >= first, AuditRecordRow.sequence <= last)
+        .order_by(AuditRecordRow.sequence)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_to_record(r) for r in session.scalars(stmt)]
+
+
+def iter_records(session: Session, first: int, last: int, *, batch: int = 1000) -> Iterator[AuditRecord]:
+    """Records ``first..last`` in order, read in keyset batches within one session."""
+    after = first - 1
+    while after < last:
+        rows = records_between(session, after + 1, last, limit=batch)
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].sequence
+
+
+def query(
+    session: Session,
+    *,
+    subject: str = "",
+    actor: str = "",
+    action: str = "",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    after_sequence: int = 0,
+    limit: int = 100,
+) -> list[AuditRecord]:
+    """Records matching every given filter, in sequence order, after ``after_sequence``."""
+    stmt: Select[Any] = select(AuditRecordRow).where(
+        AuditRecordRow.sequence > after_sequence
+    )
+    if subject:
+        stmt = stmt.where(AuditRecordRow.subject == subject)
+    if actor:
+        stmt = stmt.where(AuditRecordRow.actor == actor)
+    if action:
+        stmt = stmt.where(AuditRecordRow.action == action)
+    if start is not None:
+        stmt = stmt.where(AuditRecordRow.time >= start)
+    if end is not None:
+        stmt = stmt.where(AuditRecordRow.time < end)
+    stmt = stmt.order_by(AuditRecordRow.sequence).limit(limit)
+    return [_to_record(r) for r in session.scalars(stmt)]
+
+
+def checkpoints_between(session: Session, first: int, last: int | None = None) -> list[Checkpoint]:
+    stmt = select(AuditCheckpointRow).where(AuditCheckpointRow.sequence >= first)
+    if last is not None:
+        stmt = stmt.where(AuditCheckpointRow.sequence <= last)
+    return [_to_checkpoint(r) for r in session.scalars(stmt.order_by(AuditCheckpointRow.sequence))]
+
+
+def checkpoint_at(session: Session, sequence: int) -> Checkpoint | None:
+    row = session.get(AuditCheckpointRow, sequence)
+    return None if row is None else _to_checkpoint(row)
+
+
+def latest_checkpoint(session: Session, *, below: int | None = None) -> Checkpoint | None:
+    """The checkpoint with the highest sequence (strictly below ``below`` if given)."""
+    stmt = select(AuditCheckpointRow)
+    if below is not None:
+        stmt = stmt.where(AuditCheckpointRow.sequence < below)
+    row = session.scalars(stmt.order_by(AuditCheckpointRow.sequence.desc()).limit(1)).first()
+    return None if row is None else _to_checkpoint(row)
+
+
+def add_checkpoint(session: Session, cp: Checkpoint) -> None:
+    session.execute(
+        insert(AuditCheckpointRow).values(
+            sequence=cp.sequence,
+            head_hash=cp.head_hash,
+            time=cp.time,
+            key_id=cp.key_id,
+            public_key=cp.public_key,
+            signature=cp.signature,
+        )
+    )
+
+
+def record_time(session: Session, sequence: int) -> datetime | None:
+    return session.scalar(select(AuditRecordRow.time).where(AuditRecordRow.sequence == sequence))
+
+
+def max_sequence(session: Session) -> int:
+    """The highest stored sequence (0 if none); above the head means rows were slipped in."""
+    return session.scalar(select(func.max(AuditRecordRow.sequence))) or 0

@@ -1,0 +1,241 @@
+"""The staking scenario of the demo (and of the end-to-end test), against a running stack.
+
+Registers approvers (keys in local files), installs a policy, creates a vault key
+in the HSM, then takes a STAKE, an UNSTAKE and a RESTAKE through approvals, HSM
+signing and the chain to CONFIRMED; shows refused cases; verifies the audit trail.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from services.audit.client import AuditClient
+from services.chain.config import HOODI_GENESIS_FORK_VERSION
+from services.chain.ethereum.deposit import generate_deposit_data
+from services.chain.ethereum.rpc import JsonRpcClient
+from services.cli.devstack import Stack
+from services.cli.people import Person
+from services.pb.custos.audit.v1 import audit_pb2
+from services.pb.custos.common.v1 import common_pb2
+from services.pb.custos.policy.v1 import policy_pb2
+from services.pb.custos.signer.v1 import signer_pb2
+from services.pb.custos.staking.v1 import staking_pb2
+from services.policy.client import PolicyClient
+from services.runtime.convert import approval_to_pb, spec_to_pb
+from services.runtime.errors import CustosError
+from services.runtime.intent import (
+    Action,
+    Decision,
+    IntentSpec,
+    RestakeTarget,
+    StakeTarget,
+    UnstakeTarget,
+)
+from services.runtime.settings import ServiceSettings
+from services.signer.client import SignerClient
+from services.staking.client import StakingClient
+
+CHAIN = "ethereum-devnet"
+ETH = 10**18
+OPS = ("olivia", "oscar", "otto")
+ADMINS = ("dave", "erin")
+
+POLICY = """\
+format: custos.policy/v1
+description: Demo - 2 of 3 operations; above 64 ETH also risk; nothing above 1024 ETH.
+default: deny
+initiators:
+  treasury: [alice]
+admin:
+  groups:
+    - name: policy-admins
+      threshold: 2
+      approver_groups: [policy-admins]
+  expiry: 72h
+rules:
+  - id: deny-above-1024-eth
+    match:
+      amount: {min: "1_024_000_000_000_000_000_001"}
+    deny: amount above the 1024 ETH cap per intent
+  - id: eth-large
+    match:
+      action: [STAKE, UNSTAKE, RESTAKE]
+      chain: [ethereum-devnet]
+      initiator_groups: [treasury]
+      amount: {min: "64_000_000_000_000_000_001"}
+    require:
+      groups:
+        - {name: operations, threshold: 2, approver_groups: [operations]}
+        - {name: risk, threshold: 1, approver_groups: [risk]}
+      expiry: 24h
+  - id: eth-standard
+    match:
+      action: [STAKE, UNSTAKE, RESTAKE]
+      chain: [ethereum-devnet]
+      initiator_groups: [treasury]
+      amount: {max: "64_000_000_000_000_000_000"}
+    require:
+      groups:
+        - {name: operations, threshold: 2, approver_groups: [operations]}
+      expiry: 24h
+"""
+
+STATE_NAME = {v: k.removeprefix("INTENT_STATE_") for k, v in staking_pb2.IntentState.items()}
+
+
+def stack_settings(stack: Stack) -> ServiceSettings:
+    os.environ["CUSTOS_CONFIG"] = str(stack.config)
+    return ServiceSettings()
+
+
+@dataclass
+class Demo:
+    stack: Stack
+    say: Callable[[str], None] = print
+    settings: ServiceSettings = field(init=False)
+    vault_address: str = ""
+
+    def __post_init__(self) -> None:
+        self.settings = stack_settings(self.stack)
+
+    def person(self, name: str) -> Person:
+        return Person(name, self.settings, self.stack.root / "approver-keys")
+
+    async def setup(self) -> None:
+        """Approvers and their keys, the policy, and a vault key in the HSM (funded on the devnet)."""
+        dave = self.person("dave")
+        async with dave.client(PolicyClient) as policy:
+            registry = {n: ["operations"] for n in (*OPS, "alice")}
+            registry.update({"rita": ["risk"], "dave": ["policy-admins"], "erin": ["policy-admins"]})
+            for name, groups in registry.items():
+                p = self.person(name)
+                await policy.call("RegisterApprover", policy_pb2.RegisterApproverRequest(
+                    approver_id=name, display_name=name.title(), groups=groups,
+                    scheme=common_pb2.SIGNATURE_SCHEME_ED25519, public_key=p.public_key()))
+            proposed = await policy.call("ProposePolicy", policy_pb2.ProposePolicyRequest(
+                document=POLICY, description="demo policy"))
+            version = proposed.policy.version
+            await policy.call("ActivatePolicy", policy_pb2.ActivatePolicyRequest(version=version))
+        self.say(f"   registered {len(registry)} approvers (keys in {self.stack.root / 'approver-keys'})")
+        self.say(f"   policy {version[:16]}… active: 2 of 3 operations; risk above 64 ETH; deny above 1024 ETH")
+        async with self.person("ops").client(SignerClient) as signer:
+            key = await signer.call("CreateKey", signer_pb2.CreateKeyRequest(
+                vault_id="vault-1", algorithm=signer_pb2.KEY_ALGORITHM_SECP256K1,
+                purpose=signer_pb2.KEY_PURPOSE_VAULT))
+        self.vault_address = next(a.address for a in key.key.addresses if a.chain == CHAIN)
+        rpc = self._rpc()
+        rpc.call_sync("anvil_setBalance", [self.vault_address, hex(10_000 * ETH)])
+        self.say(f"   vault-1 key generated in the HSM: {self.vault_address} (funded 10000 ETH on anvil)")
+
+    def _rpc(self) -> JsonRpcClient:
+        chains = self.stack.settings().get("chains", [])
+        return JsonRpcClient(next(c["rpc_url"] for c in chains if c["name"] == CHAIN))
+
+    def deposit_spec(self, eth: int, *, compounding: bool = False) -> tuple[IntentSpec, str]:
+        gen = generate_deposit_data(withdrawal_address=bytes.fromhex(self.vault_address[2:]), amount_wei=eth * ETH,
+                                    genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
+                                    compounding=compounding)
+        pubkey = "0x" + gen.data.pubkey.hex()
+        return IntentSpec(Action.STAKE, CHAIN, "vault-1", eth * ETH, StakeTarget(pubkey, gen.data)), pubkey
+
+    async def submit(self, spec: IntentSpec, key: str, who: str = "alice") -> Any:
+        async with self.person(who).client(StakingClient) as staking:
+            resp = await staking.call("SubmitIntent", staking_pb2.SubmitIntentRequest(
+                idempotency_key=key, spec=spec_to_pb(spec)))
+        return resp.intent
+
+    async def wait_for(self, intent_id: str, states: set[str], timeout: float = 120) -> Any:
+        async with self.person("ops").client(StakingClient) as staking:
+            async for r in staking.stream("WatchIntent", staking_pb2.WatchIntentRequest(intent_id=intent_id),
+                                          deadline=timeout):
+                if STATE_NAME[r.event.state] in states:
+                    break
+            return (await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id)))
+
+    async def decide(self, intent: Any, who: str, decision: Decision = Decision.APPROVE) -> Any:
+        p = self.person(who)
+        approval = p.sign(intent.digest, intent.policy_version, decision, datetime.now(UTC) + timedelta(hours=1))
+        async with p.client(StakingClient) as staking:
+            if decision is Decision.APPROVE:
+                return await staking.call("ApproveIntent", staking_pb2.ApproveIntentRequest(
+                    intent_id=intent.intent_id, approval=approval_to_pb(approval)))
+            return await staking.call("RejectIntent", staking_pb2.RejectIntentRequest(
+                intent_id=intent.intent_id, approval=approval_to_pb(approval)))
+
+    async def run_intent(self, label: str, spec: IntentSpec, key: str, approvers: tuple[str, ...]) -> Any:
+        intent = await self.submit(spec, key)
+        self.say(f"== {label}: intent {intent.intent_id} submitted by alice")
+        got = await self.wait_for(intent.intent_id, {"AWAITING_APPROVALS", "DENIED"})
+        intent = got.intent
+        for who in approvers:
+            resp = await self.decide(intent, who)
+            self.say(f"   {who} approved (quorum met: {resp.quorum_met})")
+        final = await self.wait_for(intent.intent_id, {"CONFIRMED", "FAILED", "REJECTED", "EXPIRED", "DENIED"})
+        self.timeline(final)
+        return final
+
+    def timeline(self, got: Any) -> None:
+        for e in got.events:
+            when = e.time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
+            self.say(f"   {e.sequence:>2} {when} {STATE_NAME[e.state]:<19} {e.detail[:90]}")
+
+    async def verify_audit(self) -> tuple[bool, int, Path]:
+        async with self.person("carol").client(AuditClient) as audit:
+            await audit.call("CreateCheckpoint", audit_pb2.CreateCheckpointRequest())
+            result = await audit.call("VerifyChain", audit_pb2.VerifyChainRequest())
+            out = Path(tempfile.mkdtemp(prefix="custos-audit-")) / "audit.jsonl"
+            with out.open("w") as f:
+                async for line in audit.stream("ExportEvents", audit_pb2.ExportEventsRequest(), deadline=60):
+                    f.write(line.line + "\n")
+        return bool(result.ok), int(result.records_checked), out
+
+
+async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict[str, str]:
+    """The demo's staking story; returns each intent's final state by label."""
+    from services.audit.verify import verify_export
+
+    demo = Demo(stack, say)
+    say("== setting up approvers, the policy and the vault key")
+    await demo.setup()
+    results: dict[str, str] = {}
+    stake, pubkey = demo.deposit_spec(32)
+    final = await demo.run_intent("STAKE 32 ETH", stake, "demo-stake-1", ("olivia", "oscar"))
+    results["stake"] = STATE_NAME[final.intent.state]
+    unstake = IntentSpec(Action.UNSTAKE, CHAIN, "vault-1", 0, UnstakeTarget(pubkey))
+    final = await demo.run_intent("UNSTAKE (full exit)", unstake, "demo-unstake-1", ("oscar", "otto"))
+    results["unstake"] = STATE_NAME[final.intent.state]
+    _, target = demo.deposit_spec(32)
+    restake = IntentSpec(Action.RESTAKE, CHAIN, "vault-1", 0, RestakeTarget(pubkey, target))
+    final = await demo.run_intent("RESTAKE (consolidation)", restake, "demo-restake-1", ("olivia", "otto"))
+    results["restake"] = STATE_NAME[final.intent.state]
+
+    say("== refused: alice approves her own intent")
+    spec, _ = demo.deposit_spec(32)
+    intent = await demo.submit(spec, "demo-self-approval")
+    intent = (await demo.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent
+    try:
+        await demo.decide(intent, "alice")
+        results["self_approval"] = "ACCEPTED"
+    except CustosError as e:
+        say(f"   refused: {e}")
+        results["self_approval"] = "REFUSED"
+    say("== refused: an over-limit amount (2048 ETH)")
+    spec, _ = demo.deposit_spec(2048, compounding=True)
+    intent = await demo.submit(spec, "demo-over-limit")
+    final = await demo.wait_for(intent.intent_id, {"DENIED", "AWAITING_APPROVALS"})
+    results["over_limit"] = STATE_NAME[final.intent.state]
+    say(f"   {results['over_limit']}: {final.intent.reason}")
+
+    say("== audit trail")
+    ok, count, export = await demo.verify_audit()
+    offline = verify_export(export)
+    say(f"   server-side verification: {'OK' if ok else 'FAILED'} ({count} records)")
+    say(f"   offline verification of {export}: {'OK' if offline.ok else 'FAILED: ' + offline.reason}")
+    results["audit"] = "OK" if ok and offline.ok else "FAILED"
+    return results
