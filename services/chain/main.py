@@ -30,11 +30,15 @@ async def build(settings: ServiceSettings) -> Component:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     service = ChainService(settings.chains, sessions)
-    binding = ServiceBinding(chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
-                             chain_pb2_grpc.add_ChainServiceServicer_to_server, ChainServicer(service))
+    binding = ServiceBinding(
+        chain_pb2.DESCRIPTOR.services_by_name["ChainService"],
+        chain_pb2_grpc.add_ChainServiceServicer_to_server,
+        ChainServicer(service),
+    )
 
     async def dispose() -> None:
         engine.dispose()
 
-    return Component([binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:chain")),
-                     closers=[dispose])
+    return Component(
+        [binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:chain")), closers=[dispose]
+    )

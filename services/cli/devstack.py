@@ -152,10 +152,23 @@ def _start_devnet(stack: Stack, procs: list[dict[str, Any]]) -> list[dict[str, A
 
     assets = ensure_devnet_assets()
     port = free_port()
-    proc = _spawn(stack, "anvil", [
-        str(assets.anvil), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(DEVNET_CHAIN_ID),
-        "--hardfork", "prague", "--accounts", "2",
-    ])
+    proc = _spawn(
+        stack,
+        "anvil",
+        [
+            str(assets.anvil),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--chain-id",
+            str(DEVNET_CHAIN_ID),
+            "--hardfork",
+            "prague",
+            "--accounts",
+            "2",
+        ],
+    )
     procs.append(proc)
     _record(stack, procs)
     _wait_port(port, 30, "anvil", proc, stack)

@@ -32,8 +32,11 @@ def load_or_create_key(path: Path) -> PrivateKey:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            new.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return new
 
 
@@ -49,8 +52,12 @@ class Person:
         pki = self.settings.tls.pki_dir
         assert pki is not None
         tls = TLSSettings(pki_dir=pki, ca_cert=pki / "ca.crt")
-        channel = open_channel(self.settings.endpoints.of(cls.service), tls,
-                               cert=pki / f"{self.name}.crt", key=pki / f"{self.name}.key")
+        channel = open_channel(
+            self.settings.endpoints.of(cls.service),
+            tls,
+            cert=pki / f"{self.name}.crt",
+            key=pki / f"{self.name}.key",
+        )
         return cls(channel, deadline=self.settings.grpc_deadline_seconds)
 
     @property
@@ -61,5 +68,11 @@ class Person:
         return public_key_der(self.key)
 
     def sign(self, digest: bytes, policy_version: str, decision: Decision, expires_at: datetime) -> Approval:
-        return sign_approval(self.key, approver_id=self.name, intent_digest=digest,
-                             policy_version=policy_version, decision=decision, expires_at=expires_at)
+        return sign_approval(
+            self.key,
+            approver_id=self.name,
+            intent_digest=digest,
+            policy_version=policy_version,
+            decision=decision,
+            expires_at=expires_at,
+        )

@@ -115,19 +115,34 @@ class Demo:
             registry.update({"rita": ["risk"], "dave": ["policy-admins"], "erin": ["policy-admins"]})
             for name, groups in registry.items():
                 p = self.person(name)
-                await policy.call("RegisterApprover", policy_pb2.RegisterApproverRequest(
-                    approver_id=name, display_name=name.title(), groups=groups,
-                    scheme=common_pb2.SIGNATURE_SCHEME_ED25519, public_key=p.public_key()))
-            proposed = await policy.call("ProposePolicy", policy_pb2.ProposePolicyRequest(
-                document=POLICY, description="demo policy"))
+                await policy.call(
+                    "RegisterApprover",
+                    policy_pb2.RegisterApproverRequest(
+                        approver_id=name,
+                        display_name=name.title(),
+                        groups=groups,
+                        scheme=common_pb2.SIGNATURE_SCHEME_ED25519,
+                        public_key=p.public_key(),
+                    ),
+                )
+            proposed = await policy.call(
+                "ProposePolicy", policy_pb2.ProposePolicyRequest(document=POLICY, description="demo policy")
+            )
             version = proposed.policy.version
             await policy.call("ActivatePolicy", policy_pb2.ActivatePolicyRequest(version=version))
         self.say(f"   registered {len(registry)} approvers (keys in {self.stack.root / 'approver-keys'})")
-        self.say(f"   policy {version[:16]}… active: 2 of 3 operations; risk above 64 ETH; deny above 1024 ETH")
+        self.say(
+            f"   policy {version[:16]}… active: 2 of 3 operations; risk above 64 ETH; deny above 1024 ETH"
+        )
         async with self.person("ops").client(SignerClient) as signer:
-            key = await signer.call("CreateKey", signer_pb2.CreateKeyRequest(
-                vault_id="vault-1", algorithm=signer_pb2.KEY_ALGORITHM_SECP256K1,
-                purpose=signer_pb2.KEY_PURPOSE_VAULT))
+            key = await signer.call(
+                "CreateKey",
+                signer_pb2.CreateKeyRequest(
+                    vault_id="vault-1",
+                    algorithm=signer_pb2.KEY_ALGORITHM_SECP256K1,
+                    purpose=signer_pb2.KEY_PURPOSE_VAULT,
+                ),
+            )
         self.vault_address = next(a.address for a in key.key.addresses if a.chain == CHAIN)
         rpc = self._rpc()
         rpc.call_sync("anvil_setBalance", [self.vault_address, hex(10_000 * ETH)])
@@ -138,35 +153,50 @@ class Demo:
         return JsonRpcClient(next(c["rpc_url"] for c in chains if c["name"] == CHAIN))
 
     def deposit_spec(self, eth: int, *, compounding: bool = False) -> tuple[IntentSpec, str]:
-        gen = generate_deposit_data(withdrawal_address=bytes.fromhex(self.vault_address[2:]), amount_wei=eth * ETH,
-                                    genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
-                                    compounding=compounding)
+        gen = generate_deposit_data(
+            withdrawal_address=bytes.fromhex(self.vault_address[2:]),
+            amount_wei=eth * ETH,
+            genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
+            compounding=compounding,
+        )
         pubkey = "0x" + gen.data.pubkey.hex()
         return IntentSpec(Action.STAKE, CHAIN, "vault-1", eth * ETH, StakeTarget(pubkey, gen.data)), pubkey
 
     async def submit(self, spec: IntentSpec, key: str, who: str = "alice") -> Any:
         async with self.person(who).client(StakingClient) as staking:
-            resp = await staking.call("SubmitIntent", staking_pb2.SubmitIntentRequest(
-                idempotency_key=key, spec=spec_to_pb(spec)))
+            resp = await staking.call(
+                "SubmitIntent", staking_pb2.SubmitIntentRequest(idempotency_key=key, spec=spec_to_pb(spec))
+            )
         return resp.intent
 
     async def wait_for(self, intent_id: str, states: set[str], timeout: float = 120) -> Any:
         async with self.person("ops").client(StakingClient) as staking:
-            async for r in staking.stream("WatchIntent", staking_pb2.WatchIntentRequest(intent_id=intent_id),
-                                          deadline=timeout):
+            async for r in staking.stream(
+                "WatchIntent", staking_pb2.WatchIntentRequest(intent_id=intent_id), deadline=timeout
+            ):
                 if STATE_NAME[r.event.state] in states:
                     break
-            return (await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id)))
+            return await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id))
 
     async def decide(self, intent: Any, who: str, decision: Decision = Decision.APPROVE) -> Any:
         p = self.person(who)
-        approval = p.sign(intent.digest, intent.policy_version, decision, datetime.now(UTC) + timedelta(hours=1))
+        approval = p.sign(
+            intent.digest, intent.policy_version, decision, datetime.now(UTC) + timedelta(hours=1)
+        )
         async with p.client(StakingClient) as staking:
             if decision is Decision.APPROVE:
-                return await staking.call("ApproveIntent", staking_pb2.ApproveIntentRequest(
-                    intent_id=intent.intent_id, approval=approval_to_pb(approval)))
-            return await staking.call("RejectIntent", staking_pb2.RejectIntentRequest(
-                intent_id=intent.intent_id, approval=approval_to_pb(approval)))
+                return await staking.call(
+                    "ApproveIntent",
+                    staking_pb2.ApproveIntentRequest(
+                        intent_id=intent.intent_id, approval=approval_to_pb(approval)
+                    ),
+                )
+            return await staking.call(
+                "RejectIntent",
+                staking_pb2.RejectIntentRequest(
+                    intent_id=intent.intent_id, approval=approval_to_pb(approval)
+                ),
+            )
 
     async def run_intent(self, label: str, spec: IntentSpec, key: str, approvers: tuple[str, ...]) -> Any:
         intent = await self.submit(spec, key)
@@ -176,7 +206,9 @@ class Demo:
         for who in approvers:
             resp = await self.decide(intent, who)
             self.say(f"   {who} approved (quorum met: {resp.quorum_met})")
-        final = await self.wait_for(intent.intent_id, {"CONFIRMED", "FAILED", "REJECTED", "EXPIRED", "DENIED"})
+        final = await self.wait_for(
+            intent.intent_id, {"CONFIRMED", "FAILED", "REJECTED", "EXPIRED", "DENIED"}
+        )
         self.timeline(final)
         return final
 

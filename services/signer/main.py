@@ -52,8 +52,11 @@ async def build(settings: ServiceSettings) -> Component:
         audit=audit_in_transaction(audit),
         chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),
     )
-    binding = ServiceBinding(signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
-                             signer_pb2_grpc.add_SignerServiceServicer_to_server, SignerServicer(service))
+    binding = ServiceBinding(
+        signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
+        signer_pb2_grpc.add_SignerServiceServicer_to_server,
+        SignerServicer(service),
+    )
 
     async def dispose() -> None:
         await asyncio.to_thread(hsm.close)

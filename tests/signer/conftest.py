@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -102,7 +103,9 @@ class RecordingAudit:
         def __init__(self, outer: RecordingAudit, session: Session) -> None:
             self._outer, self._inner = outer, outer._bind(session)
 
-        def record(self, actor: str, action: str, subject: str, outcome: str, payload: dict) -> None:  # type: ignore[type-arg]
+        def record(
+            self, actor: str, action: str, subject: str, outcome: str, payload: dict[str, Any]
+        ) -> None:
             if self._outer.fail:
                 raise OSError("audit disk full")
             self._inner.record(actor, action, subject, outcome, payload)
