@@ -5,44 +5,47 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
-from eth_keys import keys
-from eth_keys.datatypes import PrivateKey
 from eth_utils import keccak
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.chain.config import ChainConfig
 from services.chain.devnet import Devnet
 from services.chain.ethereum.deposit import ETHER, GeneratedDeposit, generate_deposit_data
-from services.chain.ethereum.transactions import assemble_signed, normalize_low_s, recovery_id_for
+from services.chain.ethereum.transactions import assemble_signed
 from services.chain.service import ChainService
 from services.chain.types import TransactionStatus, TxState
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.intent import Action, IntentSpec, RestakeTarget, StakeTarget, UnstakeTarget
+from services.signer.addresses import ethereum_address
+from services.signer.hsm import Hsm
+from services.signer.types import KeyAlgorithm
 
 
-@dataclass(frozen=True)
-class LocalKeySigner:
-    """A secp256k1 key in memory, standing in for the HSM: it hands over (r, s) like the HSM does."""
+@dataclass
+class HsmVaultSigner:
+    """A vault key generated in SoftHSM: the chain tests sign as production does."""
 
-    key: PrivateKey
-
-    @property
-    def address(self) -> str:
-        return str(self.key.public_key.to_checksum_address())
+    hsm: Hsm
+    key_id: bytes
+    address: str
+    # The HSM's ECDSA is randomised: like the signer service's signing records, one
+    # signature per payload, so re-signing the same transaction gives the same bytes.
+    signed: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
     def address_bytes(self) -> bytes:
-        return bytes(self.key.public_key.to_canonical_address())
+        return bytes.fromhex(self.address[2:])
 
     def sign(self, unsigned_tx: bytes) -> bytes:
-        digest = keccak(unsigned_tx)
-        sig = self.key.sign_msg_hash(digest)
-        r, s = normalize_low_s(sig.r, sig.s)
-        rid = recovery_id_for(digest, r, s, self.address)
-        return assemble_signed(unsigned_tx, r, s, rid, expected_sender=self.address)
+        if unsigned_tx not in self.signed:
+            sig = self.hsm.sign_secp256k1(self.key_id, keccak(unsigned_tx))
+            self.signed[unsigned_tx] = assemble_signed(
+                unsigned_tx, sig.r, sig.s, sig.v, expected_sender=self.address
+            )
+        return self.signed[unsigned_tx]
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +54,11 @@ def chain_config(devnet: Devnet) -> ChainConfig:
 
 
 @pytest.fixture
-def vault(devnet: Devnet) -> LocalKeySigner:
-    signer = LocalKeySigner(keys.PrivateKey(secrets.token_bytes(32)))
+def vault(devnet: Devnet, hsm: Hsm) -> HsmVaultSigner:
+    """A fresh vault whose key lives in SoftHSM, funded on the devnet."""
+    key_id = secrets.token_bytes(16)
+    point = hsm.generate_keypair(KeyAlgorithm.SECP256K1, "chain-test-vault", key_id)
+    signer = HsmVaultSigner(hsm, key_id, str(ethereum_address(point)))
     devnet.fund(signer.address, 1000 * ETHER)
     return signer
 
@@ -69,7 +75,7 @@ def service(chain_config: ChainConfig, sqlite_sessions: sessionmaker[Session]) -
     return ChainService([chain_config], sqlite_sessions)
 
 
-def deposit_for(vault: LocalKeySigner, config: ChainConfig, amount: int = 32 * ETHER) -> GeneratedDeposit:
+def deposit_for(vault: HsmVaultSigner, config: ChainConfig, amount: int = 32 * ETHER) -> GeneratedDeposit:
     return generate_deposit_data(
         withdrawal_address=vault.address_bytes,
         amount_wei=amount,

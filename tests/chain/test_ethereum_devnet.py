@@ -21,7 +21,7 @@ from services.chain.service import ChainService
 from services.chain.types import TxState
 from services.runtime.intent import Action
 from tests.chain.conftest import (
-    LocalKeySigner,
+    HsmVaultSigner,
     deposit_for,
     restake_spec,
     stake_spec,
@@ -37,7 +37,7 @@ async def _balance(devnet: Devnet, address: str) -> int:
 
 
 async def test_32_eth_deposit_is_mined_and_emits_the_deposit_event(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     adapter = service.adapter(chain_config.name)
     assert isinstance(adapter, EthereumAdapter)
@@ -66,7 +66,7 @@ async def test_32_eth_deposit_is_mined_and_emits_the_deposit_event(
 
 
 async def test_exit_request_is_mined_and_its_log_names_vault_pubkey_and_amount(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     pubkey = deposit_for(vault, chain_config).data.pubkey
     built = await service.build_transaction("intent-exit", unstake_spec(chain_config, pubkey), vault.address)
@@ -86,7 +86,7 @@ async def test_exit_request_is_mined_and_its_log_names_vault_pubkey_and_amount(
 
 
 async def test_partial_withdrawal_request_carries_the_amount(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     pubkey = deposit_for(vault, chain_config).data.pubkey
     spec = unstake_spec(chain_config, pubkey, amount=3 * ETHER)
@@ -98,7 +98,7 @@ async def test_partial_withdrawal_request_carries_the_amount(
 
 
 async def test_consolidation_request_is_mined_and_its_log_names_both_validators(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     source = deposit_for(vault, chain_config).data.pubkey
     target = deposit_for(vault, chain_config).data.pubkey
@@ -120,7 +120,7 @@ async def test_consolidation_request_is_mined_and_its_log_names_both_validators(
 
 
 async def test_bad_deposit_data_is_refused_before_any_nonce_is_reserved(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     gen = deposit_for(vault, chain_config)
     bad = stake_spec(chain_config, gen, amount=31 * ETHER)
@@ -131,7 +131,7 @@ async def test_bad_deposit_data_is_refused_before_any_nonce_is_reserved(
 
 
 async def test_two_intents_of_one_vault_built_concurrently_get_distinct_nonces_and_both_confirm(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     specs = [stake_spec(chain_config, deposit_for(vault, chain_config)) for _ in range(2)]
     built = await asyncio.gather(
@@ -147,7 +147,7 @@ async def test_two_intents_of_one_vault_built_concurrently_get_distinct_nonces_a
 
 
 async def test_the_same_intent_step_asked_again_gets_the_same_nonce(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     spec = stake_spec(chain_config, deposit_for(vault, chain_config))
     first = await service.build_transaction("intent-same", spec, vault.address)
@@ -158,7 +158,7 @@ async def test_the_same_intent_step_asked_again_gets_the_same_nonce(
 
 
 async def test_a_reverting_transaction_is_reported_failed_with_its_reason(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     """A deposit below the contract's minimum, built by hand past custos's own checks."""
     adapter = service.adapter(chain_config.name)
@@ -186,7 +186,7 @@ async def test_a_reverting_transaction_is_reported_failed_with_its_reason(
 async def test_broadcast_repeated_after_a_restart_does_not_double_spend(
     chain_config: ChainConfig,
     sqlite_sessions: sessionmaker[Session],
-    vault: LocalKeySigner,
+    vault: HsmVaultSigner,
     devnet: Devnet,
 ) -> None:
     first_service = ChainService([chain_config], sqlite_sessions)
@@ -212,7 +212,7 @@ async def test_broadcast_repeated_after_a_restart_does_not_double_spend(
 
 
 async def test_confirmations_are_counted_up_to_the_required_number(
-    chain_config: ChainConfig, sqlite_sessions: sessionmaker[Session], vault: LocalKeySigner, devnet: Devnet
+    chain_config: ChainConfig, sqlite_sessions: sessionmaker[Session], vault: HsmVaultSigner, devnet: Devnet
 ) -> None:
     config = chain_config.model_copy(update={"confirmations": 3})
     service = ChainService([config], sqlite_sessions)
@@ -238,7 +238,7 @@ async def test_unknown_transaction_hash_is_not_found(
 
 
 async def test_a_broadcast_the_node_lost_is_sent_again_when_its_status_is_asked(
-    service: ChainService, chain_config: ChainConfig, vault: LocalKeySigner, devnet: Devnet
+    service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner, devnet: Devnet
 ) -> None:
     pubkey = deposit_for(vault, chain_config).data.pubkey
     built = await service.build_transaction("intent-lost", unstake_spec(chain_config, pubkey), vault.address)

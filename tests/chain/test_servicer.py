@@ -17,7 +17,7 @@ from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.convert import spec_to_pb
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
-from tests.chain.conftest import LocalKeySigner, deposit_for, stake_spec
+from tests.chain.conftest import HsmVaultSigner, deposit_for, stake_spec
 
 HEADER = "x-custos-test-identity"
 
@@ -53,7 +53,7 @@ def test_every_rpc_declares_its_roles() -> None:
 
 
 async def test_stake_end_to_end_over_grpc(
-    running: RunningServer, chain_config: ChainConfig, vault: LocalKeySigner
+    running: RunningServer, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     channel, stub = _stub(running)
     async with channel:
@@ -98,7 +98,7 @@ async def test_stake_end_to_end_over_grpc(
 
 
 async def test_refusals_map_to_grpc_statuses(
-    running: RunningServer, chain_config: ChainConfig, vault: LocalKeySigner
+    running: RunningServer, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     gen = deposit_for(vault, chain_config)
     bad = replace(gen, data=replace(gen.data, deposit_data_root=bytes(32)))
