@@ -12,8 +12,10 @@ against a 1-rule policy measured in the same run.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +34,10 @@ SPEC = IntentSpec(Action.STAKE, "ethereum-devnet", "vault-target", 32 * 10**18, 
 
 
 def make_policy(n_rules: int) -> Policy:
+    return parse_policy(yaml.safe_dump(_body(n_rules), sort_keys=False))
+
+
+def _body(n_rules: int) -> dict[str, object]:
     rules = []
     for i in range(n_rules - 1):  # distinct vaults: only the last rule matches SPEC
         rules.append(
@@ -81,7 +87,7 @@ def make_policy(n_rules: int) -> Policy:
         },
         "rules": rules,
     }
-    return parse_policy(yaml.safe_dump(body, sort_keys=False))
+    return body
 
 
 def measure(fn: Callable[[], object], seconds: float) -> tuple[float, float, float]:
@@ -124,9 +130,53 @@ def inprocess(seconds: float) -> dict[str, tuple[float, float, float]]:
 
 
 def grpc_section(seconds: float) -> dict[str, tuple[float, float, float]]:
-    """EvaluateIntent through a served PolicyServicer: to be written with the server runtime."""
-    print("grpc: not measured yet (needs the server runtime wiring of PolicyServicer)")
-    return {}
+    """EvaluateIntent through the served PolicyServicer (mTLS, roles, SQLite), one call at a time."""
+    return asyncio.run(_grpc(seconds))
+
+
+async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
+    from bench._grpc import client, serve
+    from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
+    from services.policy.client import PolicyClient
+    from services.policy.service import PolicyService
+    from services.policy.servicer import PolicyServicer
+    from services.runtime.convert import spec_to_pb
+    from services.runtime.db import make_engine, make_session_factory
+    from services.runtime.migrate import upgrade
+    from services.runtime.server import ServiceBinding
+
+    out = {}
+    for n in (1, 1000):
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='custos-bench-')}/policy.db"
+        upgrade(url)
+        engine = make_engine(url)
+        svc = PolicyService(make_session_factory(engine))
+        doc = yaml.safe_dump(_body(n), sort_keys=False)
+        row, _ = svc.propose(doc, description="bench", proposed_by="bench")
+        svc.activate(row.version, [])
+        binding = ServiceBinding(
+            policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
+            policy_pb2_grpc.add_PolicyServiceServicer_to_server,
+            PolicyServicer(svc),
+        )
+        running, pki = await serve(binding, "policy")
+        request = policy_pb2.EvaluateIntentRequest(spec=spec_to_pb(SPEC), initiator="alice")
+        async with client(PolicyClient, running.port, pki, "staking") as c:
+            for _ in range(20):
+                await c.call("EvaluateIntent", request)
+            samples: list[float] = []
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                await c.call("EvaluateIntent", request)
+                samples.append(time.perf_counter() - t0)
+        await running.stop(0)
+        engine.dispose()
+        q = statistics.quantiles(samples, n=100)
+        rate, p50, p99 = len(samples) / sum(samples), q[49] * 1000, q[98] * 1000
+        print(f"grpc      rules={n:5d}: {rate:10.0f} eval/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms")
+        out[f"grpc-{n}"] = (rate, p50, p99)
+    return out
 
 
 SECTIONS: dict[str, Callable[[float], dict[str, tuple[float, float, float]]]] = {
@@ -141,11 +191,15 @@ def main(argv: list[str]) -> None:
     results: dict[str, tuple[float, float, float]] = {}
     for name in names:
         results.update(SECTIONS[name](seconds))
-    big, base = results.get("inprocess-1000"), results.get("inprocess-1")
+    big, base, rpc = results.get("inprocess-1000"), results.get("inprocess-1"), results.get("grpc-1000")
     if big and base:
+        grpc_part = (
+            f"; gRPC 1000 rules {rpc[0]:.0f} eval/s p50 {rpc[1]:.3f} ms p99 {rpc[2]:.3f} ms" if rpc else ""
+        )
         print(
             f"policy bench: 1000 rules in process {big[0]:.0f} eval/s, p50 {big[1]:.3f} ms, "
-            f"p99 {big[2]:.3f} ms; baseline 1 rule {base[0]:.0f} eval/s; ratio {big[0] / base[0]:.4f}"
+            f"p99 {big[2]:.3f} ms{grpc_part}; baseline 1 rule {base[0]:.0f} eval/s; "
+            f"ratio {big[0] / base[0]:.4f}"
         )
 
 
