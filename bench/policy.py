@@ -78,7 +78,7 @@ def _body(n_rules: int) -> dict[str, object]:
             },
         }
     )
-    body = {
+    body: dict[str, object] = {
         "format": FORMAT,
         "default": "deny",
         "admin": {
