@@ -33,8 +33,8 @@ from tests.fixtures.database import PG_ADMIN_URL, create_pg_database, drop_pg_da
 PAYLOAD = {"intent": "0f3c9a", "amount": 32 * 10**18, "policy_version": "v7", "step": "deposit"}
 _PLAIN = """CREATE TABLE bench_plain (
   id {pk}, prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL, time TIMESTAMP NOT NULL,
-  actor VARCHAR(256) NOT NULL, action VARCHAR(128) NOT NULL, subject VARCHAR(256) NOT NULL, outcome VARCHAR(32) NOT NULL,
-  payload_digest BYTEA NOT NULL, payload_json TEXT NOT NULL)"""
+  actor VARCHAR(256) NOT NULL, action VARCHAR(128) NOT NULL, subject VARCHAR(256) NOT NULL,
+  outcome VARCHAR(32) NOT NULL, payload_digest BYTEA NOT NULL, payload_json TEXT NOT NULL)"""
 
 
 def rate(fn: object, seconds: float) -> tuple[float, int]:
@@ -96,8 +96,8 @@ def main() -> None:
               f"   ratio {r['appends'] / r['baseline']:.2f}   verify {r['verify']:8.0f} records/s"
               f" ({r['records']:.0f} records)")
     s, p = results["sqlite"], results["postgresql"]
-    print(f"audit: appends/s PostgreSQL {p['appends']:.0f} ({p['appends'] / p['baseline']:.2f}x plain INSERT), "
-          
+    print(f"audit: appends/s PostgreSQL {p['appends']:.0f} "
+          f"({p['appends'] / p['baseline']:.2f}x plain INSERT), "
           f"SQLite {s['appends']:.0f} ({s['appends'] / s['baseline']:.2f}x plain INSERT); "
           f"verified records/s {p['verify']:.0f} (PostgreSQL), {s['verify']:.0f} (SQLite)")
 

@@ -88,7 +88,7 @@ def append(
     """
     validate_fields(actor, action, subject, outcome)
     payload_json = encode_payload(payload)
-    head = read_head(session, lock=False)
+    head = read_head(session, lock=True)
     record = new_record(
         sequence=head.sequence + 1,
         prev_hash=head.hash,

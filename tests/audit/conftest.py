@@ -18,6 +18,5 @@ def checkpoint_signer(hsm: Hsm) -> HsmCheckpointSigner:
 
 @pytest.fixture
 def audit(session_factory: sessionmaker[Session], checkpoint_signer: HsmCheckpointSigner) -> AuditService:
-    return AuditService(
-        session_factory, signer=checkpoint_signer, policy=CheckpointPolicy(every_records=10, every_seconds=3600)
-    )
+    policy = CheckpointPolicy(every_records=10, every_seconds=3600)
+    return AuditService(session_factory, signer=checkpoint_signer, policy=policy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 from collections import Counter
 
@@ -36,7 +37,7 @@ def test_concurrent_processes_never_fork_or_skip(db_url: str, session_factory: s
     assert [r.sequence for r in records] == list(range(1, total + 1))
     assert head.sequence == total and head.hash == records[-1].hash
     assert Counter(r.actor for r in records) == {f"svc:writer{i}": APPENDS for i in range(PROCESSES)}
-    actors_in_a_row = sum(a.actor != b.actor for a, b in zip(records, records[1:], strict=False))
+    actors_in_a_row = sum(a.actor != b.actor for a, b in itertools.pairwise(records))
     assert actors_in_a_row > PROCESSES, "the processes did not actually interleave"
 
     audit = AuditService(session_factory, signer=SoftwareCheckpointSigner("dev"))

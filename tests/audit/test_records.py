@@ -69,8 +69,10 @@ def test_an_untouched_chain_verifies() -> None:
 @pytest.mark.parametrize("field", ["actor", "action", "subject", "outcome", "time", "payload_json"])
 def test_a_changed_field_names_its_record(field: str) -> None:
     records = chain(10)
-    value = records[4].time + timedelta(seconds=1) if field == "time" else '{"amount":"1"}'
-    records[4] = dataclasses.replace(records[4], **{field: value if field in ("time", "payload_json") else "x"})
+    value: object = {"time": records[4].time + timedelta(seconds=1), "payload_json": '{"amount":"1"}'}.get(
+        field, "x"
+    )
+    records[4] = dataclasses.replace(records[4], **{field: value})  # type: ignore[arg-type]
     result = verify_records(records, [], {})
     assert not result.ok and result.first_bad_sequence == 5, result
 
@@ -79,20 +81,20 @@ def test_deleted_inserted_and_reordered_records_are_named() -> None:
     records = chain(10)
     assert verify_records(records[:3] + records[4:], [], {}).first_bad_sequence == 4
     assert verify_records(records[1:], [], {}).first_bad_sequence == 1
-    swapped = records[:2] + [records[6]] + records[3:6] + [records[2]] + records[7:]
+    swapped = [*records[:2], records[6], *records[3:6], records[2], *records[7:]]
     assert verify_records(swapped, [], {}).first_bad_sequence == 3
     forged = new_record(
         sequence=4, prev_hash=records[2].hash, time=T0, actor="mallory", action="sign.granted",
         subject="intent:x", outcome="ok", payload_json="{}",
     )
     shifted = [dataclasses.replace(r, sequence=r.sequence + 1) for r in records[3:]]
-    result = verify_records(records[:3] + [forged] + shifted, [], {})
+    result = verify_records([*records[:3], forged, *shifted], [], {})
     assert result.first_bad_sequence == 4 and "inserted" in result.reason
 
 
 def test_a_rehashed_record_is_named_by_the_link_after_it() -> None:
     records = chain(10)
-    records[5] = rechain(records[:5] + [dataclasses.replace(records[5], actor="mallory")], 5)[5]
+    records[5] = rechain([*records[:5], dataclasses.replace(records[5], actor="mallory")], 5)[5]
     assert hash_of(records[5]) == records[5].hash
     result = verify_records(records, [], {})
     assert result.first_bad_sequence == 6 and "re-hashed" in result.reason
@@ -102,7 +104,7 @@ def test_a_rehashed_tail_is_caught_by_the_signed_checkpoint() -> None:
     signer = SoftwareCheckpointSigner("k1")
     records = chain(30)
     cps = [checkpoint(signer, records[9]), checkpoint(signer, records[19]), checkpoint(signer, records[29])]
-    tampered = records[:14] + [dataclasses.replace(records[14], outcome="refused")] + records[15:]
+    tampered = [*records[:14], dataclasses.replace(records[14], outcome="refused"), *records[15:]]
     tampered = rechain(tampered, 14)
     assert verify_records(tampered, [], {}).ok  # hashing alone cannot see it
     result = verify_records(tampered, cps, {"k1": signer.public_key()})
@@ -193,7 +195,7 @@ def test_every_position_is_named_exactly_even_on_a_checkpoint() -> None:
 
     for k in range(1, n + 1):
         i = k - 1
-        changed = records[:i] + [dataclasses.replace(records[i], outcome="refused")] + records[i + 1:]
+        changed = [*records[:i], dataclasses.replace(records[i], outcome="refused"), *records[i + 1:]]
         assert first_bad(changed) == k
         assert first_bad(records[:i] + records[i + 1:]) == k
         renumbered = records[:i] + [dataclasses.replace(r, sequence=r.sequence - 1) for r in records[i + 1:]]
@@ -202,7 +204,7 @@ def test_every_position_is_named_exactly_even_on_a_checkpoint() -> None:
         forged = new_record(sequence=k, prev_hash=prev, time=T0, actor="mallory", action="x",
                             subject="", outcome="ok", payload_json="{}")
         shifted = [dataclasses.replace(r, sequence=r.sequence + 1) for r in records[i:]]
-        assert verify_records(records[:i] + [forged] + shifted, cps, keys).first_bad_sequence == k
+        assert verify_records([*records[:i], forged, *shifted], cps, keys).first_bad_sequence == k
         for j in range(k + 1, n + 1):
             swapped = list(records)
             swapped[i], swapped[j - 1] = (dataclasses.replace(records[j - 1], sequence=k),

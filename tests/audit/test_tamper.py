@@ -40,8 +40,8 @@ def pg_chain(pg_server: str, checkpoint_signer: HsmCheckpointSigner) -> Iterator
             make_session_factory(engine), signer=checkpoint_signer, policy=CheckpointPolicy(every_records=15)
         )
         for i in range(N):
-            audit.append(f"svc:{['staking', 'policy', 'signer'][i % 3]}", "step.done", f"intent:{i % 5}", "ok",
-                         {"i": i, "amount": 32 * 10**18})
+            actor = f"svc:{['staking', 'policy', 'signer'][i % 3]}"
+            audit.append(actor, "step.done", f"intent:{i % 5}", "ok", {"i": i, "amount": 32 * 10**18})
         assert audit.verify()[0].ok
         yield engine
     finally:

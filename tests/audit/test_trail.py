@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_appends_are_gapless_and_chained(audit: AuditService, session_factory: s
         head = repository.read_head(s)
     assert [r.sequence for r in records] == list(range(1, 26))
     assert head.sequence == 25 and head.hash == records[-1].hash
-    assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
     result, latest = audit.verify()
     assert result.ok and result.records_checked == 25 and latest is not None and latest.sequence == 20
 
@@ -99,7 +100,9 @@ def test_queries_filter_and_page(audit: AuditService) -> None:
             break
     assert seen == [2, 6, 10, 14, 18, 22, 24]
     only, _ = audit.query(EventQuery(actor="alice"))
-    assert [(r.action, r.outcome, r.payload()) for r in only] == [("approval.refused", "refused", {"why": "late"})]
+    assert [(r.action, r.outcome, r.payload()) for r in only] == [
+        ("approval.refused", "refused", {"why": "late"})
+    ]
     t = only[0].time
     assert [r.sequence for r in audit.query(EventQuery(start=t, end=t + timedelta(seconds=1)))[0]] == [24]
     with pytest.raises(PayloadInvalid):
@@ -123,7 +126,10 @@ def test_checkpoints_are_signed_by_the_hsm_key(
 
 
 def test_an_export_verifies_offline_and_tells_the_story(
-    audit: AuditService, tmp_path: Path, checkpoint_signer: HsmCheckpointSigner, capsys: pytest.CaptureFixture[str]
+    audit: AuditService,
+    tmp_path: Path,
+    checkpoint_signer: HsmCheckpointSigner,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     fill(audit, 12)
     path = tmp_path / "audit.jsonl"
@@ -135,7 +141,8 @@ def test_an_export_verifies_offline_and_tells_the_story(
     assert [x["sequence"] for x in lines if x["type"] == "checkpoint"] == [10, 12]  # sealed at its end
     result = verify_export(path)
     assert result.ok and result.records_checked == 12 and result.signed_through == 12
-    assert main([str(path), "--trust", f"{checkpoint_signer.key_id}={checkpoint_signer.public_key().hex()}"]) == 0
+    key_id = checkpoint_signer.key_id
+    assert main([str(path), "--trust", f"{key_id}={checkpoint_signer.public_key().hex()}"]) == 0
     assert "OK: 12 records" in capsys.readouterr().out
     assert main([str(path), "--trust", f"{checkpoint_signer.key_id}={bytes(32).hex()}"]) == 1
 
@@ -177,7 +184,7 @@ def test_server_side_verification_sees_what_offline_sees(audit: AuditService) ->
     assert json.loads(lines[0])["record_count"] == 6
     result, _ = audit.verify(from_sequence=4, to_sequence=9)
     assert result.ok and result.records_checked == 6
-    with audit._read() as s:  # noqa: SLF001 - the same records through the pure verifier
+    with audit._read() as s:
         records = repository.records_between(s, 1, 15)
         cps = repository.checkpoints_between(s, 0)
     assert verify_records(records, cps, audit.public_keys()).ok
