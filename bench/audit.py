@@ -50,11 +50,21 @@ def plain_insert(engine: Engine, seconds: float) -> float:
     pk = "INTEGER PRIMARY KEY AUTOINCREMENT" if engine.dialect.name == "sqlite" else "BIGSERIAL PRIMARY KEY"
     with engine.begin() as conn:
         conn.execute(text(_PLAIN.format(pk=pk)))
-    row = {"p": bytes(32), "h": bytes(32), "t": utcnow().replace(tzinfo=None), "a": "svc:signer",
-           "ac": "sign.granted", "s": "intent:0f3c9a", "o": "ok", "d": bytes(32),
-           "j": encode_payload(PAYLOAD)}
-    stmt = text("INSERT INTO bench_plain (prev_hash, hash, time, actor, action, subject, outcome, "
-                "payload_digest, payload_json) VALUES (:p, :h, :t, :a, :ac, :s, :o, :d, :j)")
+    row = {
+        "p": bytes(32),
+        "h": bytes(32),
+        "t": utcnow().replace(tzinfo=None),
+        "a": "svc:signer",
+        "ac": "sign.granted",
+        "s": "intent:0f3c9a",
+        "o": "ok",
+        "d": bytes(32),
+        "j": encode_payload(PAYLOAD),
+    }
+    stmt = text(
+        "INSERT INTO bench_plain (prev_hash, hash, time, actor, action, subject, outcome, "
+        "payload_digest, payload_json) VALUES (:p, :h, :t, :a, :ac, :s, :o, :d, :j)"
+    )
 
     def one() -> None:
         with engine.begin() as conn:
@@ -92,14 +102,18 @@ def main() -> None:
     finally:
         drop_pg_database(PG_ADMIN_URL, pg)
     for name, r in results.items():
-        print(f"{name:10s} chained appends {r['appends']:8.0f}/s   plain INSERT {r['baseline']:8.0f}/s"
-              f"   ratio {r['appends'] / r['baseline']:.2f}   verify {r['verify']:8.0f} records/s"
-              f" ({r['records']:.0f} records)")
+        print(
+            f"{name:10s} chained appends {r['appends']:8.0f}/s   plain INSERT {r['baseline']:8.0f}/s"
+            f"   ratio {r['appends'] / r['baseline']:.2f}   verify {r['verify']:8.0f} records/s"
+            f" ({r['records']:.0f} records)"
+        )
     s, p = results["sqlite"], results["postgresql"]
-    print(f"audit: appends/s PostgreSQL {p['appends']:.0f} "
-          f"({p['appends'] / p['baseline']:.2f}x plain INSERT), "
-          f"SQLite {s['appends']:.0f} ({s['appends'] / s['baseline']:.2f}x plain INSERT); "
-          f"verified records/s {p['verify']:.0f} (PostgreSQL), {s['verify']:.0f} (SQLite)")
+    print(
+        f"audit: appends/s PostgreSQL {p['appends']:.0f} "
+        f"({p['appends'] / p['baseline']:.2f}x plain INSERT), "
+        f"SQLite {s['appends']:.0f} ({s['appends'] / s['baseline']:.2f}x plain INSERT); "
+        f"verified records/s {p['verify']:.0f} (PostgreSQL), {s['verify']:.0f} (SQLite)"
+    )
 
 
 if __name__ == "__main__":

@@ -36,13 +36,17 @@ async def build(settings: ServiceSettings) -> Component:
     hsm = await asyncio.to_thread(Hsm(settings.hsm).open)
     signer = await asyncio.to_thread(HsmCheckpointSigner.ensure, hsm)
     service = AuditService(
-        sessions, signer=signer,
+        sessions,
+        signer=signer,
         policy=CheckpointPolicy(settings.checkpoint_every_records, settings.checkpoint_every_seconds),
     )
     stop = asyncio.Event()
     checkpointer = asyncio.create_task(service.run_checkpointer(stop))
-    binding = ServiceBinding(audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
-                             audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(service))
+    binding = ServiceBinding(
+        audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+        audit_pb2_grpc.add_AuditServiceServicer_to_server,
+        AuditServicer(service),
+    )
 
     async def dispose() -> None:
         stop.set()
@@ -50,5 +54,6 @@ async def build(settings: ServiceSettings) -> Component:
         await asyncio.to_thread(hsm.close)
         engine.dispose()
 
-    return Component([binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:audit")),
-                     closers=[dispose])
+    return Component(
+        [binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:audit")), closers=[dispose]
+    )

@@ -158,9 +158,7 @@ def query(
     limit: int = 100,
 ) -> list[AuditRecord]:
     """Records matching every given filter, in sequence order, after ``after_sequence``."""
-    stmt: Select[Any] = select(AuditRecordRow).where(
-        AuditRecordRow.sequence > after_sequence
-    )
+    stmt: Select[Any] = select(AuditRecordRow).where(AuditRecordRow.sequence > after_sequence)
     if subject:
         stmt = stmt.where(AuditRecordRow.subject == subject)
     if actor:

@@ -109,9 +109,7 @@ class AuditService:
 
     # --- reading --------------------------------------------------------------------------
 
-    def query(
-        self, q: EventQuery, page_size: int = 0, page_token: str = ""
-    ) -> tuple[list[AuditRecord], str]:
+    def query(self, q: EventQuery, page_size: int = 0, page_token: str = "") -> tuple[list[AuditRecord], str]:
         """A page of matching records in sequence order and the token of the next page ("" at the end)."""
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
         if q.start is not None and q.end is not None and q.end <= q.start:

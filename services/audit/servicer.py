@@ -20,9 +20,7 @@ from services.pb.custos.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.runtime.auth import current_principal
 from services.runtime.convert import datetime_to_ts, ts_to_datetime
 
-_INTERNAL = frozenset(
-    {"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"}
-)
+_INTERNAL = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
 _READERS = frozenset({"compliance", "operator"})
 _LINES_PER_HOP = 500
 
@@ -109,9 +107,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         records, token = await asyncio.to_thread(
             self._service.query, _query(request.filter), request.page_size, request.page_token
         )
-        return audit_pb2.QueryEventsResponse(
-            events=[event_to_pb(r) for r in records], next_page_token=token
-        )
+        return audit_pb2.QueryEventsResponse(events=[event_to_pb(r) for r in records], next_page_token=token)
 
     async def ExportEvents(
         self, request: audit_pb2.ExportEventsRequest, context: Any

@@ -98,10 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``custos audit verify FILE``: exit 0 if the export verifies, 1 if not, 2 if unreadable."""
     parser = argparse.ArgumentParser(prog="custos audit verify", description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path)
-    parser.add_argument("--trust", action="append", default=[], metavar="KEY_ID=HEX",
-                        help="verify checkpoints with this key instead of the keys in the export")
-    parser.add_argument("--allow-unsigned-tail", action="store_true",
-                        help="accept records after the last signed checkpoint")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="KEY_ID=HEX",
+        help="verify checkpoints with this key instead of the keys in the export",
+    )
+    parser.add_argument(
+        "--allow-unsigned-tail", action="store_true", help="accept records after the last signed checkpoint"
+    )
     args = parser.parse_args(argv)
     try:
         with open(args.file, encoding="utf-8") as f:
@@ -120,8 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{result.head_hash.hex()}, signed through {result.signed_through}"
         )
         return 0
-    print(f"FAILED at sequence {result.first_bad_sequence}: {result.reason} "
-          f"({result.records_checked} records checked before)")
+    print(
+        f"FAILED at sequence {result.first_bad_sequence}: {result.reason} "
+        f"({result.records_checked} records checked before)"
+    )
     return 1
 
 

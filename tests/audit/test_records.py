@@ -30,8 +30,13 @@ def chain(n: int) -> list[AuditRecord]:
     prev = GENESIS_HASH
     for i in range(1, n + 1):
         r = new_record(
-            sequence=i, prev_hash=prev, time=T0 + timedelta(seconds=i), actor="svc:staking",
-            action="intent.submitted", subject=f"intent:{i % 3}", outcome="ok",
+            sequence=i,
+            prev_hash=prev,
+            time=T0 + timedelta(seconds=i),
+            actor="svc:staking",
+            action="intent.submitted",
+            subject=f"intent:{i % 3}",
+            outcome="ok",
             payload_json=encode_payload({"amount": i * 10**18}),
         )
         out.append(r)
@@ -50,8 +55,14 @@ def rechain(records: list[AuditRecord], start: int) -> list[AuditRecord]:
     prev = out[-1].hash if out else GENESIS_HASH
     for r in records[start:]:
         fixed = new_record(
-            sequence=r.sequence, prev_hash=prev, time=r.time, actor=r.actor, action=r.action,
-            subject=r.subject, outcome=r.outcome, payload_json=r.payload_json,
+            sequence=r.sequence,
+            prev_hash=prev,
+            time=r.time,
+            actor=r.actor,
+            action=r.action,
+            subject=r.subject,
+            outcome=r.outcome,
+            payload_json=r.payload_json,
         )
         out.append(fixed)
         prev = fixed.hash
@@ -84,8 +95,14 @@ def test_deleted_inserted_and_reordered_records_are_named() -> None:
     swapped = [*records[:2], records[6], *records[3:6], records[2], *records[7:]]
     assert verify_records(swapped, [], {}).first_bad_sequence == 3
     forged = new_record(
-        sequence=4, prev_hash=records[2].hash, time=T0, actor="mallory", action="sign.granted",
-        subject="intent:x", outcome="ok", payload_json="{}",
+        sequence=4,
+        prev_hash=records[2].hash,
+        time=T0,
+        actor="mallory",
+        action="sign.granted",
+        subject="intent:x",
+        outcome="ok",
+        payload_json="{}",
     )
     shifted = [dataclasses.replace(r, sequence=r.sequence + 1) for r in records[3:]]
     result = verify_records([*records[:3], forged, *shifted], [], {})
@@ -167,9 +184,7 @@ def test_secrets_are_refused_not_dropped(payload: dict[str, object]) -> None:
 
 def test_safe_payloads_are_recorded_canonically() -> None:
     text = encode_payload({"b": 2, "a": b"\x01", "signature": signature_ref(bytes(64)), "pinned": True})
-    assert text == (
-        '{"a":"01","b":"2","pinned":true,"signature":"' + signature_ref(bytes(64)) + '"}'
-    )
+    assert text == ('{"a":"01","b":"2","pinned":true,"signature":"' + signature_ref(bytes(64)) + '"}')
     with pytest.raises(PayloadInvalid):
         encode_payload({"blob": "x" * 70_000})
     with pytest.raises(PayloadInvalid):
@@ -195,18 +210,28 @@ def test_every_position_is_named_exactly_even_on_a_checkpoint() -> None:
 
     for k in range(1, n + 1):
         i = k - 1
-        changed = [*records[:i], dataclasses.replace(records[i], outcome="refused"), *records[i + 1:]]
+        changed = [*records[:i], dataclasses.replace(records[i], outcome="refused"), *records[i + 1 :]]
         assert first_bad(changed) == k
-        assert first_bad(records[:i] + records[i + 1:]) == k
-        renumbered = records[:i] + [dataclasses.replace(r, sequence=r.sequence - 1) for r in records[i + 1:]]
+        assert first_bad(records[:i] + records[i + 1 :]) == k
+        renumbered = records[:i] + [dataclasses.replace(r, sequence=r.sequence - 1) for r in records[i + 1 :]]
         assert first_bad(renumbered) == k
         prev = records[i - 1].hash if i else GENESIS_HASH
-        forged = new_record(sequence=k, prev_hash=prev, time=T0, actor="mallory", action="x",
-                            subject="", outcome="ok", payload_json="{}")
+        forged = new_record(
+            sequence=k,
+            prev_hash=prev,
+            time=T0,
+            actor="mallory",
+            action="x",
+            subject="",
+            outcome="ok",
+            payload_json="{}",
+        )
         shifted = [dataclasses.replace(r, sequence=r.sequence + 1) for r in records[i:]]
         assert verify_records([*records[:i], forged, *shifted], cps, keys).first_bad_sequence == k
         for j in range(k + 1, n + 1):
             swapped = list(records)
-            swapped[i], swapped[j - 1] = (dataclasses.replace(records[j - 1], sequence=k),
-                                          dataclasses.replace(records[i], sequence=j))
+            swapped[i], swapped[j - 1] = (
+                dataclasses.replace(records[j - 1], sequence=k),
+                dataclasses.replace(records[i], sequence=j),
+            )
             assert first_bad(swapped) == k, (k, j)

@@ -30,16 +30,21 @@ async def test_the_rpcs_round_trip(audit: AuditService) -> None:
     try:
         for i in range(3):
             resp = await servicer.AppendEvent(
-                audit_pb2.AppendEventRequest(action="sign.granted", subject="intent:a", outcome="ok",
-                                             payload_json=json.dumps({"n": i})), None)
+                audit_pb2.AppendEventRequest(
+                    action="sign.granted", subject="intent:a", outcome="ok", payload_json=json.dumps({"n": i})
+                ),
+                None,
+            )
         assert resp.event.sequence == 3 and resp.event.actor == "signer-1"
         with pytest.raises(PayloadInvalid):
-            await servicer.AppendEvent(audit_pb2.AppendEventRequest(
-                action="x", outcome="ok", payload_json="[1]"), None)
+            await servicer.AppendEvent(
+                audit_pb2.AppendEventRequest(action="x", outcome="ok", payload_json="[1]"), None
+            )
     finally:
         reset_principal(token)
-    page = await servicer.QueryEvents(audit_pb2.QueryEventsRequest(
-        filter=audit_pb2.EventFilter(subject="intent:a"), page_size=2), None)
+    page = await servicer.QueryEvents(
+        audit_pb2.QueryEventsRequest(filter=audit_pb2.EventFilter(subject="intent:a"), page_size=2), None
+    )
     assert [e.sequence for e in page.events] == [1, 2] and page.next_page_token
     cp = (await servicer.CreateCheckpoint(audit_pb2.CreateCheckpointRequest(), None)).checkpoint
     assert cp.sequence == 3 and len(cp.signature) == 64 and len(cp.public_key) == 32

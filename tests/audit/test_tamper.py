@@ -90,17 +90,36 @@ def rng(name: str) -> random.Random:
 
 
 def forge(sequence: int, prev: bytes) -> AuditRecord:
-    return new_record(sequence=sequence, prev_hash=prev, time=utcnow(),
-                      actor="mallory", action="sign.granted", subject="intent:x", outcome="ok",
-                      payload_json=encode_payload({"amount": 1}))
+    return new_record(
+        sequence=sequence,
+        prev_hash=prev,
+        time=utcnow(),
+        actor="mallory",
+        action="sign.granted",
+        subject="intent:x",
+        outcome="ok",
+        payload_json=encode_payload({"amount": 1}),
+    )
 
 
 def insert_row(conn: Connection, r: AuditRecord) -> None:
     conn.execute(
-        text("INSERT INTO audit_records (sequence, prev_hash, hash, time, actor, action, subject, outcome, "
-             "payload_digest, payload_json) VALUES (:s, :p, :h, :t, :a, :ac, :su, :o, :d, :j)"),
-        {"s": r.sequence, "p": r.prev_hash, "h": r.hash, "t": r.time, "a": r.actor, "ac": r.action,
-         "su": r.subject, "o": r.outcome, "d": r.payload_digest, "j": r.payload_json},
+        text(
+            "INSERT INTO audit_records (sequence, prev_hash, hash, time, actor, action, subject, outcome, "
+            "payload_digest, payload_json) VALUES (:s, :p, :h, :t, :a, :ac, :su, :o, :d, :j)"
+        ),
+        {
+            "s": r.sequence,
+            "p": r.prev_hash,
+            "h": r.hash,
+            "t": r.time,
+            "a": r.actor,
+            "ac": r.action,
+            "su": r.subject,
+            "o": r.outcome,
+            "d": r.payload_digest,
+            "j": r.payload_json,
+        },
     )
 
 
@@ -112,11 +131,17 @@ def test_the_clean_chain_verifies(tamper: Tamper) -> None:
 def test_a_changed_row_is_named(tamper: Tamper, round_: int) -> None:
     r = rng(f"change{round_}")
     k = r.randint(1, N)
-    column, value = r.choice([
-        ("actor", "'mallory'"), ("action", "'sign.refused'"), ("subject", "'intent:other'"),
-        ("outcome", "'refused'"), ("time", "time + interval '1 second'"),
-        ("payload_json", "'{\"amount\":\"1\"}'"), ("prev_hash", "hash"),
-    ])
+    column, value = r.choice(
+        [
+            ("actor", "'mallory'"),
+            ("action", "'sign.refused'"),
+            ("subject", "'intent:other'"),
+            ("outcome", "'refused'"),
+            ("time", "time + interval '1 second'"),
+            ("payload_json", '\'{"amount":"1"}\''),
+            ("prev_hash", "hash"),
+        ]
+    )
 
     def change(conn: Connection, records: list[AuditRecord]) -> None:
         conn.execute(text(f"UPDATE audit_records SET {column} = {value} WHERE sequence = {k}"))
@@ -173,10 +198,17 @@ def test_a_rehashed_tail_is_caught_by_the_checkpoints(tamper: Tamper, round_: in
     def rehash(conn: Connection, records: list[AuditRecord]) -> None:
         conn.execute(text(f"DELETE FROM audit_records WHERE sequence >= {k}"))
         prev = records[k - 2].hash if k > 1 else bytes(32)
-        for old in records[k - 1:]:
-            r = new_record(sequence=old.sequence, prev_hash=prev, time=old.time,
-                           actor="mallory" if old.sequence == k else old.actor, action=old.action,
-                           subject=old.subject, outcome=old.outcome, payload_json=old.payload_json)
+        for old in records[k - 1 :]:
+            r = new_record(
+                sequence=old.sequence,
+                prev_hash=prev,
+                time=old.time,
+                actor="mallory" if old.sequence == k else old.actor,
+                action=old.action,
+                subject=old.subject,
+                outcome=old.outcome,
+                payload_json=old.payload_json,
+            )
             insert_row(conn, r)
             prev = r.hash
         conn.execute(text("UPDATE audit_head SET hash = :h"), {"h": prev})

@@ -81,8 +81,10 @@ def test_records_cannot_be_updated_or_deleted_through_the_database(
     audit: AuditService, session_factory: sessionmaker[Session]
 ) -> None:
     fill(audit, 2)
-    for stmt in ("UPDATE audit_records SET actor = 'x' WHERE sequence = 1",
-                 "DELETE FROM audit_records WHERE sequence = 2"):
+    for stmt in (
+        "UPDATE audit_records SET actor = 'x' WHERE sequence = 1",
+        "DELETE FROM audit_records WHERE sequence = 2",
+    ):
         with pytest.raises(DBAPIError), transaction(session_factory) as s:
             s.execute(text(stmt))
     assert audit.verify()[0].ok
@@ -136,7 +138,10 @@ def test_an_export_verifies_offline_and_tells_the_story(
     path.write_text("\n".join(audit.export_lines()) + "\n")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert lines[0]["type"] == "header" and lines[-1] == {
-        "type": "trailer", "record_count": 12, "head_sequence": 12, "head_hash": lines[12]["hash"]
+        "type": "trailer",
+        "record_count": 12,
+        "head_sequence": 12,
+        "head_hash": lines[12]["hash"],
     }
     assert [x["sequence"] for x in lines if x["type"] == "checkpoint"] == [10, 12]  # sealed at its end
     result = verify_export(path)
@@ -151,22 +156,34 @@ def truncations(lines: list[str]) -> dict[str, tuple[list[str], int]]:
     """Ways to cut a 12-record export, each with the first sequence verification must name."""
     header, records, tail = lines[0], lines[1:13], lines[13:]
     fixed_header = json.loads(header) | {"record_count": 9, "to_sequence": 9}
-    trailer = json.loads(tail[-1]) | {"record_count": 9, "head_sequence": 9,
-                                      "head_hash": json.loads(records[8])["hash"]}
+    trailer = json.loads(tail[-1]) | {
+        "record_count": 9,
+        "head_sequence": 9,
+        "head_hash": json.loads(records[8])["hash"],
+    }
     keep = [x for x in tail[:-1] if json.loads(x).get("sequence", 0) <= 9]
     return {
         "records cut off with the rest": ([header, *records[:9]], 10),
         "cut inside a line": ([header, *records[:9], records[9][:40]], 10),
         "trailer cut": (lines[:-1], 13),
         "records removed, counts and last checkpoint rewritten": (
-            [json.dumps(fixed_header), *records[:9], *keep, json.dumps(trailer)], 1),
+            [json.dumps(fixed_header), *records[:9], *keep, json.dumps(trailer)],
+            1,
+        ),
         "a record removed in the middle": ([header, *records[:4], *records[5:], *tail], 5),
     }
 
 
-@pytest.mark.parametrize("case", ["records cut off with the rest", "cut inside a line", "trailer cut",
-                                  "records removed, counts and last checkpoint rewritten",
-                                  "a record removed in the middle"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "records cut off with the rest",
+        "cut inside a line",
+        "trailer cut",
+        "records removed, counts and last checkpoint rewritten",
+        "a record removed in the middle",
+    ],
+)
 def test_a_truncated_export_is_detected(audit: AuditService, tmp_path: Path, case: str) -> None:
     audit.policy = type(audit.policy)(every_records=1000, every_seconds=3600)
     fill(audit, 12)
