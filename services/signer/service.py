@@ -240,7 +240,7 @@ class SignerService:
         return await asyncio.to_thread(self.sign_blocking, request, actor)
 
     def sign_blocking(self, request: SignInput, actor: str) -> SignOutput:
-        subject = f"{request.intent_id}/{request.step}"
+        subject = f"intent:{request.intent_id}"  # one subject per intent, as every component records it
         try:
             return self._sign(request, actor, subject)
         except CustosError as e:

@@ -53,3 +53,33 @@ def test_read_model_and_chain_agree(stack: devstack.Stack) -> None:
     confirmed = [r for r in rows if r.state == "CONFIRMED"]
     assert len(confirmed) == 3
     assert all(r.tx_hash.startswith("0x") and r.last_sequence == 7 for r in confirmed)
+
+
+def test_the_audit_trail_tells_each_intents_story_in_order(stack: devstack.Stack) -> None:
+    from sqlalchemy import select
+
+    from services.audit import repository as audit_repo
+    from services.runtime.db import make_engine, make_session_factory
+
+    engine = make_engine(f"sqlite:///{Path(stack.root) / 'custos.db'}")
+    try:
+        with make_session_factory(engine)() as s:
+            stake = s.scalars(select(IntentRow).where(IntentRow.action == "STAKE")).first()
+            assert stake is not None
+            records = audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)
+    finally:
+        engine.dispose()
+    story = [r.action for r in records if r.subject == f"intent:{stake.intent_id}"]
+    expected = [
+        "intent.submitted",
+        "intent.awaiting_policy",
+        "intent.awaiting_approvals",
+        "intent.approved_by",
+        "intent.approved_by",
+        "intent.approved",
+        "intent.signing",
+        "signer.sign",
+        "intent.broadcast",
+        "intent.confirmed",
+    ]
+    assert [a for a in story if a in set(expected)] == expected, story
