@@ -9,9 +9,7 @@ from services.chain.errors import IntentInvalid
 from services.chain.service import ChainService
 from services.chain.types import ChainEvent, DecodedTransaction, TransactionStatus, TxState
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
-from services.pb.custos.common.v1 import common_pb2
-from services.runtime.convert import action_to_pb, require_id, spec_from_pb, spec_to_pb
-from services.runtime.intent import RestakeTarget, StakeTarget, UnstakeTarget
+from services.runtime.convert import action_to_pb, fill_target, require_id, spec_from_pb, spec_to_pb
 
 _BUILDERS = frozenset({"svc:worker", "svc:staking"})
 _READERS = frozenset({"operator", "compliance"})
@@ -57,23 +55,7 @@ def decoded_to_pb(d: DecodedTransaction) -> chain_pb2.DecodedTransaction:
         signing_digest=d.signing_digest,
         summary=d.summary,
     )
-    t = d.target
-    if isinstance(t, StakeTarget):
-        out.stake.validator = t.validator
-        if t.deposit_data is not None:
-            out.stake.deposit_data.CopyFrom(
-                common_pb2.DepositData(
-                    pubkey=t.deposit_data.pubkey,
-                    withdrawal_credentials=t.deposit_data.withdrawal_credentials,
-                    signature=t.deposit_data.signature,
-                    deposit_data_root=t.deposit_data.deposit_data_root,
-                )
-            )
-    elif isinstance(t, UnstakeTarget):
-        out.unstake.validator = t.validator
-    elif isinstance(t, RestakeTarget):
-        out.restake.source_validator = t.source_validator
-        out.restake.target_validator = t.target_validator
+    fill_target(out, d.target)
     return out
 
 

@@ -7,6 +7,7 @@ reason a person can act on, never a stack trace.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -134,11 +135,8 @@ def spec_from_pb(spec: pb.IntentSpec) -> IntentSpec:
     )
 
 
-def spec_to_pb(spec: IntentSpec) -> pb.IntentSpec:
-    out = pb.IntentSpec(
-        action=action_to_pb(spec.action), chain=spec.chain, vault_id=spec.vault_id, amount=str(spec.amount)
-    )
-    t = spec.target
+def fill_target(out: Any, t: Target) -> None:
+    """Sets the ``target`` oneof of ``out`` (an IntentSpec or a DecodedTransaction) from ``t``."""
     if isinstance(t, StakeTarget):
         out.stake.validator = t.validator
         if t.deposit_data is not None:
@@ -157,6 +155,13 @@ def spec_to_pb(spec: IntentSpec) -> pb.IntentSpec:
         out.restake.target_validator = t.target_validator
     else:
         out.policy_change.policy_version = t.policy_version
+
+
+def spec_to_pb(spec: IntentSpec) -> pb.IntentSpec:
+    out = pb.IntentSpec(
+        action=action_to_pb(spec.action), chain=spec.chain, vault_id=spec.vault_id, amount=str(spec.amount)
+    )
+    fill_target(out, spec.target)
     return out
 
 
