@@ -23,15 +23,14 @@ SETTINGS = PolicySettings
 async def build(settings: ServiceSettings) -> Component:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
+    audit = AuditWriter(sessions, actor="svc:policy")
     binding = ServiceBinding(
         policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
         policy_pb2_grpc.add_PolicyServiceServicer_to_server,
-        PolicyServicer(PolicyService(sessions)),
+        PolicyServicer(PolicyService(sessions, audit=audit)),
     )
 
     async def dispose() -> None:
         engine.dispose()
 
-    return Component(
-        [binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:policy")), closers=[dispose]
-    )
+    return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])

@@ -10,11 +10,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.audit.writer import AuditWriter
 from services.policy import engine
 from services.policy.document import Policy, parse_policy
 from services.policy.domain import (
@@ -115,10 +117,31 @@ def normalise_public_key(scheme: SignatureScheme, public_key: bytes) -> bytes:
 
 
 class PolicyService:
-    def __init__(self, factory: sessionmaker[Session], *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        audit: AuditWriter | None = None,
+    ) -> None:
         self._factory = factory
         self._clock = clock
         self._parsed: dict[str, Policy] = {}
+        # Changes (proposals, activations, the approver registry) are recorded in the same
+        # transaction; read-only users (the signer's view) pass none.
+        self._audit = audit
+
+    def _record(
+        self,
+        s: Session,
+        action: str,
+        subject: str,
+        outcome: str,
+        payload: dict[str, Any],
+        actor: str | None = None,
+    ) -> None:
+        if self._audit is not None:
+            self._audit.record(action, subject, outcome, payload, session=s, actor=actor)
 
     # --- versions ---------------------------------------------------------------------
 
@@ -180,6 +203,14 @@ class PolicyService:
                         created_at=self._clock(),
                     )
                 )
+            self._record(
+                s,
+                "policy.proposed",
+                f"policy:{policy.version}",
+                "ok",
+                {"description": description, "parent_version": row.parent_version or ""},
+                actor=proposed_by,
+            )
             if active is None:
                 return row, None
             current = self._policy(active)
@@ -226,6 +257,9 @@ class PolicyService:
                     row.status = VersionStatus.REJECTED
                     row.closed_at = now
                     rejected = result
+                    self._record(
+                        s, "policy.rejected", f"policy:{version}", "refused", {"by_version": current.version}
+                    )
                 elif not result.met:
                     raise QuorumNotMet(
                         f"the admin quorum of {current.version} is not met: "
@@ -242,6 +276,16 @@ class PolicyService:
             if rejected is None:
                 row.status = VersionStatus.ACTIVE
                 row.activated_at = now
+                self._record(
+                    s,
+                    "policy.activated",
+                    f"policy:{version}",
+                    "ok",
+                    {
+                        "previous_version": active.version if active else "",
+                        "approvers": sorted({a.approver_id for a in approvals}),
+                    },
+                )
         if rejected is not None:
             raise QuorumNotMet(f"version {version} was rejected by an admin", details={"rejected": True})
         return row
@@ -414,6 +458,13 @@ class PolicyService:
             row.groups = [ApproverGroupRow(group_name=g) for g in sorted(set(groups))]
             row.keys = [ApproverKeyRow(key_id=key_id, scheme=scheme, public_key=der, created_at=now)]
             repo.add(row)
+            self._record(
+                s,
+                "approver.registered",
+                f"approver:{approver_id}",
+                "ok",
+                {"groups": sorted(set(groups)), "key_id": key_id, "scheme": str(scheme)},
+            )
             return approver_info(row)
 
     def get_approver(self, approver_id: str) -> ApproverInfo:
@@ -445,6 +496,7 @@ class PolicyService:
                 ApproverKeyRow(key_id=key_id, scheme=scheme, public_key=der, created_at=self._clock())
             )
             s.flush()
+            self._record(s, "approver.key_added", f"approver:{approver_id}", "ok", {"key_id": key_id})
             return approver_info(row), key_id
 
     def revoke_key(self, approver_id: str, key_id: str, *, reason: str) -> ApproverInfo:
@@ -458,6 +510,13 @@ class PolicyService:
             if key.revoked_at is None:
                 key.revoked_at = self._clock()
                 key.revoke_reason = reason[:2000]
+                self._record(
+                    s,
+                    "approver.key_revoked",
+                    f"approver:{approver_id}",
+                    "ok",
+                    {"key_id": key_id, "reason": reason[:200]},
+                )
             s.flush()
             s.refresh(row)
             return approver_info(row)

@@ -158,3 +158,24 @@ def test_simulate_recorded_intents_against_a_proposal(svc: PolicyService) -> Non
     assert by_id["big"].changed and by_id["big"].proposed.outcome is Outcome.DENY
     same = svc.simulate(document=V1 + "\n# comment only\n", intent=(stake(), "alice", None))
     assert not same[0].changed
+
+
+def test_changes_are_recorded_in_the_audit_trail(session_factory: sessionmaker[Session]) -> None:
+    """Proposals, activations and registry changes each leave an audit record, in their transaction."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from services.audit import repository as audit_repo
+    from services.audit.writer import AuditWriter
+    from services.policy.domain import SignatureScheme
+    from services.policy.evidence import public_key_der
+
+    svc = PolicyService(session_factory, audit=AuditWriter(session_factory, actor="svc:policy"))
+    key = public_key_der(ed25519.Ed25519PrivateKey.generate())
+    svc.register_approver(
+        "ann", display_name="Ann", groups=["ops"], scheme=SignatureScheme.ED25519, public_key=key
+    )
+    row, _ = svc.propose(doc([allow()]), description="first", proposed_by="dave")
+    svc.activate(row.version, [])
+    with session_factory() as s:
+        actions = [r.action for r in audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)]
+    assert actions == ["approver.registered", "policy.proposed", "policy.activated"]
