@@ -15,7 +15,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -31,7 +30,7 @@ from services.pb.custos.signer.v1 import signer_pb2
 from services.runtime.auth import Principal
 from services.runtime.convert import spec_to_pb, ts_to_datetime
 from services.runtime.db import transaction, utcnow
-from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.errors import InvalidArgument
 from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
 from services.staking import repository as repo
 from services.staking.errors import (
@@ -377,10 +376,3 @@ class StakingService:
             "intent.cancel_requested", f"intent:{intent_id}", "ok", {"reason": reason}, actor=who.identity
         )
         return await self.get(intent_id)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__ = ["IntentView", "NotFound", "StakingService"]
