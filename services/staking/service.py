@@ -24,14 +24,17 @@ from temporalio.service import RPCError
 
 from services.audit.records import signature_ref
 from services.audit.writer import AuditWriter
+from services.chain.client import ChainClient
 from services.pb.custos.chain.v1 import chain_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
+from services.policy.client import PolicyClient
 from services.runtime.auth import Principal
 from services.runtime.convert import spec_to_pb, ts_to_datetime
 from services.runtime.db import transaction, utcnow
 from services.runtime.errors import InvalidArgument
 from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
+from services.signer.client import SignerClient
 from services.staking import repository as repo
 from services.staking.errors import (
     ApprovalRefused,
@@ -68,9 +71,9 @@ class StakingService:
         sessions: sessionmaker[Session],
         temporal: Client,
         task_queue: str,
-        policy: object,
-        signer: object,
-        chain: object,
+        policy: PolicyClient,
+        signer: SignerClient,
+        chain: ChainClient,
         audit: AuditWriter,
     ) -> None:
         self._sessions = sessions
@@ -165,23 +168,23 @@ class StakingService:
 
     async def _validate_on_chain(self, spec: IntentSpec) -> None:
         """Chain-specific checks (e.g. ETH deposit data) before anyone is asked to approve."""
-        key = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id))  # type: ignore[attr-defined]
+        key = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id))
         address = next((a.address for a in key.key.addresses if a.chain == spec.chain), "")
         if not address:
             raise InvalidArgument(f"vault {spec.vault_id} has no address on chain {spec.chain}")
-        await self._chain.call(  # type: ignore[attr-defined]
+        await self._chain.call(
             "ValidateIntent", chain_pb2.ValidateIntentRequest(spec=spec_to_pb(spec), vault_address=address)
         )
 
     async def _active_policy_version(self) -> str:
-        resp = await self._policy.call("GetPolicy", policy_pb2.GetPolicyRequest())  # type: ignore[attr-defined]
+        resp = await self._policy.call("GetPolicy", policy_pb2.GetPolicyRequest())
         return str(resp.policy.version)
 
     async def _approvers(self) -> list[ApproverData]:
         out: list[ApproverData] = []
         token = ""
         while True:
-            resp = await self._policy.call(  # type: ignore[attr-defined]
+            resp = await self._policy.call(
                 "ListApprovers", policy_pb2.ListApproversRequest(page_size=500, page_token=token)
             )
             for a in resp.approvers:

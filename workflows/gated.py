@@ -1,0 +1,165 @@
+"""The base of every approval-gated workflow: its updates, its transitions, its wait.
+
+Subclasses (the staking and the policy-change workflows) add ``@workflow.defn`` and
+a ``@workflow.run`` that calls :meth:`ApprovalGatedWorkflow._collect` and then does
+what the approvals allow. The update handlers and their validators live here once,
+so both workflows refuse exactly the same approvals.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.approvals import REFUSED, ApprovalBook, decided, requirement_from_outcome
+    from workflows.staking.activities import StakingActivities
+    from workflows.staking.types import (
+        APPROVED,
+        AWAITING_APPROVALS,
+        CANCELLED,
+        DENIED,
+        EXPIRED,
+        REJECTED,
+        ApprovalAck,
+        ApprovalData,
+        CancelInput,
+        EvaluateInput,
+        IntentInput,
+        IntentResult,
+        PolicyOutcome,
+        TransitionInput,
+    )
+
+#: Business refusals never retry; everything else (network, node, HSM busy) does, with backoff.
+NON_RETRYABLE = ["PolicyDenied", "SigningRefused", "InvalidIntent", REFUSED]
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NON_RETRYABLE,
+)
+QUICK = timedelta(seconds=30)
+
+
+class ApprovalGatedWorkflow:
+    """Approvals, rejections and cancellation as updates, validated before they reach history."""
+
+    #: What the endings say; subclasses word them for their audience.
+    EXPIRED_REASON = "approvals did not meet the quorum before the deadline"
+    REJECTED_REASON = "rejected by an authorised approver"
+
+    @workflow.init
+    def __init__(self, inp: IntentInput) -> None:
+        self._inp = inp
+        self._book = ApprovalBook(inp)
+        self._sequence = 1  # SUBMITTED was recorded by SubmitIntent
+        self._state = "AWAITING_POLICY"
+        self._cancel: CancelInput | None = None
+
+    @workflow.query
+    def state(self) -> str:
+        return self._state
+
+    @workflow.update
+    async def approve(self, a: ApprovalData) -> ApprovalAck:
+        self._book.add(a)
+        return self._ack()
+
+    @approve.validator
+    def _validate_approve(self, a: ApprovalData) -> None:
+        self._book.validate(a, "APPROVE", workflow.now())
+
+    @workflow.update
+    async def reject(self, a: ApprovalData) -> ApprovalAck:
+        self._book.add(a)
+        return self._ack()
+
+    @reject.validator
+    def _validate_reject(self, a: ApprovalData) -> None:
+        self._book.validate(a, "REJECT", workflow.now())
+
+    @workflow.update
+    async def cancel(self, c: CancelInput) -> str:
+        self._cancel = c
+        return self._state
+
+    @cancel.validator
+    def _validate_cancel(self, c: CancelInput) -> None:
+        if not self._book.open:
+            raise ApplicationError(
+                f"the intent can no longer be cancelled (state {self._state})",
+                type=REFUSED,
+                non_retryable=True,
+            )
+
+    def _ack(self) -> ApprovalAck:
+        ev = self._book.evidence(workflow.now())
+        return ApprovalAck(
+            accepted=True, quorum_met=bool(ev and ev.met), counted=sorted(ev.counted) if ev else []
+        )
+
+    async def _transition(self, state: str, detail: str = "", **extra: object) -> None:
+        self._sequence += 1
+        self._state = state
+        await workflow.execute_activity_method(
+            StakingActivities.record_transition,
+            TransitionInput(self._inp.intent_id, self._sequence, state, detail, dict(extra)),
+            start_to_close_timeout=QUICK,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+        )
+
+    async def _end(self, state: str, reason: str, tx_hash: str = "") -> IntentResult:
+        self._book.open = False
+        await self._transition(state, reason, tx_hash=tx_hash)
+        return IntentResult(state=state, reason=reason, tx_hash=tx_hash)
+
+    def _approvals_detail(self, outcome: PolicyOutcome) -> str:
+        return f"rule {outcome.rule_id}"
+
+    def _approved_detail(self, counted: frozenset[str]) -> str:
+        return "quorum met: " + ", ".join(sorted(counted))
+
+    async def _collect(self) -> IntentResult | None:
+        """Policy, then approvals until quorum, reject, cancel or expiry.
+
+        Returns the ending when the intent may not proceed, or None once it is APPROVED.
+        """
+        inp = self._inp
+        await self._transition("AWAITING_POLICY")
+        outcome = await workflow.execute_activity_method(
+            StakingActivities.evaluate_policy,
+            EvaluateInput(inp.intent_id, inp.spec, inp.initiator, inp.policy_version),
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
+        )
+        if not outcome.allowed:
+            return await self._end(DENIED, "; ".join(outcome.reasons) or "denied by policy")
+        self._book.set_requirement(requirement_from_outcome(outcome, inp.policy_version), workflow.now())
+        deadline = self._book.deadline
+        assert deadline is not None
+        await self._transition(
+            AWAITING_APPROVALS,
+            self._approvals_detail(outcome),
+            requirement=[vars(g) for g in outcome.groups],
+            deadline=deadline.isoformat(),
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._cancel is not None or decided(self._book, workflow.now),
+                timeout=timedelta(seconds=max((deadline - workflow.now()).total_seconds(), 0.0)),
+            )
+        except TimeoutError:
+            return await self._end(EXPIRED, self.EXPIRED_REASON)
+        if self._cancel is not None:
+            return await self._end(CANCELLED, f"cancelled by {self._cancel.by}: {self._cancel.reason}")
+        ev = self._book.evidence(workflow.now())
+        assert ev is not None
+        if ev.rejected:
+            return await self._end(REJECTED, self.REJECTED_REASON)
+        self._book.open = False
+        await self._transition(APPROVED, self._approved_detail(ev.counted))
+        return None
