@@ -161,5 +161,12 @@ class ApprovalGatedWorkflow:
         if ev.rejected:
             return await self._end(REJECTED, self.REJECTED_REASON)
         self._book.open = False
+        ended = await self._on_quorum()
+        if ended is not None:
+            return ended
         await self._transition(APPROVED, self._approved_detail(ev.counted))
+        return None
+
+    async def _on_quorum(self) -> IntentResult | None:
+        """Runs once the quorum is met, before APPROVED; an ending here stops the intent."""
         return None

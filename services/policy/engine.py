@@ -263,13 +263,14 @@ def evaluate(
     reasons = failures(rule.limits, x, first_only=False)
     if reasons:
         return Decision(Outcome.DENY, policy.version, rule.id, tuple(reasons))
+    return _allow(policy, rule.id, rule.require, initiator, directory, _velocity_limits(rule, spec))
+
+
+def _velocity_limits(rule: Rule, spec: IntentSpec) -> tuple[VelocityLimit, ...]:
     v = rule.limits.velocity
-    limits = (
-        (VelocityLimit(v.window_seconds, v.max_amount, str(spec.action) if v.per_action else None),)
-        if v is not None
-        else ()
-    )
-    return _allow(policy, rule.id, rule.require, initiator, directory, limits)
+    if v is None:
+        return ()
+    return (VelocityLimit(v.window_seconds, v.max_amount, str(spec.action) if v.per_action else None),)
 
 
 def admin_requirement(
@@ -303,6 +304,17 @@ def requirement_for(
     directory = directory or {}
     if spec.action is Action.POLICY_CHANGE:
         return admin_requirement(policy, initiator, directory)
+    rule = _allowing_rule(policy, spec, initiator, at, initiator_groups)
+    assert rule.require is not None
+    return resolve(
+        rule.require, policy_version=policy.version, rule_id=rule.id, initiator=initiator, directory=directory
+    )
+
+
+def _allowing_rule(
+    policy: Policy, spec: IntentSpec, initiator: str, at: datetime, initiator_groups: Collection[str]
+) -> Rule:
+    """The rule matching ``spec`` at ``at`` without re-checking limits; PolicyDenies unless it allows."""
     groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
     rule = first_match(policy, _Intent(spec, initiator, groups, at, {}))
     if rule is None or rule.require is None:
@@ -310,6 +322,20 @@ def requirement_for(
             f"policy {policy.version} denies this intent ({rule.id if rule else DEFAULT_RULE})",
             details={"policy_version": policy.version, "rule_id": rule.id if rule else DEFAULT_RULE},
         )
-    return resolve(
-        rule.require, policy_version=policy.version, rule_id=rule.id, initiator=initiator, directory=directory
-    )
+    return rule
+
+
+def velocity_limits_for(
+    policy: Policy,
+    spec: IntentSpec,
+    initiator: str,
+    at: datetime,
+    *,
+    initiator_groups: Collection[str] = (),
+) -> tuple[VelocityLimit, ...]:
+    """The velocity limits of the rule ``policy`` matched for ``spec`` at ``at`` (that of the
+    evaluation): what an approved intent is counted against. Raises :class:`PolicyDenies` when
+    the policy denies the intent outright."""
+    if spec.action is Action.POLICY_CHANGE:
+        return ()
+    return _velocity_limits(_allowing_rule(policy, spec, initiator, at, initiator_groups), spec)

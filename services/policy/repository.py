@@ -11,7 +11,7 @@ cap cannot both pass.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -231,8 +231,12 @@ def reserve_velocity(
     amount: int,
     at: datetime,
     limits: Sequence[VelocityLimit],
+    on_reserved: Callable[[Session, Reservation], None] | None = None,
 ) -> Reservation:
     """Counts ``amount`` against ``vault_id`` for ``intent_id`` if every limit leaves room.
+
+    ``on_reserved`` runs inside the reserving transaction (its audit record), only when a
+    new reservation is made.
 
     Idempotent per intent: reserving again with the same vault, action and amount
     returns the existing reservation and counts nothing twice. Raises
@@ -280,7 +284,10 @@ def reserve_velocity(
                 )
                 session.add(row)
                 session.flush()
-                return _reservation(row)
+                made = _reservation(row)
+                if on_reserved is not None:
+                    on_reserved(session, made)
+                return made
         except IntegrityError:
             # The same intent reserved concurrently on another vault lock: read it back.
             if attempt == 2:
@@ -299,8 +306,17 @@ def _replay(row: VelocityRow, vault_id: str, action: str, amount: int) -> Reserv
     return _reservation(row)
 
 
-def release_velocity(factory: sessionmaker[Session], *, intent_id: str, at: datetime) -> bool:
-    """Stops counting the intent's reservation (idempotent). False when it had none."""
+def release_velocity(
+    factory: sessionmaker[Session],
+    *,
+    intent_id: str,
+    at: datetime,
+    on_released: Callable[[Session, Reservation], None] | None = None,
+) -> bool:
+    """Stops counting the intent's reservation (idempotent). False when it had none.
+
+    ``on_released`` runs inside the releasing transaction, only when this call released it.
+    """
     with transaction(factory) as session:
         row = session.get(VelocityRow, intent_id)
         if row is None:
@@ -308,6 +324,9 @@ def release_velocity(factory: sessionmaker[Session], *, intent_id: str, at: date
         if row.state == LedgerState.RESERVED:
             row.state = LedgerState.RELEASED
             row.released_at = at
+            if on_released is not None:
+                session.flush()
+                on_released(session, _reservation(row))
         return True
 
 

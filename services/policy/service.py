@@ -45,7 +45,16 @@ from services.policy.models import (
     PolicyVersionRow,
     VersionStatus,
 )
-from services.policy.repository import Approvers, Evaluations, PolicyVersions, approver_info, velocity_used
+from services.policy.repository import (
+    Approvers,
+    Evaluations,
+    PolicyVersions,
+    Reservation,
+    approver_info,
+    release_velocity,
+    reserve_velocity,
+    velocity_used,
+)
 from services.runtime.convert import require_id
 from services.runtime.db import transaction, utcnow
 from services.runtime.errors import FailedPrecondition
@@ -372,6 +381,65 @@ class PolicyService:
             )
             at = recorded.evaluated_at if recorded is not None else self._clock()
         return engine.requirement_for(policy, spec, initiator, at, directory=directory)
+
+    def reserve_velocity(
+        self, intent_id: str, policy_version: str, spec: IntentSpec, initiator: str
+    ) -> Reservation | None:
+        """Counts an approved intent against the velocity limits of the rule that matched it.
+
+        None when that rule sets no limit. Idempotent per intent; VelocityExceeded when a
+        limit would be exceeded (the intent must not proceed). Audited in the same transaction.
+        """
+        require_id(intent_id, "intent_id")
+        if not policy_version:
+            raise FailedPrecondition("a velocity reservation must name the policy version")
+        with transaction(self._factory) as s:
+            policy = self._policy(self._row(s, policy_version))
+            recorded = Evaluations(s).latest_for(intent_id, policy_version)
+            at = recorded.evaluated_at if recorded is not None else self._clock()
+        limits = engine.velocity_limits_for(policy, spec, initiator, at)
+        if not limits:
+            return None
+
+        def audit(session: Session, r: Reservation) -> None:
+            self._record(
+                session,
+                "policy.velocity.reserve",
+                f"intent:{intent_id}",
+                "reserved",
+                {
+                    "vault_id": r.vault_id,
+                    "action": r.action,
+                    "amount": str(r.amount),
+                    "version": policy_version,
+                },
+            )
+
+        return reserve_velocity(
+            self._factory,
+            intent_id=intent_id,
+            vault_id=spec.vault_id,
+            action=str(spec.action),
+            amount=spec.amount,
+            at=self._clock(),
+            limits=limits,
+            on_reserved=audit,
+        )
+
+    def release_velocity(self, intent_id: str, reason: str) -> bool:
+        """Stops counting an intent that ended without moving funds (idempotent)."""
+        require_id(intent_id, "intent_id")
+
+        def audit(session: Session, r: Reservation) -> None:
+            self._record(
+                session,
+                "policy.velocity.release",
+                f"intent:{intent_id}",
+                "released",
+                {"vault_id": r.vault_id, "amount": str(r.amount), "reason": reason},
+            )
+
+        return release_velocity(self._factory, intent_id=intent_id, at=self._clock(), on_released=audit)
 
     def approver_registry(self) -> RegistrySnapshot:
         with transaction(self._factory) as s:

@@ -137,6 +137,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         "ListApprovers": _READERS,
         "RotateApproverKey": _ADMIN,
         "RevokeApproverKey": _ADMIN,
+        # The worker counts an intent once its approvals are in, and releases it when no funds moved.
+        "ReserveVelocity": frozenset({"svc:worker"}),
+        "ReleaseVelocity": frozenset({"svc:worker"}),
     }
 
     def __init__(self, service: PolicyService) -> None:
@@ -158,6 +161,28 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.EvaluateIntentResponse(
             decision=decision_to_pb(decision), approvers=[approver_to_pb(a) for a in approvers]
         )
+
+    async def ReserveVelocity(
+        self, request: policy_pb2.ReserveVelocityRequest, context: Any
+    ) -> policy_pb2.ReserveVelocityResponse:
+        spec = spec_from_pb(request.spec)
+        initiator = require_id(request.initiator, "initiator")
+        version = require_id(request.policy_version, "policy_version")
+        r = await self._run(self._svc.reserve_velocity, request.intent_id, version, spec, initiator)
+        if r is None:
+            return policy_pb2.ReserveVelocityResponse(reserved=False)
+        return policy_pb2.ReserveVelocityResponse(
+            reserved=True,
+            vault_id=r.vault_id,
+            amount=str(r.amount),
+            reserved_at=datetime_to_ts(r.reserved_at),
+        )
+
+    async def ReleaseVelocity(
+        self, request: policy_pb2.ReleaseVelocityRequest, context: Any
+    ) -> policy_pb2.ReleaseVelocityResponse:
+        released = await self._run(self._svc.release_velocity, request.intent_id, request.reason)
+        return policy_pb2.ReleaseVelocityResponse(released=released)
 
     async def CheckApprovals(
         self, request: policy_pb2.CheckApprovalsRequest, context: Any

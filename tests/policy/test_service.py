@@ -179,3 +179,51 @@ def test_changes_are_recorded_in_the_audit_trail(session_factory: sessionmaker[S
     with session_factory() as s:
         actions = [r.action for r in audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)]
     assert actions == ["approver.registered", "policy.proposed", "policy.activated"]
+
+
+def test_velocity_is_reserved_under_the_evaluated_rule_and_released_once(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Approved intents count against the limit of the rule that matched them; a release frees the room."""
+    from services.audit import repository as audit_repo
+    from services.audit.writer import AuditWriter
+    from services.policy.errors import VelocityExceeded
+    from services.policy.models import LedgerState
+
+    svc = PolicyService(session_factory, clock=lambda: NOW, audit=AuditWriter(session_factory, "svc:policy"))
+    velocity = {"velocity": {"window": "24h", "max": str(64 * ETH)}}
+    row, _ = svc.propose(
+        doc(
+            [allow("capped", limits=velocity, groups=[{"name": "ops", "threshold": 1, "approvers": ["o1"]}])]
+        ),
+        description="64 ETH a day",
+        proposed_by="adm0",
+    )
+    svc.activate(row.version, [])
+    for intent in ("i1", "i2", "i3"):
+        decision, _ = svc.evaluate(stake(), "alice", intent_id=intent)
+        assert decision.allowed
+    first = svc.reserve_velocity("i1", row.version, stake(), "alice")
+    assert first is not None and first.amount == 32 * ETH and first.state is LedgerState.RESERVED
+    assert svc.reserve_velocity("i1", row.version, stake(), "alice") == first  # a retried activity
+    svc.reserve_velocity("i2", row.version, stake(), "alice")
+    with pytest.raises(VelocityExceeded, match="above the limit"):
+        svc.reserve_velocity("i3", row.version, stake(), "alice")
+    assert svc.release_velocity("i2", "failed: signer refused") is True
+    assert svc.release_velocity("i2", "again") is True  # idempotent, nothing recorded twice
+    assert svc.reserve_velocity("i3", row.version, stake(), "alice") is not None
+    assert svc.release_velocity("unknown", "never reserved") is False
+    with session_factory() as s:
+        actions = [r.action for r in audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)]
+    assert actions[-4:] == [
+        "policy.velocity.reserve",
+        "policy.velocity.reserve",
+        "policy.velocity.release",
+        "policy.velocity.reserve",
+    ]
+
+
+def test_a_rule_without_velocity_reserves_nothing(svc: PolicyService) -> None:
+    version = svc.get_version().version
+    svc.evaluate(stake(), "alice", intent_id="i1")
+    assert svc.reserve_velocity("i1", version, stake(), "alice") is None

@@ -164,3 +164,43 @@ async def test_denied_and_cancelled(time_skipping_env: WorkflowEnvironment) -> N
         cancelled: IntentResult = await handle.result()
     assert cancelled.state == "CANCELLED"
     assert acts.signed == []
+
+
+async def test_velocity_is_reserved_before_approved_and_a_full_window_denies(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(days=2)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        ok: IntentResult = await handle.result()
+    assert ok.state == "CONFIRMED" and acts.reserved == [inp.intent_id] and acts.released == []
+    queue = f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], velocity_room=False)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        denied: IntentResult = await handle.result()
+    assert denied.state == "DENIED" and "velocity" in denied.reason
+    assert [t.state for t in acts.transitions][-2:] == ["AWAITING_APPROVALS", "DENIED"]
+    assert acts.signed == []
+
+
+async def test_a_failure_before_broadcast_releases_the_velocity_reservation(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], sign_refuses=True)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(days=2)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        result: IntentResult = await handle.result()
+    assert result.state == "FAILED" and "nonce reused" in result.reason
+    assert acts.reserved == [inp.intent_id]
+    assert [r.intent_id for r in acts.released] == [inp.intent_id]

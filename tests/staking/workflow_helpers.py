@@ -10,6 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from services.policy.evidence import key_id_for, public_key_der, sign_approval
 from services.runtime.intent import (
@@ -31,6 +32,7 @@ from workflows.staking.types import (
     GroupData,
     IntentInput,
     PolicyOutcome,
+    ReleaseInput,
     SignResult,
     StepInput,
     TransitionInput,
@@ -108,12 +110,24 @@ class FakeActivities:
     integration test (tests/staking/test_integration.py) runs them for real.
     """
 
-    def __init__(self, groups: list[GroupData], *, allow: bool = True, expiry_seconds: int = 86_400) -> None:
+    def __init__(
+        self,
+        groups: list[GroupData],
+        *,
+        allow: bool = True,
+        expiry_seconds: int = 86_400,
+        velocity_room: bool = True,
+        sign_refuses: bool = False,
+    ) -> None:
         self.groups = groups
         self.allow = allow
         self.expiry = expiry_seconds
+        self.velocity_room = velocity_room
+        self.sign_refuses = sign_refuses
         self.transitions: list[TransitionInput] = []
         self.signed: list[StepInput] = []
+        self.reserved: list[str] = []
+        self.released: list[ReleaseInput] = []
 
     @activity.defn(name="RecordTransition")
     async def record_transition(self, inp: TransitionInput) -> None:
@@ -129,8 +143,24 @@ class FakeActivities:
     async def build_transaction(self, inp: StepInput) -> BuildResult:
         return BuildResult("02f0", "exit request", 7)
 
+    @activity.defn(name="ReserveVelocity")
+    async def reserve_velocity(self, inp: StepInput) -> bool:
+        if not self.velocity_room:
+            raise ApplicationError(
+                "velocity: vault 'vault-1' would reach 64", type="PolicyDenied", non_retryable=True
+            )
+        self.reserved.append(inp.intent_id)
+        return True
+
+    @activity.defn(name="ReleaseVelocity")
+    async def release_velocity(self, inp: ReleaseInput) -> bool:
+        self.released.append(inp)
+        return True
+
     @activity.defn(name="SignTransaction")
     async def sign_transaction(self, inp: StepInput) -> SignResult:
+        if self.sign_refuses:
+            raise ApplicationError("signer refused: nonce reused", type="SigningRefused", non_retryable=True)
         self.signed.append(inp)
         return SignResult("02f0aa", "0x" + "11" * 32, False)
 
@@ -160,6 +190,8 @@ class FakeActivities:
             self.await_confirmation,
             self.unbonding_seconds,
             self.activate_policy,
+            self.reserve_velocity,
+            self.release_velocity,
         ]
 
 

@@ -32,6 +32,7 @@ from workflows.staking.types import (
     EvaluateInput,
     GroupData,
     PolicyOutcome,
+    ReleaseInput,
     SignResult,
     StepInput,
     TransitionInput,
@@ -97,6 +98,30 @@ class StakingActivities:
             expiry_seconds=int(req.expiry_seconds),
             rule_id=d.rule_id,
         )
+
+    @activity.defn(name="ReserveVelocity")
+    async def reserve_velocity(self, inp: StepInput) -> bool:
+        """Counts the approved intent against its vault's velocity; a full window denies it."""
+        try:
+            resp = await self._policy.call(
+                "ReserveVelocity",
+                policy_pb2.ReserveVelocityRequest(
+                    intent_id=inp.intent_id,
+                    spec=spec_to_pb(spec_from_plain(inp.spec)),
+                    initiator=inp.initiator,
+                    policy_version=inp.policy_version,
+                ),
+            )
+        except _REFUSALS as e:
+            raise ApplicationError(str(e), type="PolicyDenied", non_retryable=True) from e
+        return bool(resp.reserved)
+
+    @activity.defn(name="ReleaseVelocity")
+    async def release_velocity(self, inp: ReleaseInput) -> bool:
+        resp = await self._policy.call(
+            "ReleaseVelocity", policy_pb2.ReleaseVelocityRequest(intent_id=inp.intent_id, reason=inp.reason)
+        )
+        return bool(resp.released)
 
     async def _vault_address(self, vault_id: str, chain: str) -> str:
         resp = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=vault_id))
@@ -215,4 +240,6 @@ class StakingActivities:
             self.await_confirmation,
             self.unbonding_seconds,
             self.activate_policy,
+            self.reserve_velocity,
+            self.release_velocity,
         ]

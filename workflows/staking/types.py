@@ -123,6 +123,14 @@ class StepInput:
 
 
 @dataclass
+class ReleaseInput:
+    """Stops counting an intent against velocity limits: it ended without moving funds."""
+
+    intent_id: str
+    reason: str
+
+
+@dataclass
 class BuildResult:
     unsigned_tx_hex: str
     summary: str

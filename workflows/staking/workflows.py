@@ -18,15 +18,19 @@ with workflow.unsafe.imports_passed_through():
     from workflows.staking.types import (
         BROADCAST,
         CONFIRMED,
+        DENIED,
         FAILED,
         SIGNING,
         UNBONDING,
         IntentInput,
         IntentResult,
+        ReleaseInput,
         StepInput,
     )
 
 CONFIRM_TIMEOUT = timedelta(hours=1)
+#: Histories recorded before velocity reservations replay without them.
+VELOCITY_PATCH = "velocity-reservation"
 
 
 @workflow.defn(name="StakingIntent")
@@ -49,10 +53,38 @@ class StakingWorkflow(ApprovalGatedWorkflow):
 
     @workflow.run
     async def run(self, inp: IntentInput) -> IntentResult:
+        self._reserved = False
         ended = await self._collect()
         return ended if ended is not None else await self._execute()
 
+    async def _on_quorum(self) -> IntentResult | None:
+        """Counts the intent against its vault's velocity limits before it is APPROVED."""
+        if not workflow.patched(VELOCITY_PATCH):
+            return None
+        try:
+            self._reserved = await workflow.execute_activity_method(
+                StakingActivities.reserve_velocity,
+                self._step(self._action_step()),
+                start_to_close_timeout=QUICK,
+                retry_policy=RETRY,
+            )
+        except ActivityError as e:
+            return await self._end(DENIED, _reason(e))
+        return None
+
+    async def _fail(self, reason: str, tx_hash: str = "", *, funds_may_have_moved: bool) -> IntentResult:
+        """FAILED; unless a sent transaction may still land, the intent stops counting against velocity."""
+        if self._reserved and not funds_may_have_moved:
+            await workflow.execute_activity_method(
+                StakingActivities.release_velocity,
+                ReleaseInput(self._inp.intent_id, f"failed: {reason}"),
+                start_to_close_timeout=QUICK,
+                retry_policy=RETRY,
+            )
+        return await self._end(FAILED, reason, tx_hash)
+
     async def _execute(self) -> IntentResult:
+        sent = False
         try:
             built = await workflow.execute_activity_method(
                 StakingActivities.build_transaction,
@@ -67,6 +99,7 @@ class StakingWorkflow(ApprovalGatedWorkflow):
                 start_to_close_timeout=QUICK,
                 retry_policy=RETRY,
             )
+            sent = True
             await workflow.execute_activity_method(
                 StakingActivities.broadcast_transaction,
                 self._step(self._action_step(), signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
@@ -82,11 +115,9 @@ class StakingWorkflow(ApprovalGatedWorkflow):
                 retry_policy=RETRY,
             )
         except ActivityError as e:
-            cause = e.cause
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-            return await self._end(FAILED, reason)
-        if result.failed:
-            return await self._end(FAILED, result.reason, signed.tx_hash)
+            return await self._fail(_reason(e), funds_may_have_moved=sent)
+        if result.failed:  # the chain says it failed (reverted): nothing moved
+            return await self._fail(result.reason, signed.tx_hash, funds_may_have_moved=False)
         unbonding = await workflow.execute_activity_method(
             StakingActivities.unbonding_seconds,
             self._step(self._action_step()),
@@ -97,3 +128,8 @@ class StakingWorkflow(ApprovalGatedWorkflow):
             await self._transition(UNBONDING, f"waiting {unbonding}s for the unbonding period")
             await workflow.sleep(timedelta(seconds=unbonding))
         return await self._end(CONFIRMED, f"{result.confirmations} confirmations", signed.tx_hash)
+
+
+def _reason(e: ActivityError) -> str:
+    cause = e.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or e)

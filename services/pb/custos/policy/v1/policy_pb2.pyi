@@ -307,6 +307,109 @@ class EvaluateIntentResponse(_message.Message):
 Global___EvaluateIntentResponse: _TypeAlias = EvaluateIntentResponse  # noqa: Y015
 
 @_typing.final
+class ReserveVelocityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    INITIATOR_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    intent_id: _builtins.str
+    initiator: _builtins.str
+    policy_version: _builtins.str
+    """The version the intent was evaluated under: its matching rule sets the limits."""
+    @_builtins.property
+    def spec(self) -> _common_pb2.IntentSpec: ...
+    def __init__(
+        self,
+        *,
+        intent_id: _builtins.str = ...,
+        spec: _common_pb2.IntentSpec | None = ...,
+        initiator: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initiator", b"initiator", "intent_id", b"intent_id", "policy_version", b"policy_version", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveVelocityRequest: _TypeAlias = ReserveVelocityRequest  # noqa: Y015
+
+@_typing.final
+class ReserveVelocityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVED_FIELD_NUMBER: _builtins.int
+    VAULT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    RESERVED_AT_FIELD_NUMBER: _builtins.int
+    reserved: _builtins.bool
+    """False when the matching rule sets no velocity limit (nothing is counted)."""
+    vault_id: _builtins.str
+    amount: _builtins.str
+    """Decimal base units (wei for Ethereum)."""
+    @_builtins.property
+    def reserved_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reserved: _builtins.bool = ...,
+        vault_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        reserved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reserved_at", b"reserved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "reserved", b"reserved", "reserved_at", b"reserved_at", "vault_id", b"vault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveVelocityResponse: _TypeAlias = ReserveVelocityResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseVelocityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    intent_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        intent_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseVelocityRequest: _TypeAlias = ReleaseVelocityRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseVelocityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    released: _builtins.bool
+    """False when the intent held no reservation."""
+    def __init__(
+        self,
+        *,
+        released: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseVelocityResponse: _TypeAlias = ReleaseVelocityResponse  # noqa: Y015
+
+@_typing.final
 class CheckApprovalsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

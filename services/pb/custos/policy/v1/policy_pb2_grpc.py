@@ -94,6 +94,16 @@ class PolicyServiceStub:
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyRequest.SerializeToString,
                 response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyResponse.FromString,
                 _registered_method=True)
+        self.ReserveVelocity = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/ReserveVelocity',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityResponse.FromString,
+                _registered_method=True)
+        self.ReleaseVelocity = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/ReleaseVelocity',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReleaseVelocityRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReleaseVelocityResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -178,6 +188,21 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveVelocity(self, request, context):
+        """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
+        intent); FAILED_PRECONDITION when a limit would be exceeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseVelocity(self, request, context):
+        """Stops counting an intent that ended without moving funds (idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +265,16 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.RevokeApproverKey,
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyRequest.FromString,
                     response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyResponse.SerializeToString,
+            ),
+            'ReserveVelocity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveVelocity,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityResponse.SerializeToString,
+            ),
+            'ReleaseVelocity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseVelocity,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReleaseVelocityRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReleaseVelocityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +601,60 @@ class PolicyService:
             '/custos.policy.v1.PolicyService/RevokeApproverKey',
             custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyRequest.SerializeToString,
             custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveVelocity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/ReserveVelocity',
+            custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseVelocity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/ReleaseVelocity',
+            custos_dot_policy_dot_v1_dot_policy__pb2.ReleaseVelocityRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.ReleaseVelocityResponse.FromString,
             options,
             channel_credentials,
             insecure,

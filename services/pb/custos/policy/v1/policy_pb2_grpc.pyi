@@ -52,6 +52,12 @@ class PolicyServiceStub:
     """Adds a new key to an approver (rotation); the old key stays valid until revoked."""
     RevokeApproverKey: _grpc.UnaryUnaryMultiCallable[_policy_pb2.RevokeApproverKeyRequest, _policy_pb2.RevokeApproverKeyResponse]
     """Revokes a key: approvals made with it no longer count, even those already given."""
+    ReserveVelocity: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ReserveVelocityRequest, _policy_pb2.ReserveVelocityResponse]
+    """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
+    intent); FAILED_PRECONDITION when a limit would be exceeded.
+    """
+    ReleaseVelocity: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ReleaseVelocityRequest, _policy_pb2.ReleaseVelocityResponse]
+    """Stops counting an intent that ended without moving funds (idempotent)."""
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -75,6 +81,12 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """Adds a new key to an approver (rotation); the old key stays valid until revoked."""
     RevokeApproverKey: _aio.UnaryUnaryMultiCallable[_policy_pb2.RevokeApproverKeyRequest, _policy_pb2.RevokeApproverKeyResponse]  # type: ignore[assignment]
     """Revokes a key: approvals made with it no longer count, even those already given."""
+    ReserveVelocity: _aio.UnaryUnaryMultiCallable[_policy_pb2.ReserveVelocityRequest, _policy_pb2.ReserveVelocityResponse]  # type: ignore[assignment]
+    """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
+    intent); FAILED_PRECONDITION when a limit would be exceeded.
+    """
+    ReleaseVelocity: _aio.UnaryUnaryMultiCallable[_policy_pb2.ReleaseVelocityRequest, _policy_pb2.ReleaseVelocityResponse]  # type: ignore[assignment]
+    """Stops counting an intent that ended without moving funds (idempotent)."""
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -167,5 +179,23 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.RevokeApproverKeyResponse, _abc.Awaitable[_policy_pb2.RevokeApproverKeyResponse]]:
         """Revokes a key: approvals made with it no longer count, even those already given."""
+
+    @_abc_1.abstractmethod
+    def ReserveVelocity(
+        self,
+        request: _policy_pb2.ReserveVelocityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.ReserveVelocityResponse, _abc.Awaitable[_policy_pb2.ReserveVelocityResponse]]:
+        """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
+        intent); FAILED_PRECONDITION when a limit would be exceeded.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseVelocity(
+        self,
+        request: _policy_pb2.ReleaseVelocityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.ReleaseVelocityResponse, _abc.Awaitable[_policy_pb2.ReleaseVelocityResponse]]:
+        """Stops counting an intent that ended without moving funds (idempotent)."""
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
