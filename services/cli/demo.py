@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from services.cli import devstack
+from services.cli.context import error_line
 from services.runtime.errors import CustosError
 
 
@@ -44,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.run(run_scenario(stack, _say))
     except CustosError as e:
-        _say(f"error: {e}")
+        _say(error_line(e))
         return 2
     finally:
-        if not args.keep:
+        if args.keep:
+            env = "" if args.state == ".custos" else f"CUSTOS_STATE_DIR={args.state} "
+            _say(f"== the stack keeps running: {env}custos --stack demo --as alice intents list")
+            _say(f"   stop it: {env}custos dev down --stack demo")
+        else:
             procs = stack.running()
             stopped = devstack.down(stack)
             left = devstack.leftover(procs)

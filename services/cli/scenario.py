@@ -7,18 +7,19 @@ signing and the chain to CONFIRMED; shows refused cases; verifies the audit trai
 
 from __future__ import annotations
 
-import os
+import asyncio
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from services.audit.client import AuditClient
 from services.chain.config import HOODI_GENESIS_FORK_VERSION
-from services.chain.ethereum.deposit import generate_deposit_data
 from services.chain.ethereum.rpc import JsonRpcClient
+from services.cli.commands.intents import devnet_deposit, timeline_lines
+from services.cli.context import load_settings, to_json
 from services.cli.devstack import Stack
 from services.cli.people import Person
 from services.pb.custos.audit.v1 import audit_pb2
@@ -27,14 +28,12 @@ from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.client import PolicyClient
-from services.runtime.convert import approval_to_pb, spec_to_pb
-from services.runtime.errors import CustosError
+from services.runtime.convert import spec_to_pb
+from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import (
     Action,
-    Decision,
     IntentSpec,
     RestakeTarget,
-    StakeTarget,
     UnstakeTarget,
 )
 from services.runtime.settings import ServiceSettings
@@ -90,8 +89,24 @@ STATE_NAME = {v: k.removeprefix("INTENT_STATE_") for k, v in staking_pb2.IntentS
 
 
 def stack_settings(stack: Stack) -> ServiceSettings:
-    os.environ["CUSTOS_CONFIG"] = str(stack.config)
-    return ServiceSettings()
+    return load_settings(stack.config, ServiceSettings)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One ``custos`` command as a person typed it, and what it printed."""
+
+    shown: str
+    code: int
+    out: str
+    err: str
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @dataclass
@@ -153,14 +168,9 @@ class Demo:
         return JsonRpcClient(next(c["rpc_url"] for c in chains if c["name"] == CHAIN))
 
     def deposit_spec(self, eth: int, *, compounding: bool = False) -> tuple[IntentSpec, str]:
-        gen = generate_deposit_data(
-            withdrawal_address=bytes.fromhex(self.vault_address[2:]),
-            amount_wei=eth * ETH,
-            genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
-            compounding=compounding,
-        )
-        pubkey = "0x" + gen.data.pubkey.hex()
-        return IntentSpec(Action.STAKE, CHAIN, "vault-1", eth * ETH, StakeTarget(pubkey, gen.data)), pubkey
+        fork = bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:])
+        target = devnet_deposit(self.vault_address, eth * ETH, fork, compounding=compounding)
+        return IntentSpec(Action.STAKE, CHAIN, "vault-1", eth * ETH, target), target.validator
 
     async def submit(self, spec: IntentSpec, key: str, who: str = "alice") -> Any:
         async with self.person(who).client(StakingClient) as staking:
@@ -178,34 +188,37 @@ class Demo:
                     break
             return await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id))
 
-    async def decide(self, intent: Any, who: str, decision: Decision = Decision.APPROVE) -> Any:
-        p = self.person(who)
-        approval = p.sign(
-            intent.digest, intent.policy_version, decision, datetime.now(UTC) + timedelta(hours=1)
+    async def custos(self, who: str, *args: str) -> CliRun:
+        """Runs the ``custos`` command line as ``who`` against this stack, in its own process."""
+        env = {**self.stack.env(), "CUSTOS_STATE_DIR": str(self.stack.root.parent)}
+        argv = ["--stack", self.stack.root.name, "--as", who, *args]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
-        async with p.client(StakingClient) as staking:
-            if decision is Decision.APPROVE:
-                return await staking.call(
-                    "ApproveIntent",
-                    staking_pb2.ApproveIntentRequest(
-                        intent_id=intent.intent_id, approval=approval_to_pb(approval)
-                    ),
-                )
-            return await staking.call(
-                "RejectIntent",
-                staking_pb2.RejectIntentRequest(
-                    intent_id=intent.intent_id, approval=approval_to_pb(approval)
-                ),
-            )
+        out, err = await proc.communicate()
+        shown = " ".join(["custos", *(_shown(Path(a)) if a.startswith("/") else a for a in argv)])
+        return CliRun(shown, proc.returncode or 0, out.decode().strip(), err.decode().strip())
+
+    async def approve(self, intent_id: str, who: str) -> CliRun:
+        """``who`` approves with their key file through ``custos approve``."""
+        return await self.custos(who, "approve", intent_id, "--key", str(self.person(who).key_file))
 
     async def run_intent(self, label: str, spec: IntentSpec, key: str, approvers: tuple[str, ...]) -> Any:
         intent = await self.submit(spec, key)
         self.say(f"== {label}: intent {intent.intent_id} submitted by alice")
-        got = await self.wait_for(intent.intent_id, {"AWAITING_APPROVALS", "DENIED"})
-        intent = got.intent
+        await self.wait_for(intent.intent_id, {"AWAITING_APPROVALS", "DENIED"})
         for who in approvers:
-            resp = await self.decide(intent, who)
-            self.say(f"   {who} approved (quorum met: {resp.quorum_met})")
+            done = await self.approve(intent.intent_id, who)
+            self.say(f"   $ {done.shown}")
+            if done.code != 0:
+                raise FailedPrecondition(f"{done.shown} failed: {done.err or done.code}")
+            self.say(f"   {done.out}")
         final = await self.wait_for(
             intent.intent_id, {"CONFIRMED", "FAILED", "REJECTED", "EXPIRED", "DENIED"}
         )
@@ -213,9 +226,8 @@ class Demo:
         return final
 
     def timeline(self, got: Any) -> None:
-        for e in got.events:
-            when = e.time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
-            self.say(f"   {e.sequence:>2} {when} {STATE_NAME[e.state]:<19} {e.detail[:90]}")
+        for line in timeline_lines([to_json(e) for e in got.events]):
+            self.say(f"   {line}")
 
     async def verify_audit(self) -> tuple[bool, int, Path]:
         async with self.person("carol").client(AuditClient) as audit:
@@ -250,13 +262,11 @@ async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict
     say("== refused: alice approves her own intent")
     spec, _ = demo.deposit_spec(32)
     intent = await demo.submit(spec, "demo-self-approval")
-    intent = (await demo.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent
-    try:
-        await demo.decide(intent, "alice")
-        results["self_approval"] = "ACCEPTED"
-    except CustosError as e:
-        say(f"   refused: {e}")
-        results["self_approval"] = "REFUSED"
+    await demo.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})
+    done = await demo.approve(intent.intent_id, "alice")
+    say(f"   $ {done.shown}")
+    say(f"   {done.err or done.out} (exit code {done.code})")
+    results["self_approval"] = "REFUSED" if done.code != 0 else "ACCEPTED"
     say("== refused: an over-limit amount (2048 ETH)")
     spec, _ = demo.deposit_spec(2048, compounding=True)
     intent = await demo.submit(spec, "demo-over-limit")

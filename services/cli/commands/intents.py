@@ -1,0 +1,432 @@
+"""``custos intents submit | list | show | watch | cancel``: staking intents as people follow them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.cli.context import (
+    Amount,
+    CliContext,
+    When,
+    error_code,
+    eth_text,
+    fields,
+    fill_range,
+    hhmmss,
+    page_hint,
+    paged,
+    pass_cli,
+    run,
+    table,
+    to_json,
+)
+from services.pb.custos.staking.v1 import staking_pb2
+from services.runtime.errors import InvalidArgument, Unavailable
+from services.runtime.intent import (
+    Action,
+    DepositData,
+    IntentSpec,
+    RestakeTarget,
+    StakeTarget,
+    Target,
+    UnstakeTarget,
+)
+
+STATES = tuple(name.removeprefix("INTENT_STATE_") for name in staking_pb2.IntentState.keys()[1:])
+TERMINAL = frozenset({"CONFIRMED", "DENIED", "REJECTED", "EXPIRED", "CANCELLED", "FAILED"})
+ETH = 10**18
+
+
+# --- rendering (shared with the demo) -------------------------------------------------------------
+
+
+def describe(spec: dict[str, Any]) -> str:
+    """``STAKE 32 ETH on ethereum-devnet from vault-1``."""
+    action = spec["action"]
+    if action == "POLICY_CHANGE":
+        return f"POLICY_CHANGE to {spec['policy_change']['policy_version'][:16]}…"
+    amount = eth_text(spec["chain"], spec["amount"])
+    if spec["amount"] == "0" and action in ("UNSTAKE", "RESTAKE"):
+        amount = "full exit" if action == "UNSTAKE" else "full balance"
+    return f"{action} {amount} on {spec['chain']} from {spec['vault_id']}"
+
+
+def target_text(spec: dict[str, Any]) -> str:
+    if "stake" in spec:
+        return f"validator {spec['stake']['validator']}"
+    if "unstake" in spec:
+        return f"validator {spec['unstake']['validator']}"
+    if "restake" in spec:
+        return f"{spec['restake']['source_validator']} -> {spec['restake']['target_validator']}"
+    return ""
+
+
+def requirement_text(req: dict[str, Any] | None) -> str:
+    if not req or not req["groups"]:
+        return ""
+    return "; ".join(
+        f"{g['name']} {g['threshold']} of {', '.join(g['members']) or 'nobody'}" for g in req["groups"]
+    )
+
+
+def intent_lines(intent: dict[str, Any]) -> list[str]:
+    approvals = ", ".join(f"{a['approver_id']} {a['decision']}" for a in intent["approvals"])
+    policy = intent["policy_version"][:16]
+    if intent["requirement"] and intent["requirement"]["rule_id"]:
+        policy += f" (rule {intent['requirement']['rule_id']})"
+    return fields(
+        [
+            ("intent", intent["intent_id"]),
+            ("state", intent["state"]),
+            ("what", describe(intent["spec"])),
+            ("target", target_text(intent["spec"])),
+            ("initiator", intent["initiator"]),
+            ("policy", policy),
+            ("requires", requirement_text(intent["requirement"])),
+            ("approvals", approvals),
+            ("deadline", intent["approval_deadline"]),
+            ("digest", intent["digest"]),
+            ("summary", intent["summary"]),
+            ("tx", intent["tx_hash"]),
+            ("reason", intent["reason"]),
+            ("created", intent["created_at"]),
+        ]
+    )
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """One transition: ``sequence time STATE detail``."""
+    return f"{e['sequence']:>2} {hhmmss(e['time'])} {e['state']:<19} {e['detail'][:90]}".rstrip()
+
+
+def timeline_lines(events: list[dict[str, Any]]) -> list[str]:
+    return [event_line(e) for e in events]
+
+
+def show_lines(data: dict[str, Any]) -> list[str]:
+    return [
+        *intent_lines(data["intent"]),
+        "timeline",
+        *("  " + line for line in timeline_lines(data["events"])),
+    ]
+
+
+def _list_lines(data: dict[str, Any]) -> list[str]:
+    rows = [
+        (i["intent_id"], i["state"], describe(i["spec"]), i["initiator"], i["created_at"])
+        for i in data["intents"]
+    ]
+    return table(rows, ("INTENT", "STATE", "WHAT", "INITIATOR", "CREATED")) + page_hint(data)
+
+
+# --- building an intent from options --------------------------------------------------------------
+
+
+def _hex(value: Any, field: str) -> bytes:
+    text = str(value)
+    try:
+        return bytes.fromhex(text[2:] if text[:2].lower() == "0x" else text)
+    except ValueError:
+        raise InvalidArgument(f"deposit data field {field} is not hex") from None
+
+
+def deposit_from_file(path: Path, validator: str | None) -> tuple[StakeTarget, int]:
+    """Deposit data from a ``deposit_data-*.json`` file (the staking deposit CLI's format).
+
+    Returns the stake target and the deposit amount in wei. With several entries,
+    ``validator`` picks one.
+    """
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"cannot read deposit data {path}: {e}") from None
+    entries = entries if isinstance(entries, list) else [entries]
+    want = validator.lower().removeprefix("0x") if validator else None
+    chosen = [e for e in entries if isinstance(e, dict) and (want is None or e.get("pubkey") == want)]
+    if len(chosen) != 1:
+        which = f"for validator {validator}" if validator else "(pick one with --validator)"
+        raise InvalidArgument(f"{path} holds {len(chosen)} deposits {which}")
+    entry = chosen[0]
+    try:
+        data = DepositData(
+            pubkey=_hex(entry["pubkey"], "pubkey"),
+            withdrawal_credentials=_hex(entry["withdrawal_credentials"], "withdrawal_credentials"),
+            signature=_hex(entry["signature"], "signature"),
+            deposit_data_root=_hex(entry["deposit_data_root"], "deposit_data_root"),
+        )
+        amount = int(entry["amount"]) * 10**9  # the file counts gwei
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidArgument(f"{path}: deposit entry lacks or mangles {e}") from None
+    return StakeTarget("0x" + data.pubkey.hex(), data), amount
+
+
+def devnet_deposit(
+    withdrawal_address: str, amount_wei: int, genesis_fork_version: bytes, *, compounding: bool = False
+) -> StakeTarget:
+    """Fresh deposit data for a new validator paying out to the vault (devnets only).
+
+    0x01 credentials take exactly 32 ETH, so other amounts get 0x02 (compounding) credentials.
+    """
+    from services.chain.ethereum.deposit import generate_deposit_data
+
+    try:
+        address = bytes.fromhex(withdrawal_address.removeprefix("0x"))
+    except ValueError:
+        address = b""
+    if len(address) != 20:
+        raise InvalidArgument(f"{withdrawal_address!r} is not a 0x-hex 20-byte address")
+    gen = generate_deposit_data(
+        withdrawal_address=address,
+        amount_wei=amount_wei,
+        genesis_fork_version=genesis_fork_version,
+        compounding=compounding or amount_wei != 32 * ETH,
+    )
+    return StakeTarget("0x" + gen.data.pubkey.hex(), gen.data)
+
+
+async def _vault_address(cli: CliContext, vault: str, chain: str) -> str:
+    from services.pb.custos.signer.v1 import signer_pb2
+    from services.runtime.errors import NotFound, PermissionDenied
+    from services.signer.client import SignerClient
+
+    try:
+        key = (await cli.acall(SignerClient, "GetKey", signer_pb2.GetKeyRequest(vault_id=vault))).key
+    except (PermissionDenied, NotFound) as e:
+        why = error_code(e)
+        raise InvalidArgument(
+            f"give --withdrawal-address: the vault's address could not be read ({why})"
+        ) from None
+    for a in key.addresses:
+        if a.chain == chain:
+            return str(a.address)
+    raise InvalidArgument(f"vault {vault} has no address on {chain}: give --withdrawal-address")
+
+
+def _fork_version(cli: CliContext, chain: str) -> bytes:
+    from services.chain.main import ChainSettings
+
+    for c in cli.settings_as(ChainSettings).chains:
+        if c.name == chain:
+            return c.fork_version_bytes
+    raise InvalidArgument(f"--generate-deposit needs chain {chain} in the settings file (its fork version)")
+
+
+async def _stake_target(cli: CliContext, o: dict[str, Any]) -> tuple[StakeTarget, int]:
+    if o["deposit_data"] is not None:
+        if o["generate_deposit"]:
+            raise InvalidArgument("give --deposit-data or --generate-deposit, not both")
+        target, file_amount = deposit_from_file(o["deposit_data"], o["validator"])
+        return target, o["amount"] if o["amount"] is not None else file_amount
+    if not o["generate_deposit"]:
+        raise InvalidArgument("a STAKE needs --deposit-data FILE (or --generate-deposit on a devnet)")
+    if o["validator"]:
+        raise InvalidArgument("--generate-deposit makes a new validator: drop --validator")
+    if o["amount"] is None:
+        raise InvalidArgument("give --amount (e.g. 32ETH)")
+    address = o["withdrawal_address"] or await _vault_address(cli, o["vault"], o["chain"])
+    fork = _fork_version(cli, o["chain"])
+    return devnet_deposit(address, o["amount"], fork, compounding=o["compounding"]), o["amount"]
+
+
+def _need(o: dict[str, Any], name: str, action: str) -> str:
+    if not o[name]:
+        raise InvalidArgument(f"{action} needs --{name.replace('_', '-')}")
+    return str(o[name])
+
+
+async def build_spec(cli: CliContext, action: Action, o: dict[str, Any]) -> IntentSpec:
+    """The intent the options describe (STAKE, UNSTAKE or RESTAKE)."""
+    amount = o["amount"]
+    target: Target
+    if action is Action.STAKE:
+        target, amount = await _stake_target(cli, o)
+    elif action is Action.UNSTAKE:
+        target = UnstakeTarget(_need(o, "validator", "UNSTAKE"))
+    else:
+        target = RestakeTarget(
+            _need(o, "source_validator", "RESTAKE"), _need(o, "target_validator", "RESTAKE")
+        )
+    try:
+        return IntentSpec(action, o["chain"], o["vault"], 0 if amount is None else amount, target)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+@click.group("intents")
+def intents() -> None:
+    """Submit, list, show, watch and cancel staking intents."""
+
+
+@intents.command("submit")
+@click.argument("action", type=click.Choice(["STAKE", "UNSTAKE", "RESTAKE"], case_sensitive=False))
+@click.option("--chain", required=True, help="Chain of the registry, e.g. ethereum-devnet.")
+@click.option("--vault", required=True, help="Vault id, e.g. vault-1.")
+@click.option("--amount", type=Amount(), help="Base units or 32ETH (UNSTAKE, RESTAKE: default 0 = all).")
+@click.option(
+    "--validator", help="STAKE: validator pubkey to pick from the file; UNSTAKE: validator to exit."
+)
+@click.option(
+    "--deposit-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="STAKE: deposit_data-*.json as the staking deposit CLI writes it.",
+)
+@click.option("--generate-deposit", is_flag=True, help="Devnet only: a new validator's deposit data.")
+@click.option("--withdrawal-address", help="With --generate-deposit: the vault's address (else looked up).")
+@click.option("--compounding", is_flag=True, help="With --generate-deposit: 0x02 credentials.")
+@click.option("--source-validator", help="RESTAKE: validator to consolidate from.")
+@click.option("--target-validator", help="RESTAKE: validator to consolidate into.")
+@click.option("--idempotency-key", help="Retry-safe key (default: a new one, printed).")
+@pass_cli
+def submit(cli: CliContext, action: str, idempotency_key: str | None, **options: Any) -> None:
+    """Submit a STAKE, UNSTAKE or RESTAKE intent.
+
+    \b
+    custos --as alice intents submit STAKE --chain ethereum-devnet --vault vault-1 \\
+        --amount 32ETH --deposit-data deposit_data.json
+    custos --as alice intents submit UNSTAKE --chain ethereum-devnet --vault vault-1 --validator 0x…
+    """
+    from services.runtime.convert import spec_to_pb
+    from services.staking.client import StakingClient
+
+    key = idempotency_key or f"cli-{uuid.uuid4().hex}"
+
+    async def go() -> dict[str, Any]:
+        spec = await build_spec(cli, Action(action.upper()), options)
+        req = staking_pb2.SubmitIntentRequest(idempotency_key=key, spec=spec_to_pb(spec))
+        resp = await cli.acall(StakingClient, "SubmitIntent", req)
+        return {"intent": to_json(resp.intent), "created": resp.created}
+
+    def human(data: dict[str, Any]) -> list[str]:
+        i = data["intent"]
+        verb = "submitted" if data["created"] else "already submitted with this key"
+        head = f"{i['intent_id']} {verb} ({i['idempotency_key']}): {describe(i['spec'])}, {i['state']}"
+        return [head, f"follow it: custos intents watch {i['intent_id']}"]
+
+    cli.emit(run(go()), human)
+
+
+@intents.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES, case_sensitive=False))
+@click.option(
+    "--action", type=click.Choice(["STAKE", "UNSTAKE", "RESTAKE", "POLICY_CHANGE"], case_sensitive=False)
+)
+@click.option("--chain", default="")
+@click.option("--vault", default="")
+@click.option("--initiator", default="")
+@click.option("--since", type=When(), help="Created at or after (ISO time, or 2h for 2 hours ago).")
+@click.option("--until", type=When(), help="Created before.")
+@paged()
+@pass_cli
+def list_(
+    cli: CliContext,
+    states: tuple[str, ...],
+    action: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    **o: Any,
+) -> None:
+    """Intents, newest first, with filters; one page at a time."""
+    from services.runtime.convert import action_to_pb
+    from services.staking.client import StakingClient
+
+    req = staking_pb2.ListIntentsRequest(
+        states=[staking_pb2.IntentState.Value(f"INTENT_STATE_{s.upper()}") for s in states],
+        chain=o["chain"],
+        vault_id=o["vault"],
+        initiator=o["initiator"],
+        page_size=o["page_size"],
+        page_token=o["page_token"],
+    )
+    if action:
+        req.action = action_to_pb(Action(action.upper()))
+    if since or until:
+        fill_range(req.created, since, until)
+
+    resp = cli.call(StakingClient, "ListIntents", req)
+    data = {"intents": [to_json(i) for i in resp.intents], "next_page_token": resp.next_page_token}
+    cli.emit(data, _list_lines)
+
+
+async def get_intent(cli: CliContext, intent_id: str) -> Any:
+    from services.staking.client import StakingClient
+
+    return await cli.acall(StakingClient, "GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id))
+
+
+@intents.command("show")
+@click.argument("intent_id")
+@pass_cli
+def show(cli: CliContext, intent_id: str) -> None:
+    """An intent: what it does, what it needs, who approved, and its timeline."""
+    resp = run(get_intent(cli, intent_id))
+    cli.emit({"intent": to_json(resp.intent), "events": [to_json(e) for e in resp.events]}, show_lines)
+
+
+@intents.command("watch")
+@click.argument("intent_id")
+@click.option(
+    "--from-sequence", type=click.IntRange(min=1), default=1, show_default=True, help="Resume here."
+)
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@pass_cli
+def watch(cli: CliContext, intent_id: str, from_sequence: int, timeout: float | None) -> None:
+    """Print each transition as it happens until a final state.
+
+    Exits 0 on CONFIRMED and 1 on DENIED, REJECTED, EXPIRED, CANCELLED or FAILED.
+    With --output json, one JSON object per line.
+    """
+    final = run(_watch(cli, intent_id, from_sequence - 1, timeout))
+    sys.exit(0 if final == "CONFIRMED" else 1)
+
+
+async def _watch(cli: CliContext, intent_id: str, after: int, timeout: float | None) -> str:
+    from services.runtime.grpc_errors import RemoteError
+    from services.staking.client import StakingClient
+
+    def out(e: dict[str, Any]) -> None:
+        click.echo(json.dumps(e, sort_keys=True) if cli.json else event_line(e))
+
+    async with cli.client(StakingClient) as staking:
+        got = await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id))
+        state = to_json(got.intent)["state"]
+        # the stream ends after the final transition; resuming past it would wait forever
+        if state in TERMINAL and all(e.sequence <= after for e in got.events):
+            if not cli.json:
+                click.echo(f"{intent_id} is {state}: no transitions after {after}")
+            return str(state)
+        request = staking_pb2.WatchIntentRequest(intent_id=intent_id, after_sequence=after)
+        try:
+            async for r in staking.stream("WatchIntent", request, deadline=timeout):
+                event = to_json(r.event)
+                out(event)
+                state = event["state"]
+                if state in TERMINAL:
+                    return str(state)
+        except RemoteError as e:
+            if e.status.name != "DEADLINE_EXCEEDED":
+                raise
+            raise Unavailable(f"{intent_id} is still {state} after {timeout:g}s") from None
+    raise Unavailable(f"the watch of {intent_id} ended early in {state}: run it again to resume")
+
+
+@intents.command("cancel")
+@click.argument("intent_id")
+@click.option("--reason", default="", help="Why (recorded in the audit trail).")
+@pass_cli
+def cancel(cli: CliContext, intent_id: str, reason: str) -> None:
+    """End an intent that has not reached signing."""
+    from services.staking.client import StakingClient
+
+    req = staking_pb2.CancelIntentRequest(intent_id=intent_id, reason=reason)
+    intent = to_json(cli.call(StakingClient, "CancelIntent", req).intent)
+    cli.emit({"intent": intent}, lambda d: [f"{d['intent']['intent_id']} {d['intent']['state']}"])

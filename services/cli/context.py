@@ -1,0 +1,380 @@
+"""What every operating command shares: the settings, who is calling, typed clients, output.
+
+Where the services are comes from a settings file (a stack's ``custos.yaml``);
+who is calling is a client certificate of the custos CA. Output is a human table
+or, with ``--output json``, JSON with stable keys (the proto field names, bytes as
+hex, enums without their prefix, times as ISO 8601 UTC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from google.protobuf.message import Message
+
+from services.runtime.client import BaseClient
+from services.runtime.errors import CustosError, InvalidArgument
+from services.runtime.grpc_errors import RemoteError, status_for
+from services.runtime.settings import SERVICE_NAMES, ServiceSettings
+
+T = TypeVar("T")
+C = TypeVar("C", bound=BaseClient)
+S = TypeVar("S", bound=ServiceSettings)
+OUTPUTS = ("table", "json")
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("CUSTOS_STATE_DIR", ".custos"))
+
+
+@contextmanager
+def _config_env(path: Path | None) -> Iterator[None]:
+    """Names ``path`` as the settings file while settings are read (restored afterwards)."""
+    before = os.environ.get("CUSTOS_CONFIG")
+    if path is not None:
+        os.environ["CUSTOS_CONFIG"] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CUSTOS_CONFIG", None)
+        else:
+            os.environ["CUSTOS_CONFIG"] = before
+
+
+def load_settings(config: Path | None, cls: type[S], *, state_dir: Path | None = None) -> S:
+    """Settings from ``config`` (or ``CUSTOS_CONFIG``), under the environment's ``CUSTOS_*``.
+
+    ``state_dir`` pins the state folder (a stack's own), whatever ``CUSTOS_STATE_DIR`` says:
+    for the CLI that variable names where the stacks live.
+    """
+    from pydantic import ValidationError
+
+    if config is not None and not config.is_file():
+        raise InvalidArgument(f"settings file {config} does not exist")
+    with _config_env(config):
+        try:
+            pinned: dict[str, Any] = {} if state_dir is None else {"state_dir": state_dir}
+            return cls(**pinned)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidArgument(f"bad setting {where}: {first['msg']}") from None
+
+
+@dataclass
+class CliContext:
+    """The root options of ``custos``, resolved lazily (``custos dev up`` needs none of them)."""
+
+    output: str = "table"
+    stack: str | None = None
+    config: Path | None = None
+    person: str | None = None
+    cert: Path | None = None
+    key_file: Path | None = None
+    _settings: dict[type, ServiceSettings] = field(default_factory=dict, repr=False)
+
+    def stack_root(self) -> Path | None:
+        return (
+            None if self.stack is None or self.config is not None else (state_root() / self.stack).absolute()
+        )
+
+    def config_path(self) -> Path | None:
+        """``--config``, else the ``--stack``'s settings file, else ``CUSTOS_CONFIG`` (None: env only)."""
+        if self.config is not None:
+            return self.config
+        root = self.stack_root()
+        if root is not None:
+            path = root / "custos.yaml"
+            if not path.is_file():
+                raise InvalidArgument(
+                    f"stack {self.stack} is not set up ({path}): custos dev up --stack {self.stack}"
+                )
+            return path
+        return None
+
+    def settings(self) -> ServiceSettings:
+        return self.settings_as(ServiceSettings)
+
+    def settings_as(self, cls: type[S]) -> S:
+        """Settings of class ``cls`` (e.g. a service's, for the sections only it reads)."""
+        if cls not in self._settings:
+            self._settings[cls] = load_settings(self.config_path(), cls, state_dir=self.stack_root())
+        out = self._settings[cls]
+        assert isinstance(out, cls)
+        return out
+
+    def credentials(self) -> tuple[Path, Path]:
+        """The caller's certificate and key: ``--cert``/``--key-file``, ``--as``, or the settings."""
+        tls = self.settings().tls
+        if self.cert is not None or self.key_file is not None:
+            if self.cert is None or self.key_file is None:
+                raise InvalidArgument("give both --cert and --key-file")
+            cert, key = self.cert, self.key_file
+        elif self.person is not None:
+            assert tls.pki_dir is not None
+            cert, key = tls.pki_dir / f"{self.person}.crt", tls.pki_dir / f"{self.person}.key"
+            if not cert.is_file():
+                raise InvalidArgument(f"no certificate for {self.person} in {tls.pki_dir}")
+        elif tls.cert is not None and tls.key is not None:
+            cert, key = tls.cert, tls.key
+        else:
+            raise InvalidArgument("who is calling? give --as PERSON (or --cert and --key-file)")
+        for path in (cert, key):
+            if not path.is_file():
+                raise InvalidArgument(f"{path} does not exist")
+        return cert, key
+
+    def identity(self) -> str:
+        """The caller's identity: the CN of their certificate."""
+        from services.runtime.pki import identity_of
+
+        cert, _ = self.credentials()
+        try:
+            name, _roles = identity_of(cert.read_bytes())
+        except ValueError:
+            raise InvalidArgument(f"{cert} is not a PEM certificate") from None
+        if not name:
+            raise InvalidArgument(f"{cert} names no identity (CN)")
+        return name
+
+    def client(self, cls: type[C]) -> C:
+        """A typed client of ``cls.service`` that calls as this person (use with ``async with``)."""
+        cert, key = self.credentials()
+        client: C = cls.connect(self.settings(), cert=cert, key=key)
+        return client
+
+    async def acall(
+        self, cls: type[BaseClient], rpc: str, request: Any, *, deadline: float | None = None
+    ) -> Any:
+        """One call of ``rpc`` as this person, on a channel of its own."""
+        async with self.client(cls) as client:
+            return await client.call(rpc, request, deadline=deadline)
+
+    def call(self, cls: type[BaseClient], rpc: str, request: Any) -> Any:
+        """:meth:`acall` for commands that make a single call."""
+        return run(self.acall(cls, rpc, request))
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def emit(self, data: Any, human: Callable[[Any], Iterable[str]]) -> None:
+        """Prints ``data`` as JSON, or the lines ``human(data)`` gives."""
+        if self.json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        else:
+            for line in human(data):
+                click.echo(line)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def error_code(e: CustosError) -> str:
+    return e.status.name if isinstance(e, RemoteError) else status_for(e).name
+
+
+def error_message(e: CustosError) -> str:
+    """The message without the ``<service>: `` prefix a remote error carries."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    service, sep, rest = text.partition(": ")
+    return rest if isinstance(e, RemoteError) and sep and service in SERVICE_NAMES else text
+
+
+def error_line(e: CustosError, *, as_json: bool = False) -> str:
+    """One line for stderr: ``error: CODE: message`` (or a JSON object)."""
+    if as_json:
+        return json.dumps({"error": {"code": error_code(e), "message": error_message(e)}}, sort_keys=True)
+    return f"error: {error_code(e)}: {error_message(e)}"
+
+
+# --- protobuf to JSON -----------------------------------------------------------------------------
+
+
+def _upper_snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def _scalar(f: Any, value: Any) -> Any:
+    if f.type == f.TYPE_BYTES:
+        return bytes(value).hex()
+    if f.type == f.TYPE_ENUM:
+        name = f.enum_type.values_by_number[value].name if value in f.enum_type.values_by_number else ""
+        return name.removeprefix(_upper_snake(f.enum_type.name) + "_") or str(value)
+    if f.type == f.TYPE_MESSAGE:
+        if f.message_type.full_name == "google.protobuf.Timestamp":
+            return iso(value)
+        return to_json(value)
+    return value
+
+
+def to_json(msg: Message) -> dict[str, Any]:
+    """A message as plain JSON values: every field (stable keys), the set member of a oneof only."""
+    out: dict[str, Any] = {}
+    for f in msg.DESCRIPTOR.fields:
+        oneof = f.containing_oneof
+        if oneof is not None and msg.WhichOneof(oneof.name) != f.name:
+            continue
+        value = getattr(msg, f.name)
+        if f.is_repeated:
+            out[f.name] = [_scalar(f, v) for v in value]
+        elif f.type == f.TYPE_MESSAGE and not msg.HasField(f.name):
+            out[f.name] = None
+        else:
+            out[f.name] = _scalar(f, value)
+    return out
+
+
+def iso(ts: Any) -> str | None:
+    """A Timestamp as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (None when unset)."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    when = datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+# --- human output ---------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> list[str]:
+    """Plain text columns, left aligned; the last column is not padded."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return [
+        "  ".join(c.ljust(widths[i]) if i < len(headers) - 1 else c for i, c in enumerate(r)).rstrip()
+        for r in cells
+    ]
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> list[str]:
+    """``name  value`` lines for one object, skipping empty values."""
+    shown = [(k, str(v)) for k, v in pairs if v not in (None, "", [])]
+    width = max((len(k) for k, _ in shown), default=0)
+    return [f"{k.ljust(width)}  {v}" for k, v in shown]
+
+
+def page_hint(data: dict[str, Any]) -> list[str]:
+    """The line that tells how to get the next page, if there is one."""
+    token = data.get("next_page_token")
+    return [f"more: --page-token {token}"] if token else []
+
+
+def hhmmss(value: str | None) -> str:
+    """``HH:MM:SS.mmm`` of an ISO time from :func:`iso`."""
+    return value[11:23] if value else ""
+
+
+# --- options shared by the commands -------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def paged(default: int = 50, maximum: int = 500) -> Callable[[F], F]:
+    """``--page-size`` and ``--page-token`` of a listing command."""
+
+    def wrap(f: F) -> F:
+        f = click.option("--page-token", default="", help="The token a previous page ended with.")(f)
+        size = click.IntRange(1, maximum)
+        return click.option("--page-size", type=size, default=default, show_default=True)(f)
+
+    return wrap
+
+
+def fill_range(out: Any, since: datetime | None, until: datetime | None) -> None:
+    """Sets the ``start`` and ``end`` of a TimeRange message from ``--since`` / ``--until``."""
+    from services.runtime.convert import datetime_to_ts
+
+    if since is not None:
+        out.start.CopyFrom(datetime_to_ts(since))
+    if until is not None:
+        out.end.CopyFrom(datetime_to_ts(until))
+
+
+# --- parameter types ------------------------------------------------------------------------------
+
+_UNITS = {"eth": 10**18, "gwei": 10**9, "wei": 1}
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Amount(click.ParamType):
+    """Integer base units (``32000000000000000000``), or a number with a unit: ``32ETH``, ``1.5gwei``."""
+
+    name = "amount"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().replace("_", "")
+        m = re.fullmatch(r"(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)", text)
+        unit = _UNITS.get(m.group(3).lower() or "wei") if m else None
+        if m is None or unit is None:
+            self.fail(f"{value!r} is not an amount: base units (32000000000000000000) or 32ETH", param, ctx)
+        whole, frac = int(m.group(1)) * unit, m.group(2) or ""
+        # exact integer arithmetic: an amount is never a float
+        scaled, rest = divmod(int(frac or "0") * unit, 10 ** len(frac))
+        if rest:
+            self.fail(f"{value!r} is not a whole number of base units", param, ctx)
+        return whole + scaled
+
+
+class Duration(click.ParamType):
+    """``90s``, ``15m``, ``1h``, ``2d``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        m = _DURATION.match(str(value).strip())
+        if m is None:
+            self.fail(f"{value!r} is not a duration like 90s, 15m, 1h or 2d", param, ctx)
+        return timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
+
+
+class When(click.ParamType):
+    """An ISO 8601 time (UTC unless it says otherwise) or a duration ago (``1h``)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        if _DURATION.match(text):
+            return datetime.now(UTC) - Duration().convert(text, param, ctx)
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO 8601 time (2025-01-31T12:00:00Z) or a duration ago", param, ctx
+            )
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def eth_text(chain: str, amount: str) -> str:
+    """An amount as people read it: ``32 ETH`` on Ethereum chains, base units elsewhere."""
+    if not amount.isdigit():
+        return amount
+    if not chain.startswith("ethereum"):
+        return f"{amount} base units"
+    whole, frac = divmod(int(amount), 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".") + " ETH"

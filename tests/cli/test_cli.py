@@ -1,0 +1,188 @@
+"""The ``custos`` command line driven as people drive it, each command its own process,
+against the real stack (Temporal, every service, SoftHSM, anvil, mTLS) set up like the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.audit.verify import verify_export
+from services.chain.config import HOODI_GENESIS_FORK_VERSION
+from services.cli import devstack
+from services.cli.commands.intents import devnet_deposit
+from services.cli.scenario import CHAIN, ETH, POLICY, CliRun, Demo
+from tests.cli.helpers import write_deposit_file
+
+FLOW = ["SUBMITTED", "AWAITING_POLICY", "AWAITING_APPROVALS", "APPROVED", "SIGNING", "BROADCAST", "CONFIRMED"]
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """A running stack with the demo's approvers, policy and funded vault key."""
+    stack = devstack.Stack.named(tmp_path_factory.mktemp("cli-stack"), "cli")
+    devstack.up(stack)
+    started = stack.running()
+    try:
+        demo = Demo(stack, say=lambda _: None)
+        asyncio.run(demo.setup())
+        yield demo
+    finally:
+        devstack.down(stack)
+        assert devstack.leftover(started) == [], "dev down left processes behind"
+
+
+def one_error(run: CliRun, code: str) -> str:
+    """The single stderr line of a refused command (exit 2, nothing on stdout, no traceback)."""
+    assert run.code == 2, run
+    assert run.out == "" and "Traceback" not in run.err, run
+    lines = run.err.splitlines()
+    assert len(lines) == 1, run
+    if "-o" in run.shown.split():  # --output json: the same error as a JSON object
+        error = json.loads(lines[0])["error"]
+        assert error["code"] == code, run
+        return str(error["message"])
+    assert lines[0].startswith(f"error: {code}: "), run
+    return lines[0]
+
+
+def stake_args(desk: Demo, key: str) -> tuple[str, ...]:
+    """``intents submit`` of a 32 ETH STAKE to a new devnet validator, as JSON."""
+    return (
+        *("-o", "json", "intents", "submit", "STAKE", "--chain", CHAIN, "--vault", "vault-1"),
+        *("--amount", "32ETH", "--generate-deposit", "--withdrawal-address", desk.vault_address),
+        *("--idempotency-key", key),
+    )
+
+
+async def submit_stake(desk: Demo, key: str) -> str:
+    """Submits as alice; returns the intent id once it awaits approvals."""
+    run = await desk.custos("alice", *stake_args(desk, key))
+    assert run.code == 0, run
+    intent_id = str(json.loads(run.out)["intent"]["intent_id"])
+    await desk.wait_for(intent_id, {"AWAITING_APPROVALS"})
+    return intent_id
+
+
+async def test_submit_approve_twice_watch_to_confirmed_and_verify_the_audit(
+    desk: Demo, tmp_path: Path
+) -> None:
+    # the deposit data a staking provider hands over, as a file
+    fork = bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:])
+    deposit = write_deposit_file(
+        tmp_path / "deposit_data.json", devnet_deposit(desk.vault_address, 32 * ETH, fork)
+    )
+    submit = (
+        *("-o", "json", "intents", "submit", "STAKE", "--chain", CHAIN, "--vault", "vault-1"),
+        *("--deposit-data", str(deposit), "--idempotency-key", "cli-stake-1"),
+    )
+    submitted = await desk.custos("alice", *submit)
+    assert submitted.code == 0, submitted
+    intent = json.loads(submitted.out)["intent"]
+    iid = intent["intent_id"]
+    assert intent["spec"]["amount"] == str(32 * ETH) and intent["initiator"] == "alice"
+    again = json.loads((await desk.custos("alice", *submit)).out)
+    assert again["intent"]["intent_id"] == iid and again["created"] is False
+    reused = await desk.custos("alice", *stake_args(desk, "cli-stake-1"))
+    assert "was used for a different request" in one_error(reused, "ALREADY_EXISTS")
+    await desk.wait_for(iid, {"AWAITING_APPROVALS"})
+
+    own = await desk.approve(iid, "alice")
+    assert "initiator cannot approve" in one_error(own, "FAILED_PRECONDITION")
+    first = await desk.approve(iid, "olivia")
+    assert first.code == 0, first
+    assert first.out.startswith(f"olivia approved {iid}: STAKE 32 ETH on {CHAIN} from vault-1")
+    assert "quorum met: no" in first.out
+    key = str(desk.person("oscar").key_file)
+    second = await desk.custos("oscar", "-o", "json", "approve", iid, "--key", key)
+    assert second.code == 0, second
+    assert json.loads(second.out)["quorum_met"] is True
+
+    watch = await desk.custos("alice", "intents", "watch", iid, "--timeout", "120")
+    assert watch.code == 0, watch
+    assert [line.split()[2] for line in watch.out.splitlines()] == FLOW
+    resumed = await desk.custos("alice", "-o", "json", "intents", "watch", iid, "--from-sequence", "6")
+    assert [json.loads(line)["state"] for line in resumed.out.splitlines()] == ["BROADCAST", "CONFIRMED"]
+
+    show = await desk.custos("olivia", "intents", "show", iid)
+    assert show.code == 0, show
+    timeline = show.out.split("\ntimeline\n")[1].splitlines()
+    assert [line.split()[2] for line in timeline] == FLOW
+    assert "approvals  olivia APPROVE, oscar APPROVE" in show.out
+    got = json.loads((await desk.custos("olivia", "-o", "json", "intents", "show", iid)).out)
+    assert [e["sequence"] for e in got["events"]] == list(range(1, 8))
+    assert got["intent"]["state"] == "CONFIRMED" and got["intent"]["tx_hash"].startswith("0x")
+    listed = json.loads(
+        (await desk.custos("alice", "-o", "json", "intents", "list", "--state", "CONFIRMED")).out
+    )
+    assert iid in [i["intent_id"] for i in listed["intents"]]
+
+    verified = await desk.custos("carol", "audit", "verify")
+    assert verified.code == 0 and verified.out.startswith("OK: "), verified
+    story = await desk.custos("carol", "-o", "json", "audit", "query", "--intent", iid)
+    actions = [e["action"] for e in json.loads(story.out)["events"]]
+    assert actions.count("intent.approved_by") == 2 and actions[-1] == "intent.confirmed"
+    export = tmp_path / "audit.jsonl"
+    exported = await desk.custos("carol", "audit", "export", "--out", str(export))
+    assert exported.code == 0, exported
+    assert not (tmp_path / "audit.jsonl.partial").exists()
+    offline = await desk.custos("carol", "audit", "verify", str(export))
+    assert offline.code == 0 and "OK: " in offline.out, offline
+    assert verify_export(export).ok
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text(export.read_text().replace('"actor":"oscar"', '"actor":"otto"', 1))
+    refused = await desk.custos("carol", "audit", "verify", str(tampered))
+    assert refused.code == 1 and "FAILED" in refused.out, refused
+
+
+async def test_a_reject_ends_the_intent_and_watch_exits_non_zero(desk: Demo) -> None:
+    iid = await submit_stake(desk, "cli-stake-rejected")
+    key = str(desk.person("otto").key_file)
+    rejected = await desk.custos("otto", "reject", iid, "--key", key, "--reason", "wrong validator")
+    assert rejected.code == 0 and rejected.out.startswith(f"otto rejected {iid}"), rejected
+    watch = await desk.custos("alice", "intents", "watch", iid, "--timeout", "60")
+    assert watch.code == 1, watch
+    assert watch.out.splitlines()[-1].split()[2] == "REJECTED"
+    late = await desk.approve(iid, "olivia")
+    assert "is REJECTED" in one_error(late, "FAILED_PRECONDITION")
+
+
+async def test_bad_input_gives_one_line_and_a_non_zero_exit(desk: Demo) -> None:
+    assert "int-nope" in one_error(await desk.custos("alice", "intents", "show", "int-nope"), "NOT_FOUND")
+    malformed = await desk.custos(
+        "alice", "intents", "submit", "STAKE", "--chain", CHAIN, "--vault", "vault-1", "--amount", "32.5wei"
+    )
+    assert "not a whole number of base units" in one_error(malformed, "INVALID_ARGUMENT")
+    no_target = await desk.custos(
+        "alice", "intents", "submit", "UNSTAKE", "--chain", CHAIN, "--vault", "vault-1"
+    )
+    assert "UNSTAKE needs --validator" in one_error(no_target, "INVALID_ARGUMENT")
+    assert "no certificate for mallory" in one_error(
+        await desk.custos("mallory", "intents", "list"), "INVALID_ARGUMENT"
+    )
+    assert "may not call ListKeys" in one_error(
+        await desk.custos("alice", "keys", "list"), "PERMISSION_DENIED"
+    )
+    iid = await submit_stake(desk, "cli-stake-wrong-key")
+    wrong_key = await desk.custos("olivia", "approve", iid, "--key", str(desk.person("oscar").key_file))
+    assert "not registered to olivia" in one_error(wrong_key, "FAILED_PRECONDITION")
+
+
+async def test_policy_and_keys(desk: Demo, tmp_path: Path) -> None:
+    active = json.loads((await desk.custos("dave", "-o", "json", "policy", "show")).out)["policy"]
+    assert active["status"] == "ACTIVE" and active["document"] == POLICY
+    keys = await desk.custos("ops", "keys", "list", "--vault", "vault-1")
+    assert keys.code == 0 and desk.vault_address in keys.out, keys
+    iid = await submit_stake(desk, "cli-stake-simulated")
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(
+        POLICY.replace("- {name: operations, threshold: 2,", "- {name: operations, threshold: 3,")
+    )
+    simulated = await desk.custos("dave", "-o", "json", "policy", "simulate", str(stricter), "--intent", iid)
+    assert simulated.code == 0, simulated
+    result = json.loads(simulated.out)["results"][0]
+    assert result["changed"] and result["intent_id"] == iid
+    assert result["proposed"]["requirement"]["groups"][0]["threshold"] == 3
