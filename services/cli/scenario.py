@@ -47,14 +47,16 @@ ADMINS = ("dave", "erin")
 
 POLICY = """\
 format: custos.policy/v1
-description: Demo - 2 of 3 operations; above 64 ETH also risk; nothing above 1024 ETH.
+description: >-
+  Demo - 2 of 3 operations; above 64 ETH also risk; nothing above 1024 ETH per intent
+  nor 2048 ETH a day per vault; a policy change needs another admin than its proposer.
 default: deny
 initiators:
   treasury: [alice]
 admin:
   groups:
     - name: policy-admins
-      threshold: 2
+      threshold: 1
       approver_groups: [policy-admins]
   expiry: 72h
 rules:
@@ -73,6 +75,8 @@ rules:
         - {name: operations, threshold: 2, approver_groups: [operations]}
         - {name: risk, threshold: 1, approver_groups: [risk]}
       expiry: 24h
+    limits:
+      velocity: {window: 24h, max: "2_048_000_000_000_000_000_000"}
   - id: eth-standard
     match:
       action: [STAKE, UNSTAKE, RESTAKE]
@@ -83,6 +87,8 @@ rules:
       groups:
         - {name: operations, threshold: 2, approver_groups: [operations]}
       expiry: 24h
+    limits:
+      velocity: {window: 24h, max: "2_048_000_000_000_000_000_000"}
 """
 
 STATE_NAME = {v: k.removeprefix("INTENT_STATE_") for k, v in staking_pb2.IntentState.items()}
@@ -147,7 +153,8 @@ class Demo:
             await policy.call("ActivatePolicy", policy_pb2.ActivatePolicyRequest(version=version))
         self.say(f"   registered {len(registry)} approvers (keys in {self.stack.root / 'approver-keys'})")
         self.say(
-            f"   policy {version[:16]}… active: 2 of 3 operations; risk above 64 ETH; deny above 1024 ETH"
+            f"   policy {version[:16]}… active: 2 of 3 operations; risk above 64 ETH;"
+            " over 1024 ETH denied; at most 2048 ETH a day"
         )
         async with self.person("ops").client(SignerClient) as signer:
             key = await signer.call(

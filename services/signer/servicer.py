@@ -13,6 +13,7 @@ from services.signer.service import KeyInfo, SignerService, SignInput
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
 _SERVICES = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
+_KEY_READERS = frozenset({"operator", "compliance", "initiator", "approver"}) | _SERVICES
 _ALGORITHM_FROM_PB = {
     pb.KEY_ALGORITHM_SECP256K1: KeyAlgorithm.SECP256K1,
     pb.KEY_ALGORITHM_ED25519: KeyAlgorithm.ED25519,
@@ -55,8 +56,9 @@ def sign_input_from_pb(request: pb.SignRequest) -> SignInput:
 class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
         "CreateKey": frozenset({"operator", "svc:worker"}),
-        "GetKey": frozenset({"operator", "compliance"}) | _SERVICES,
-        "ListKeys": frozenset({"operator", "compliance"}) | _SERVICES,
+        # Public keys and addresses: initiators need the vault address for deposit data.
+        "GetKey": _KEY_READERS,
+        "ListKeys": _KEY_READERS,
         "Sign": frozenset({"svc:worker"}),
     }
 

@@ -79,7 +79,9 @@ def test_roles() -> None:
     assert SignerServicer.ROLES["Sign"] == frozenset({"svc:worker"})
     assert SignerServicer.ROLES["CreateKey"] == frozenset({"operator", "svc:worker"})
     assert "compliance" in SignerServicer.ROLES["ListKeys"] and "svc:audit" in SignerServicer.ROLES["GetKey"]
-    assert "initiator" not in SignerServicer.ROLES["GetKey"]
+    # public keys and addresses are readable by initiators (deposit data needs the vault address)
+    assert "initiator" in SignerServicer.ROLES["GetKey"]
+    assert "initiator" not in SignerServicer.ROLES["CreateKey"] | SignerServicer.ROLES["Sign"]
 
 
 def test_ensure_token_is_idempotent_and_pin_is_never_shown(tmp_path: Path) -> None:
