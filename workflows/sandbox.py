@@ -3,6 +3,9 @@
 ``cryptography`` (approval signature checks in update validators) is a native
 library: re-importing it inside the sandbox aborts the process when it raises
 ``InvalidSignature``, so it, and the deterministic domain modules, pass through.
+``opentelemetry`` passes through too (the tracing interceptor's workflow side uses it):
+a copy re-imported inside the sandbox would have its own unset tracer provider and
+context, and spans made through it would be lost.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 PASSTHROUGH = (
     "cryptography",
+    "opentelemetry",
     "services.policy.evidence",
     "services.policy.domain",
     "services.runtime.intent",

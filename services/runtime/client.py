@@ -2,19 +2,22 @@
 
 Each service's ``client.py`` subclasses :class:`BaseClient`: every call carries a
 deadline, and a failed call comes back as the custos error kind of its status
-(``raise ... from`` the ``grpc.RpcError``), never as a raw gRPC exception.
+(``raise ... from`` the ``grpc.RpcError``), never as a raw gRPC exception. With
+tracing on, each call is a CLIENT span whose context travels in the metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import grpc
 
-from services.runtime.grpc_errors import error_from_rpc
+from services.runtime.grpc_errors import RemoteError, error_from_rpc
 from services.runtime.settings import ServiceSettings, TLSSettings
+from services.runtime.telemetry import annotate_message, client_span, mark_error, tracing_on
 
 Resp = TypeVar("Resp")
 
@@ -41,6 +44,13 @@ def open_channel(
     assert tls.ca_cert is not None
     creds = channel_credentials(tls.ca_cert, cert or tls.cert or Path(), key or tls.key or Path())
     return grpc.aio.secure_channel(target, creds, interceptors=interceptors)
+
+
+def _failed(e: grpc.RpcError, service: str) -> Exception:
+    error = error_from_rpc(e, service)
+    if isinstance(error, RemoteError):  # on the CLIENT span, if any: the status and the server's kind
+        mark_error(error.status, error.remote_type or type(error).__name__)
+    return error
 
 
 class BaseClient:
@@ -72,18 +82,35 @@ class BaseClient:
 
     async def call(self, rpc: str, request: Any, *, deadline: float | None = None) -> Any:
         method = getattr(self.stub, rpc)
-        try:
-            return await method(request, timeout=deadline or self.deadline, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, self.service) from e
+        with self._traced(rpc, request) as metadata:
+            try:
+                response = await method(request, timeout=deadline or self.deadline, metadata=metadata)
+            except grpc.RpcError as e:
+                raise _failed(e, self.service) from e
+            annotate_message(response)  # e.g. the id of the intent just submitted
+            return response
 
     async def stream(self, rpc: str, request: Any, *, deadline: float | None = None) -> AsyncIterator[Any]:
         method = getattr(self.stub, rpc)
-        try:
-            async for item in method(request, timeout=deadline, metadata=self._metadata):
-                yield item
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, self.service) from e
+        with self._traced(rpc, request) as metadata:
+            try:
+                async for item in method(request, timeout=deadline, metadata=metadata):
+                    yield item
+            except grpc.RpcError as e:
+                raise _failed(e, self.service) from e
+
+    @contextmanager
+    def _traced(self, rpc: str, request: Any) -> Iterator[tuple[tuple[str, str], ...]]:
+        """The call's metadata; with tracing on, inside a CLIENT span whose context it carries."""
+        if not tracing_on():
+            yield self._metadata
+            return
+        # /custos.signer.v1.SignerService/Sign: the request's package and the stub's service
+        method = (
+            f"/{request.DESCRIPTOR.file.package}.{type(self).stub_class.__name__.removesuffix('Stub')}/{rpc}"
+        )
+        with client_span(method, request) as context:
+            yield self._metadata + context
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -13,9 +13,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from services.runtime.server import DenialHook, ServiceBinding, serve_until_signalled, start_server
+from services.runtime.server import (
+    DenialHook,
+    RunningServer,
+    ServiceBinding,
+    serve_until_signalled,
+    start_server,
+)
 from services.runtime.settings import ServiceSettings, load
-from services.runtime.telemetry import setup_logging, setup_tracing
+from services.runtime.telemetry import setup_logging, setup_telemetry
 
 log = logging.getLogger("custos.runner")
 
@@ -39,14 +45,25 @@ def settings_for(service: str) -> ServiceSettings:
     return load(module.SETTINGS)
 
 
+async def start_service(service: str, settings: ServiceSettings) -> tuple[RunningServer, Component]:
+    """Builds ``service`` from its ``main.py`` and serves it; the caller stops both."""
+    module = importlib.import_module(f"services.{service}.main")
+    component: Component = await module.build(settings)
+    try:
+        running = await start_server(settings, component.bindings, on_denied=component.on_denied)
+    except BaseException:
+        await component.close()
+        raise
+    return running, component
+
+
 async def run_service(service: str) -> None:
     module = importlib.import_module(f"services.{service}.main")
     settings = load(module.SETTINGS)
     setup_logging(settings.log_level)
-    setup_tracing(settings.telemetry, service)
-    component: Component = await module.build(settings)
+    setup_telemetry(settings.telemetry, service)
+    running, component = await start_service(service, settings)
     try:
-        running = await start_server(settings, component.bindings, on_denied=component.on_denied)
         await serve_until_signalled(running)
     finally:
         await component.close()

@@ -31,6 +31,7 @@ from services.runtime.auth import (
 from services.runtime.errors import CustosError, Unauthenticated
 from services.runtime.grpc_errors import ERROR_TRAILER, status_for
 from services.runtime.settings import ServiceSettings, TLSSettings
+from services.runtime.telemetry import annotate, annotate_message, mark_error, server_span, tracing_on
 
 log = logging.getLogger("custos.server")
 
@@ -85,6 +86,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         principal: Principal | None = None
         try:
             principal = self._principal(context)
+            annotate(principal=principal.identity)
             authorise(principal, method, self._roles)
             return principal
         except CustosError as e:
@@ -106,6 +108,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method
         admit = self._admit
+        # custos RPCs only (health checks and reflection would drown the traces), and only when on
+        traced = method in self._roles and tracing_on()
 
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
@@ -124,7 +128,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     reset_principal(token)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
+                _traced_unary(method, unary_unary) if traced else unary_unary,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -146,7 +150,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     reset_principal(token)
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
+                _traced_stream(method, unary_stream) if traced else unary_stream,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -169,6 +173,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
+def _traced_unary(method: str, call: Callable[[Any, Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``call`` inside a SERVER span continuing the caller's trace; the response's ids go on it too."""
+
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with server_span(method, context.invocation_metadata(), request):
+            response = await call(request, context)
+            annotate_message(response)
+            return response
+
+    return traced
+
+
+def _traced_stream(
+    method: str, call: Callable[[Any, Any], AsyncIterator[Any]]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        with server_span(method, context.invocation_metadata(), request):
+            async for item in call(request, context):
+                yield item
+
+    return traced
+
+
 async def _items(result: Any) -> AsyncIterator[Any]:
     """Streams from a handler that is an async generator or a coroutine using context.write."""
     if hasattr(result, "__aiter__"):
@@ -179,13 +206,16 @@ async def _items(result: Any) -> AsyncIterator[Any]:
 
 
 async def _abort(context: Any, error: CustosError) -> None:
-    context.set_trailing_metadata(((ERROR_TRAILER, type(error).__name__),))
+    kind = type(error).__name__
+    mark_error(status_for(error), kind)
+    context.set_trailing_metadata(((ERROR_TRAILER, kind),))
     await context.abort(status_for(error), error.message)
 
 
 async def _internal(context: Any, method: str, error: Exception) -> None:
     ref = uuid.uuid4().hex[:12]
     log.error("unexpected error in %s (ref %s)", method, ref, exc_info=error)
+    mark_error(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
 
 

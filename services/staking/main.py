@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from temporalio.client import Client
 
 from services.audit.writer import AuditWriter
@@ -13,6 +16,7 @@ from services.runtime.db import make_engine, make_session_factory
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import ServiceSettings
+from services.runtime.temporal_tracing import temporal_interceptors
 from services.signer.client import SignerClient
 from services.staking.service import StakingService
 from services.staking.servicer import StakingServicer
@@ -29,7 +33,10 @@ async def build(settings: ServiceSettings) -> Component:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:staking")
-    temporal = await Client.connect(settings.temporal.address, namespace=settings.temporal.namespace)
+    # TracingInterceptor: StartWorkflow and the approval updates carry the caller's trace
+    temporal = await Client.connect(
+        settings.temporal.address, namespace=settings.temporal.namespace, interceptors=temporal_interceptors()
+    )
     policy, signer, chain = (
         PolicyClient.connect(settings),
         SignerClient.connect(settings),
@@ -50,11 +57,19 @@ async def build(settings: ServiceSettings) -> Component:
         StakingServicer(service),
     )
 
+    reconciler = asyncio.create_task(service.reconcile_forever(), name="staking-reconciler")
+
+    async def stop_reconciler() -> None:
+        reconciler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reconciler
+
     async def dispose() -> None:
         engine.dispose()
 
     return Component(
         [binding],
         on_denied=denial_recorder(audit),
-        closers=[dispose, policy.close, signer.close, chain.close],
+        # closed in reverse: the reconciler stops before the clients it uses
+        closers=[dispose, policy.close, signer.close, chain.close, stop_reconciler],
     )

@@ -36,6 +36,17 @@ def find_by_key(session: Session, initiator: str, key: str) -> IntentRow | None:
     )
 
 
+def unstarted(session: Session, created_before: datetime, limit: int = 100) -> list[IntentRow]:
+    """Intents recorded but whose workflow was never marked started (oldest first)."""
+    q = (
+        select(IntentRow)
+        .where(IntentRow.workflow_started == 0, IntentRow.created_at < created_before)
+        .order_by(IntentRow.created_at)
+        .limit(limit)
+    )
+    return list(session.scalars(q))
+
+
 def insert_intent(session: Session, row: IntentRow) -> IntentRow | None:
     """Inserts a new intent with its SUBMITTED event; None if the idempotency key was taken."""
     try:

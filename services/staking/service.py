@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -34,6 +36,7 @@ from services.runtime.convert import spec_to_pb, ts_to_datetime
 from services.runtime.db import transaction, utcnow
 from services.runtime.errors import InvalidArgument
 from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
+from services.runtime.telemetry import INTENTS
 from services.signer.client import SignerClient
 from services.staking import repository as repo
 from services.staking.errors import (
@@ -54,6 +57,10 @@ from workflows.staking.types import (
 )
 
 WATCH_POLL_SECONDS = 0.25
+#: Intents recorded this long ago without a started workflow are started by the reconciler.
+RECONCILE_GRACE = timedelta(seconds=5)
+RECONCILE_SECONDS = 5.0
+log = logging.getLogger("custos.staking")
 _SCHEMES = {1: "ED25519", 2: "ECDSA_P256"}
 
 
@@ -137,6 +144,7 @@ class StakingService:
                 raise IdempotencyConflict(f"idempotency key {key!r} is taken by another request")
             await self._ensure_started(winner)
             return await self.get(winner.intent_id), False
+        INTENTS.add(1, {"custos.state": "SUBMITTED", "custos.action": inserted.action})
         await self._start(inserted, approvers)
         return await self.get(inserted.intent_id), True
 
@@ -246,6 +254,36 @@ class StakingService:
         """A crash between recording and starting leaves the workflow unstarted: start it now."""
         if not row.workflow_started:
             await self._start(row)
+
+    async def start_unstarted(self, grace: timedelta = RECONCILE_GRACE) -> int:
+        """Starts the workflows of intents recorded more than ``grace`` ago but never started.
+
+        A crash between recording an intent and starting its workflow leaves it SUBMITTED;
+        starting is idempotent (workflow id = intent id), so racing a live submission is harmless.
+        """
+
+        def load() -> list[IntentRow]:
+            with self._sessions() as s:
+                return repo.unstarted(s, utcnow() - grace)
+
+        rows = await asyncio.to_thread(load)
+        for row in rows:
+            await self._start(row)
+            log.info(
+                "started the workflow of %s, recorded at %s but never started", row.intent_id, row.created_at
+            )
+        return len(rows)
+
+    async def reconcile_forever(self, every: float = RECONCILE_SECONDS) -> None:
+        """The staking process's background task: nothing submitted stays unstarted."""
+        while True:
+            try:
+                await self.start_unstarted()
+            except WorkflowUnavailable as e:
+                log.warning("reconciler: %s", e)
+            except Exception:
+                log.exception("reconciler failed; retrying in %.0fs", every)
+            await asyncio.sleep(every)
 
     # --- reads ----------------------------------------------------------------------
 

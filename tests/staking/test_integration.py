@@ -83,3 +83,51 @@ def test_the_audit_trail_tells_each_intents_story_in_order(stack: devstack.Stack
         "intent.confirmed",
     ]
     assert [a for a in story if a in set(expected)] == expected, story
+
+
+async def test_an_intent_recorded_but_never_started_is_started_by_the_reconciler(
+    stack: devstack.Stack,
+) -> None:
+    """As if staking died between recording an intent and starting its workflow."""
+    import asyncio
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from services.runtime.db import make_engine, make_session_factory, transaction
+
+    engine = make_engine(f"sqlite:///{Path(stack.root) / 'custos.db'}")
+    factory = make_session_factory(engine)
+    try:
+        with transaction(factory) as s:
+            model = s.scalars(select(IntentRow).where(IntentRow.action == "STAKE")).first()
+            assert model is not None
+            orphan = IntentRow(
+                **{
+                    c.key: getattr(model, c.key)
+                    for c in IntentRow.__table__.columns
+                    if c.key not in {"intent_id", "idempotency_key", "state", "workflow_started"}
+                },
+                intent_id=f"int-{uuid.uuid4().hex}",
+                idempotency_key=f"orphan-{uuid.uuid4().hex}",
+                state="SUBMITTED",
+                workflow_started=0,
+            )
+            orphan.last_sequence, orphan.tx_hash, orphan.reason = 1, "", ""
+            orphan.created_at = orphan.updated_at = model.created_at - timedelta(minutes=1)
+            s.add(orphan)
+            orphan_id = orphan.intent_id
+        state = ""
+        for _ in range(120):
+            with factory() as s:
+                row = s.get(IntentRow, orphan_id)
+                assert row is not None
+                state = row.state if row.workflow_started else "not started"
+            if state == "AWAITING_APPROVALS":
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError(f"the reconciler did not start {orphan_id}: {state}")
+    finally:
+        engine.dispose()

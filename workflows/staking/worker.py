@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -14,7 +15,8 @@ from services.chain.client import ChainClient
 from services.policy.client import PolicyClient
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.settings import ServiceSettings, load
-from services.runtime.telemetry import setup_logging, setup_tracing
+from services.runtime.telemetry import setup_logging, setup_telemetry
+from services.runtime.temporal_tracing import temporal_interceptors
 from services.signer.client import SignerClient
 from services.staking.readmodel import ReadModelRecorder
 from workflows.policy_change.workflows import PolicyChangeWorkflow
@@ -41,7 +43,8 @@ def make_worker(client: Client, task_queue: str, activities: StakingActivities) 
     )
 
 
-async def run(settings: ServiceSettings) -> None:
+async def build(settings: ServiceSettings) -> tuple[Worker, Callable[[], Awaitable[None]]]:
+    """The worker as ``custos serve worker`` runs it, and what to close once it has stopped."""
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:worker")
@@ -53,8 +56,22 @@ async def run(settings: ServiceSettings) -> None:
     activities = StakingActivities(
         policy=policy, signer=signer, chain=chain, recorder=ReadModelRecorder(sessions, audit)
     )
-    client = await Client.connect(settings.temporal.address, namespace=settings.temporal.namespace)
+    # the worker inherits the client's interceptors: workflow and activity spans continue the trace
+    client = await Client.connect(
+        settings.temporal.address, namespace=settings.temporal.namespace, interceptors=temporal_interceptors()
+    )
     worker = make_worker(client, settings.temporal.task_queue, activities)
+
+    async def close() -> None:
+        for c in (policy, signer, chain):
+            await c.close()
+        engine.dispose()
+
+    return worker, close
+
+
+async def run(settings: ServiceSettings) -> None:
+    worker, close = await build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,13 +80,11 @@ async def run(settings: ServiceSettings) -> None:
         log.info("worker started on task queue %s", settings.temporal.task_queue)
         await stop.wait()
         log.info("signal received: finishing in-flight tasks")
-    for c in (policy, signer, chain):
-        await c.close()
-    engine.dispose()
+    await close()
 
 
 def main() -> None:
     settings = load(WorkerSettings)
     setup_logging(settings.log_level)
-    setup_tracing(settings.telemetry, "worker")
+    setup_telemetry(settings.telemetry, "worker")
     asyncio.run(run(settings))
