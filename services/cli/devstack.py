@@ -5,7 +5,9 @@
 database, Temporal database, logs and the list of its processes, then starts the
 Temporal dev server, an Ethereum devnet (anvil), each service and the worker, and
 waits until every one is healthy. ``custos dev down`` stops them all (SIGTERM,
-then SIGKILL after a grace period) and leaves no process behind.
+then SIGKILL after a grace period) and leaves no process behind. :func:`kill`
+crashes one component (SIGKILL) and :func:`restart` brings it back with the same
+settings and ports, as the crash tests do.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.errors import FailedPrecondition, NotFound, Unavailable
 from services.runtime.health import check_service
 from services.runtime.migrate import upgrade
 from services.runtime.pki import ensure_service_certs, issue
@@ -205,7 +207,9 @@ def _record(stack: Stack, procs: list[dict[str, Any]]) -> None:
     stack.processes.write_text(json.dumps(procs, indent=2))
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int | None) -> bool:
+    if pid is None:  # killed with ``kill`` and not restarted
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -295,11 +299,12 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
     return config
 
 
-def _wait_log(stack: Stack, proc: dict[str, Any], marker: str, timeout: float) -> None:
+def _wait_log(stack: Stack, proc: dict[str, Any], marker: str, timeout: float, after: int = 0) -> None:
+    """Waits for ``marker`` in the process's log past byte ``after`` (logs are appended across restarts)."""
     path = stack.logs / f"{proc['name']}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and marker in path.read_text(errors="replace"):
+        if path.exists() and marker in path.read_bytes()[after:].decode(errors="replace"):
             return
         if not _alive(proc["pid"]):
             raise Unavailable(f"{proc['name']} exited during start-up; see {path}")
@@ -307,9 +312,11 @@ def _wait_log(stack: Stack, proc: dict[str, Any], marker: str, timeout: float) -
     raise Unavailable(f"{proc['name']} not ready within {timeout:.0f}s; see {path}")
 
 
-async def _wait_healthy(stack: Stack, config: dict[str, Any], timeout: float = 60) -> None:
+async def _wait_healthy(
+    stack: Stack, config: dict[str, Any], timeout: float = 60, names: Iterable[str] = START_ORDER
+) -> None:
     deadline = time.monotonic() + timeout
-    for name in START_ORDER:
+    for name in names:
         while True:
             try:
                 await check_service(stack.pki, config["endpoints"][name], GRPC_SERVICE_NAMES[name], "ops")
@@ -343,6 +350,78 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def _entry(stack: Stack, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    procs = stack.running()
+    for p in procs:
+        if p["name"] == name:
+            return procs, p
+    raise NotFound(f"stack {stack.root.name} has no process {name!r} (custos dev status lists them)")
+
+
+def kill(stack: Stack, name: str, *, timeout: float = 10.0) -> None:
+    """SIGKILLs one component's whole process group, as a crash would; :func:`restart` brings it back.
+
+    Its entry in ``processes.json`` stays (with ``pid`` null) so that ``restart`` knows how it was
+    started and ``down`` knows it is gone.
+    """
+    procs, proc = _entry(stack, name)
+    pid = proc["pid"]
+    if _alive(pid):
+        _kill_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise Unavailable(f"{name} (pid {pid}) is still alive {timeout:.0f}s after SIGKILL")
+            time.sleep(0.02)
+    proc["pid"] = None
+    _record(stack, procs)
+
+
+def restart(stack: Stack, name: str, *, timeout: float = 60.0) -> None:
+    """Starts ``name`` again (killing it first if it runs) as it was started, same settings and ports.
+
+    Returns once it is ready: a service answers its health check, the worker polls its task
+    queue, Temporal answers. Blocking: from async code, run it in a thread.
+    """
+    if name == "anvil":
+        raise FailedPrecondition("anvil keeps its chain in memory: restarting it would lose the chain")
+    kill(stack, name)
+    procs, proc = _entry(stack, name)
+    log = stack.logs / f"{name}.log"
+    log_size = log.stat().st_size if log.exists() else 0
+    proc["pid"] = _spawn(stack, name, proc["argv"])["pid"]
+    _record(stack, procs)
+    _wait_ready(stack, proc, timeout, log_size)
+
+
+def _wait_ready(stack: Stack, proc: dict[str, Any], timeout: float, log_size: int) -> None:
+    name, config = proc["name"], stack.settings()
+    if name in GRPC_SERVICE_NAMES:
+        _wait_port(int(config["endpoints"][name].rsplit(":", 1)[1]), timeout, f"{name} service", proc, stack)
+        asyncio.run(_wait_healthy(stack, config, timeout, (name,)))
+    elif name == "worker":
+        _wait_log(stack, proc, "worker started", timeout, after=log_size)
+    elif name == "temporal":
+        address = config["temporal"]["address"]
+        _wait_port(int(address.rsplit(":", 1)[1]), timeout, "Temporal dev server", proc, stack)
+        asyncio.run(_wait_temporal(address, timeout))
+
+
+async def _wait_temporal(address: str, timeout: float) -> None:
+    """Until the frontend answers (connecting asks it for its system info)."""
+    from temporalio.client import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await Client.connect(address)
+            return
+        except RuntimeError as e:  # the SDK's "Failed client connect"
+            if time.monotonic() > deadline:
+                raise Unavailable(f"Temporal at {address} did not answer within {timeout:.0f}s") from e
+            await asyncio.sleep(0.2)
 
 
 def down(stack: Stack, *, grace: float = 15.0, log: Any = print) -> list[str]:

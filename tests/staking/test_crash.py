@@ -1,0 +1,316 @@
+"""Crash test on the real stack: SIGKILL the worker, the signer or the chain service at random moments.
+
+Intents are submitted over a few seconds and approved as soon as they are accepted, while a
+chaos task kills one component (its whole process group) and restarts it several times. Then:
+every intent is CONFIRMED (the crashes are transient, so none may legitimately fail), each
+intent was signed once and each (key, chain, nonce) once, each intent's transaction is on the
+chain exactly once with the vault's nonces contiguous, the read model holds every transition
+without a gap, and the audit trail verifies, on the server and offline.
+
+The schedule is seeded and the seed printed; ``CUSTOS_CRASH_SEED=<n>`` replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from services.audit import repository as audit_repo
+from services.audit.verify import verify_export
+from services.chain.ethereum.rpc import JsonRpcClient
+from services.cli import devstack
+from services.cli.scenario import CHAIN, STATE_NAME, Demo
+from services.pb.custos.staking.v1 import staking_pb2
+from services.policy.evidence import sign_approval
+from services.runtime.convert import approval_to_pb, spec_to_pb
+from services.runtime.db import make_engine, make_session_factory
+from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.intent import Decision, IntentSpec
+from services.signer.models import SigningRecord
+from services.staking.client import StakingClient
+from services.staking.models import IntentEventRow, IntentRow
+
+INTENTS = 14
+KILLS = 3
+SUBMIT_SPREAD = 5.0  # seconds over which the intents are submitted
+SETTLE_TIMEOUT = 100.0  # a task lost with a killed worker comes back after its 30 s activity timeout
+APPROVERS = ("olivia", "oscar")
+STAKE_PATH = ["SUBMITTED", "AWAITING_POLICY", "AWAITING_APPROVALS", "APPROVED", "SIGNING", "BROADCAST"]
+TERMINAL = {"CONFIRMED", "DENIED", "REJECTED", "EXPIRED", "CANCELLED", "FAILED"}
+
+
+@pytest.fixture(scope="module")
+def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[devstack.Stack, Demo]]:
+    stack = devstack.Stack.named(tmp_path_factory.mktemp("crash"), "crash")
+    config_before = os.environ.get("CUSTOS_CONFIG")
+    devstack.up(stack)
+    try:
+        yield stack, Demo(stack, say=lambda _: None)  # set up in the first test's event loop
+    finally:
+        last = stack.running()  # the pids of the restarted processes too
+        devstack.down(stack)
+        if config_before is None:
+            os.environ.pop("CUSTOS_CONFIG", None)
+        else:
+            os.environ["CUSTOS_CONFIG"] = config_before
+        assert devstack.leftover(last) == [], "dev down left processes behind"
+
+
+def _seed() -> int:
+    text = os.environ.get("CUSTOS_CRASH_SEED", "")
+    return int(text) if text else random.SystemRandom().randrange(2**31)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When each intent is submitted and when each kill and restart happens (seconds)."""
+
+    submit_at: list[float]
+    kill_after: list[float]  # since the previous restart was ready (or the start)
+    down_for: list[float]
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Schedule:
+        return cls(
+            submit_at=sorted(rng.uniform(0, SUBMIT_SPREAD) for _ in range(INTENTS)),
+            kill_after=[rng.uniform(0.3, 2.5) for _ in range(KILLS)],
+            down_for=[rng.uniform(0.0, 1.5) for _ in range(KILLS)],
+        )
+
+
+async def _chaos(stack: devstack.Stack, target: str, plan: Schedule) -> list[str]:
+    """Kills and restarts ``target`` on the schedule; returns what it did, for the failure message."""
+    done: list[str] = []
+    t0 = time.monotonic()
+    for pause, down in zip(plan.kill_after, plan.down_for, strict=True):
+        await asyncio.sleep(pause)
+        await asyncio.to_thread(devstack.kill, stack, target)
+        done.append(f"killed {target} at {time.monotonic() - t0:.1f}s")
+        await asyncio.sleep(down)
+        await asyncio.to_thread(devstack.restart, stack, target)
+        done.append(f"{target} ready again at {time.monotonic() - t0:.1f}s")
+    return done
+
+
+class Driver:
+    """The initiator and approvers as clients would act: retry on Unavailable, same idempotency key."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        self.retries = 0
+        self.clients: dict[str, Any] = {
+            who: demo.person(who).client(StakingClient) for who in ("alice", "ops", *APPROVERS)
+        }
+
+    async def close(self) -> None:
+        for c in self.clients.values():
+            await c.close()
+
+    async def _retrying(self, who: str, rpc: str, request: Any) -> Any:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return await self.clients[who].call(rpc, request)
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                self.retries += 1
+                await asyncio.sleep(0.3)
+
+    async def run(self, spec: IntentSpec, key: str, at: float) -> str:
+        """Submits at ``at`` seconds and approves at once; returns the intent id."""
+        await asyncio.sleep(at)
+        resp = await self._retrying(
+            "alice",
+            "SubmitIntent",
+            staking_pb2.SubmitIntentRequest(idempotency_key=key, spec=spec_to_pb(spec)),
+        )
+        await asyncio.gather(*(self._approve(who, resp.intent) for who in APPROVERS))
+        return str(resp.intent.intent_id)
+
+    async def _approve(self, who: str, intent: Any) -> None:
+        approval = sign_approval(
+            self.demo.person(who).key,
+            approver_id=who,
+            intent_digest=intent.digest,
+            policy_version=intent.policy_version,
+            decision=Decision.APPROVE,
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+        request = staking_pb2.ApproveIntentRequest(
+            intent_id=intent.intent_id, approval=approval_to_pb(approval)
+        )
+        try:
+            await self._retrying(who, "ApproveIntent", request)
+        except FailedPrecondition as e:  # a retry after an accepted attempt whose answer was lost
+            if "already decided" not in str(e):
+                raise
+
+    async def settle(self, ids: list[str], timeout: float) -> dict[str, Any]:
+        """Polls until every intent has ended (or the timeout); returns each one's last view."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        pending = list(ids)
+        while pending and time.monotonic() < deadline:
+            for intent_id in list(pending):
+                got = await self._retrying(
+                    "ops", "GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id)
+                )
+                last[intent_id] = got.intent
+                if STATE_NAME[got.intent.state] in TERMINAL:
+                    pending.remove(intent_id)
+            if pending:
+                await asyncio.sleep(0.5)
+        return last
+
+
+async def _disruption(stack: devstack.Stack, ids: list[str]) -> Counter[str]:
+    """What the crashes did to the workflows: retried activities and timed-out tasks, by kind."""
+    client = await Client.connect(stack.settings()["temporal"]["address"])
+    seen: Counter[str] = Counter()
+    for intent_id in ids:
+        async for e in client.get_workflow_handle(intent_id).fetch_history_events():
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                seen["activity retries"] += e.activity_task_started_event_attributes.attempt > 1
+            elif e.event_type in _TIMEOUTS:
+                seen[_TIMEOUTS[e.event_type]] += 1
+    return seen
+
+
+_TIMEOUTS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: "activity timeouts",
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT: "workflow task timeouts",
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED: "workflow task failures",
+}
+
+
+def _db(stack: devstack.Stack) -> Any:
+    return make_engine(f"sqlite:///{Path(stack.root) / 'custos.db'}")
+
+
+def _check_signatures(stack: devstack.Stack, ids: list[str], tx_of: dict[str, str]) -> None:
+    engine = _db(stack)
+    try:
+        with make_session_factory(engine)() as s:
+            records = list(s.scalars(select(SigningRecord)))
+    finally:
+        engine.dispose()
+    per_step = Counter((r.intent_id, r.step) for r in records)
+    per_nonce = Counter((r.key_id, r.chain, r.nonce) for r in records)
+    assert [k for k, n in per_step.items() if n > 1] == [], "an intent step was signed twice"
+    assert [k for k, n in per_nonce.items() if n > 1] == [], "a (key, chain, nonce) was signed twice"
+    mine = {r.intent_id: r for r in records if r.intent_id in tx_of}
+    assert sorted(mine) == sorted(ids), "an intent has no signing record"
+    assert {i: r.tx_hash.lower() for i, r in mine.items()} == tx_of, (
+        "the signed transaction is not the one confirmed"
+    )
+
+
+def _check_chain(stack: devstack.Stack, demo: Demo, all_tx: set[str], tx_of: dict[str, str]) -> None:
+    """Every transaction the vault ever sent is one intent's, once, with contiguous nonces."""
+    rpc = JsonRpcClient(next(c["rpc_url"] for c in stack.settings()["chains"] if c["name"] == CHAIN))
+    vault = demo.vault_address.lower()
+    sent: list[tuple[int, str]] = []
+    for n in range(int(rpc.call_sync("eth_blockNumber"), 16) + 1):
+        block = rpc.call_sync("eth_getBlockByNumber", [hex(n), True])
+        sent += [
+            (int(t["nonce"], 16), t["hash"]) for t in block["transactions"] if t["from"].lower() == vault
+        ]
+    nonces = sorted(n for n, _ in sent)
+    assert nonces == list(range(len(sent))), f"the vault's nonces have a gap or a repeat: {nonces}"
+    assert int(rpc.call_sync("eth_getTransactionCount", [demo.vault_address, "latest"]), 16) == len(sent)
+    hashes = [h.lower() for _, h in sent]
+    assert sorted(hashes) == sorted(all_tx), "the vault's transactions on chain are not exactly the intents'"
+    for intent_id, tx in tx_of.items():
+        receipt = rpc.call_sync("eth_getTransactionReceipt", [tx])
+        assert receipt is not None and int(receipt["status"], 16) == 1, f"{intent_id}: {tx} did not succeed"
+
+
+def _check_read_model_and_audit(stack: devstack.Stack, ids: list[str]) -> set[str]:
+    """Transitions without gaps, each audited once; returns every intent's tx hash in the stack."""
+    engine = _db(stack)
+    try:
+        with make_session_factory(engine)() as s:
+            rows = {r.intent_id: r for r in s.scalars(select(IntentRow))}
+            events = list(s.scalars(select(IntentEventRow).where(IntentEventRow.intent_id.in_(ids))))
+            records = audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)
+    finally:
+        engine.dispose()
+    by_intent: dict[str, list[IntentEventRow]] = {i: [] for i in ids}
+    for e in events:
+        by_intent[e.intent_id].append(e)
+    audited = Counter((r.subject, r.action, r.outcome) for r in records)
+    for intent_id, evs in by_intent.items():
+        evs.sort(key=lambda e: e.sequence)
+        row = rows[intent_id]
+        assert [e.sequence for e in evs] == list(range(1, row.last_sequence + 1)), f"{intent_id}: a gap"
+        assert [e.state for e in evs] == [*STAKE_PATH, "CONFIRMED"], f"{intent_id}: {[e.state for e in evs]}"
+        subject = f"intent:{intent_id}"
+        for state in [*STAKE_PATH[1:], "CONFIRMED"]:
+            n = sum(
+                v
+                for (sub, act, _), v in audited.items()
+                if sub == subject and act == f"intent.{state.lower()}"
+            )
+            assert n == 1, f"{intent_id}: {state} audited {n} times"
+        assert audited[(subject, "signer.sign", "signed")] == 1, f"{intent_id}: signed audit entries"
+    return {r.tx_hash.lower() for r in rows.values() if r.tx_hash}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("target", ["worker", "signer", "chain"])
+async def test_every_intent_confirms_once_while_a_component_is_killed(
+    target: str, crash_stack: tuple[devstack.Stack, Demo]
+) -> None:
+    stack, demo = crash_stack
+    if not demo.vault_address:
+        await demo.setup()
+    seed = _seed()
+    print(f"\ncrash test ({target}): seed {seed}; CUSTOS_CRASH_SEED={seed} replays this schedule")
+    plan = Schedule.draw(random.Random(f"{seed}-{target}"))
+    specs = [demo.deposit_spec(32)[0] for _ in range(INTENTS)]
+    driver = Driver(demo)
+    t0 = time.monotonic()
+    try:
+        chaos = asyncio.create_task(_chaos(stack, target, plan))
+        ids = await asyncio.gather(
+            *(
+                driver.run(spec, f"crash-{target}-{seed}-{i}", at)
+                for i, (spec, at) in enumerate(zip(specs, plan.submit_at, strict=True))
+            )
+        )
+        story = await chaos
+        final = await driver.settle(ids, SETTLE_TIMEOUT)
+    finally:
+        await driver.close()
+    print(f"   {'; '.join(story)}; all settled at {time.monotonic() - t0:.1f}s")
+    hits = await _disruption(stack, ids)
+    print(f"   what the kills hit: {dict(hits)}, {driver.retries} client calls retried on Unavailable")
+
+    states = {i: (STATE_NAME[v.state], v.reason) for i, v in final.items()}
+    assert {i: s for i, s in states.items() if s[0] != "CONFIRMED"} == {}, f"seed {seed}: {story}"
+    tx_of = {i: str(v.tx_hash).lower() for i, v in final.items()}
+    all_tx = _check_read_model_and_audit(stack, ids)
+    _check_signatures(stack, ids, tx_of)
+    _check_chain(stack, demo, all_tx, tx_of)
+    ok, _, export = await demo.verify_audit()
+    try:
+        assert ok, "the audit trail does not verify on the server"
+        offline = verify_export(export)
+        assert offline.ok, offline.reason
+    finally:
+        shutil.rmtree(export.parent, ignore_errors=True)
