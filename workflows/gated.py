@@ -42,7 +42,9 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE,
 )
-QUICK = timedelta(seconds=30)
+#: Start-to-close of the short activities: a worker that dies mid-activity is noticed this soon
+#: (its work is retried elsewhere; every activity is idempotent).
+QUICK = timedelta(seconds=10)
 
 
 class ApprovalGatedWorkflow:
