@@ -56,7 +56,7 @@ from services.policy.repository import (
     velocity_used,
 )
 from services.runtime.convert import require_id
-from services.runtime.db import transaction, utcnow
+from services.runtime.db import reading, transaction, utcnow
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import (
     Action,
@@ -173,7 +173,7 @@ class PolicyService:
         return row
 
     def get_version(self, version: str = "") -> PolicyVersionRow:
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             return self._row(s, version)
 
     def load(self, version: str = "") -> Policy:
@@ -181,7 +181,7 @@ class PolicyService:
         return self._policy(self.get_version(version))
 
     def list_versions(self, *, page_size: int, offset: int) -> list[PolicyVersionRow]:
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             return PolicyVersions(s).list(limit=min(page_size or 50, MAX_PAGE), offset=offset)
 
     def propose(
@@ -370,7 +370,7 @@ class PolicyService:
         """
         if not policy_version:
             raise FailedPrecondition("approvals must name a policy version")
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             policy = self._policy(self._row(s, policy_version))
             directory = Approvers(s).directory()
             ev = Evaluations(s)
@@ -393,7 +393,7 @@ class PolicyService:
         require_id(intent_id, "intent_id")
         if not policy_version:
             raise FailedPrecondition("a velocity reservation must name the policy version")
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             policy = self._policy(self._row(s, policy_version))
             recorded = Evaluations(s).latest_for(intent_id, policy_version)
             at = recorded.evaluated_at if recorded is not None else self._clock()
@@ -442,7 +442,7 @@ class PolicyService:
         return release_velocity(self._factory, intent_id=intent_id, at=self._clock(), on_released=audit)
 
     def approver_registry(self) -> RegistrySnapshot:
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             return Approvers(s).snapshot()
 
     def check_approvals(
@@ -474,7 +474,7 @@ class PolicyService:
     ) -> list[SimulationResult]:
         """Evaluates an intent, or the intents recorded in [start, end), under a proposal."""
         proposed = parse_policy(document) if document else self.load(version)
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             active_row = PolicyVersions(s).active()
             current = self._policy(active_row) if active_row else None
             subjects: list[tuple[str, IntentSpec, str, datetime]] = []
@@ -536,14 +536,14 @@ class PolicyService:
             return approver_info(row)
 
     def get_approver(self, approver_id: str) -> ApproverInfo:
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             row = Approvers(s).get(approver_id)
             if row is None:
                 raise ApproverNotFound(f"no approver {approver_id!r}")
             return approver_info(row)
 
     def list_approvers(self, *, group: str = "", page_size: int = 50, offset: int = 0) -> list[ApproverInfo]:
-        with transaction(self._factory) as s:
+        with reading(self._factory) as s:
             rows = Approvers(s).list(group=group, limit=min(page_size or 50, MAX_PAGE), offset=offset)
             return [approver_info(r) for r in rows]
 

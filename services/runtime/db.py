@@ -60,7 +60,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` transactions, so that
     writers from several processes serialise instead of failing with
-    "database is locked" halfway through a read-modify-write.
+    "database is locked" halfway through a read-modify-write. Sessions opened with
+    :func:`reading` begin a plain (deferred) read transaction instead.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -76,12 +77,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (see :func:`reading`) take no write lock: under WAL they never block
+            # writers, and writers never wait on them.
+            read_only = conn.get_execution_options().get(_READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+_READ_ONLY = "custos_read_only"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -92,4 +99,14 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads only: on SQLite it takes no write lock, so polling readers
+    (watchers, listings) never queue behind writers or make them wait. Writing in it
+    fails on SQLite only if another writer got in first; use :func:`transaction` to write."""
+    with factory() as session:
+        session.connection(execution_options={_READ_ONLY: True})
         yield session

@@ -33,7 +33,7 @@ from services.pb.custos.signer.v1 import signer_pb2
 from services.policy.client import PolicyClient
 from services.runtime.auth import Principal
 from services.runtime.convert import spec_to_pb, ts_to_datetime
-from services.runtime.db import transaction, utcnow
+from services.runtime.db import reading, transaction, utcnow
 from services.runtime.errors import InvalidArgument
 from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
 from services.runtime.telemetry import INTENTS
@@ -149,7 +149,7 @@ class StakingService:
         return await self.get(inserted.intent_id), True
 
     def _find(self, initiator: str, key: str) -> IntentRow | None:
-        with self._sessions() as s:
+        with reading(self._sessions) as s:
             return repo.find_by_key(s, initiator, key)
 
     def _insert(self, row: IntentRow, who: Principal) -> IntentRow | None:
@@ -263,7 +263,7 @@ class StakingService:
         """
 
         def load() -> list[IntentRow]:
-            with self._sessions() as s:
+            with reading(self._sessions) as s:
                 return repo.unstarted(s, utcnow() - grace)
 
         rows = await asyncio.to_thread(load)
@@ -294,7 +294,7 @@ class StakingService:
         return view
 
     def _load(self, intent_id: str) -> IntentView | None:
-        with self._sessions() as s:
+        with reading(self._sessions) as s:
             row = s.get(IntentRow, intent_id)
             if row is None:
                 return None
@@ -304,7 +304,7 @@ class StakingService:
         self, f: repo.IntentFilter, page_size: int, token: str
     ) -> tuple[list[IntentView], str]:
         def run() -> tuple[list[IntentView], str]:
-            with self._sessions() as s:
+            with reading(self._sessions) as s:
                 rows, nxt = repo.list_intents(s, f, page_size, token)
                 return [IntentView(r, repo.approvals_of(s, r.intent_id), []) for r in rows], nxt
 
@@ -323,7 +323,7 @@ class StakingService:
             await asyncio.sleep(WATCH_POLL_SECONDS)
 
     def _events(self, intent_id: str, after: int) -> list[IntentEventRow]:
-        with self._sessions() as s:
+        with reading(self._sessions) as s:
             return repo.events_of(s, intent_id, after)
 
     # --- decisions ------------------------------------------------------------------

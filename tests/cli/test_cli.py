@@ -163,8 +163,9 @@ async def test_bad_input_gives_one_line_and_a_non_zero_exit(desk: Demo) -> None:
     assert "no certificate for mallory" in one_error(
         await desk.custos("mallory", "intents", "list"), "INVALID_ARGUMENT"
     )
-    assert "may not call ListKeys" in one_error(
-        await desk.custos("alice", "keys", "list"), "PERMISSION_DENIED"
+    assert "may not call CreateKey" in one_error(
+        await desk.custos("alice", "keys", "create", "--vault", "vault-9", "--chain", CHAIN),
+        "PERMISSION_DENIED",
     )
     iid = await submit_stake(desk, "cli-stake-wrong-key")
     wrong_key = await desk.custos("olivia", "approve", iid, "--key", str(desk.person("oscar").key_file))
