@@ -28,6 +28,7 @@ from pkcs11 import exceptions as p11
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from services.runtime.settings import HsmSettings
+from services.runtime.telemetry import hsm_operation
 from services.signer.addresses import SECP256K1_N, check_secp256k1_point, unwrap_ec_point
 from services.signer.errors import (
     HsmKeyNotFound,
@@ -127,7 +128,12 @@ class Hsm:
             try:
                 lib = pkcs11.lib(str(self._settings.module))
                 token = lib.get_token(token_label=self._settings.token_label)
-                self._session = token.open(user_pin=pin, rw=True)
+                try:
+                    self._session = token.open(user_pin=pin, rw=True)
+                except p11.UserAlreadyLoggedIn:
+                    # PKCS#11 logins are per process and token: another session of this
+                    # process is logged in already, and a new session shares that login.
+                    self._session = token.open(rw=True)
             except _LOGIN as e:
                 raise HsmLoginFailed(
                     f"token {self._settings.token_label!r} refused the PIN ({type(e).__name__})"
@@ -274,7 +280,11 @@ class Hsm:
 
     def sign_raw(self, key_id: bytes, data: bytes, mechanism: Mechanism) -> bytes:
         """One ``C_Sign`` with the named mechanism (no post-processing)."""
-        with self.session() as s:
+        # custos.key_id as the signer's registry names it ("key_" + CKA_ID)
+        with (
+            hsm_operation("sign", key_id="key_" + key_id.hex(), mechanism=mechanism.name),
+            self.session() as s,
+        ):
             return bytes(self._private_key(s, key_id).sign(data, mechanism=mechanism))
 
     def sign_secp256k1(self, key_id: bytes, digest: bytes) -> EcdsaSignature:

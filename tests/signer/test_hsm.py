@@ -14,6 +14,7 @@ from pkcs11.exceptions import AttributeSensitive
 from services.signer.addresses import SECP256K1_N, ethereum_address, unwrap_ec_point
 from services.signer.errors import HsmKeyNotFound, HsmUnavailable, InvalidPublicKey
 from services.signer.hsm import Hsm, normalise_low_s, recovery_id
+from services.signer.softhsm import TokenConfig
 from services.signer.types import KeyAlgorithm
 
 
@@ -115,3 +116,17 @@ def test_session_refused_in_a_forked_child(
     monkeypatch.setattr("services.signer.hsm.os.getpid", lambda: 1)
     with pytest.raises(HsmUnavailable, match="spawn"):
         hsm.sign_secp256k1(eth_key[0], b"\x00" * 32)
+
+
+def test_a_second_session_in_the_same_process_shares_the_login(
+    hsm: Hsm, eth_key: tuple[bytes, bytes], softhsm_token: TokenConfig
+) -> None:
+    """PKCS#11 logins are per process: a second Hsm on a logged-in token opens (no UserAlreadyLoggedIn)."""
+    key_id, _ = eth_key
+    second = Hsm(softhsm_token.hsm_settings()).open()
+    try:
+        digest = secrets.token_bytes(32)
+        assert second.sign_secp256k1(key_id, digest).to_bytes() != b""
+    finally:
+        second.close()
+    hsm.sign_secp256k1(key_id, secrets.token_bytes(32))  # the first session is unaffected
