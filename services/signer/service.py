@@ -9,12 +9,7 @@ and its audit entry commit together before the signature is returned. Every
 refusal is a typed error and an audit entry.
 
 The public methods are coroutines that run the blocking work (database, HSM) in
-worker threads; the HSM serialises itself with its lock. Writes of concurrent
-calls share transactions (:mod:`services.signer.commits`): a caller is released
-only after the transaction holding its record and audit entry committed. Reads
-that only decide whether to go on use ``reads`` (deferred transactions on SQLite,
-see :func:`services.signer.repository.read_only_engine`); the unique constraints,
-not those reads, decide races.
+worker threads; the HSM serialises itself with its lock.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.policy.evidence import check_approvals
@@ -39,7 +34,6 @@ from services.runtime.intent import Approval, IntentSpec, intent_digest
 from services.runtime.telemetry import sign_timer
 from services.signer import eip1559, repository
 from services.signer.addresses import cosmos_address, ethereum_address, solana_address
-from services.signer.commits import GroupCommitter
 from services.signer.errors import (
     ApprovalsInsufficient,
     AuditUnavailable,
@@ -124,25 +118,14 @@ class SignerService:
         audit: AuditWriterFactory,
         chains: ChainConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
-        reads: sessionmaker[Session] | None = None,
-        max_batch: int = 64,
     ) -> None:
         self._hsm = hsm
         self._sessions = sessions
-        self._reads = reads or sessions
         self._policy = policy
         self._decoder = decoder
         self._audit = audit
         self._chains = chains or ChainConfig()
         self._clock = clock
-        self._commits = GroupCommitter(sessions, max_batch=max_batch)
-        # Registered keys never change (a key is only ever added): found ones are kept.
-        self._vault_keys: dict[str, SignerKey] = {}
-        self._senders: dict[bytes, str] = {}
-
-    def close(self) -> None:
-        """Commits what is queued and stops the commit thread."""
-        self._commits.close()
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -270,9 +253,20 @@ class SignerService:
             raise
 
     def _audit_refusal(self, actor: str, subject: str, error: CustosError) -> None:
-        payload = {"error": type(error).__name__, "reason": error.message, **_safe(error.details)}
         try:
-            self._commit(lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "refused", payload))
+            with transaction(self._sessions) as s:
+                self._write_audit(
+                    s,
+                    actor,
+                    ACTION_SIGN,
+                    subject,
+                    "refused",
+                    {
+                        "error": type(error).__name__,
+                        "reason": error.message,
+                        **_safe(error.details),
+                    },
+                )
         except CustosError:
             log.error("could not audit the refusal of %s (%s)", subject, type(error).__name__)
 
@@ -284,36 +278,13 @@ class SignerService:
         except Exception as e:  # whatever the writer's failure, nothing is signed without it
             raise AuditUnavailable(f"audit entry could not be written ({type(e).__name__})") from e
 
-    def _commit(self, work: Callable[[Session], None]) -> None:
-        """Runs ``work`` in the next group commit; returns once it is committed.
-
-        A failure to commit is a failure to write the audit entry: nothing goes on.
-        """
-        try:
-            self._commits.run(work)
-        except (CustosError, IntegrityError):
-            raise
-        except SQLAlchemyError as e:
-            cause = type(getattr(e, "orig", None) or e).__name__
-            raise AuditUnavailable(f"the signing transaction could not be committed ({cause})") from e
-
     def _vault_key(self, spec: IntentSpec) -> SignerKey:
-        key = self._vault_keys.get(spec.vault_id)
-        if key is not None:
-            return key
-        with self._reads() as s:
+        with self._sessions() as s:
             keys = repository.keys_for_vault(s, spec.vault_id, KeyPurpose.VAULT.value)
         for key in keys:
             if key.algorithm == KeyAlgorithm.SECP256K1:
-                self._vault_keys[spec.vault_id] = key
                 return key
         raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
-
-    def _sender(self, key: SignerKey) -> str:
-        sender = self._senders.get(key.public_key)
-        if sender is None:
-            sender = self._senders[key.public_key] = str(ethereum_address(key.public_key))
-        return sender
 
     def _check_approvals(self, request: SignInput) -> int | None:
         """(a)+(b): returns the policy's fee cap when the approvals meet the requirement."""
@@ -368,7 +339,7 @@ class SignerService:
                 chain=chain,
                 unsigned_tx=request.unsigned_tx,
                 spec=request.spec,
-                sender=self._sender(key),
+                sender=ethereum_address(key.public_key),
             )
         except Unavailable:
             raise
@@ -394,15 +365,11 @@ class SignerService:
 
         # (d) conflicts, decided before the HSM is asked; the unique constraints decide races.
         attempt, replaces = 0, None
-        with self._reads() as s:
-            prior, by_nonce = repository.conflicts(
-                s,
-                intent_id=request.intent_id,
-                step=request.step,
-                key_id=key.key_id,
-                chain=chain,
-                nonce=tx.nonce,
-            )
+        with self._sessions() as s:
+            # Nonce first: under READ COMMITTED a record committed between the two reads is then
+            # seen as this step's own (a replay), never as another's use of the nonce.
+            by_nonce = repository.latest_for_nonce(s, key.key_id, chain, tx.nonce)
+            prior = repository.latest_for_step(s, request.intent_id, request.step)
         if prior is not None:
             if prior.payload_digest == payload_digest:
                 return self._replay(prior, actor, subject)
@@ -443,8 +410,13 @@ class SignerService:
             created_at=self._clock(),
         )
 
-        stored = self._record(record, actor, subject)
-        if stored is record:
+        def audit(s: Session, r: SigningRecord) -> None:
+            self._write_audit(
+                s, actor, ACTION_SIGN, subject, "replaced" if r.replacement else "signed", _record_payload(r)
+            )
+
+        stored, inserted = repository.insert_record_or_fetch(self._sessions, record, audit)
+        if inserted:
             return _output(stored, replayed=False)
         # Lost a race: the winner's signature is the one; ours never leaves.
         if (stored.intent_id, stored.step) != (request.intent_id, request.step):
@@ -458,29 +430,9 @@ class SignerService:
             )
         return self._replay(stored, actor, subject)
 
-    def _record(self, record: SigningRecord, actor: str, subject: str) -> SigningRecord:
-        """Commits ``record`` with its audit entry; returns it, or the record that won its place."""
-        outcome = "replaced" if record.replacement else "signed"
-        payload = _record_payload(record)
-
-        def work(s: Session) -> None:
-            repository.insert_record(s, record)
-            self._write_audit(s, actor, ACTION_SIGN, subject, outcome, payload)
-
-        try:
-            self._commit(work)
-            return record
-        except IntegrityError:
-            pass
-        with self._sessions() as s:  # the writers' engine: sees every committed winner
-            winner = repository.record_like(s, record)
-        if winner is None:
-            raise AuditUnavailable("the signing record could not be stored") from None
-        return winner
-
     def _replay(self, record: SigningRecord, actor: str, subject: str) -> SignOutput:
-        payload = _record_payload(record)
-        self._commit(lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", payload))
+        with transaction(self._sessions) as s:
+            self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", _record_payload(record))
         return _output(record, replayed=True)
 
 
