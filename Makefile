@@ -26,7 +26,7 @@ proto: setup
 	$(PY) proto/generate.py
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 dev-up: setup
 	$(PY) -m services.cli.main dev up
