@@ -1,4 +1,4 @@
-"""Serving a servicer in-process over mTLS, for the benchmarks' gRPC sections."""
+"""Serving a servicer over mTLS, for the benchmarks' gRPC sections."""
 
 from __future__ import annotations
 
@@ -12,15 +12,26 @@ from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
 
 
-async def serve(binding: ServiceBinding, service: str) -> tuple[RunningServer, Path]:
-    """Starts ``binding`` on a free port with a fresh development PKI; returns (server, pki dir)."""
+def new_pki() -> Path:
+    """A fresh development PKI (CA, every service's and the worker's certificate)."""
     pki = Path(tempfile.mkdtemp(prefix="custos-bench-pki-"))
     ensure_service_certs(pki)
-    settings = ServiceSettings(
-        state_dir=pki.parent,
-        listen="127.0.0.1:0",
-        tls=TLSSettings(pki_dir=pki, cert=pki / f"{service}.crt", key=pki / f"{service}.key"),
-    )
+    return pki
+
+
+def server_tls(pki: Path, service: str) -> TLSSettings:
+    """The TLS settings of ``service`` serving with its certificate from ``pki``."""
+    return TLSSettings(pki_dir=pki, cert=pki / f"{service}.crt", key=pki / f"{service}.key")
+
+
+async def serve(binding: ServiceBinding, service: str, pki: Path | None = None) -> tuple[RunningServer, Path]:
+    """Starts ``binding`` in this process on a free port; returns (server, pki dir).
+
+    Without ``pki`` a fresh development PKI is made; servers in several processes
+    share one by passing the same folder.
+    """
+    pki = pki or new_pki()
+    settings = ServiceSettings(state_dir=pki.parent, listen="127.0.0.1:0", tls=server_tls(pki, service))
     return await start_server(settings, [binding]), pki
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.audit.errors import AuditUnavailable
@@ -61,12 +61,21 @@ def _to_checkpoint(row: AuditCheckpointRow) -> Checkpoint:
     )
 
 
+# The statements of every append, built once (with their cache keys): an append runs in
+# every signed transaction, and building them per call cost more than executing them.
+_HEAD = select(AuditHeadRow.sequence, AuditHeadRow.hash).where(AuditHeadRow.id == HEAD_ROW_ID)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_INSERT_RECORD = insert(cast(Table, AuditRecordRow.__table__))
+_MOVE_HEAD = (
+    update(cast(Table, AuditHeadRow.__table__))
+    .where(AuditHeadRow.__table__.c.id == HEAD_ROW_ID)
+    .values(sequence=bindparam("new_sequence"), hash=bindparam("new_hash"))
+)
+
+
 def read_head(session: Session, *, lock: bool = False) -> Head:
     """The head; with ``lock``, held until the session's transaction ends."""
-    stmt = select(AuditHeadRow.sequence, AuditHeadRow.hash).where(AuditHeadRow.id == HEAD_ROW_ID)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).one_or_none()
+    row = session.execute(_HEAD_LOCKED if lock else _HEAD).one_or_none()
     if row is None:
         raise AuditUnavailable("the audit head row is missing: run the database migrations")
     return Head(sequence=row[0], hash=bytes(row[1]))
@@ -100,24 +109,21 @@ def append(
         payload_json=payload_json,
     )
     session.execute(
-        insert(AuditRecordRow).values(
-            sequence=record.sequence,
-            prev_hash=record.prev_hash,
-            hash=record.hash,
-            time=record.time,
-            actor=record.actor,
-            action=record.action,
-            subject=record.subject,
-            outcome=record.outcome,
-            payload_digest=record.payload_digest,
-            payload_json=record.payload_json,
-        )
+        _INSERT_RECORD,
+        {
+            "sequence": record.sequence,
+            "prev_hash": record.prev_hash,
+            "hash": record.hash,
+            "time": record.time,
+            "actor": record.actor,
+            "action": record.action,
+            "subject": record.subject,
+            "outcome": record.outcome,
+            "payload_digest": record.payload_digest,
+            "payload_json": record.payload_json,
+        },
     )
-    session.execute(
-        update(AuditHeadRow)
-        .where(AuditHeadRow.id == HEAD_ROW_ID)
-        .values(sequence=record.sequence, hash=record.hash)
-    )
+    session.execute(_MOVE_HEAD, {"new_sequence": record.sequence, "new_hash": record.hash})
     return record
 
 

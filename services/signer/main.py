@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 
 from pydantic import Field
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
 from services.chain.config import ChainConfig as ChainEntry
 from services.chain.ethereum.adapter import EthereumAdapter
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
-from services.policy.service import PolicyService
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.runner import Component
@@ -24,6 +24,8 @@ from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
 from services.signer.hsm import Hsm
+from services.signer.policy_view import PolicyView
+from services.signer.repository import read_only_engine
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
 
@@ -32,26 +34,43 @@ class SignerSettings(ServiceSettings):
     service = "signer"
     hsm: HsmSettings = Field(default_factory=HsmSettings)
     chains: list[ChainEntry] = Field(default_factory=list)
+    #: Threads that run Sign's checks and HSM call (0: on the event loop). One keeps the
+    #: loop free for gRPC and the database's round trips, without threads contending.
+    decide_threads: int = Field(default=1, ge=0, le=32)
 
 
 SETTINGS = SignerSettings
 
 
+def make_service(
+    settings: SignerSettings, sessions: sessionmaker[Session], reads: sessionmaker[Session], hsm: Hsm
+) -> SignerService:
+    """The signer as it runs in production (the benchmarks build theirs with this too).
+
+    ``reads`` serves what only reads: the policy version, the approver registry and the
+    conflict check before the HSM is asked (see ``repository.read_only_engine``).
+    """
+    ethereum = {c.name: c for c in settings.chains if c.family.value.lower() == "ethereum"}
+    return SignerService(
+        hsm=hsm,
+        sessions=sessions,
+        reads=reads,
+        policy=PolicyView(reads),
+        decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
+        audit=audit_in_transaction(AuditWriter(sessions, actor="svc:signer")),
+        chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),
+        decide_threads=settings.decide_threads,
+    )
+
+
 async def build(settings: ServiceSettings) -> Component:
     assert isinstance(settings, SignerSettings)
     engine = make_engine(settings.database_url)
+    read_engine = read_only_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:signer")
     hsm = await asyncio.to_thread(Hsm(settings.hsm).open)
-    ethereum = {c.name: c for c in settings.chains if c.family.value.lower() == "ethereum"}
-    service = SignerService(
-        hsm=hsm,
-        sessions=sessions,
-        policy=PolicyService(sessions),
-        decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
-        audit=audit_in_transaction(audit),
-        chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),
-    )
+    service = make_service(settings, sessions, make_session_factory(read_engine), hsm)
     binding = ServiceBinding(
         signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
         signer_pb2_grpc.add_SignerServiceServicer_to_server,
@@ -59,7 +78,9 @@ async def build(settings: ServiceSettings) -> Component:
     )
 
     async def dispose() -> None:
+        await asyncio.to_thread(service.close)  # commits what is queued
         await asyncio.to_thread(hsm.close)
         engine.dispose()
+        read_engine.dispose()
 
     return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])

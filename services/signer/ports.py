@@ -23,16 +23,17 @@ from services.runtime.intent import IntentSpec
 class PolicySource(Protocol):
     """The signer's read-only view of the policy service's state."""
 
-    def requirement(self, policy_version: str, spec: IntentSpec, initiator: str) -> Requirement:
-        """The requirement that ``policy_version`` sets for ``spec``.
+    def requirement_and_registry(
+        self, policy_version: str, spec: IntentSpec, initiator: str, *, asked_at: float | None = None
+    ) -> tuple[Requirement, RegistrySnapshot]:
+        """The requirement that ``policy_version`` sets for ``spec``, and the approver registry.
 
-        Raises a ``CustosError`` (NotFound, or a deny as FailedPrecondition) when the
-        version does not exist or does not allow the intent.
+        The registry (keys, groups, revocations) is one read no earlier than
+        ``asked_at`` (a ``time.monotonic()`` value: when the Sign began; default: now),
+        and the requirement's groups are resolved against that same read. Raises a
+        ``CustosError`` (NotFound, or a deny as FailedPrecondition) when the version
+        does not exist or does not allow the intent.
         """
-        ...
-
-    def approver_registry(self) -> RegistrySnapshot:
-        """The approver registry as of now (keys, groups, revocations)."""
         ...
 
 
@@ -70,11 +71,10 @@ class StaticPolicySource:
     requirements: dict[str, Requirement] = field(default_factory=dict)
     registry: dict[str, ApproverInfo] = field(default_factory=dict)
 
-    def requirement(self, policy_version: str, spec: IntentSpec, initiator: str) -> Requirement:
+    def requirement_and_registry(
+        self, policy_version: str, spec: IntentSpec, initiator: str, *, asked_at: float | None = None
+    ) -> tuple[Requirement, RegistrySnapshot]:
         try:
-            return self.requirements[policy_version]
+            return self.requirements[policy_version], self.registry
         except KeyError:
             raise PolicyNotFound(f"no policy version {policy_version!r}") from None
-
-    def approver_registry(self) -> RegistrySnapshot:
-        return self.registry

@@ -2,19 +2,54 @@
 
 "Sign exactly once" rests on the unique constraints of ``signer_signing_records``:
 whoever inserts first wins, every other writer gets an ``IntegrityError``, rolls
-back and reads the winner (:func:`insert_record_or_fetch`).
+back and reads the winner (:func:`record_like`).
+
+Reads that only decide whether to go on (the conflict check before the HSM is
+asked, the policy and registry) go through :func:`read_only_engine`: on SQLite
+they then neither take nor wait for the write lock, which the committing thread
+holds for each batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Table, and_, bindparam, create_engine, event, insert, or_, select
+from sqlalchemy.orm import Session
 
-from services.runtime.db import transaction
+from services.runtime.db import make_engine
 from services.signer.models import SignerKey, SigningRecord
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine for reads: on SQLite, deferred (snapshot) transactions on a query-only connection.
+
+    ``runtime.db.make_engine`` begins every SQLite transaction with ``BEGIN IMMEDIATE``
+    so that writers from several processes serialise; a reader does not need that,
+    and taking it would queue every read behind every commit. Under WAL a deferred
+    transaction reads one consistent snapshot without blocking or being blocked.
+    ``query_only`` makes any write through this engine fail. Other databases get
+    :func:`~services.runtime.db.make_engine`'s engine in autocommit: their reads never
+    lock, each statement already reads its own snapshot under READ COMMITTED, and
+    BEGIN and ROLLBACK would cost two round trips per read.
+    """
+    if not url.startswith("sqlite"):
+        return make_engine(url, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below controls transactions
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN DEFERRED")
+
+    return engine
 
 
 def add_key(session: Session, key: SignerKey) -> SignerKey:
@@ -48,24 +83,53 @@ def list_keys(session: Session, *, vault_id: str = "", after: str = "", limit: i
     return list(session.scalars(query.order_by(SignerKey.key_id).limit(limit)))
 
 
-def latest_for_step(session: Session, intent_id: str, step: str) -> SigningRecord | None:
-    """The newest signature (highest attempt) of an intent step."""
-    return session.scalars(
-        select(SigningRecord)
-        .where(SigningRecord.intent_id == intent_id, SigningRecord.step == step)
-        .order_by(SigningRecord.attempt.desc())
-        .limit(1)
-    ).first()
+_R = SigningRecord
+# Built once: the statements of every Sign, with their cache keys, are reused as they are.
+_CONFLICTS = select(_R).where(
+    or_(
+        and_(_R.intent_id == bindparam("intent_id"), _R.step == bindparam("step")),
+        and_(
+            _R.key_id == bindparam("key_id"), _R.chain == bindparam("chain"), _R.nonce == bindparam("nonce")
+        ),
+    )
+)
+_LIKE = select(_R).where(
+    or_(
+        and_(
+            _R.intent_id == bindparam("intent_id"),
+            _R.step == bindparam("step"),
+            _R.attempt == bindparam("attempt"),
+        ),
+        and_(
+            _R.key_id == bindparam("key_id"),
+            _R.chain == bindparam("chain"),
+            _R.nonce == bindparam("nonce"),
+            _R.attempt == bindparam("attempt"),
+        ),
+    )
+)
+_INSERT = insert(cast(Table, SigningRecord.__table__))
+_COLUMNS = tuple(c.key for c in SigningRecord.__table__.columns)
 
 
-def latest_for_nonce(session: Session, key_id: str, chain: str, nonce: int) -> SigningRecord | None:
-    """The newest signature made with ``key_id`` for ``nonce`` on ``chain``."""
-    return session.scalars(
-        select(SigningRecord)
-        .where(SigningRecord.key_id == key_id, SigningRecord.chain == chain, SigningRecord.nonce == nonce)
-        .order_by(SigningRecord.attempt.desc())
-        .limit(1)
-    ).first()
+def conflicts(
+    session: Session, *, intent_id: str, step: str, key_id: str, chain: str, nonce: int
+) -> tuple[SigningRecord | None, SigningRecord | None]:
+    """The newest signature of the intent step, and the newest for (key, chain, nonce).
+
+    One statement, so both answers come from the same snapshot (under READ COMMITTED
+    two statements could each see a different set of committed records).
+    """
+    rows = session.scalars(
+        _CONFLICTS,
+        {"intent_id": intent_id, "step": step, "key_id": key_id, "chain": chain, "nonce": nonce},
+    ).all()
+    for_step = [r for r in rows if r.intent_id == intent_id and r.step == step]
+    for_nonce = [r for r in rows if r.key_id == key_id and r.chain == chain and r.nonce == nonce]
+    return (
+        max(for_step, key=lambda r: r.attempt, default=None),
+        max(for_nonce, key=lambda r: r.attempt, default=None),
+    )
 
 
 def get_record(session: Session, record_id: str) -> SigningRecord | None:
@@ -82,45 +146,31 @@ def count_records(session: Session, intent_id: str, step: str) -> int:
     )
 
 
-def insert_record_or_fetch(
-    factory: sessionmaker[Session],
-    record: SigningRecord,
-    in_same_transaction: Callable[[Session, SigningRecord], None],
-) -> tuple[SigningRecord, bool]:
-    """Inserts ``record`` and runs ``in_same_transaction`` (the audit entry) before commit.
+def insert_record(session: Session, record: SigningRecord) -> None:
+    """Inserts ``record`` in ``session``'s transaction (a Core insert: safe to run again after a rollback).
 
-    Returns ``(record, True)`` when this call's record was committed, or
-    ``(existing, False)`` when a record for the same (intent, step, attempt) or the
-    same (key, chain, nonce, attempt) already existed: the caller decides whether
-    that one is the same request or a conflict. Any error from
-    ``in_same_transaction`` rolls the insert back and propagates.
+    Raises ``IntegrityError`` when a record for the same (intent, step, attempt) or
+    (key, chain, nonce, attempt) exists: the unique constraints decide every race.
     """
-    try:
-        with transaction(factory) as session:
-            session.add(record)
-            session.flush()
-            in_same_transaction(session, record)
-        return record, True
-    except IntegrityError as e:
-        conflict = e
-    with factory() as session:
-        existing = (
-            session.scalars(
-                select(SigningRecord).where(
-                    SigningRecord.intent_id == record.intent_id,
-                    SigningRecord.step == record.step,
-                    SigningRecord.attempt == record.attempt,
-                )
-            ).first()
-            or session.scalars(
-                select(SigningRecord).where(
-                    SigningRecord.key_id == record.key_id,
-                    SigningRecord.chain == record.chain,
-                    SigningRecord.nonce == record.nonce,
-                    SigningRecord.attempt == record.attempt,
-                )
-            ).first()
-        )
-    if existing is None:  # the constraint that failed was not one we resolve here
-        raise conflict
-    return existing, False
+    session.execute(_INSERT, {c: getattr(record, c) for c in _COLUMNS})
+
+
+def record_like(session: Session, record: SigningRecord) -> SigningRecord | None:
+    """The stored record that took ``record``'s place.
+
+    That is the one with the same (intent, step, attempt), else the same (key, chain,
+    nonce, attempt).
+    """
+    rows = session.scalars(
+        _LIKE,
+        {
+            "intent_id": record.intent_id,
+            "step": record.step,
+            "attempt": record.attempt,
+            "key_id": record.key_id,
+            "chain": record.chain,
+            "nonce": record.nonce,
+        },
+    ).all()
+    same_step = [r for r in rows if (r.intent_id, r.step) == (record.intent_id, record.step)]
+    return (same_step or rows)[0] if rows else None

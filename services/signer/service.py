@@ -9,7 +9,12 @@ and its audit entry commit together before the signature is returned. Every
 refusal is a typed error and an audit entry.
 
 The public methods are coroutines that run the blocking work (database, HSM) in
-worker threads; the HSM serialises itself with its lock.
+worker threads; the HSM serialises itself with its lock. Writes of concurrent
+calls share transactions (:mod:`services.signer.commits`): a caller is released
+only after the transaction holding its record and audit entry committed. Reads
+that only decide whether to go on use ``reads`` (deferred transactions on SQLite,
+see :func:`services.signer.repository.read_only_engine`); the unique constraints,
+not those reads, decide races.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.policy.evidence import check_approvals
@@ -34,6 +41,7 @@ from services.runtime.intent import Approval, IntentSpec, intent_digest
 from services.runtime.telemetry import sign_timer
 from services.signer import eip1559, repository
 from services.signer.addresses import cosmos_address, ethereum_address, solana_address
+from services.signer.commits import GroupCommitter
 from services.signer.errors import (
     ApprovalsInsufficient,
     AuditUnavailable,
@@ -118,14 +126,30 @@ class SignerService:
         audit: AuditWriterFactory,
         chains: ChainConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
+        reads: sessionmaker[Session] | None = None,
+        max_batch: int = 64,
+        decide_threads: int = 1,
     ) -> None:
         self._hsm = hsm
         self._sessions = sessions
+        self._reads = reads or sessions
         self._policy = policy
         self._decoder = decoder
         self._audit = audit
         self._chains = chains or ChainConfig()
         self._clock = clock
+        self._commits = GroupCommitter(sessions, max_batch=max_batch)
+        # Where sign() runs its checks and the HSM call: n worker threads, or the event loop (0).
+        self._decider = ThreadPoolExecutor(decide_threads, "signer-decide") if decide_threads else None
+        # Registered keys never change (a key is only ever added): found ones are kept.
+        self._vault_keys: dict[str, SignerKey] = {}
+        self._senders: dict[bytes, str] = {}
+
+    def close(self) -> None:
+        """Commits what is queued and stops the commit thread."""
+        if self._decider is not None:
+            self._decider.shutdown()
+        self._commits.close()
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -238,37 +262,62 @@ class SignerService:
     # --- signing --------------------------------------------------------------------------
 
     async def sign(self, request: SignInput, *, actor: str) -> SignOutput:
+        """:meth:`sign_blocking` for the event loop.
+
+        The checks and the HSM call run in ``decide_threads`` worker threads (one by
+        default: more only contend for the GIL and the HSM lock; it keeps the loop free
+        for gRPC and lets calls that queue meanwhile share one registry read), or on
+        the loop itself with 0. The wait for the group commit holds no thread.
+        """
+        asked_at = time.monotonic()
         with sign_timer(request.spec.chain) as timer:  # custos.sign.duration, by outcome
-            out = await asyncio.to_thread(self.sign_blocking, request, actor)
-            timer.outcome = "replayed" if out.replayed else "signed"
-            return out
+            subject = f"intent:{request.intent_id}"
+            try:
+                write = await self._off_loop(self._decide, request, actor, subject, asked_at)
+                try:
+                    await self._acommit(write.work)
+                except IntegrityError:
+                    write = await self._off_loop(self._after_race, write, actor, subject)
+                    await self._acommit(write.work)
+            except CustosError as e:
+                if not isinstance(e, AuditUnavailable):
+                    refusal = self._refusal(actor, subject, e)
+                    try:
+                        await self._acommit(refusal)
+                    except CustosError:
+                        log.error("could not audit the refusal of %s (%s)", subject, type(e).__name__)
+                raise
+            timer.outcome = "replayed" if write.output.replayed else "signed"
+            return write.output
+
+    async def _off_loop(self, fn: Callable[..., _Write], *args: Any) -> _Write:
+        if self._decider is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._decider, fn, *args)
 
     def sign_blocking(self, request: SignInput, actor: str) -> SignOutput:
+        """Signs ``request`` if every check passes; returns once its record is committed."""
+        asked_at = time.monotonic()
         subject = f"intent:{request.intent_id}"  # one subject per intent, as every component records it
         try:
-            return self._sign(request, actor, subject)
+            write = self._decide(request, actor, subject, asked_at)
+            try:
+                self._commit(write.work)
+            except IntegrityError:
+                write = self._after_race(write, actor, subject)
+                self._commit(write.work)
+            return write.output
         except CustosError as e:
             if not isinstance(e, AuditUnavailable):
-                self._audit_refusal(actor, subject, e)
+                try:
+                    self._commit(self._refusal(actor, subject, e))
+                except CustosError:
+                    log.error("could not audit the refusal of %s (%s)", subject, type(e).__name__)
             raise
 
-    def _audit_refusal(self, actor: str, subject: str, error: CustosError) -> None:
-        try:
-            with transaction(self._sessions) as s:
-                self._write_audit(
-                    s,
-                    actor,
-                    ACTION_SIGN,
-                    subject,
-                    "refused",
-                    {
-                        "error": type(error).__name__,
-                        "reason": error.message,
-                        **_safe(error.details),
-                    },
-                )
-        except CustosError:
-            log.error("could not audit the refusal of %s (%s)", subject, type(error).__name__)
+    def _refusal(self, actor: str, subject: str, error: CustosError) -> Callable[[Session], None]:
+        payload = {"error": type(error).__name__, "reason": error.message, **_safe(error.details)}
+        return lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "refused", payload)
 
     def _write_audit(
         self, session: Session, actor: str, action: str, subject: str, outcome: str, payload: dict[str, Any]
@@ -278,19 +327,53 @@ class SignerService:
         except Exception as e:  # whatever the writer's failure, nothing is signed without it
             raise AuditUnavailable(f"audit entry could not be written ({type(e).__name__})") from e
 
+    def _commit(self, work: Callable[[Session], None]) -> None:
+        """Runs ``work`` in the next group commit; returns once it is committed.
+
+        A failure to commit is a failure to write the audit entry: nothing goes on.
+        """
+        try:
+            self._commits.run(work)
+        except (CustosError, IntegrityError):
+            raise
+        except SQLAlchemyError as e:
+            cause = type(getattr(e, "orig", None) or e).__name__
+            raise AuditUnavailable(f"the signing transaction could not be committed ({cause})") from e
+
+    async def _acommit(self, work: Callable[[Session], None]) -> None:
+        """:meth:`_commit`, awaited on the event loop."""
+        try:
+            await asyncio.wrap_future(self._commits.submit(work))
+        except (CustosError, IntegrityError):
+            raise
+        except SQLAlchemyError as e:
+            cause = type(getattr(e, "orig", None) or e).__name__
+            raise AuditUnavailable(f"the signing transaction could not be committed ({cause})") from e
+
     def _vault_key(self, spec: IntentSpec) -> SignerKey:
-        with self._sessions() as s:
+        key = self._vault_keys.get(spec.vault_id)
+        if key is not None:
+            return key
+        with self._reads() as s:
             keys = repository.keys_for_vault(s, spec.vault_id, KeyPurpose.VAULT.value)
         for key in keys:
             if key.algorithm == KeyAlgorithm.SECP256K1:
+                self._vault_keys[spec.vault_id] = key
                 return key
         raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
 
-    def _check_approvals(self, request: SignInput) -> int | None:
+    def _sender(self, key: SignerKey) -> str:
+        sender = self._senders.get(key.public_key)
+        if sender is None:
+            sender = self._senders[key.public_key] = str(ethereum_address(key.public_key))
+        return sender
+
+    def _check_approvals(self, request: SignInput, asked_at: float) -> int | None:
         """(a)+(b): returns the policy's fee cap when the approvals meet the requirement."""
         try:
-            requirement = self._policy.requirement(request.policy_version, request.spec, request.initiator)
-            registry = self._policy.approver_registry()
+            requirement, registry = self._policy.requirement_and_registry(
+                request.policy_version, request.spec, request.initiator, asked_at=asked_at
+            )
         except Unavailable:
             raise
         except CustosError as e:
@@ -339,7 +422,7 @@ class SignerService:
                 chain=chain,
                 unsigned_tx=request.unsigned_tx,
                 spec=request.spec,
-                sender=ethereum_address(key.public_key),
+                sender=self._sender(key),
             )
         except Unavailable:
             raise
@@ -349,7 +432,13 @@ class SignerService:
             raise FeeAboveCap(f"transaction may pay {tx.max_fee_per_gas * tx.gas} in fees, cap {fee_cap}")
         return tx
 
-    def _sign(self, request: SignInput, actor: str, subject: str) -> SignOutput:
+    def _decide(self, request: SignInput, actor: str, subject: str, asked_at: float) -> _Write:
+        """Runs every check, asks the HSM when they pass; returns what to commit before answering.
+
+        Raises the refusal when a check fails. The returned write is a new signing
+        record with its audit entry, or only the audit entry of a replay. The approver
+        registry is one read no older than ``asked_at`` (when the call began).
+        """
         try:
             require_id(request.intent_id, "intent_id")
             require_id(request.step, "step")
@@ -358,18 +447,22 @@ class SignerService:
         if not request.unsigned_tx:
             raise BadSignRequest("unsigned_tx is required")
         key = self._vault_key(request.spec)
-        fee_cap = self._check_approvals(request)
+        fee_cap = self._check_approvals(request, asked_at)
         tx = self._check_transaction(request, key, fee_cap)
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
         chain = request.spec.chain
 
         # (d) conflicts, decided before the HSM is asked; the unique constraints decide races.
         attempt, replaces = 0, None
-        with self._sessions() as s:
-            # Nonce first: under READ COMMITTED a record committed between the two reads is then
-            # seen as this step's own (a replay), never as another's use of the nonce.
-            by_nonce = repository.latest_for_nonce(s, key.key_id, chain, tx.nonce)
-            prior = repository.latest_for_step(s, request.intent_id, request.step)
+        with self._reads() as s:
+            prior, by_nonce = repository.conflicts(
+                s,
+                intent_id=request.intent_id,
+                step=request.step,
+                key_id=key.key_id,
+                chain=chain,
+                nonce=tx.nonce,
+            )
         if prior is not None:
             if prior.payload_digest == payload_digest:
                 return self._replay(prior, actor, subject)
@@ -410,30 +503,50 @@ class SignerService:
             created_at=self._clock(),
         )
 
-        def audit(s: Session, r: SigningRecord) -> None:
-            self._write_audit(
-                s, actor, ACTION_SIGN, subject, "replaced" if r.replacement else "signed", _record_payload(r)
-            )
+        outcome = "replaced" if record.replacement else "signed"
+        payload = _record_payload(record)
 
-        stored, inserted = repository.insert_record_or_fetch(self._sessions, record, audit)
-        if inserted:
-            return _output(stored, replayed=False)
-        # Lost a race: the winner's signature is the one; ours never leaves.
-        if (stored.intent_id, stored.step) != (request.intent_id, request.step):
+        def work(s: Session) -> None:
+            repository.insert_record(s, record)
+            self._write_audit(s, actor, ACTION_SIGN, subject, outcome, payload)
+
+        return _Write(work, _output(record, replayed=False), record)
+
+    def _after_race(self, lost: _Write, actor: str, subject: str) -> _Write:
+        """Another call stored its record first: that signature is the one, ours never leaves."""
+        record = lost.record
+        assert record is not None
+        with self._sessions() as s:  # the writers' engine: sees every committed winner
+            winner = repository.record_like(s, record)
+        if winner is None:
+            raise AuditUnavailable("the signing record could not be stored")
+        if (winner.intent_id, winner.step) != (record.intent_id, record.step):
             raise NonceReused(
-                f"nonce {tx.nonce} of key {key.key_id} on {chain} is already signed",
-                details={"record_id": stored.record_id},
+                f"nonce {record.nonce} of key {record.key_id} on {record.chain} is already signed",
+                details={"record_id": winner.record_id},
             )
-        if stored.payload_digest != payload_digest:
+        if winner.payload_digest != record.payload_digest:
             raise ConflictingSignature(
-                f"{subject} was already signed over another payload", details={"record_id": stored.record_id}
+                f"{subject} was already signed over another payload", details={"record_id": winner.record_id}
             )
-        return self._replay(stored, actor, subject)
+        return self._replay(winner, actor, subject)
 
-    def _replay(self, record: SigningRecord, actor: str, subject: str) -> SignOutput:
-        with transaction(self._sessions) as s:
-            self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", _record_payload(record))
-        return _output(record, replayed=True)
+    def _replay(self, record: SigningRecord, actor: str, subject: str) -> _Write:
+        payload = _record_payload(record)
+        return _Write(
+            lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", payload),
+            _output(record, replayed=True),
+        )
+
+
+@dataclass(frozen=True)
+class _Write:
+    """What a Sign commits before it answers: the unit of work, and the answer it then gives."""
+
+    work: Callable[[Session], None]
+    output: SignOutput
+    #: The new signing record ``work`` inserts (None for a replay, which only audits).
+    record: SigningRecord | None = None
 
 
 def _is_fee_bump(prior: SigningRecord, tx: eip1559.Eip1559Tx, key_id: str, chain: str) -> bool:

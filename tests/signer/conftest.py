@@ -9,6 +9,7 @@ service's Ethereum decoder; the audit entries go to the real audit trail.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -190,7 +191,10 @@ class SignerRig:
 
 
 @pytest.fixture
-def rig(hsm: Hsm, session_factory: sessionmaker[Session]) -> SignerRig:
+def rig(
+    hsm: Hsm, session_factory: sessionmaker[Session], request: pytest.FixtureRequest
+) -> Iterator[SignerRig]:
+    """The rig; ``indirect`` parametrisation sets the service's ``decide_threads`` (default 1)."""
     approvers = Approvers({n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "ivan")})
     requirement = Requirement(
         groups=(ApprovalGroup("ops", 2, frozenset(approvers.keys)),),
@@ -209,8 +213,10 @@ def rig(hsm: Hsm, session_factory: sessionmaker[Session]) -> SignerRig:
         decoder=EthereumIntentCheck({CHAIN: EthereumAdapter(chain)}),
         audit=audit,
         chains=SignerChains(ethereum={CHAIN: CHAIN_ID}),
+        decide_threads=getattr(request, "param", 1),
     )
     vault = service.create_key_blocking(
         "operator-1", f"vault-{secrets.token_hex(4)}", KeyAlgorithm.SECP256K1, KeyPurpose.VAULT
     )
-    return SignerRig(service, session_factory, approvers, policy, audit, chain, vault)
+    yield SignerRig(service, session_factory, approvers, policy, audit, chain, vault)
+    service.close()

@@ -57,6 +57,7 @@ def test_same_request_again_returns_the_same_signature(rig: SignerRig) -> None:
     assert _records(rig) == 1
 
 
+@pytest.mark.parametrize("rig", [0, 1, 4], indirect=True, ids=["on-loop", "1-thread", "4-threads"])
 def test_64_concurrent_identical_sign_calls_make_one_signature(rig: SignerRig) -> None:
     spec, tx = rig.unstake_spec(VALIDATOR), rig.unstake_tx(VALIDATOR)
     request = rig.request(spec, tx)

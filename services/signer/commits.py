@@ -1,0 +1,128 @@
+"""Group commit: the signing records and audit entries of concurrent calls share one transaction.
+
+A commit costs a disk sync (SQLite's WAL fsync, PostgreSQL's WAL flush) and, for the
+audit trail, the lock on its head row. Paid once per signature it caps the signer at
+a few hundred signatures a second; paid once per batch it is shared by every call
+that arrived while the previous batch was committing.
+
+One thread per process owns the committing. A caller hands in a unit of work (a
+function of the open session) and blocks until the transaction that ran it has
+committed, or failed. Nothing waits on purpose: a batch is whatever is queued when
+the previous commit returns, so a lone caller commits at once.
+
+Failure semantics, which the signer's "recorded before returned" rests on:
+
+* a unit's result is released only after the transaction that ran it committed;
+* when a batch fails (any unit raised, or the commit did), nothing of it is kept, and
+  each of its units is run again alone, in its own transaction, so that each caller
+  gets its own outcome: the unit at fault fails, the others commit. If the database
+  itself is failing, every one of them fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.runtime.db import transaction
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A unit of work: runs inside the batch's open transaction; must be safe to run again.
+Work = Callable[[Session], T]
+
+
+@dataclass
+class _Job(Generic[T]):
+    work: Work[T]
+    future: Future[T] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    """Commits units of work from many threads in shared transactions, one committing thread.
+
+    Args:
+        sessions: Sessions on the database the units write to.
+        max_batch: Most units in one transaction (bounds the time the write lock is held).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 64) -> None:
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def submit(self, work: Work[T]) -> Future[T]:
+        """Queues ``work``; the future resolves once its transaction committed (or failed)."""
+        job: _Job[T] = _Job(work)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the committer is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="signer-commit", daemon=True)
+                self._thread.start()
+            self._queue.put(job)
+        return job.future
+
+    def run(self, work: Work[T]) -> T:
+        """:meth:`submit` and wait: returns ``work``'s result once committed, or raises its error."""
+        return self.submit(work).result()
+
+    def close(self) -> None:
+        """Commits what is queued, then stops the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch: list[_Job[Any]] = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            try:
+                self._commit(batch)
+            except BaseException as e:  # never leave a caller waiting
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                log.exception("the commit thread failed")
+
+    def _commit(self, batch: list[_Job[Any]]) -> None:
+        try:
+            with transaction(self._sessions) as session:
+                results = [job.work(session) for job in batch]
+        except Exception as e:
+            if len(batch) == 1:
+                batch[0].future.set_exception(e)
+                return
+            for job in batch:  # each alone: the one at fault fails, the others commit
+                self._commit([job])
+            return
+        for job, result in zip(batch, results, strict=True):
+            job.future.set_result(result)
