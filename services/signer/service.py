@@ -20,6 +20,7 @@ not those reads, decide races.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import secrets
@@ -293,7 +294,9 @@ class SignerService:
     async def _off_loop(self, fn: Callable[..., _Write], *args: Any) -> _Write:
         if self._decider is None:
             return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._decider, fn, *args)
+        # the caller's context (its trace span) goes along, as asyncio.to_thread would carry it
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._decider, context.run, fn, *args)
 
     def sign_blocking(self, request: SignInput, actor: str) -> SignOutput:
         """Signs ``request`` if every check passes; returns once its record is committed."""

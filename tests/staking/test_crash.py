@@ -157,7 +157,8 @@ class Driver:
         try:
             await self._retrying(who, "ApproveIntent", request)
         except FailedPrecondition as e:  # a retry after an accepted attempt whose answer was lost
-            if "already decided" not in str(e):
+            # (by then the quorum may be met and the intent may even have ended)
+            if "already decided" not in str(e) and "has ended" not in str(e):
                 raise
 
     async def settle(self, ids: list[str], timeout: float) -> dict[str, Any]:
