@@ -117,13 +117,12 @@ def _open_hsm(env: Env) -> Any:
 
 def _service(env: Env) -> tuple[Any, Any]:
     """(hsm, SignerService) wired as ``custos serve signer`` wires them."""
-    from services.runtime.db import make_engine, make_session_factory
+    from services.runtime.db import make_engine, make_session_factory, read_only
     from services.signer.main import make_service
-    from services.signer.repository import read_only_engine
 
     hsm = _open_hsm(env)
-    sessions = make_session_factory(make_engine(env.db_url))
-    reads = make_session_factory(read_only_engine(env.db_url))
+    engine = make_engine(env.db_url)
+    sessions, reads = make_session_factory(engine), make_session_factory(read_only(engine))
     return hsm, make_service(_settings(env), sessions, reads, hsm)
 
 

@@ -102,11 +102,25 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def read_only(engine: Engine) -> Engine:
+    """``engine`` (sharing its pool) for reads that only decide whether to go on.
+
+    On SQLite its transactions begin deferred: under WAL a reader sees one consistent
+    snapshot, neither taking nor waiting for the write lock. Elsewhere it runs in
+    autocommit: each statement reads its own snapshot under READ COMMITTED, without
+    the two round trips of BEGIN and ROLLBACK.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_READ_ONLY: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 @contextmanager
 def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for reads only: on SQLite it takes no write lock, so polling readers
-    (watchers, listings) never queue behind writers or make them wait. Writing in it
-    fails on SQLite only if another writer got in first; use :func:`transaction` to write."""
+    """A session for reads only (see :func:`read_only`): on SQLite it takes no write lock,
+    so polling readers (watchers, listings) never queue behind writers or make them wait.
+    Writing in it fails on SQLite only if another writer got in first; use
+    :func:`transaction` to write."""
     with factory() as session:
         session.connection(execution_options={_READ_ONLY: True})
         yield session

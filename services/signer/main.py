@@ -18,14 +18,13 @@ from services.chain.config import ChainConfig as ChainEntry
 from services.chain.ethereum.adapter import EthereumAdapter
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
 from services.runtime.audit_hook import denial_recorder
-from services.runtime.db import make_engine, make_session_factory
+from services.runtime.db import make_engine, make_session_factory, read_only
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
 from services.signer.hsm import Hsm
 from services.signer.policy_view import PolicyView
-from services.signer.repository import read_only_engine
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
 
@@ -48,7 +47,7 @@ def make_service(
     """The signer as it runs in production (the benchmarks build theirs with this too).
 
     ``reads`` serves what only reads: the policy version, the approver registry and the
-    conflict check before the HSM is asked (see ``repository.read_only_engine``).
+    conflict check before the HSM is asked (see ``runtime.db.read_only``).
     """
     ethereum = {c.name: c for c in settings.chains if c.family.value.lower() == "ethereum"}
     return SignerService(
@@ -66,11 +65,10 @@ def make_service(
 async def build(settings: ServiceSettings) -> Component:
     assert isinstance(settings, SignerSettings)
     engine = make_engine(settings.database_url)
-    read_engine = read_only_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:signer")
     hsm = await asyncio.to_thread(Hsm(settings.hsm).open)
-    service = make_service(settings, sessions, make_session_factory(read_engine), hsm)
+    service = make_service(settings, sessions, make_session_factory(read_only(engine)), hsm)
     binding = ServiceBinding(
         signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
         signer_pb2_grpc.add_SignerServiceServicer_to_server,
@@ -81,6 +79,5 @@ async def build(settings: ServiceSettings) -> Component:
         await asyncio.to_thread(service.close)  # commits what is queued
         await asyncio.to_thread(hsm.close)
         engine.dispose()
-        read_engine.dispose()
 
     return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])

@@ -5,51 +5,19 @@ whoever inserts first wins, every other writer gets an ``IntegrityError``, rolls
 back and reads the winner (:func:`record_like`).
 
 Reads that only decide whether to go on (the conflict check before the HSM is
-asked, the policy and registry) go through :func:`read_only_engine`: on SQLite
+asked, the policy and registry) go through :func:`services.runtime.db.read_only`: on SQLite
 they then neither take nor wait for the write lock, which the committing thread
 holds for each batch.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, create_engine, event, insert, or_, select
+from sqlalchemy import Table, and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
-from services.runtime.db import make_engine
 from services.signer.models import SignerKey, SigningRecord
-
-
-def read_only_engine(url: str) -> Engine:
-    """An engine for reads: on SQLite, deferred (snapshot) transactions on a query-only connection.
-
-    ``runtime.db.make_engine`` begins every SQLite transaction with ``BEGIN IMMEDIATE``
-    so that writers from several processes serialise; a reader does not need that,
-    and taking it would queue every read behind every commit. Under WAL a deferred
-    transaction reads one consistent snapshot without blocking or being blocked.
-    ``query_only`` makes any write through this engine fail. Other databases get
-    :func:`~services.runtime.db.make_engine`'s engine in autocommit: their reads never
-    lock, each statement already reads its own snapshot under READ COMMITTED, and
-    BEGIN and ROLLBACK would cost two round trips per read.
-    """
-    if not url.startswith("sqlite"):
-        return make_engine(url, isolation_level="AUTOCOMMIT")
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below controls transactions
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA query_only=ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN DEFERRED")
-
-    return engine
 
 
 def add_key(session: Session, key: SignerKey) -> SignerKey:

@@ -13,7 +13,7 @@ worker threads; the HSM serialises itself with its lock. Writes of concurrent
 calls share transactions (:mod:`services.signer.commits`): a caller is released
 only after the transaction holding its record and audit entry committed. Reads
 that only decide whether to go on use ``reads`` (deferred transactions on SQLite,
-see :func:`services.signer.repository.read_only_engine`); the unique constraints,
+see :func:`services.runtime.db.read_only`); the unique constraints,
 not those reads, decide races.
 """
 

@@ -12,11 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.models import AuditRecordRow
-from services.runtime.db import make_session_factory
+from services.runtime.db import make_session_factory, read_only
 from services.signer.commits import GroupCommitter
 from services.signer.errors import AuditUnavailable
 from services.signer.models import SigningRecord
-from services.signer.repository import read_only_engine
 from services.signer.service import SignInput, SignOutput
 from tests.signer.conftest import SignerRig
 
@@ -125,8 +124,7 @@ def test_a_result_is_released_only_after_its_transaction_committed(
     from services.audit import repository as trail
 
     committer = GroupCommitter(session_factory)
-    bind = session_factory.kw["bind"]
-    reader = make_session_factory(read_only_engine(bind.url.render_as_string(hide_password=False)))
+    reader = make_session_factory(read_only(session_factory.kw["bind"]))
     seen_inside: list[int] = []
 
     def work(s: Session) -> int:
