@@ -21,6 +21,7 @@ from services.runtime.intent import (
     intent_digest,
     spec_to_plain,
 )
+from workflows.staking.activities import activities_of
 from workflows.staking.types import (
     ActivateInput,
     ApprovalData,
@@ -181,18 +182,7 @@ class FakeActivities:
         return "b" * 64
 
     def all(self) -> list[Callable[..., Any]]:
-        return [
-            self.record_transition,
-            self.evaluate_policy,
-            self.build_transaction,
-            self.sign_transaction,
-            self.broadcast_transaction,
-            self.await_confirmation,
-            self.unbonding_seconds,
-            self.activate_policy,
-            self.reserve_velocity,
-            self.release_velocity,
-        ]
+        return activities_of(self)
 
 
 def later(now: datetime, hours: float = 48) -> datetime:

@@ -231,15 +231,24 @@ class StakingActivities:
         return str(resp.policy.version)
 
     def all(self) -> list[Callable[..., Any]]:
-        return [
-            self.record_transition,
-            self.evaluate_policy,
-            self.build_transaction,
-            self.sign_transaction,
-            self.broadcast_transaction,
-            self.await_confirmation,
-            self.unbonding_seconds,
-            self.activate_policy,
-            self.reserve_velocity,
-            self.release_velocity,
-        ]
+        return activities_of(self)
+
+
+#: The activity methods a worker registers; stand-ins in tests register the same ones.
+ACTIVITY_METHODS = (
+    "record_transition",
+    "evaluate_policy",
+    "build_transaction",
+    "sign_transaction",
+    "broadcast_transaction",
+    "await_confirmation",
+    "unbonding_seconds",
+    "activate_policy",
+    "reserve_velocity",
+    "release_velocity",
+)
+
+
+def activities_of(impl: object) -> list[Callable[..., Any]]:
+    """``impl``'s bound activity methods (AttributeError if it lacks one)."""
+    return [getattr(impl, name) for name in ACTIVITY_METHODS]
