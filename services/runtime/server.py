@@ -12,6 +12,7 @@ import logging
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -115,17 +116,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token = set_principal(await admit(method, context))
-                try:
+                async with _guarded(admit, method, context):
                     return await inner_uu(request, cast(Any, context))
-                except CustosError as e:
-                    await _abort(context, e)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as e:
-                    await _internal(context, method, e)
-                finally:
-                    reset_principal(token)
 
             return grpc.unary_unary_rpc_method_handler(
                 _traced_unary(method, unary_unary) if traced else unary_unary,
@@ -136,18 +128,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_us = handler.unary_stream
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                token = set_principal(await admit(method, context))
-                try:
+                async with _guarded(admit, method, context):
                     async for item in _items(inner_us(request, cast(Any, context))):
                         yield item
-                except CustosError as e:
-                    await _abort(context, e)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as e:
-                    await _internal(context, method, e)
-                finally:
-                    reset_principal(token)
 
             return grpc.unary_stream_rpc_method_handler(
                 _traced_stream(method, unary_stream) if traced else unary_stream,
@@ -203,6 +186,25 @@ async def _items(result: Any) -> AsyncIterator[Any]:
             yield item
     else:
         await result
+
+
+@asynccontextmanager
+async def _guarded(
+    admit: Callable[[str, Any], Awaitable[Principal]], method: str, context: Any
+) -> AsyncIterator[None]:
+    """Admits the caller as the current principal, and ends any error as a gRPC status:
+    CustosError by its kind, anything else as INTERNAL with a reference (logged, not shown)."""
+    token = set_principal(await admit(method, context))
+    try:
+        yield
+    except CustosError as e:
+        await _abort(context, e)
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception as e:
+        await _internal(context, method, e)
+    finally:
+        reset_principal(token)
 
 
 async def _abort(context: Any, error: CustosError) -> None:
