@@ -12,7 +12,6 @@ calls it (each component writes its audit entries to the database itself).
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,6 +26,7 @@ from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.devnet import Devnet
 from services.chain.ethereum.deposit import generate_deposit_data
 from services.chain.main import ChainSettings
+from services.cli.devstack import free_port
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
@@ -72,12 +72,6 @@ rules:
       groups: [{{name: operations, threshold: 2, approvers: [{", ".join(APPROVERS)}]}}]
       expiry: 24h
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
