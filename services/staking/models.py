@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.runtime.db import Base, UTCDateTime, utcnow
@@ -16,7 +16,11 @@ from services.runtime.db import Base, UTCDateTime, utcnow
 
 class IntentRow(Base):
     __tablename__ = "staking_intents"
-    __table_args__ = (UniqueConstraint("initiator", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("initiator", "idempotency_key"),
+        # the reconciler's periodic look for intents whose workflow was never started
+        Index("ix_staking_intents_unstarted", "workflow_started", "created_at"),
+    )
 
     intent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     initiator: Mapped[str] = mapped_column(String(128), index=True)
