@@ -85,6 +85,8 @@ class Env:
     worker: int = 0
     #: First nonce (and intent number) of this process in this run: keeps runs apart.
     nonce_base: int = 0
+    #: The signer's ``decide_threads`` setting (-1: its default).
+    decide_threads: int = -1
 
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -105,6 +107,7 @@ def _settings(env: Env) -> Any:
         tls=server_tls(Path(env.pki), "signer"),
         hsm=HsmSettings(token_label=env.label, pin=SecretStr(env.pin)),
         chains=[ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")],
+        **({"decide_threads": env.decide_threads} if env.decide_threads >= 0 else {}),
     )
 
 
@@ -483,6 +486,9 @@ def main() -> None:
         "--db", "--db-url", default="sqlite", help="sqlite (default), postgresql (a fresh database), or a URL"
     )
     parser.add_argument("--concurrency", type=int, default=16, help="gRPC calls in flight per server process")
+    parser.add_argument(
+        "--decide-threads", type=int, default=-1, help="the signer's decide_threads (default: its own default)"
+    )
     args = parser.parse_args()
 
     from bench._grpc import new_pki
@@ -505,6 +511,7 @@ def main() -> None:
             pki=str(new_pki()),
             policy_version=policy_version,
             approvers=approvers,
+            decide_threads=args.decide_threads,
         )
         env = create_keys(env)
 

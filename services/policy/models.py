@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from services.runtime.db import Base, UTCDateTime, utcnow
@@ -104,10 +104,29 @@ class ApproverKeyRow(Base):
     approver: Mapped[ApproverRow] = relationship(back_populates="keys")
 
 
+class RegistryRevisionRow(Base):
+    """One row whose ``revision`` moves with every change to the approver registry.
+
+    Database triggers (migration ``policy_0002``) raise it in the same transaction as
+    any insert, update or delete on the approver, group and key tables, whoever
+    writes them. Equal revisions mean an unchanged registry: the signer re-reads the
+    registry only when the revision moved.
+    """
+
+    __tablename__ = "policy_registry_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger)
+
+
 class EvaluationRow(Base):
     """One evaluation of a recorded intent: what simulations over a time range replay."""
 
     __tablename__ = "policy_evaluations"
+    # the signer's lookup of an intent's recorded evaluation, newest first (policy_0002)
+    __table_args__ = (
+        Index("ix_policy_evaluations_lookup", "initiator", "policy_version", "evaluated_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     intent_id: Mapped[str] = mapped_column(String(128), index=True)

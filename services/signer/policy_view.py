@@ -1,31 +1,31 @@
-"""The signer's own read of the policy tables, with what it may share among concurrent calls.
+"""The signer's own read of the policy tables, with what it may keep between calls.
 
 The signer loads the requirement and the approver registry itself for every Sign
 (it trusts no caller). Read naively, that is five statements and a few hundred ORM
-objects per signature, most of them the same for every call. What is shared:
+objects per signature, most of them the same for every call. What is kept:
 
 * a policy version is addressed by the hash of its document: once parsed (and its
   hash checked by ``PolicyService.load``) it never changes, so it is kept;
-* the approver registry and the group directory change, so they are never kept
-  beyond their use: calls share a read only when it began after each of them asked
-  (:class:`FreshRead`). That is exactly as fresh as a read of its own; a revocation
-  committed before a Sign asks is always seen by it.
+* the approver registry (approvers, groups, keys and their revocations) is kept
+  with the registry revision it was read at. Database triggers move that revision
+  in the same transaction as any change to the registry tables (migration
+  ``policy_0002``), so every Sign reads the current revision, after it was asked,
+  and re-reads the registry only when the revision moved. That is exactly as fresh
+  as reading the registry itself: a revocation committed before a Sign asks is
+  always seen by it.
 
-What stays per call is the lookup of the intent's recorded evaluation (whose time
-decides which rule applies), as ``PolicyService.requirement`` does it.
+The revision and the lookup of the intent's recorded evaluation (whose time decides
+which rule applies, as ``PolicyService.requirement`` does it) are one statement: one
+round trip per Sign when the registry is unchanged.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.policy import engine
@@ -37,13 +37,17 @@ from services.policy.domain import (
     Requirement,
     SignatureScheme,
 )
-from services.policy.models import ApproverGroupRow, ApproverKeyRow, ApproverRow, EvaluationRow
+from services.policy.models import (
+    ApproverGroupRow,
+    ApproverKeyRow,
+    ApproverRow,
+    EvaluationRow,
+    RegistryRevisionRow,
+)
 from services.policy.service import PolicyService, spec_json
 from services.runtime.db import utcnow
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import IntentSpec
-
-T = TypeVar("T")
 
 _K = ApproverKeyRow
 _APPROVERS = select(ApproverRow.approver_id, ApproverRow.display_name, ApproverRow.created_at)
@@ -52,72 +56,26 @@ _KEYS = select(_K.key_id, _K.approver_id, _K.scheme, _K.public_key, _K.created_a
     _K.created_at
 )
 _E = EvaluationRow
-# ``Evaluations.latest_matching``, built once (it runs for every Sign).
-_EVALUATED_AT = (
+# The registry revision and ``Evaluations.latest_matching``, one statement built once (it runs
+# for every Sign): both answers come from one snapshot, in one round trip.
+_REVISION_AND_EVALUATED_AT = select(
+    select(RegistryRevisionRow.revision).where(RegistryRevisionRow.id == 1).scalar_subquery(),
     select(_E.evaluated_at)
     .where(
-        _E.spec == bindparam("spec"),
         _E.initiator == bindparam("initiator"),
         _E.policy_version == bindparam("version"),
+        _E.spec == bindparam("spec"),
     )
     .order_by(_E.evaluated_at.desc(), _E.id.desc())
     .limit(1)
+    .scalar_subquery(),
 )
-
-
-class FreshRead(Generic[T]):
-    """Shares loads among callers, never giving one a load that began before it asked.
-
-    A caller passes the moment it asked (``time.monotonic()``). The latest load serves
-    it when that load began at or after that moment; otherwise the caller joins the
-    next load if one is waiting to start, or queues a new one. A load starts once the
-    previous one has finished, and stops admitting callers when it starts. So at most
-    one load runs and one waits, however many callers there are, and every result a
-    caller gets was read after it asked: as fresh as a read of its own.
-    """
-
-    def __init__(self, load: Callable[[], T]) -> None:
-        self._load = load
-        self._lock = threading.Lock()
-        self._idle = threading.Condition()
-        self._running = False
-        self._next: Future[T] | None = None
-        self._latest: tuple[float, T] | None = None
-
-    def get(self, asked_at: float) -> T:
-        with self._lock:
-            if self._latest is not None and self._latest[0] >= asked_at:
-                return self._latest[1]
-            future, lead = self._next, False
-            if future is None:
-                future = self._next = Future()
-                lead = True
-        if not lead:
-            return future.result()
-        with self._idle:
-            while self._running:
-                self._idle.wait()
-            self._running = True
-        with self._lock:
-            self._next = None  # callers from now on wait for a later load
-        try:
-            began = time.monotonic()
-            value = self._load()
-            with self._lock:
-                if self._latest is None or self._latest[0] < began:
-                    self._latest = (began, value)
-            future.set_result(value)
-        except BaseException as e:
-            future.set_exception(e)
-        finally:
-            with self._idle:
-                self._running = False
-                self._idle.notify()
-        return future.result()
 
 
 @dataclass(frozen=True)
 class _Registry:
+    #: The revision read before the registry (its content is at least that recent).
+    revision: int
     approvers: RegistrySnapshot
     directory: Mapping[str, frozenset[str]]
 
@@ -126,26 +84,28 @@ class PolicyView:
     """A :class:`~services.signer.ports.PolicySource` over the policy tables (read-only).
 
     Args:
-        reads: Sessions for reading (the signer's read-only engine).
+        reads: Sessions for reading (the signer's read-only engine); statements run on
+            connections of its engine, without the ORM.
         clock: Time of a requirement for an intent that has no recorded evaluation.
     """
 
     def __init__(self, reads: sessionmaker[Session], *, clock: Callable[[], datetime] = utcnow) -> None:
-        self._reads = reads
+        self._engine = reads.kw["bind"]
         self._clock = clock
         self._versions = PolicyService(reads, clock=clock)  # parses and checks each version's hash
         self._parsed: dict[str, Policy] = {}
-        self._registry = FreshRead(self._load_registry)
+        # Replaced whole, never mutated: a reader holds one consistent (revision, registry).
+        self._registry: _Registry | None = None
 
-    def _load_registry(self) -> _Registry:
-        """``Approvers.snapshot`` and ``Approvers.directory`` in one snapshot, as three plain queries.
+    def _load_registry(self, conn: Connection, revision: int) -> _Registry:
+        """``Approvers.snapshot`` and ``Approvers.directory`` as three plain queries.
 
-        The ORM's loading of the same rows cost four times as much, on every Sign.
+        Read after ``revision`` was, so at least as recent (on SQLite in the same
+        snapshot). The ORM's loading of the same rows cost four times as much.
         """
-        with self._reads() as s:
-            people = s.execute(_APPROVERS).all()
-            memberships = s.execute(_GROUPS).all()
-            keys = s.execute(_KEYS).all()
+        people = conn.execute(_APPROVERS).all()
+        memberships = conn.execute(_GROUPS).all()
+        keys = conn.execute(_KEYS).all()
         groups: dict[str, set[str]] = {}
         directory: dict[str, set[str]] = {}
         for approver_id, group in memberships:
@@ -160,7 +120,7 @@ class PolicyView:
             a: ApproverInfo(a, name, frozenset(groups.get(a, ())), tuple(held.get(a, ())), created_at)
             for a, name, created_at in people
         }
-        return _Registry(approvers, {g: frozenset(m) for g, m in directory.items()})
+        return _Registry(revision, approvers, {g: frozenset(m) for g, m in directory.items()})
 
     def _policy(self, version: str) -> Policy:
         policy = self._parsed.get(version)
@@ -169,24 +129,25 @@ class PolicyView:
         return policy
 
     def requirement_and_registry(
-        self, policy_version: str, spec: IntentSpec, initiator: str, *, asked_at: float | None = None
+        self, policy_version: str, spec: IntentSpec, initiator: str
     ) -> tuple[Requirement, RegistrySnapshot]:
         """As ``PolicyService.requirement`` and ``approver_registry``, the registry read once for both.
 
         Rules are matched at the intent's recorded evaluation time (now when none is
-        recorded); the requirement's groups are resolved against the same registry read
-        that is returned, one begun at or after ``asked_at`` (``time.monotonic()``;
-        default: now).
+        recorded); the requirement's groups are resolved against the same registry
+        that is returned, current as of this call.
         """
-        asked_at = time.monotonic() if asked_at is None else asked_at
         if not policy_version:
             raise FailedPrecondition("approvals must name a policy version")
         policy = self._policy(policy_version)
-        with self._reads() as s:
-            recorded = s.scalar(
-                _EVALUATED_AT, {"spec": spec_json(spec), "initiator": initiator, "version": policy_version}
-            )
+        params = {"spec": spec_json(spec), "initiator": initiator, "version": policy_version}
+        with self._engine.connect() as conn:
+            revision, recorded = conn.execute(_REVISION_AND_EVALUATED_AT, params).one()
+            if revision is None:
+                raise FailedPrecondition("the policy tables have no registry revision (migrate the database)")
+            registry = self._registry
+            if registry is None or registry.revision != revision:
+                registry = self._registry = self._load_registry(conn, revision)
         at = recorded if recorded is not None else self._clock()
-        registry = self._registry.get(asked_at)
         requirement = engine.requirement_for(policy, spec, initiator, at, directory=registry.directory)
         return requirement, registry.approvers

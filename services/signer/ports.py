@@ -24,13 +24,13 @@ class PolicySource(Protocol):
     """The signer's read-only view of the policy service's state."""
 
     def requirement_and_registry(
-        self, policy_version: str, spec: IntentSpec, initiator: str, *, asked_at: float | None = None
+        self, policy_version: str, spec: IntentSpec, initiator: str
     ) -> tuple[Requirement, RegistrySnapshot]:
         """The requirement that ``policy_version`` sets for ``spec``, and the approver registry.
 
-        The registry (keys, groups, revocations) is one read no earlier than
-        ``asked_at`` (a ``time.monotonic()`` value: when the Sign began; default: now),
-        and the requirement's groups are resolved against that same read. Raises a
+        The registry (keys, groups, revocations) is current as of the call (never a
+        state older than the moment it was made), and the requirement's groups are
+        resolved against that same registry. Raises a
         ``CustosError`` (NotFound, or a deny as FailedPrecondition) when the version
         does not exist or does not allow the intent.
         """
@@ -72,7 +72,7 @@ class StaticPolicySource:
     registry: dict[str, ApproverInfo] = field(default_factory=dict)
 
     def requirement_and_registry(
-        self, policy_version: str, spec: IntentSpec, initiator: str, *, asked_at: float | None = None
+        self, policy_version: str, spec: IntentSpec, initiator: str
     ) -> tuple[Requirement, RegistrySnapshot]:
         try:
             return self.requirements[policy_version], self.registry

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from services.signer.models import SignerKey, SigningRecord
@@ -53,7 +53,7 @@ def list_keys(session: Session, *, vault_id: str = "", after: str = "", limit: i
 
 _R = SigningRecord
 # Built once: the statements of every Sign, with their cache keys, are reused as they are.
-_CONFLICTS = select(_R).where(
+_CONFLICTS = select(*SigningRecord.__table__.columns).where(
     or_(
         and_(_R.intent_id == bindparam("intent_id"), _R.step == bindparam("step")),
         and_(
@@ -81,17 +81,20 @@ _COLUMNS = tuple(c.key for c in SigningRecord.__table__.columns)
 
 
 def conflicts(
-    session: Session, *, intent_id: str, step: str, key_id: str, chain: str, nonce: int
+    conn: Connection, *, intent_id: str, step: str, key_id: str, chain: str, nonce: int
 ) -> tuple[SigningRecord | None, SigningRecord | None]:
     """The newest signature of the intent step, and the newest for (key, chain, nonce).
 
     One statement, so both answers come from the same snapshot (under READ COMMITTED
-    two statements could each see a different set of committed records).
+    two statements could each see a different set of committed records). A Core read
+    (it runs before every signature and usually finds nothing); what it finds comes
+    back as detached records.
     """
-    rows = session.scalars(
+    found = conn.execute(
         _CONFLICTS,
         {"intent_id": intent_id, "step": step, "key_id": key_id, "chain": chain, "nonce": nonce},
     ).all()
+    rows = [SigningRecord(**row._mapping) for row in found]
     for_step = [r for r in rows if r.intent_id == intent_id and r.step == step]
     for_nonce = [r for r in rows if r.key_id == key_id and r.chain == chain and r.nonce == nonce]
     return (

@@ -24,7 +24,6 @@ import contextvars
 import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,6 +133,7 @@ class SignerService:
         self._hsm = hsm
         self._sessions = sessions
         self._reads = reads or sessions
+        self._read_engine = self._reads.kw["bind"]  # statements without the ORM, on the hot path
         self._policy = policy
         self._decoder = decoder
         self._audit = audit
@@ -270,11 +270,10 @@ class SignerService:
         for gRPC and lets calls that queue meanwhile share one registry read), or on
         the loop itself with 0. The wait for the group commit holds no thread.
         """
-        asked_at = time.monotonic()
         with sign_timer(request.spec.chain) as timer:  # custos.sign.duration, by outcome
             subject = f"intent:{request.intent_id}"
             try:
-                write = await self._off_loop(self._decide, request, actor, subject, asked_at)
+                write = await self._off_loop(self._decide, request, actor, subject)
                 try:
                     await self._acommit(write.work)
                 except IntegrityError:
@@ -300,10 +299,9 @@ class SignerService:
 
     def sign_blocking(self, request: SignInput, actor: str) -> SignOutput:
         """Signs ``request`` if every check passes; returns once its record is committed."""
-        asked_at = time.monotonic()
         subject = f"intent:{request.intent_id}"  # one subject per intent, as every component records it
         try:
-            write = self._decide(request, actor, subject, asked_at)
+            write = self._decide(request, actor, subject)
             try:
                 self._commit(write.work)
             except IntegrityError:
@@ -371,11 +369,11 @@ class SignerService:
             sender = self._senders[key.public_key] = str(ethereum_address(key.public_key))
         return sender
 
-    def _check_approvals(self, request: SignInput, asked_at: float) -> int | None:
+    def _check_approvals(self, request: SignInput) -> int | None:
         """(a)+(b): returns the policy's fee cap when the approvals meet the requirement."""
         try:
             requirement, registry = self._policy.requirement_and_registry(
-                request.policy_version, request.spec, request.initiator, asked_at=asked_at
+                request.policy_version, request.spec, request.initiator
             )
         except Unavailable:
             raise
@@ -435,12 +433,12 @@ class SignerService:
             raise FeeAboveCap(f"transaction may pay {tx.max_fee_per_gas * tx.gas} in fees, cap {fee_cap}")
         return tx
 
-    def _decide(self, request: SignInput, actor: str, subject: str, asked_at: float) -> _Write:
+    def _decide(self, request: SignInput, actor: str, subject: str) -> _Write:
         """Runs every check, asks the HSM when they pass; returns what to commit before answering.
 
         Raises the refusal when a check fails. The returned write is a new signing
         record with its audit entry, or only the audit entry of a replay. The approver
-        registry is one read no older than ``asked_at`` (when the call began).
+        registry is current as of the call.
         """
         try:
             require_id(request.intent_id, "intent_id")
@@ -450,16 +448,16 @@ class SignerService:
         if not request.unsigned_tx:
             raise BadSignRequest("unsigned_tx is required")
         key = self._vault_key(request.spec)
-        fee_cap = self._check_approvals(request, asked_at)
+        fee_cap = self._check_approvals(request)
         tx = self._check_transaction(request, key, fee_cap)
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
         chain = request.spec.chain
 
         # (d) conflicts, decided before the HSM is asked; the unique constraints decide races.
         attempt, replaces = 0, None
-        with self._reads() as s:
+        with self._read_engine.connect() as conn:
             prior, by_nonce = repository.conflicts(
-                s,
+                conn,
                 intent_id=request.intent_id,
                 step=request.step,
                 key_id=key.key_id,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.policy.domain import SignatureScheme, key_id_for
 from services.policy.evidence import public_key_der
 from services.policy.service import PolicyService
 from services.runtime.intent import Action, IntentSpec, UnstakeTarget
-from services.signer.policy_view import FreshRead, PolicyView
+from services.signer.policy_view import PolicyView
 
 DOC = """\
 format: custos.policy/v1
@@ -62,27 +60,62 @@ def test_a_revocation_is_seen_by_the_next_call(session_factory: sessionmaker[Ses
     assert after["bob"].keys[0].revoked_at is not None
 
 
-def test_fresh_read_never_serves_a_load_begun_before_the_caller_asked() -> None:
-    loads = 0
-    lock = threading.Lock()
+REVOKE_CAROL = (
+    "UPDATE policy_approver_keys SET revoked_at = '2020-01-01 00:00:00' WHERE approver_id = 'carol'"
+)
 
-    def load() -> float:
-        nonlocal loads
-        began = time.monotonic()
-        with lock:
-            loads += 1
-        time.sleep(0.002)
-        return began
 
-    fresh = FreshRead(load)
+def _revision(factory: sessionmaker[Session]) -> int:
+    with factory() as s:
+        return int(s.scalar(text("SELECT revision FROM policy_registry_revision WHERE id = 1")))
 
-    def call(_: int) -> tuple[float, float]:
-        asked = time.monotonic()
-        return asked, fresh.get(asked)
 
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(call, range(400)))
-    assert all(began >= asked for asked, began in results)
-    assert loads < 400  # callers that asked together shared loads
-    earlier = results[0][0]
-    assert fresh.get(earlier) == max(began for _, began in results)  # the latest load serves older askers
+@pytest.mark.parametrize(
+    "change",
+    [
+        "INSERT INTO policy_approver_groups (approver_id, group_name) VALUES ('carol', 'treasury')",
+        "DELETE FROM policy_approver_groups WHERE approver_id = 'carol'",
+        REVOKE_CAROL,
+        "UPDATE policy_approvers SET display_name = 'Carol' WHERE approver_id = 'carol'",
+    ],
+)
+def test_any_write_to_the_registry_moves_the_revision_even_plain_sql(
+    session_factory: sessionmaker[Session], change: str
+) -> None:
+    """The database's triggers, not the application, keep the revision: an operator's SQL counts too."""
+    _seeded(session_factory)
+    view = PolicyView(session_factory)
+    before = _revision(session_factory)
+    with session_factory() as s, s.begin():
+        s.execute(text(change))
+    assert _revision(session_factory) > before
+    _, registry = view.requirement_and_registry(*_args(session_factory))
+    assert dict(registry) == dict(PolicyService(session_factory).approver_registry())
+
+
+def test_a_plain_sql_revocation_voids_the_key_at_the_next_call(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _, version, _ = _seeded(session_factory)
+    view = PolicyView(session_factory)
+    _, before = view.requirement_and_registry(version, SPEC, "ivan")
+    assert before["carol"].keys[0].revoked_at is None
+    with session_factory() as s, s.begin():
+        s.execute(text(REVOKE_CAROL))
+    _, after = view.requirement_and_registry(version, SPEC, "ivan")
+    assert after["carol"].keys[0].revoked_at is not None
+
+
+def test_an_unchanged_registry_is_not_read_again(session_factory: sessionmaker[Session]) -> None:
+    """Same revision, same registry object: the three registry tables are read once."""
+    _, version, _ = _seeded(session_factory)
+    view = PolicyView(session_factory)
+    _, first = view.requirement_and_registry(version, SPEC, "ivan")
+    _, second = view.requirement_and_registry(version, SPEC, "ivan")
+    assert second is first
+
+
+def _args(factory: sessionmaker[Session]) -> tuple[str, IntentSpec, str]:
+    with factory() as s:
+        version = s.scalar(text("SELECT version FROM policy_versions WHERE status = 'ACTIVE'"))
+    return str(version), SPEC, "ivan"
