@@ -81,6 +81,10 @@ def read_head(session: Session, *, lock: bool = False) -> Head:
     return Head(sequence=row[0], hash=bytes(row[1]))
 
 
+#: ``session.info`` key of the head as this session's current transaction last moved it.
+_MOVED_HEAD = "custos.audit.moved_head"
+
+
 def append(
     session: Session,
     actor: str,
@@ -94,10 +98,25 @@ def append(
     The head stays locked until that commit, so keep the rest of the caller's
     transaction short. Raises ``SecretInPayload``/``PayloadInvalid`` before
     touching the database.
+
+    Several appends in one transaction (the signer's group commit) read the head
+    once: the transaction holds its lock, so the head it moved last is the head.
+    That memory is tied to the innermost transaction object (a savepoint is its
+    own), so a commit, a rollback or a savepoint begun or rolled back since makes
+    the next append read the head again.
     """
     validate_fields(actor, action, subject, outcome)
     payload_json = encode_payload(payload)
-    head = read_head(session, lock=True)
+    txn = session.get_nested_transaction() or session.get_transaction()
+    moved = session.info.get(_MOVED_HEAD)
+    conn = session.connection()  # Core statements on the transaction's connection: no ORM work
+    if moved is not None and txn is not None and moved[0] is txn:
+        head = moved[1]
+    else:
+        row = conn.execute(_HEAD_LOCKED).one_or_none()
+        if row is None:
+            raise AuditUnavailable("the audit head row is missing: run the database migrations")
+        head = Head(sequence=row[0], hash=bytes(row[1]))
     record = new_record(
         sequence=head.sequence + 1,
         prev_hash=head.hash,
@@ -108,7 +127,7 @@ def append(
         outcome=outcome,
         payload_json=payload_json,
     )
-    session.execute(
+    conn.execute(
         _INSERT_RECORD,
         {
             "sequence": record.sequence,
@@ -123,7 +142,11 @@ def append(
             "payload_json": record.payload_json,
         },
     )
-    session.execute(_MOVE_HEAD, {"new_sequence": record.sequence, "new_hash": record.hash})
+    conn.execute(_MOVE_HEAD, {"new_sequence": record.sequence, "new_hash": record.hash})
+    session.info[_MOVED_HEAD] = (
+        session.get_nested_transaction() or session.get_transaction(),
+        Head(record.sequence, record.hash),
+    )
     return record
 
 

@@ -59,6 +59,51 @@ def test_an_append_joins_the_callers_transaction(session_factory: sessionmaker[S
     assert second.actor == "svc:worker" and count(session_factory) == 2
 
 
+def _chained(factory: sessionmaker[Session]) -> list[int]:
+    with factory() as s:
+        records = repository.records_between(s, 1, 1000)
+        head = repository.read_head(s)
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
+    assert head.sequence == len(records) and (not records or head.hash == records[-1].hash)
+    return [r.sequence for r in records]
+
+
+def test_one_session_over_several_transactions_never_appends_from_an_old_head(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Appends in one transaction read the head once; the next transaction must read it again."""
+    writer, other = AuditWriter(session_factory, "svc:signer"), AuditWriter(session_factory, "svc:worker")
+    with session_factory() as s:
+        with s.begin():
+            writer.record("a", "intent:a", "ok", session=s)
+            writer.record("b", "intent:a", "ok", session=s)
+        other.record("c", "intent:b", "ok")  # another writer moves the head meanwhile
+        with s.begin():
+            third = writer.record("d", "intent:a", "ok", session=s)
+        assert third.sequence == 4
+        with pytest.raises(RuntimeError), s.begin():
+            writer.record("e", "intent:a", "ok", session=s)
+            raise RuntimeError("rolled back")
+        with s.begin():
+            assert writer.record("f", "intent:a", "ok", session=s).sequence == 5
+    assert _chained(session_factory) == [1, 2, 3, 4, 5]
+
+
+def test_a_savepoint_rolled_back_takes_its_appends_with_it(session_factory: sessionmaker[Session]) -> None:
+    writer = AuditWriter(session_factory, "svc:signer")
+    with transaction(session_factory) as s:
+        writer.record("a", "intent:a", "ok", session=s)
+        savepoint = s.begin_nested()
+        writer.record("b", "intent:a", "ok", session=s)
+        savepoint.rollback()
+        after = writer.record("c", "intent:a", "ok", session=s)
+        with s.begin_nested():
+            inner = writer.record("d", "intent:a", "ok", session=s)
+        last = writer.record("e", "intent:a", "ok", session=s)
+    assert (after.sequence, inner.sequence, last.sequence) == (2, 3, 4)
+    assert _chained(session_factory) == [1, 2, 3, 4]
+
+
 def test_secrets_are_refused_and_nothing_is_written(session_factory: sessionmaker[Session]) -> None:
     writer = AuditWriter(session_factory, "svc:signer")
     with pytest.raises(SecretInPayload):
