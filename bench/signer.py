@@ -487,7 +487,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=16, help="gRPC calls in flight per server process")
     parser.add_argument(
-        "--decide-threads", type=int, default=-1, help="the signer's decide_threads (default: its own default)"
+        "--decide-threads", type=int, default=-1, help="the signer's decide_threads (default: its default)"
     )
     args = parser.parse_args()
 

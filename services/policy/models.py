@@ -124,9 +124,7 @@ class EvaluationRow(Base):
 
     __tablename__ = "policy_evaluations"
     # the signer's lookup of an intent's recorded evaluation, newest first (policy_0002)
-    __table_args__ = (
-        Index("ix_policy_evaluations_lookup", "initiator", "policy_version", "evaluated_at"),
-    )
+    __table_args__ = (Index("ix_policy_evaluations_lookup", "initiator", "policy_version", "evaluated_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     intent_id: Mapped[str] = mapped_column(String(128), index=True)
