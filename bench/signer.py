@@ -100,15 +100,17 @@ def _settings(env: Env) -> Any:
     from services.runtime.settings import HsmSettings
     from services.signer.main import SignerSettings
 
-    return SignerSettings(
+    settings = SignerSettings(
         state_dir=Path(env.pki).parent,
         database_url=env.db_url,
         listen="127.0.0.1:0",
         tls=server_tls(Path(env.pki), "signer"),
         hsm=HsmSettings(token_label=env.label, pin=SecretStr(env.pin)),
         chains=[ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")],
-        **({"decide_threads": env.decide_threads} if env.decide_threads >= 0 else {}),
     )
+    if env.decide_threads >= 0:
+        settings = settings.model_copy(update={"decide_threads": env.decide_threads})
+    return settings
 
 
 def _open_hsm(env: Env) -> Any:
