@@ -87,6 +87,8 @@ class Env:
     nonce_base: int = 0
     #: The signer's ``decide_threads`` setting (-1: its default).
     decide_threads: int = -1
+    #: The signer's ``commit_window`` setting in seconds (negative: its default).
+    commit_window: float = -1.0
 
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -110,6 +112,8 @@ def _settings(env: Env) -> Any:
     )
     if env.decide_threads >= 0:
         settings = settings.model_copy(update={"decide_threads": env.decide_threads})
+    if env.commit_window >= 0:
+        settings = settings.model_copy(update={"commit_window": env.commit_window})
     return settings
 
 
@@ -491,6 +495,12 @@ def main() -> None:
     parser.add_argument(
         "--decide-threads", type=int, default=-1, help="the signer's decide_threads (default: its default)"
     )
+    parser.add_argument(
+        "--commit-window",
+        type=float,
+        default=-1.0,
+        help="the signer's commit_window, seconds (default: its own)",
+    )
     args = parser.parse_args()
 
     from bench._grpc import new_pki
@@ -514,6 +524,7 @@ def main() -> None:
             policy_version=policy_version,
             approvers=approvers,
             decide_threads=args.decide_threads,
+            commit_window=args.commit_window,
         )
         env = create_keys(env)
 

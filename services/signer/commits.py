@@ -7,8 +7,13 @@ that arrived while the previous batch was committing.
 
 One thread per process owns the committing. A caller hands in a unit of work (a
 function of the open session) and blocks until the transaction that ran it has
-committed, or failed. Nothing waits on purpose: a batch is whatever is queued when
-the previous commit returns, so a lone caller commits at once.
+committed, or failed. A batch is whatever is queued when the previous commit
+returns, and, while other calls are still on their way (``pending`` counts the
+calls that are deciding and will submit shortly), whatever arrives within a short
+``window`` after the first unit. Without that window the signer's checks, which run
+one call at a time, hand over one unit per commit: every signature then paid its own
+transaction and disk sync (measured: 1.0 unit per batch at 16 calls in flight).
+A lone caller never waits: with nothing pending it commits at once.
 
 Failure semantics, which the signer's "recorded before returned" rests on:
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,6 +40,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.runtime.db import transaction
 
 log = logging.getLogger(__name__)
+
+#: How often a waiting batch looks again whether more units are still coming.
+_POLL = 0.0005
 
 T = TypeVar("T")
 
@@ -53,11 +62,23 @@ class GroupCommitter:
     Args:
         sessions: Sessions on the database the units write to.
         max_batch: Most units in one transaction (bounds the time the write lock is held).
+        window: Longest wait, in seconds, for more units after the first of a batch,
+            and only while ``pending()`` says more are coming (0: never wait).
+        pending: How many units are on their way (default: none).
     """
 
-    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_batch: int = 64,
+        window: float = 0.0,
+        pending: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._sessions = sessions
         self._max_batch = max_batch
+        self._window = window
+        self._pending = pending
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -96,11 +117,18 @@ class GroupCommitter:
             if first is None:
                 return
             batch: list[_Job[Any]] = [first]
+            deadline = time.monotonic() + self._window
             while len(batch) < self._max_batch:
                 try:
                     job = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    wait = deadline - time.monotonic()
+                    if wait <= 0 or self._pending() <= 0:
+                        break
+                    try:
+                        job = self._queue.get(timeout=min(wait, _POLL))
+                    except queue.Empty:
+                        continue  # look again at what is pending and how long is left
                 if job is None:
                     stop = True
                     break

@@ -36,6 +36,8 @@ class SignerSettings(ServiceSettings):
     #: Threads that run Sign's checks and HSM call (0: on the event loop). One keeps the
     #: loop free for gRPC and the database's round trips, without threads contending.
     decide_threads: int = Field(default=1, ge=0, le=32)
+    #: Seconds a group commit waits for Signs still being checked (see signer.commits); 0: never.
+    commit_window: float = Field(default=0.005, ge=0, le=0.1)
 
 
 SETTINGS = SignerSettings
@@ -59,6 +61,7 @@ def make_service(
         audit=audit_in_transaction(AuditWriter(sessions, actor="svc:signer")),
         chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),
         decide_threads=settings.decide_threads,
+        commit_window=settings.commit_window,
     )
 
 

@@ -129,6 +129,7 @@ class SignerService:
         reads: sessionmaker[Session] | None = None,
         max_batch: int = 64,
         decide_threads: int = 1,
+        commit_window: float = 0.0,
     ) -> None:
         self._hsm = hsm
         self._sessions = sessions
@@ -139,7 +140,12 @@ class SignerService:
         self._audit = audit
         self._chains = chains or ChainConfig()
         self._clock = clock
-        self._commits = GroupCommitter(sessions, max_batch=max_batch)
+        # Calls of sign() between arrival and handing their write to the committer: while
+        # some are, a batch waits up to ``commit_window`` for them (only touched on the loop).
+        self._deciding = 0
+        self._commits = GroupCommitter(
+            sessions, max_batch=max_batch, window=commit_window, pending=lambda: self._deciding
+        )
         # Where sign() runs its checks and the HSM call: n worker threads, or the event loop (0).
         self._decider = ThreadPoolExecutor(decide_threads, "signer-decide") if decide_threads else None
         # Registered keys never change (a key is only ever added): found ones are kept.
@@ -273,7 +279,11 @@ class SignerService:
         with sign_timer(request.spec.chain) as timer:  # custos.sign.duration, by outcome
             subject = f"intent:{request.intent_id}"
             try:
-                write = await self._off_loop(self._decide, request, actor, subject)
+                self._deciding += 1
+                try:
+                    write = await self._off_loop(self._decide, request, actor, subject)
+                finally:
+                    self._deciding -= 1
                 try:
                     await self._acommit(write.work)
                 except IntegrityError:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
@@ -146,3 +148,43 @@ def test_a_closed_committer_refuses_work(session_factory: sessionmaker[Session])
     committer.close()
     with pytest.raises(RuntimeError):
         committer.submit(lambda s: None)
+
+
+def test_units_still_on_their_way_join_the_batch_within_the_window(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """While ``pending`` says more are coming, units handed in one by one share a transaction."""
+    coming = threading.Semaphore(0)
+    left = 6
+    committer = GroupCommitter(session_factory, window=30.0, pending=lambda: left)
+
+    def unit(s: Session) -> str:
+        return str(s.info.setdefault("batch", secrets.token_hex(8)))  # one session per batch
+
+    def late_submitter() -> list[Future[str]]:
+        nonlocal left
+        futures = []
+        for _ in range(6):
+            coming.acquire(timeout=10)
+            left -= 1
+            futures.append(committer.submit(unit))
+        return futures
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            submitted = pool.submit(late_submitter)
+            for _ in range(6):  # one at a time, each after the committer is already waiting
+                coming.release()
+                time.sleep(0.01)
+            transactions = {f.result(10) for f in submitted.result(10)}
+    finally:
+        committer.close()
+    assert len(transactions) == 1  # six units, one commit
+
+
+def test_a_lone_unit_never_waits_for_the_window(session_factory: sessionmaker[Session]) -> None:
+    committer = GroupCommitter(session_factory, window=60.0, pending=lambda: 0)
+    try:
+        assert committer.submit(lambda s: 7).result(timeout=10) == 7  # not after 60 s
+    finally:
+        committer.close()
