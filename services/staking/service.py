@@ -10,11 +10,12 @@ and records what they accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -47,6 +48,7 @@ from services.staking.errors import (
     WorkflowUnavailable,
 )
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
+from services.staking.wakeups import TransitionWakeups
 from workflows.staking.types import (
     ApprovalAck,
     ApprovalData,
@@ -56,6 +58,7 @@ from workflows.staking.types import (
     IntentInput,
 )
 
+#: The fallback when no ``NotifyTransition`` arrives (worker unreachable, another replica notified).
 WATCH_POLL_SECONDS = 0.25
 #: Intents recorded this long ago without a started workflow are started by the reconciler.
 RECONCILE_GRACE = timedelta(seconds=5)
@@ -90,6 +93,7 @@ class StakingService:
         self._signer = signer
         self._chain = chain
         self._audit = audit
+        self.wakeups = TransitionWakeups()
 
     # --- submission ---------------------------------------------------------------
 
@@ -310,17 +314,29 @@ class StakingService:
 
         return await asyncio.to_thread(run)
 
-    async def watch(self, intent_id: str, after: int) -> AsyncIterator[IntentEventRow]:
-        """Streams transitions after ``after``; ends after the terminal one."""
+    async def watch(self, intent_id: str, after: int) -> AsyncGenerator[IntentEventRow, None]:
+        """Streams transitions after ``after``; ends after the terminal one.
+
+        The worker writes transitions from its own process, so the database is read again
+        whenever ``NotifyTransition`` wakes this watcher, and at the latest every
+        :data:`WATCH_POLL_SECONDS` in case a notification never comes.
+        """
         await self.get(intent_id)
-        while True:
-            events = await asyncio.to_thread(self._events, intent_id, after)
-            for e in events:
-                yield e
-                after = e.sequence
-                if e.state in repo.TERMINAL:
-                    return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
+        with self.wakeups.listen(intent_id) as woken:  # before the first read: no lost wake-up
+            while True:
+                woken.clear()  # a wake-up during the read or the yields makes the next wait return
+                events = await asyncio.to_thread(self._events, intent_id, after)
+                for e in events:
+                    yield e
+                    after = e.sequence
+                    if e.state in repo.TERMINAL:
+                        return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), WATCH_POLL_SECONDS)
+
+    def notify_transition(self, intent_id: str) -> int:
+        """The worker committed a transition of ``intent_id``: its watchers re-read the database."""
+        return self.wakeups.wake(intent_id)
 
     def _events(self, intent_id: str, after: int) -> list[IntentEventRow]:
         with reading(self._sessions) as s:

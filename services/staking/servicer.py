@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, ClassVar, cast
 
 from services.pb.custos.common.v1 import common_pb2
@@ -82,6 +83,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         "RejectIntent": frozenset({"approver"}),
         "CancelIntent": frozenset({"initiator", "operator", "policy-admin"}),
         "WatchIntent": PEOPLE_READ,
+        # only the worker writes transitions; anyone else could only make watchers re-read for nothing
+        "NotifyTransition": frozenset({"svc:worker"}),
     }
 
     def __init__(self, service: StakingService) -> None:
@@ -159,5 +162,13 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         self, request: staking_pb2.WatchIntentRequest, context: Any
     ) -> AsyncIterator[staking_pb2.WatchIntentResponse]:
         intent_id = require_id(request.intent_id, "intent_id")
-        async for e in self._svc.watch(intent_id, request.after_sequence):
-            yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))
+        # aclosing: a cancelled stream closes the watch at once, unregistering its wake-up
+        async with aclosing(self._svc.watch(intent_id, request.after_sequence)) as events:
+            async for e in events:
+                yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))
+
+    async def NotifyTransition(
+        self, request: staking_pb2.NotifyTransitionRequest, context: Any
+    ) -> staking_pb2.NotifyTransitionResponse:
+        self._svc.notify_transition(require_id(request.intent_id, "intent_id"))
+        return staking_pb2.NotifyTransitionResponse()

@@ -8,6 +8,7 @@ one per intent step), and a retried broadcast of the same bytes is harmless.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +41,13 @@ from workflows.staking.types import (
 
 #: Records a state transition in the read model (and the audit trail); idempotent per sequence.
 Recorder = Callable[[TransitionInput], Awaitable[None]]
+#: Tells the staking service that an intent's transition (intent id, sequence) is committed, so that
+#: its ``WatchIntent`` streams re-read the read model now instead of at their next poll.
+Notifier = Callable[[str, int], Awaitable[None]]
+#: The most a notification may add to RecordTransition, whatever the notifier does (the staking
+#: client gives the call 1 s); the watchers' poll delivers without it.
+NOTIFY_TIMEOUT_SECONDS = 2.0
+log = logging.getLogger("custos.worker")
 _REFUSALS = (FailedPrecondition, InvalidArgument, PermissionDenied, NotFound)
 
 
@@ -63,17 +71,30 @@ class StakingActivities:
         signer: SignerClient,
         chain: ChainClient,
         recorder: Recorder,
+        notifier: Notifier | None = None,
         poll_seconds: float = 1.0,
     ) -> None:
         self._policy = policy
         self._signer = signer
         self._chain = chain
         self._recorder = recorder
+        self._notifier = notifier
         self._poll = poll_seconds
 
     @activity.defn(name="RecordTransition")
     async def record_transition(self, inp: TransitionInput) -> None:
-        await self._recorder(inp)
+        await self._recorder(inp)  # committed when it returns
+        if self._notifier is not None:
+            await self._notify(inp)
+
+    async def _notify(self, inp: TransitionInput) -> None:
+        """Best-effort: a lost notification only delays watchers to their poll, so it must never
+        fail (and so retry) an activity whose transition is already recorded."""
+        assert self._notifier is not None
+        try:
+            await asyncio.wait_for(self._notifier(inp.intent_id, inp.sequence), NOTIFY_TIMEOUT_SECONDS)
+        except Exception as e:
+            log.debug("watchers of %s not notified of sequence %d: %r", inp.intent_id, inp.sequence, e)
 
     @activity.defn(name="EvaluatePolicy")
     async def evaluate_policy(self, inp: EvaluateInput) -> PolicyOutcome:

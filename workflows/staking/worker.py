@@ -18,6 +18,7 @@ from services.runtime.settings import ServiceSettings, load
 from services.runtime.telemetry import setup_logging, setup_telemetry
 from services.runtime.temporal_tracing import temporal_interceptors
 from services.signer.client import SignerClient
+from services.staking.client import StakingClient
 from services.staking.readmodel import ReadModelRecorder
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
@@ -53,8 +54,14 @@ async def build(settings: ServiceSettings) -> tuple[Worker, Callable[[], Awaitab
         SignerClient.connect(settings),
         ChainClient.connect(settings),
     )
+    # the staking service streams the transitions this worker records: it is told after each commit
+    staking = StakingClient.connect(settings)
     activities = StakingActivities(
-        policy=policy, signer=signer, chain=chain, recorder=ReadModelRecorder(sessions, audit)
+        policy=policy,
+        signer=signer,
+        chain=chain,
+        recorder=ReadModelRecorder(sessions, audit),
+        notifier=staking.notify_transition,
     )
     # the worker inherits the client's interceptors: workflow and activity spans continue the trace
     client = await Client.connect(
@@ -63,7 +70,7 @@ async def build(settings: ServiceSettings) -> tuple[Worker, Callable[[], Awaitab
     worker = make_worker(client, settings.temporal.task_queue, activities)
 
     async def close() -> None:
-        for c in (policy, signer, chain):
+        for c in (policy, signer, chain, staking):
             await c.close()
         engine.dispose()
 

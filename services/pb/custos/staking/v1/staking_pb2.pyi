@@ -541,3 +541,41 @@ class WatchIntentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchIntentResponse: _TypeAlias = WatchIntentResponse  # noqa: Y015
+
+@_typing.final
+class NotifyTransitionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    intent_id: _builtins.str
+    sequence: _builtins.int
+    """The sequence just recorded (informational: watchers read the events themselves)."""
+    def __init__(
+        self,
+        *,
+        intent_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotifyTransitionRequest: _TypeAlias = NotifyTransitionRequest  # noqa: Y015
+
+@_typing.final
+class NotifyTransitionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotifyTransitionResponse: _TypeAlias = NotifyTransitionResponse  # noqa: Y015

@@ -69,6 +69,11 @@ class StakingServiceStub:
                 request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentRequest.SerializeToString,
                 response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentResponse.FromString,
                 _registered_method=True)
+        self.NotifyTransition = channel.unary_unary(
+                '/custos.staking.v1.StakingService/NotifyTransition',
+                request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionRequest.SerializeToString,
+                response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionResponse.FromString,
+                _registered_method=True)
 
 
 class StakingServiceServicer:
@@ -121,6 +126,15 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NotifyTransition(self, request, context):
+        """Internal, for the workflow worker only: a transition of the intent has just been
+        committed to the read model. It only wakes this process's watchers of the intent,
+        who re-read the database; nothing in the request is trusted or stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StakingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +172,11 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     servicer.WatchIntent,
                     request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentRequest.FromString,
                     response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentResponse.SerializeToString,
+            ),
+            'NotifyTransition': grpc.unary_unary_rpc_method_handler(
+                    servicer.NotifyTransition,
+                    request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionRequest.FromString,
+                    response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +368,33 @@ class StakingService:
             '/custos.staking.v1.StakingService/WatchIntent',
             custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentRequest.SerializeToString,
             custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NotifyTransition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.staking.v1.StakingService/NotifyTransition',
+            custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionRequest.SerializeToString,
+            custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,11 @@ class StakingServiceStub:
     """Ends an intent that has not reached signing."""
     WatchIntent: _grpc.UnaryStreamMultiCallable[_staking_pb2.WatchIntentRequest, _staking_pb2.WatchIntentResponse]
     """Streams state transitions; resumable from a sequence number."""
+    NotifyTransition: _grpc.UnaryUnaryMultiCallable[_staking_pb2.NotifyTransitionRequest, _staking_pb2.NotifyTransitionResponse]
+    """Internal, for the workflow worker only: a transition of the intent has just been
+    committed to the read model. It only wakes this process's watchers of the intent,
+    who re-read the database; nothing in the request is trusted or stored.
+    """
 
 @_typing.type_check_only
 class StakingServiceAsyncStub(StakingServiceStub):
@@ -65,6 +70,11 @@ class StakingServiceAsyncStub(StakingServiceStub):
     """Ends an intent that has not reached signing."""
     WatchIntent: _aio.UnaryStreamMultiCallable[_staking_pb2.WatchIntentRequest, _staking_pb2.WatchIntentResponse]  # type: ignore[assignment]
     """Streams state transitions; resumable from a sequence number."""
+    NotifyTransition: _aio.UnaryUnaryMultiCallable[_staking_pb2.NotifyTransitionRequest, _staking_pb2.NotifyTransitionResponse]  # type: ignore[assignment]
+    """Internal, for the workflow worker only: a transition of the intent has just been
+    committed to the read model. It only wakes this process's watchers of the intent,
+    who re-read the database; nothing in the request is trusted or stored.
+    """
 
 class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -121,5 +131,16 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_staking_pb2.WatchIntentResponse], _abc.AsyncIterator[_staking_pb2.WatchIntentResponse]]:
         """Streams state transitions; resumable from a sequence number."""
+
+    @_abc_1.abstractmethod
+    def NotifyTransition(
+        self,
+        request: _staking_pb2.NotifyTransitionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_staking_pb2.NotifyTransitionResponse, _abc.Awaitable[_staking_pb2.NotifyTransitionResponse]]:
+        """Internal, for the workflow worker only: a transition of the intent has just been
+        committed to the read model. It only wakes this process's watchers of the intent,
+        who re-read the database; nothing in the request is trusted or stored.
+        """
 
 def add_StakingServiceServicer_to_server(servicer: StakingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
