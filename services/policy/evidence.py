@@ -25,10 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -71,10 +73,16 @@ class EvidenceResult:
     counted: frozenset[str]
 
 
+@lru_cache(maxsize=4096)
+def _loaded(der: bytes) -> PublicKeyTypes:
+    """The parsed public key of DER bytes (a pure function: parsed once, not per approval)."""
+    return load_der_public_key(der)
+
+
 def verify_signature(key: ApproverKeyInfo, message: bytes, signature: bytes) -> bool:
     """True when ``signature`` by ``key`` over ``message`` is valid; never raises."""
     try:
-        public = load_der_public_key(key.public_key)
+        public = _loaded(key.public_key)
         if key.scheme is SignatureScheme.ED25519:
             if not isinstance(public, ed25519.Ed25519PublicKey):
                 return False

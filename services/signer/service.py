@@ -379,7 +379,7 @@ class SignerService:
             sender = self._senders[key.public_key] = str(ethereum_address(key.public_key))
         return sender
 
-    def _check_approvals(self, request: SignInput) -> int | None:
+    def _check_approvals(self, request: SignInput, digest: bytes) -> int | None:
         """(a)+(b): returns the policy's fee cap when the approvals meet the requirement."""
         try:
             requirement, registry = self._policy.requirement_and_registry(
@@ -392,7 +392,7 @@ class SignerService:
         if requirement.policy_version != request.policy_version:
             raise ApprovalsInsufficient("the policy source returned another version than the one named")
         result = check_approvals(
-            intent_digest=intent_digest(request.spec, request.policy_version),
+            intent_digest=digest,
             approvals=request.approvals,
             requirement=requirement,
             registry=registry,
@@ -458,7 +458,8 @@ class SignerService:
         if not request.unsigned_tx:
             raise BadSignRequest("unsigned_tx is required")
         key = self._vault_key(request.spec)
-        fee_cap = self._check_approvals(request)
+        approved = intent_digest(request.spec, request.policy_version)  # what the approvers signed
+        fee_cap = self._check_approvals(request, approved)
         tx = self._check_transaction(request, key, fee_cap)
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
         chain = request.spec.chain
@@ -503,7 +504,7 @@ class SignerService:
             key_id=key.key_id,
             chain=chain,
             nonce=tx.nonce,
-            intent_digest=intent_digest(request.spec, request.policy_version),
+            intent_digest=approved,
             payload_digest=payload_digest,
             signing_digest=digest,
             signature=sig.to_bytes(),
