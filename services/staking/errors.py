@@ -32,5 +32,14 @@ class NotYourIntent(StakingError, PermissionDenied):
     """The caller may not act on this intent (or sign as this approver)."""
 
 
+class SelfApproval(StakingError, PermissionDenied):
+    """The intent's initiator tried to approve or reject it.
+
+    Separation of duties is about who the caller is, not about the intent's state,
+    so this is a refusal of the caller (PERMISSION_DENIED), unlike the validator's
+    other refusals (expired, wrong digest, already decided), which the caller can fix.
+    """
+
+
 class WorkflowUnavailable(StakingError, Unavailable):
     """Temporal could not be reached; retry with the same idempotency key."""

@@ -45,6 +45,7 @@ from services.staking.errors import (
     IdempotencyConflict,
     IntentNotFound,
     NotYourIntent,
+    SelfApproval,
     WorkflowUnavailable,
 )
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
@@ -345,8 +346,13 @@ class StakingService:
     # --- decisions ------------------------------------------------------------------
 
     async def decide(self, who: Principal, intent_id: str, approval: Approval, update: str) -> ApprovalAck:
-        """Relays an approval or rejection to the workflow, whose validator decides."""
-        await self.get(intent_id)  # NotFound before anything else
+        """Relays an approval or rejection to the workflow, whose validator decides.
+
+        The initiator deciding on their own intent is refused here, before the relay: the
+        validator refuses it too, but as one of its state refusals (FAILED_PRECONDITION),
+        while this is who the caller is (PERMISSION_DENIED). Both read the same initiator.
+        """
+        view = await self.get(intent_id)  # NotFound before anything else
         subject = f"intent:{intent_id}"
         if who.identity != approval.approver_id:
             await self._audit.arecord(
@@ -357,6 +363,16 @@ class StakingService:
                 actor=who.identity,
             )
             raise NotYourIntent(f"{who.identity} cannot submit a decision signed as {approval.approver_id}")
+        if approval.approver_id == view.row.initiator:
+            reason = f"the initiator cannot {update} their own intent"
+            await self._audit.arecord(
+                f"{update}.refused",
+                subject,
+                "refused",
+                {"reason": reason, "approver_id": approval.approver_id, "key_id": approval.key_id},
+                actor=who.identity,
+            )
+            raise SelfApproval(reason + (" (cancel it instead)" if update == "reject" else ""))
         data = ApprovalData(
             approver_id=approval.approver_id,
             key_id=approval.key_id,
