@@ -90,12 +90,16 @@ async def test_submit_approve_twice_watch_to_confirmed_and_verify_the_audit(
     assert "was used for a different request" in one_error(reused, "ALREADY_EXISTS")
     await desk.wait_for(iid, {"AWAITING_APPROVALS"})
 
+    # separation of duties refuses the caller (PERMISSION_DENIED); the validator's refusals of
+    # the decision itself (already decided, a key not theirs) stay FAILED_PRECONDITION
     own = await desk.approve(iid, "alice")
-    assert "initiator cannot approve" in one_error(own, "FAILED_PRECONDITION")
+    assert one_error(own, "PERMISSION_DENIED").endswith(": the initiator cannot approve their own intent")
     first = await desk.approve(iid, "olivia")
     assert first.code == 0, first
     assert first.out.startswith(f"olivia approved {iid}: STAKE 32 ETH on {CHAIN} from vault-1")
     assert "quorum met: no" in first.out
+    twice = await desk.approve(iid, "olivia")
+    assert "olivia has already decided on this intent" in one_error(twice, "FAILED_PRECONDITION")
     key = str(desk.person("oscar").key_file)
     second = await desk.custos("oscar", "-o", "json", "approve", iid, "--key", key)
     assert second.code == 0, second
@@ -123,8 +127,18 @@ async def test_submit_approve_twice_watch_to_confirmed_and_verify_the_audit(
     verified = await desk.custos("carol", "audit", "verify")
     assert verified.code == 0 and verified.out.startswith("OK: "), verified
     story = await desk.custos("carol", "-o", "json", "audit", "query", "--intent", iid)
-    actions = [e["action"] for e in json.loads(story.out)["events"]]
+    events = json.loads(story.out)["events"]
+    actions = [e["action"] for e in events]
     assert actions.count("intent.approved_by") == 2 and actions[-1] == "intent.confirmed"
+    refusals = [
+        (e["actor"], e["outcome"], json.loads(e["payload_json"])["reason"])
+        for e in events
+        if e["action"] == "approve.refused"
+    ]
+    assert refusals == [
+        ("alice", "refused", "the initiator cannot approve their own intent"),
+        ("olivia", "refused", "olivia has already decided on this intent"),
+    ]
     export = tmp_path / "audit.jsonl"
     exported = await desk.custos("carol", "audit", "export", "--out", str(export))
     assert exported.code == 0, exported
@@ -140,6 +154,10 @@ async def test_submit_approve_twice_watch_to_confirmed_and_verify_the_audit(
 
 async def test_a_reject_ends_the_intent_and_watch_exits_non_zero(desk: Demo) -> None:
     iid = await submit_stake(desk, "cli-stake-rejected")
+    own = await desk.custos("alice", "reject", iid, "--key", str(desk.person("alice").key_file))
+    assert "the initiator cannot reject their own intent (cancel it instead)" in one_error(
+        own, "PERMISSION_DENIED"
+    )
     key = str(desk.person("otto").key_file)
     rejected = await desk.custos("otto", "reject", iid, "--key", key, "--reason", "wrong validator")
     assert rejected.code == 0 and rejected.out.startswith(f"otto rejected {iid}"), rejected
@@ -187,3 +205,82 @@ async def test_policy_and_keys(desk: Demo, tmp_path: Path) -> None:
     result = json.loads(simulated.out)["results"][0]
     assert result["changed"] and result["intent_id"] == iid
     assert result["proposed"]["requirement"]["groups"][0]["threshold"] == 3
+
+
+async def test_policy_simulate_a_hypothetical_intent(desk: Demo, tmp_path: Path) -> None:
+    raised = tmp_path / "raised.yaml"
+    raised.write_text(
+        POLICY.replace('min: "1_024_000_000_000_000_000_001"', 'min: "4_096_000_000_000_000_000_001"')
+    )
+    ask = ("policy", "simulate", str(raised), "--action", "STAKE", "--vault", "v1", "--initiator", "alice")
+
+    over = await desk.custos("dave", "-o", "json", *ask, "--amount", "2000")
+    assert over.code == 0, over
+    got = json.loads(over.out)
+    assert got["intent"]["spec"]["amount"] == str(2000 * ETH) and got["intent"]["spec"]["chain"] == CHAIN
+    assert got["intent"]["initiator"] == "alice" and got["changed_count"] == 1
+    [result] = got["results"]
+    assert result["intent_id"] == "" and result["changed"] is True
+    assert result["current"]["outcome"] == "DENY" and result["current"]["rule_id"] == "deny-above-1024-eth"
+    assert result["proposed"]["outcome"] == "ALLOW" and result["proposed"]["rule_id"] == "eth-large"
+    groups = result["proposed"]["requirement"]["groups"]
+    assert [(g["name"], g["threshold"]) for g in groups] == [("operations", 2), ("risk", 1)]
+
+    table_ = await desk.custos("dave", *ask, "--amount", "2000ETH")
+    assert table_.code == 0, table_
+    assert table_.out.splitlines()[0] == f"hypothetical STAKE 2000 ETH on {CHAIN} from v1 by alice  CHANGED"
+    assert table_.out.splitlines()[1].startswith("  now       DENY: amount above the 1024 ETH cap")
+    assert "(rule eth-large)" in table_.out.splitlines()[2]
+    assert table_.out.splitlines()[-1] == "1 of 1 intents would be decided differently"
+
+    # exact wei: one wei over the cap is denied, the cap itself is not
+    for amount, outcome in (("1024.000000000000000001", "DENY"), ("1024", "ALLOW")):
+        edge = json.loads((await desk.custos("dave", "-o", "json", *ask, "--amount", amount)).out)
+        assert edge["results"][0]["current"]["outcome"] == outcome, (amount, edge)
+    assert edge["intent"]["spec"]["amount"] == str(1024 * ETH)
+
+    # the initiator defaults to the caller, the time to now (the server's clock) unless given
+    mine = await desk.custos(
+        "dave", "-o", "json", "policy", "simulate", str(raised), "--action", "unstake", "--vault", "v1",
+        "--validator", "0xabc", "--at", "2025-01-31T12:00:00Z",
+    )  # fmt: skip
+    assert mine.code == 0, mine
+    mine_got = json.loads(mine.out)
+    assert (
+        mine_got["intent"]["initiator"] == "dave" and mine_got["intent"]["at"] == "2025-01-31T12:00:00.000Z"
+    )
+    assert (
+        mine_got["intent"]["spec"]["amount"] == "0" and mine_got["results"][0]["current"]["outcome"] == "DENY"
+    )
+
+    # nothing was recorded
+    listed = json.loads((await desk.custos("alice", "-o", "json", "intents", "list", "--vault", "v1")).out)
+    assert listed["intents"] == []
+
+
+async def test_policy_simulate_refuses_unclear_subjects_in_one_line(desk: Demo, tmp_path: Path) -> None:
+    proposal = tmp_path / "same.yaml"
+    proposal.write_text(POLICY)
+    base = ("policy", "simulate", str(proposal))
+    stake = ("--action", "STAKE", "--vault", "v1")
+    cases = {
+        "give what to simulate: --intent ID, --since TIME, or a hypothetical intent": (),
+        "give one of --intent, --since and --action, not --intent and --action": (
+            "--intent", "int-x", *stake, "--amount", "1",
+        ),
+        "not --since and --action": ("--since", "1d", *stake, "--amount", "1"),
+        "--amount describes a hypothetical intent: give --action too": ("--intent", "int-x", "--amount", "5"),
+        "--until goes with --since": (*stake, "--amount", "1", "--until", "1h"),
+        "'-5' is negative": (*stake, "--amount", "-5"),
+        "'lots' is not an amount in ETH": (*stake, "--amount", "lots"),
+        "has more than 18 decimals (finer than 1 wei)": (*stake, "--amount", "0.0000000000000000001"),
+        "a hypothetical STAKE needs --amount": stake,
+        "a hypothetical intent needs --vault": ("--action", "STAKE", "--amount", "5"),
+        "UNSTAKE needs --validator": ("--action", "UNSTAKE", "--vault", "v1"),
+        "'SWAP' is not one of": ("--action", "SWAP", "--vault", "v1"),
+    }  # fmt: skip
+    runs = await asyncio.gather(*(desk.custos("dave", *base, *args) for args in cases.values()))
+    for expected, run in zip(cases, runs, strict=True):
+        assert expected in one_error(run, "INVALID_ARGUMENT"), (expected, run)
+    as_json = await desk.custos("dave", "-o", "json", *base, *stake, "--amount", "-5")
+    assert "is negative" in one_error(as_json, "INVALID_ARGUMENT")

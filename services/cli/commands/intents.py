@@ -241,22 +241,31 @@ def _need(o: dict[str, Any], name: str, action: str) -> str:
     return str(o[name])
 
 
+def validator_target(action: Action, o: dict[str, Any]) -> UnstakeTarget | RestakeTarget:
+    """The target of an UNSTAKE (``--validator``) or a RESTAKE (``--source-validator``,
+    ``--target-validator``): unlike a STAKE's, it names validators that already exist."""
+    if action is Action.UNSTAKE:
+        return UnstakeTarget(_need(o, "validator", "UNSTAKE"))
+    return RestakeTarget(_need(o, "source_validator", "RESTAKE"), _need(o, "target_validator", "RESTAKE"))
+
+
+def make_spec(action: Action, chain: str, vault: str, amount: int | None, target: Target) -> IntentSpec:
+    """An IntentSpec whose refusals (amount out of range...) are the caller's InvalidArgument."""
+    try:
+        return IntentSpec(action, chain, vault, 0 if amount is None else amount, target)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
 async def build_spec(cli: CliContext, action: Action, o: dict[str, Any]) -> IntentSpec:
     """The intent the options describe (STAKE, UNSTAKE or RESTAKE)."""
     amount = o["amount"]
     target: Target
     if action is Action.STAKE:
         target, amount = await _stake_target(cli, o)
-    elif action is Action.UNSTAKE:
-        target = UnstakeTarget(_need(o, "validator", "UNSTAKE"))
     else:
-        target = RestakeTarget(
-            _need(o, "source_validator", "RESTAKE"), _need(o, "target_validator", "RESTAKE")
-        )
-    try:
-        return IntentSpec(action, o["chain"], o["vault"], 0 if amount is None else amount, target)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
+        target = validator_target(action, o)
+    return make_spec(action, o["chain"], o["vault"], amount, target)
 
 
 # --- commands -------------------------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import click
 
-from services.cli.commands.intents import requirement_text
+from services.cli.commands.intents import describe, requirement_text
 from services.cli.context import (
     CliContext,
     When,
@@ -23,6 +24,22 @@ from services.cli.context import (
 )
 from services.pb.custos.policy.v1 import policy_pb2
 from services.runtime.errors import InvalidArgument
+from services.runtime.intent import MAX_AMOUNT, Action, IntentSpec, StakeTarget, Target
+
+#: The chain of a hypothetical intent when --chain is not given: the demo's (and dev stack's) devnet.
+DEFAULT_CHAIN = "ethereum-devnet"
+#: The options that describe a hypothetical intent; each needs --action.
+HYPOTHETICAL = (
+    "amount",
+    "vault",
+    "chain",
+    "initiator",
+    "at",
+    "validator",
+    "source_validator",
+    "target_validator",
+    "deposit_data",
+)
 
 
 def _version_lines(p: dict[str, Any]) -> list[str]:
@@ -45,6 +62,46 @@ def decision_text(d: dict[str, Any] | None) -> str:
     if d["outcome"] == "DENY":
         return "DENY: " + "; ".join(d["reasons"])
     return f"ALLOW {requirement_text(d['requirement'])} (rule {d['rule_id']})"
+
+
+class EthAmount(click.ParamType):
+    """An amount in ETH (``2000``, ``0.5``, ``2000ETH``, ``1024.000000000000000001``) as exact wei.
+
+    Decimal, never float: ``0.1`` ETH is exactly 10**17 wei, and a digit past the 18th
+    decimal (finer than 1 wei) is refused rather than rounded away.
+    """
+
+    name = "eth"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().replace("_", "")
+        text = text[:-3].rstrip() if text.lower().endswith("eth") else text  # 2000ETH as submit takes it
+        try:
+            amount = Decimal(text)
+        except InvalidOperation:
+            self.fail(f"{value!r} is not an amount in ETH, e.g. 2000 or 0.5", param, ctx)
+        if not amount.is_finite():
+            self.fail(f"{value!r} is not an amount in ETH, e.g. 2000 or 0.5", param, ctx)
+        if amount.is_signed():
+            self.fail(f"{value!r} is negative: give an amount in ETH, e.g. 2000", param, ctx)
+        _, digits, exponent = amount.as_tuple()
+        assert isinstance(exponent, int)  # finite
+        # wei = units * 10**shift, on integers (exact); trailing zeros first, so 1e-999999 costs nothing
+        text = "".join(map(str, digits)).lstrip("0")
+        if not text:
+            return 0
+        shift = exponent + 18 + len(text) - len(text.rstrip("0"))
+        text = text.rstrip("0")
+        if shift < 0:
+            self.fail(f"{value!r} has more than 18 decimals (finer than 1 wei)", param, ctx)
+        if len(text) + shift > len(str(MAX_AMOUNT)):
+            self.fail(f"{value!r} ETH is more than any amount an intent can carry", param, ctx)
+        wei = int(text) * 10**shift
+        if wei > MAX_AMOUNT:
+            self.fail(f"{value!r} ETH is more than any amount an intent can carry", param, ctx)
+        return wei
 
 
 def _read(path: Path) -> str:
@@ -150,12 +207,86 @@ def activate(cli: CliContext, version: str) -> None:
     )
 
 
+def _hypothetical_spec(action: Action, o: dict[str, Any]) -> IntentSpec:
+    """The intent the hypothetical options describe, built as ``intents submit`` builds one.
+
+    A STAKE needs no deposit data to be judged (only a validator allowlist or a withdrawal
+    address rule looks at its target): ``--deposit-data`` gives both when a policy does.
+    """
+    from services.cli.commands.intents import deposit_from_file, make_spec, validator_target
+
+    if not o["vault"]:
+        raise InvalidArgument("a hypothetical intent needs --vault")
+    amount: int | None = o["amount"]
+    target: Target
+    if action is Action.STAKE:
+        if o["source_validator"] or o["target_validator"]:
+            raise InvalidArgument("--source-validator and --target-validator are for a RESTAKE")
+        if o["deposit_data"] is not None:
+            target, file_amount = deposit_from_file(o["deposit_data"], o["validator"])
+            amount = file_amount if amount is None else amount
+        else:
+            target = StakeTarget(o["validator"] or "")
+        if amount is None:
+            raise InvalidArgument("a hypothetical STAKE needs --amount (in ETH, e.g. 2000)")
+    else:
+        if o["deposit_data"] is not None:
+            raise InvalidArgument("--deposit-data is for a STAKE")
+        target = validator_target(action, o)
+    return make_spec(action, o["chain"] or DEFAULT_CHAIN, o["vault"], amount, target)
+
+
+def _subject(intent_id: str | None, since: datetime | None, until: datetime | None, o: dict[str, Any]) -> str:
+    """Which one subject the options name: ``intent``, ``recorded`` or ``hypothetical``."""
+    given = [
+        name
+        for name, present in (
+            ("--intent", intent_id is not None),
+            ("--since", since is not None),
+            ("--action", o["action"] is not None),
+        )
+        if present
+    ]
+    if not given:
+        raise InvalidArgument(
+            "give what to simulate: --intent ID, --since TIME, or a hypothetical intent (--action ...)"
+        )
+    if len(given) > 1:
+        raise InvalidArgument(f"give one of --intent, --since and --action, not {' and '.join(given)}")
+    if until is not None and since is None:
+        raise InvalidArgument("--until goes with --since")
+    if o["action"] is None:
+        stray = [f"--{n.replace('_', '-')}" for n in HYPOTHETICAL if o[n] is not None]
+        if stray:
+            raise InvalidArgument(f"{stray[0]} describes a hypothetical intent: give --action too")
+        return "intent" if intent_id is not None else "recorded"
+    return "hypothetical"
+
+
 @policy.command("simulate")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--version", default="", help="A stored version instead of FILE.")
 @click.option("--intent", "intent_id", help="Evaluate this recorded intent under both policies.")
 @click.option("--since", type=When(), help="Evaluate the intents recorded from then (ISO time or 7d).")
 @click.option("--until", type=When(), help="... until then (default: now).")
+@click.option(
+    "--action",
+    type=click.Choice(["STAKE", "UNSTAKE", "RESTAKE"], case_sensitive=False),
+    help="Evaluate a hypothetical intent of this action (nothing is recorded).",
+)
+@click.option("--amount", type=EthAmount(), help="Hypothetical: in ETH, e.g. 2000 or 0.5.")
+@click.option("--vault", help="Hypothetical: the vault id, e.g. vault-1.")
+@click.option("--chain", help=f"Hypothetical: the chain (default: {DEFAULT_CHAIN}).")
+@click.option("--initiator", help="Hypothetical: who submits it (default: you, from --as).")
+@click.option("--at", type=When(), help="Hypothetical: when (ISO time or 2h ago; default: now).")
+@click.option("--validator", help="Hypothetical STAKE or UNSTAKE: the validator.")
+@click.option("--source-validator", help="Hypothetical RESTAKE: validator to consolidate from.")
+@click.option("--target-validator", help="Hypothetical RESTAKE: validator to consolidate into.")
+@click.option(
+    "--deposit-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Hypothetical STAKE: its deposit_data-*.json (validator, withdrawal address, amount).",
+)
 @pass_cli
 def simulate(
     cli: CliContext,
@@ -164,49 +295,71 @@ def simulate(
     intent_id: str | None,
     since: datetime | None,
     until: datetime | None,
+    **o: Any,
 ) -> None:
-    """Compare the active policy with a proposal (FILE or --version) on real intents.
+    """Compare the active policy with a proposal (FILE or --version) on real or hypothetical intents.
+
+    The subject is one of: a recorded intent (--intent), the intents recorded in a
+    time range (--since, --until), or a hypothetical intent described by --action and
+    its options, which is evaluated and never recorded.
 
     \b
     custos --as dave policy simulate new-policy.yaml --intent int-…
     custos --as dave policy simulate --version 3f2a… --since 7d
+    custos --as dave policy simulate new-policy.yaml --action STAKE --amount 2000 \\
+        --vault vault-1 --initiator alice
     """
     from datetime import UTC
 
     from services.policy.client import PolicyClient
+    from services.runtime.convert import datetime_to_ts, spec_to_pb
 
     if (file is None) == (not version):
         raise InvalidArgument("give the proposal as FILE or --version, one of them")
-    if (intent_id is None) == (since is None):
-        raise InvalidArgument("give --intent ID or --since TIME, one of them")
+    subject = _subject(intent_id, since, until, o)
     req = policy_pb2.SimulatePolicyRequest()
     if file is not None:
         req.document = _read(file)
     else:
         req.version = version
+    if subject == "hypothetical":
+        req.intent.spec.CopyFrom(spec_to_pb(_hypothetical_spec(Action(o["action"].upper()), o)))
+        req.intent.initiator = o["initiator"] or cli.identity()
+        if o["at"] is not None:
+            req.intent.at.CopyFrom(datetime_to_ts(o["at"]))
 
     async def go() -> dict[str, Any]:
-        if intent_id is not None:
+        if subject == "intent":
             from services.cli.commands.intents import get_intent
 
+            assert intent_id is not None
             got = (await get_intent(cli, intent_id)).intent
             req.intent.spec.CopyFrom(got.spec)
             req.intent.initiator = got.initiator
             req.intent.at.CopyFrom(got.created_at)
-        else:
+        elif subject == "recorded":
             assert since is not None
             fill_range(req.recorded, since, until or datetime.now(UTC))
         resp = await cli.acall(PolicyClient, "SimulatePolicy", req)
         results = [to_json(r) for r in resp.results]
         for r in results:
             r["intent_id"] = r["intent_id"] or intent_id or ""
-        return {"results": results, "changed_count": resp.changed_count}
+        return {
+            "intent": to_json(req.intent) if req.HasField("intent") else None,
+            "results": results,
+            "changed_count": resp.changed_count,
+        }
 
     def human(d: dict[str, Any]) -> list[str]:
         out: list[str] = []
         for r in d["results"]:
+            name = r["intent_id"]
+            if not name and d["intent"] is not None:
+                i = d["intent"]
+                name = f"hypothetical {describe(i['spec'])} by {i['initiator']}"
+                name += f" at {i['at']}" if i["at"] else ""
             out += [
-                f"{r['intent_id']}{'  CHANGED' if r['changed'] else ''}",
+                f"{name}{'  CHANGED' if r['changed'] else ''}",
                 f"  now       {decision_text(r['current'])}",
                 f"  proposed  {decision_text(r['proposed'])}",
             ]
