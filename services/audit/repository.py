@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.audit.errors import AuditUnavailable
@@ -73,8 +73,8 @@ _MOVE_HEAD = (
 )
 
 
-def read_head(session: Session, *, lock: bool = False) -> Head:
-    """The head; with ``lock``, held until the session's transaction ends."""
+def read_head(session: Session | Connection, *, lock: bool = False) -> Head:
+    """The head; with ``lock``, held until the session's (or connection's) transaction ends."""
     row = session.execute(_HEAD_LOCKED if lock else _HEAD).one_or_none()
     if row is None:
         raise AuditUnavailable("the audit head row is missing: run the database migrations")
@@ -107,16 +107,10 @@ def append(
     """
     validate_fields(actor, action, subject, outcome)
     payload_json = encode_payload(payload)
+    conn = session.connection()  # begins the transaction; Core statements on it: no ORM work
     txn = session.get_nested_transaction() or session.get_transaction()
     moved = session.info.get(_MOVED_HEAD)
-    conn = session.connection()  # Core statements on the transaction's connection: no ORM work
-    if moved is not None and txn is not None and moved[0] is txn:
-        head = moved[1]
-    else:
-        row = conn.execute(_HEAD_LOCKED).one_or_none()
-        if row is None:
-            raise AuditUnavailable("the audit head row is missing: run the database migrations")
-        head = Head(sequence=row[0], hash=bytes(row[1]))
+    head = moved[1] if moved is not None and moved[0] is txn else read_head(conn, lock=True)
     record = new_record(
         sequence=head.sequence + 1,
         prev_hash=head.hash,
@@ -143,10 +137,7 @@ def append(
         },
     )
     conn.execute(_MOVE_HEAD, {"new_sequence": record.sequence, "new_hash": record.hash})
-    session.info[_MOVED_HEAD] = (
-        session.get_nested_transaction() or session.get_transaction(),
-        Head(record.sequence, record.hash),
-    )
+    session.info[_MOVED_HEAD] = (txn, Head(record.sequence, record.hash))
     return record
 
 

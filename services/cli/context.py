@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from services.runtime.client import BaseClient
 from services.runtime.errors import CustosError, InvalidArgument
 from services.runtime.grpc_errors import RemoteError, status_for
+from services.runtime.intent import MAX_AMOUNT
 from services.runtime.settings import SERVICE_NAMES, ServiceSettings
 
 T = TypeVar("T")
@@ -319,21 +320,61 @@ class Amount(click.ParamType):
     """Integer base units (``32000000000000000000``), or a number with a unit: ``32ETH``, ``1.5gwei``."""
 
     name = "amount"
+    #: The unit of a number given without one.
+    bare_unit = "wei"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         text = str(value).strip().replace("_", "")
-        m = re.fullmatch(r"(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)", text)
-        unit = _UNITS.get(m.group(3).lower() or "wei") if m else None
+        # 2**256 has 78 digits: longer is no amount (and would overflow int()'s digit limit)
+        m = re.fullmatch(r"(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)", text) if len(text) <= 200 else None
+        unit = _UNITS.get(m.group(3).lower() or self.bare_unit) if m else None
         if m is None or unit is None:
-            self.fail(f"{value!r} is not an amount: base units (32000000000000000000) or 32ETH", param, ctx)
+            self.fail(self.not_an_amount(value, text), param, ctx)
         whole, frac = int(m.group(1)) * unit, m.group(2) or ""
         # exact integer arithmetic: an amount is never a float
         scaled, rest = divmod(int(frac or "0") * unit, 10 ** len(frac))
         if rest:
-            self.fail(f"{value!r} is not a whole number of base units", param, ctx)
-        return whole + scaled
+            self.fail(self.too_fine(value), param, ctx)
+        return self.checked(whole + scaled, value, param, ctx)
+
+    def not_an_amount(self, value: Any, text: str) -> str:
+        return f"{value!r} is not an amount: base units (32000000000000000000) or 32ETH"
+
+    def too_fine(self, value: Any) -> str:
+        return f"{value!r} is not a whole number of base units"
+
+    def checked(
+        self, amount: int, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        return amount
+
+
+class EthAmount(Amount):
+    """An amount in ETH (``2000``, ``0.5``, ``2000ETH``, ``1024.000000000000000001``) as exact wei.
+
+    A bare number is ETH; a digit past the 18th decimal (finer than 1 wei) is refused
+    rather than rounded away, and so is more than any intent can carry.
+    """
+
+    name = "eth"
+    bare_unit = "eth"
+
+    def not_an_amount(self, value: Any, text: str) -> str:
+        if text.startswith("-"):
+            return f"{value!r} is negative: give an amount in ETH, e.g. 2000"
+        return f"{value!r} is not an amount in ETH, e.g. 2000 or 0.5"
+
+    def too_fine(self, value: Any) -> str:
+        return f"{value!r} has more than 18 decimals (finer than 1 wei)"
+
+    def checked(
+        self, amount: int, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if amount > MAX_AMOUNT:
+            self.fail(f"{value!r} ETH is more than any amount an intent can carry", param, ctx)
+        return amount
 
 
 class Duration(click.ParamType):

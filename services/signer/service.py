@@ -273,8 +273,8 @@ class SignerService:
 
         The checks and the HSM call run in ``decide_threads`` worker threads (one by
         default: more only contend for the GIL and the HSM lock; it keeps the loop free
-        for gRPC and lets calls that queue meanwhile share one registry read), or on
-        the loop itself with 0. The wait for the group commit holds no thread.
+        for gRPC), or on the loop itself with 0. The wait for the group commit holds no
+        thread; while calls are deciding, a batch waits up to ``commit_window`` for them.
         """
         with sign_timer(request.spec.chain) as timer:  # custos.sign.duration, by outcome
             subject = f"intent:{request.intent_id}"

@@ -365,13 +365,7 @@ class StakingService:
             raise NotYourIntent(f"{who.identity} cannot submit a decision signed as {approval.approver_id}")
         if approval.approver_id == view.row.initiator:
             reason = f"the initiator cannot {update} their own intent"
-            await self._audit.arecord(
-                f"{update}.refused",
-                subject,
-                "refused",
-                {"reason": reason, "approver_id": approval.approver_id, "key_id": approval.key_id},
-                actor=who.identity,
-            )
+            await self._audit_refused(who, subject, update, approval, reason)
             raise SelfApproval(reason + (" (cancel it instead)" if update == "reject" else ""))
         data = ApprovalData(
             approver_id=approval.approver_id,
@@ -387,18 +381,24 @@ class StakingService:
             ack: ApprovalAck = await handle.execute_update(update, data, result_type=ApprovalAck)
         except WorkflowUpdateFailedError as e:
             reason = e.cause.message if isinstance(e.cause, ApplicationError) else str(e.cause or e)
-            await self._audit.arecord(
-                f"{update}.refused",
-                subject,
-                "refused",
-                {"reason": reason, "approver_id": approval.approver_id, "key_id": approval.key_id},
-                actor=who.identity,
-            )
+            await self._audit_refused(who, subject, update, approval, reason)
             raise ApprovalRefused(f"{update} refused: {reason}") from e
         except RPCError as e:
             raise await self._closed_or_unavailable(intent_id, e) from e
         await asyncio.to_thread(self._record_decision, who, intent_id, approval, update, ack)
         return ack
+
+    async def _audit_refused(
+        self, who: Principal, subject: str, update: str, approval: Approval, reason: str
+    ) -> None:
+        """The audit record of a refused approve or reject (``approve.refused``, ``reject.refused``)."""
+        await self._audit.arecord(
+            f"{update}.refused",
+            subject,
+            "refused",
+            {"reason": reason, "approver_id": approval.approver_id, "key_id": approval.key_id},
+            actor=who.identity,
+        )
 
     async def _closed_or_unavailable(self, intent_id: str, error: RPCError) -> Exception:
         """An update to a closed workflow fails with NOT_FOUND: tell the caller it has ended."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import click
 from services.cli.commands.intents import describe, requirement_text
 from services.cli.context import (
     CliContext,
+    EthAmount,
     When,
     fields,
     fill_range,
@@ -24,7 +24,7 @@ from services.cli.context import (
 )
 from services.pb.custos.policy.v1 import policy_pb2
 from services.runtime.errors import InvalidArgument
-from services.runtime.intent import MAX_AMOUNT, Action, IntentSpec, StakeTarget, Target
+from services.runtime.intent import Action, IntentSpec, StakeTarget, Target
 
 #: The chain of a hypothetical intent when --chain is not given: the demo's (and dev stack's) devnet.
 DEFAULT_CHAIN = "ethereum-devnet"
@@ -62,46 +62,6 @@ def decision_text(d: dict[str, Any] | None) -> str:
     if d["outcome"] == "DENY":
         return "DENY: " + "; ".join(d["reasons"])
     return f"ALLOW {requirement_text(d['requirement'])} (rule {d['rule_id']})"
-
-
-class EthAmount(click.ParamType):
-    """An amount in ETH (``2000``, ``0.5``, ``2000ETH``, ``1024.000000000000000001``) as exact wei.
-
-    Decimal, never float: ``0.1`` ETH is exactly 10**17 wei, and a digit past the 18th
-    decimal (finer than 1 wei) is refused rather than rounded away.
-    """
-
-    name = "eth"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().replace("_", "")
-        text = text[:-3].rstrip() if text.lower().endswith("eth") else text  # 2000ETH as submit takes it
-        try:
-            amount = Decimal(text)
-        except InvalidOperation:
-            self.fail(f"{value!r} is not an amount in ETH, e.g. 2000 or 0.5", param, ctx)
-        if not amount.is_finite():
-            self.fail(f"{value!r} is not an amount in ETH, e.g. 2000 or 0.5", param, ctx)
-        if amount.is_signed():
-            self.fail(f"{value!r} is negative: give an amount in ETH, e.g. 2000", param, ctx)
-        _, digits, exponent = amount.as_tuple()
-        assert isinstance(exponent, int)  # finite
-        # wei = units * 10**shift, on integers (exact); trailing zeros first, so 1e-999999 costs nothing
-        text = "".join(map(str, digits)).lstrip("0")
-        if not text:
-            return 0
-        shift = exponent + 18 + len(text) - len(text.rstrip("0"))
-        text = text.rstrip("0")
-        if shift < 0:
-            self.fail(f"{value!r} has more than 18 decimals (finer than 1 wei)", param, ctx)
-        if len(text) + shift > len(str(MAX_AMOUNT)):
-            self.fail(f"{value!r} ETH is more than any amount an intent can carry", param, ctx)
-        wei = int(text) * 10**shift
-        if wei > MAX_AMOUNT:
-            self.fail(f"{value!r} ETH is more than any amount an intent can carry", param, ctx)
-        return wei
 
 
 def _read(path: Path) -> str:
