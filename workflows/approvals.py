@@ -103,6 +103,10 @@ class ApprovalBook:
 
     def validate(self, a: ApprovalData, decision: str, now: datetime) -> None:
         """Raises ApplicationError (type ApprovalRefused) unless ``a`` may be accepted now."""
+        # First: an approver retrying a decision that was accepted (its answer lost with a killed
+        # worker) hears that, whether or not the gate has closed since.
+        if any(r.approver_id == a.approver_id for r in self.received):
+            raise _refuse(f"{a.approver_id} has already decided on this intent")
         if not self.open:
             raise _refuse("the intent no longer accepts approvals")
         if a.decision != decision:
@@ -114,8 +118,6 @@ class ApprovalBook:
         approver = self.registry.get(a.approver_id)
         if approver is None:
             raise _refuse(f"unknown approver {a.approver_id}")
-        if any(r.approver_id == a.approver_id for r in self.received):
-            raise _refuse(f"{a.approver_id} has already decided on this intent")
         key = approver.key(a.key_id)
         if key is None:
             raise _refuse(f"key {a.key_id} is not registered to {a.approver_id}")

@@ -1,0 +1,31 @@
+"""The workflow's approval book: which refusal an approval gets, in the order a retrying client needs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from tests.staking.workflow_helpers import Person, make_input
+from workflows.approvals import ApprovalBook
+
+ALICE, O1, O2, O3 = (Person(n) for n in ("alice", "olivia", "oscar", "otto"))
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_retried_accepted_approval_says_already_decided_after_the_gate_closed() -> None:
+    """The crash test's case: the answer to an accepted approval is lost, the quorum closes the
+    gate, and the approver's retry must say "already decided", not "no longer accepts"."""
+    inp = make_input("alice", [p.data(["operations"], T0) for p in (ALICE, O1, O2, O3)], T0)
+    book = ApprovalBook(inp)
+    now, exp = T0 + timedelta(hours=1), T0 + timedelta(days=1)
+    for person in (O1, O2):
+        approval = person.decide(inp, expires_at=exp)
+        book.validate(approval, "APPROVE", now)
+        book.add(approval)
+    book.open = False  # the quorum was met: the workflow closes the gate
+    with pytest.raises(ApplicationError, match="olivia has already decided on this intent"):
+        book.validate(O1.decide(inp, expires_at=exp), "APPROVE", now)
+    with pytest.raises(ApplicationError, match="no longer accepts approvals"):
+        book.validate(O3.decide(inp, expires_at=exp), "APPROVE", now)
