@@ -276,6 +276,53 @@ class Hsm:
             self._private[key_id] = key
         return key
 
+    # --- data objects -----------------------------------------------------------------------
+
+    def load_data(self, label: str) -> bytes | None:
+        """The newest value stored under ``label`` (a private token object), or None.
+
+        What custos keeps here is small and must survive anyone who can write the
+        database: the last governance head the signer verified, the last audit head
+        that was checkpointed. Only a session logged in with the token's PIN sees it.
+        """
+        with self.session() as s:
+            found = self._data_objects(s, label)
+        return found[-1][1] if found else None
+
+    def store_data(self, label: str, value: bytes) -> None:
+        """Replaces the value under ``label``.
+
+        Tokens keep a data object's CKA_VALUE read-only (SoftHSM 2.6.1 refuses the
+        change), so the new value is a new object with the next generation, created
+        before the older ones are destroyed: a crash in between leaves both, and
+        :meth:`load_data` takes the newer.
+        """
+        with self.session() as s:
+            found = self._data_objects(s, label)
+            generation = found[-1][0] + 1 if found else 1
+            s.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.LABEL: label,
+                    Attribute.APPLICATION: "custos",
+                    Attribute.VALUE: generation.to_bytes(8, "big") + value,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                }
+            )
+            for _, _, obj in found:
+                obj.destroy()
+
+    @staticmethod
+    def _data_objects(s: pkcs11.Session, label: str) -> list[tuple[int, bytes, Any]]:
+        """(generation, value, object) of the data objects labelled ``label``, oldest first."""
+        out = []
+        for obj in s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}):
+            raw = bytes(obj[Attribute.VALUE])
+            if len(raw) >= 8:
+                out.append((int.from_bytes(raw[:8], "big"), raw[8:], obj))
+        return sorted(out, key=lambda t: t[0])
+
     # --- signing --------------------------------------------------------------------------
 
     def sign_raw(self, key_id: bytes, data: bytes, mechanism: Mechanism) -> bytes:

@@ -130,3 +130,14 @@ def test_a_second_session_in_the_same_process_shares_the_login(
     finally:
         second.close()
     hsm.sign_secp256k1(key_id, secrets.token_bytes(32))  # the first session is unaffected
+
+
+def test_data_objects_keep_the_newest_value(hsm: Hsm) -> None:
+    label = f"t-data-{secrets.token_hex(4)}"
+    assert hsm.load_data(label) is None
+    hsm.store_data(label, b"first")
+    hsm.store_data(label, b"second")
+    assert hsm.load_data(label) == b"second"
+    with hsm.session() as s:  # replaced, not accumulated
+        assert len(list(s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}))) == 1
+        assert all(o[Attribute.PRIVATE] for o in s.get_objects({Attribute.LABEL: label}))
