@@ -81,10 +81,6 @@ def _body(n_rules: int) -> dict[str, object]:
     body: dict[str, object] = {
         "format": FORMAT,
         "default": "deny",
-        "admin": {
-            "groups": [{"name": "a", "threshold": 2, "approver_groups": ["policy-admins"]}],
-            "expiry": "24h",
-        },
         "rules": rules,
     }
     return body
@@ -136,6 +132,7 @@ def grpc_section(seconds: float) -> dict[str, tuple[float, float, float]]:
 
 async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
     from bench._grpc import client, serve
+    from bench._seed import seed_governed
     from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
     from services.policy.client import PolicyClient
     from services.policy.service import PolicyService
@@ -152,12 +149,11 @@ async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
         engine = make_engine(url)
         svc = PolicyService(make_session_factory(engine))
         doc = yaml.safe_dump(_body(n), sort_keys=False)
-        row, _ = svc.propose(doc, description="bench", proposed_by="bench")
-        svc.activate(row.version, [])
+        seed_governed(make_session_factory(engine), {}, doc, Path(url.removeprefix("sqlite:///")).parent)
         binding = ServiceBinding(
             policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
             policy_pb2_grpc.add_PolicyServiceServicer_to_server,
-            PolicyServicer(svc),
+            PolicyServicer(svc, None),
         )
         running, pki = await serve(binding, "policy")
         request = policy_pb2.EvaluateIntentRequest(spec=spec_to_pb(SPEC), initiator="alice")

@@ -55,9 +55,6 @@ PG_ADMIN_URL = os.environ.get("CUSTOS_TEST_PG_URL", "postgresql://127.0.0.1:5432
 POLICY_DOC = """\
 format: custos.policy/v1
 default: deny
-admin:
-  groups: [{name: admins, threshold: 1, approver_groups: [ops]}]
-  expiry: 24h
 rules:
   - id: bench-unstake
     match: {action: [UNSTAKE], chain: [ethereum-devnet]}
@@ -82,6 +79,8 @@ class Env:
     raw_key: str = ""
     #: (approver id, raw Ed25519 private key): the approvers' side, which signs approvals.
     approvers: tuple[tuple[str, bytes], ...] = ()
+    #: The trust root the governance log was signed under (the signer's trust file).
+    trust_file: str = ""
     worker: int = 0
     #: First nonce (and intent number) of this process in this run: keeps runs apart.
     nonce_base: int = 0
@@ -109,6 +108,7 @@ def _settings(env: Env) -> Any:
         tls=server_tls(Path(env.pki), "signer"),
         hsm=HsmSettings(token_label=env.label, pin=SecretStr(env.pin)),
         chains=[ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")],
+        trust_file=Path(env.trust_file),
     )
     if env.decide_threads >= 0:
         settings = settings.model_copy(update={"decide_threads": env.decide_threads})
@@ -135,34 +135,32 @@ def _service(env: Env) -> tuple[Any, Any]:
     return hsm, make_service(_settings(env), sessions, reads, hsm)
 
 
-def seed_policy(db_url: str) -> tuple[str, tuple[tuple[str, bytes], ...]]:
-    """Registers two Ed25519 approvers in group ``ops`` and activates a 2-of-ops policy."""
+def seed_policy(db_url: str, state: Path) -> tuple[str, tuple[tuple[str, bytes], ...], str]:
+    """As an installation is seeded: admins pinned in a trust file govern the registration of two
+    Ed25519 approvers in group ``ops`` and the activation of a 2-of-ops policy.
+
+    Returns the policy version, the approvers' raw keys and the trust file's path.
+    """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-    from services.policy.domain import SignatureScheme
+    from bench._seed import seed_governed
     from services.policy.evidence import public_key_der
-    from services.policy.service import PolicyService
     from services.runtime.db import make_engine, make_session_factory
 
+    keys = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
     engine = make_engine(db_url)
-    policy = PolicyService(make_session_factory(engine))
-    approvers = []
-    for name in ("alice", "bob"):
-        key = Ed25519PrivateKey.generate()
-        policy.register_approver(
-            name,
-            display_name=name,
-            groups=["ops"],
-            scheme=SignatureScheme.ED25519,
-            public_key=public_key_der(key),
-        )
-        raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        approvers.append((name, raw))
-    row, _ = policy.propose(POLICY_DOC, description="bench", proposed_by="bench")
-    policy.activate(row.version, [])  # the bootstrap activation
+    version, trust_file = seed_governed(
+        make_session_factory(engine),
+        {name: (("ops",), public_key_der(k)) for name, k in keys.items()},
+        POLICY_DOC,
+        state,
+    )
     engine.dispose()
-    return row.version, tuple(approvers)
+    raw = tuple(
+        (n, k.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())) for n, k in keys.items()
+    )
+    return version, raw, str(trust_file)
 
 
 def _create_keys(env: Env, out: Any) -> None:
@@ -198,19 +196,29 @@ def requests(env: Env, count: int) -> list[Any]:
 
     from services.chain.ethereum import contracts
     from services.policy.evidence import sign_approval
-    from services.runtime.intent import Action, Decision, IntentSpec, UnstakeTarget, intent_digest
+    from services.runtime.intent import (
+        Action,
+        Decision,
+        IntentBinding,
+        IntentSpec,
+        UnstakeTarget,
+        intent_digest,
+        submission_time,
+    )
     from services.signer import eip1559
     from services.signer.service import SignInput
 
     keys = [(n, Ed25519PrivateKey.from_private_bytes(raw)) for n, raw in env.approvers]
-    expires = datetime.now(UTC) + timedelta(minutes=30)
+    submitted = submission_time(datetime.now(UTC))
+    expires = submitted + timedelta(minutes=30)
     out = []
     for nonce in range(env.nonce_base, env.nonce_base + count):
         validator = secrets.token_bytes(48)
         spec = IntentSpec(
             Action.UNSTAKE, CHAIN, env.vault_id, 32 * 10**9 * GWEI, UnstakeTarget("0x" + validator.hex())
         )
-        digest = intent_digest(spec, env.policy_version)
+        intent_id = f"bench-{nonce}"
+        digest = intent_digest(spec, env.policy_version, IntentBinding(intent_id, INITIATOR, submitted))
         approvals = tuple(
             sign_approval(
                 k,
@@ -236,7 +244,7 @@ def requests(env: Env, count: int) -> list[Any]:
             )
         )
         out.append(
-            SignInput(f"bench-{nonce}", "withdrawal", spec, INITIATOR, env.policy_version, approvals, tx)
+            SignInput(intent_id, "withdrawal", spec, INITIATOR, env.policy_version, approvals, tx, submitted)
         )
     return out
 
@@ -369,7 +377,7 @@ async def _drive(ports: list[int], env: Env, seconds: float, concurrency: int) -
     """
     from bench._grpc import client
     from services.pb.custos.signer.v1 import signer_pb2 as pb
-    from services.runtime.convert import approval_to_pb, spec_to_pb
+    from services.runtime.convert import approval_to_pb, datetime_to_ts, spec_to_pb
     from services.signer.client import SignerClient
 
     warm = 4 * len(ports)
@@ -382,6 +390,7 @@ async def _drive(ports: list[int], env: Env, seconds: float, concurrency: int) -
             policy_version=r.policy_version,
             approvals=[approval_to_pb(a) for a in r.approvals],
             unsigned_tx=r.unsigned_tx,
+            submitted_at=datetime_to_ts(r.submitted_at),
         )
         for r in requests(env, int(seconds * POOL_PER_SECOND * len(ports)) + warm)
     ]
@@ -514,7 +523,7 @@ def main() -> None:
     env: Env | None = None
     try:
         upgrade(db_url)
-        policy_version, approvers = seed_policy(db_url)
+        policy_version, approvers, trust_file = seed_policy(db_url, state)
         env = Env(
             conf_path=str(token.conf_path),
             label=token.label,
@@ -523,6 +532,7 @@ def main() -> None:
             pki=str(new_pki()),
             policy_version=policy_version,
             approvers=approvers,
+            trust_file=trust_file,
             decide_threads=args.decide_threads,
             commit_window=args.commit_window,
         )

@@ -91,6 +91,10 @@ class ApprovalBook:
         self.digest = bytes.fromhex(inp.digest_hex)
         self.policy_version = inp.policy_version
         self.initiator = inp.initiator
+        self.submitted_at = inp.submitted_at
+        #: Whether approvals are bounded by the approval window (histories recorded before the
+        #: bound replay without it: see ``gated.APPROVAL_WINDOW_PATCH``).
+        self.bound_window = True
         self.registry = registry_from_data(inp.approvers)
         self.received: list[ApprovalData] = []
         self.requirement: Requirement | None = None
@@ -100,6 +104,14 @@ class ApprovalBook:
     def set_requirement(self, requirement: Requirement, now: datetime) -> None:
         self.requirement = requirement
         self.deadline = now + timedelta(seconds=requirement.expiry_seconds)
+
+    @property
+    def approval_deadline(self) -> datetime | None:
+        """The latest an approval may claim to count: the submission plus the rule's expiry,
+        as the signer bounds it (the timer's ``deadline`` starts at evaluation, a little later)."""
+        if self.requirement is None:
+            return None
+        return self.submitted_at + timedelta(seconds=self.requirement.expiry_seconds)
 
     def validate(self, a: ApprovalData, decision: str, now: datetime) -> None:
         """Raises ApplicationError (type ApprovalRefused) unless ``a`` may be accepted now."""
@@ -125,6 +137,11 @@ class ApprovalBook:
             raise _refuse(f"key {a.key_id} of {a.approver_id} is revoked")
         if a.expires_at <= now:
             raise _refuse("the approval has expired")
+        limit = self.approval_deadline if self.bound_window else None
+        if a.decision == "APPROVE" and limit is not None and a.expires_at > limit:
+            raise _refuse(
+                f"the approval claims to count after the intent's approval window ends ({limit:%FT%TZ})"
+            )
         if self.deadline is not None and now >= self.deadline:
             raise _refuse("the approval window of the intent has closed")
         approval = approval_from_data(a)
@@ -144,6 +161,7 @@ class ApprovalBook:
             registry=self.registry,
             initiator=self.initiator,
             now=now,
+            deadline=self.approval_deadline if self.bound_window else None,
         )
 
     def approvals(self) -> list[ApprovalData]:

@@ -45,6 +45,9 @@ RETRY = RetryPolicy(
 #: Start-to-close of the short activities: a worker that dies mid-activity is noticed this soon
 #: (its work is retried elsewhere; every activity is idempotent).
 QUICK = timedelta(seconds=10)
+#: Approvals count only within the intent's approval window (submission + the rule's expiry), as
+#: the signer counts them; histories recorded before replay without the bound.
+APPROVAL_WINDOW_PATCH = "approval-window"
 
 
 class ApprovalGatedWorkflow:
@@ -131,6 +134,7 @@ class ApprovalGatedWorkflow:
         Returns the ending when the intent may not proceed, or None once it is APPROVED.
         """
         inp = self._inp
+        self._book.bound_window = workflow.patched(APPROVAL_WINDOW_PATCH)
         await self._transition("AWAITING_POLICY")
         outcome = await workflow.execute_activity_method(
             StakingActivities.evaluate_policy,
@@ -147,7 +151,9 @@ class ApprovalGatedWorkflow:
             AWAITING_APPROVALS,
             self._approvals_detail(outcome),
             requirement=[vars(g) for g in outcome.groups],
-            deadline=deadline.isoformat(),
+            # what people see: when approvals stop counting (submission + expiry, as the signer bounds
+            # them); the timer above starts at evaluation, a moment later
+            deadline=(self._book.approval_deadline or deadline).isoformat(),
         )
         try:
             await workflow.wait_condition(

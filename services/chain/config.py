@@ -43,6 +43,10 @@ class ChainConfig(BaseModel):
         deposit_contract: Address of the beacon deposit contract.
         unbonding_seconds: Wait after an unstake before the withdrawal step.
         nonce_release_seconds: A nonce reserved but never broadcast for this long goes to the next intent.
+        max_fee_wei: The most one transaction may pay in network fees (gas limit x max fee per gas);
+            the signer refuses more, whatever the policy allows.
+        max_request_fee_wei: The most an EIP-7002/7251 request may pay its system contract (the
+            only ether an exit or a consolidation sends); the signer refuses more.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +63,8 @@ class ChainConfig(BaseModel):
     unbonding_seconds: Annotated[int, Field(ge=0)] = 0
     nonce_release_seconds: Annotated[int, Field(gt=0)] = 600
     rpc_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    max_fee_wei: Annotated[int, Field(gt=0)] = 10**17
+    max_request_fee_wei: Annotated[int, Field(ge=0)] = 10**16
 
     @field_validator("chain_id")
     @classmethod

@@ -49,6 +49,11 @@ DEMO_PEOPLE: dict[str, tuple[str, ...]] = {
     "ops": ("operator", "compliance"),
 }
 
+#: The admins the dev stack pins in its trust root (their keys in ``approver-keys/``): one
+#: proposes, the other approves; neither can change the registry or the policy alone.
+DEV_ADMINS = ("dave", "erin")
+DEV_QUORUM = 1
+
 GRPC_SERVICE_NAMES = {
     "policy": "custos.policy.v1.PolicyService",
     "signer": "custos.signer.v1.SignerService",
@@ -148,6 +153,26 @@ def _prepare_hsm(stack: Stack) -> dict[str, Any]:
     }
 
 
+def _prepare_trust(stack: Stack) -> dict[str, Any]:
+    """Writes the stack's trust root: the dev admins' keys (created once) and the quorum.
+
+    In production the trust file is written by whoever installs custos from the admins'
+    public keys, and deployed with each verifier's configuration; here the admins' key
+    files live in the stack folder beside the other people's.
+    """
+    from services.cli.people import load_or_create_key
+    from services.policy.evidence import public_key_der, scheme_of
+    from services.policy.governance import AdminKey, trust_root_yaml
+
+    admins = []
+    for name in DEV_ADMINS:
+        key = load_or_create_key(stack.root / "approver-keys" / f"{name}.pem")
+        admins.append(AdminKey(name, scheme_of(key), public_key_der(key)))
+    path = stack.root / "trust.yaml"
+    path.write_text(trust_root_yaml(admins, DEV_QUORUM))
+    return {"trust_file": str(path)}
+
+
 def _start_devnet(stack: Stack, procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Starts anvil as a stack process and loads the staking contracts; returns the chain registry."""
     from services.chain.devnet import DEVNET_CHAIN_ID, Devnet, ensure_devnet_assets
@@ -245,7 +270,7 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
     for person, roles in DEMO_PEOPLE.items():
         if not (stack.pki / f"{person}.crt").exists():
             issue(stack.pki, person, roles)
-    extra = _prepare_hsm(stack)
+    extra = {**_prepare_hsm(stack), **_prepare_trust(stack)}
     procs: list[dict[str, Any]] = []
     try:
         if with_devnet:

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
+from services.cli.commands.admin import admin
 from services.cli.commands.approvals import approve, reject
 from services.cli.commands.audit import audit
 from services.cli.commands.intents import intents
@@ -144,6 +145,7 @@ cli.add_command(intents)
 cli.add_command(approve)
 cli.add_command(reject)
 cli.add_command(policy)
+cli.add_command(admin)
 cli.add_command(keys)
 cli.add_command(audit)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from services.audit.client import AuditClient
 from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.ethereum.rpc import JsonRpcClient
@@ -23,15 +25,18 @@ from services.cli.context import load_settings, to_json
 from services.cli.devstack import Stack
 from services.cli.people import Person
 from services.pb.custos.audit.v1 import audit_pb2
-from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.client import PolicyClient
+from services.policy.domain import SignatureScheme
+from services.policy.evidence import public_key_der
+from services.policy.governance import ActivatePolicy, AddApproverKey, RegisterApprover
 from services.runtime.convert import spec_to_pb
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import (
     Action,
+    Decision,
     IntentSpec,
     RestakeTarget,
     UnstakeTarget,
@@ -49,16 +54,10 @@ POLICY = """\
 format: custos.policy/v1
 description: >-
   Demo - 2 of 3 operations; above 64 ETH also risk; nothing above 1024 ETH per intent
-  nor 2048 ETH a day per vault; a policy change needs another admin than its proposer.
+  nor 2048 ETH a day per vault.
 default: deny
 initiators:
   treasury: [alice]
-admin:
-  groups:
-    - name: policy-admins
-      threshold: 1
-      approver_groups: [policy-admins]
-  expiry: 72h
 rules:
   - id: deny-above-1024-eth
     match:
@@ -129,29 +128,38 @@ class Demo:
         return Person(name, self.settings, self.stack.root / "approver-keys")
 
     async def setup(self) -> None:
-        """Approvers and their keys, the policy, and a vault key in the HSM (funded on the devnet)."""
-        dave = self.person("dave")
-        async with dave.client(PolicyClient) as policy:
-            registry = {n: ["operations"] for n in (*OPS, "alice")}
-            registry.update({"rita": ["risk"], "dave": ["policy-admins"], "erin": ["policy-admins"]})
+        """Approvers and their keys, the policy (governed changes by dave, approved by erin), and a
+        vault key in the HSM (funded on the devnet)."""
+        dave, erin = self.person("dave"), self.person("erin")
+        registry = {n: ["operations"] for n in (*OPS, "alice")}
+        registry.update({"rita": ["risk"], "dave": ["policy-admins"], "erin": ["policy-admins"]})
+        async with dave.client(PolicyClient) as as_dave, erin.client(PolicyClient) as as_erin:
             for name, groups in registry.items():
                 p = self.person(name)
-                await policy.call(
-                    "RegisterApprover",
-                    policy_pb2.RegisterApproverRequest(
-                        approver_id=name,
-                        display_name=name.title(),
-                        groups=groups,
-                        scheme=common_pb2.SIGNATURE_SCHEME_ED25519,
-                        public_key=p.public_key(),
+                change = await as_dave.propose_change(
+                    RegisterApprover(
+                        name, name.title(), tuple(groups), SignatureScheme.ED25519, p.public_key()
                     ),
+                    dave.key,
+                    proposer="dave",
                 )
-            proposed = await policy.call(
-                "ProposePolicy", policy_pb2.ProposePolicyRequest(document=POLICY, description="demo policy")
-            )
-            version = proposed.policy.version
-            await policy.call("ActivatePolicy", policy_pb2.ActivatePolicyRequest(version=version))
-        self.say(f"   registered {len(registry)} approvers (keys in {self.stack.root / 'approver-keys'})")
+                await as_erin.decide_change(
+                    change.request.change_id, erin.key, admin="erin", decision=Decision.APPROVE
+                )
+            proposal = policy_pb2.ProposePolicyRequest(document=POLICY, description="demo policy")
+            version = (await as_dave.call("ProposePolicy", proposal)).policy.version
+            activation = await as_dave.propose_change(ActivatePolicy(version, ""), dave.key, proposer="dave")
+        self.say(
+            f"   registered {len(registry)} approvers (keys in {self.stack.root / 'approver-keys'}):"
+            " each a governed change proposed by dave and approved by erin"
+        )
+        done = await self.custos(
+            "erin", "admin", "approve", activation.request.change_id, "--key", str(erin.key_file)
+        )
+        self.say(f"   $ {done.shown}")
+        if done.code != 0:
+            raise FailedPrecondition(f"{done.shown} failed: {done.err or done.code}")
+        self.say(f"   {done.out}")
         self.say(
             f"   policy {version[:16]}… active: 2 of 3 operations; risk above 64 ETH;"
             " over 1024 ETH denied; at most 2048 ETH a day"
@@ -280,6 +288,23 @@ async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict
     final = await demo.wait_for(intent.intent_id, {"DENIED", "AWAITING_APPROVALS"})
     results["over_limit"] = STATE_NAME[final.intent.state]
     say(f"   {results['over_limit']}: {final.intent.reason}")
+
+    say("== refused: one admin alone plants a key for an approver")
+    mallory_key = ed25519.Ed25519PrivateKey.generate()
+    async with demo.person("dave").client(PolicyClient) as as_dave:
+        planted = await as_dave.propose_change(
+            AddApproverKey("olivia", SignatureScheme.ED25519, public_key_der(mallory_key)),
+            demo.person("dave").key,
+            proposer="dave",
+        )
+    change_id = planted.request.change_id
+    say(f"   dave proposed {change_id}: {planted.summary}")
+    done = await demo.custos(
+        "dave", "admin", "approve", change_id, "--key", str(demo.person("dave").key_file)
+    )
+    say(f"   $ {done.shown}")
+    say(f"   {done.err or done.out} (exit code {done.code})")
+    results["lone_admin"] = "REFUSED" if done.code != 0 else "ACCEPTED"
 
     say("== audit trail")
     ok, count, export = await demo.verify_audit()

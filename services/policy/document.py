@@ -13,8 +13,6 @@ Shape (see ``deploy/policies/example.yaml``)::
     default: deny                      # explicit: when no rule matches, deny
     initiators:                        # initiator groups: group -> identities
       treasury: [alice, bob]
-    admin:                             # the quorum that must approve a POLICY_CHANGE
-      groups: [{name: admins, threshold: 2, approver_groups: [policy-admins]}]
       expiry: 24h
     rules:                             # first match decides
       - id: deny-huge
@@ -195,7 +193,6 @@ class Policy:
     document: str
     description: str
     initiators: Mapping[str, frozenset[str]]
-    admin: RequireSpec
     rules: tuple[Rule, ...]
     canonical: bytes = field(repr=False)
 
@@ -352,7 +349,7 @@ def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
             raise _fail(
                 f"{path}.action",
                 f"unknown action {bad[0]!r} (STAKE, UNSTAKE or RESTAKE; "
-                "POLICY_CHANGE is governed by 'admin')",
+                "policy changes are governed changes of the trust root's admins)",
             )
         actions = frozenset(Action(n) for n in names)
     amount = None
@@ -552,7 +549,7 @@ def _plain_require(r: RequireSpec) -> dict[str, Any]:
 
 
 def canonical_form(
-    description: str, initiators: Mapping[str, frozenset[str]], admin: RequireSpec, rules: tuple[Rule, ...]
+    description: str, initiators: Mapping[str, frozenset[str]], rules: tuple[Rule, ...]
 ) -> bytes:
     return canonical_json(
         {
@@ -560,7 +557,6 @@ def canonical_form(
             "description": description,
             "default": "deny",
             "initiators": {g: sorted(m) for g, m in sorted(initiators.items())},
-            "admin": _plain_require(admin),
             "rules": [
                 {
                     "id": r.id,
@@ -625,11 +621,17 @@ def parse_policy(text: str) -> Policy:
         raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as e:
         raise PolicyDocumentInvalid(f"document: not valid YAML: {e}".splitlines()[0]) from None
+    if isinstance(raw, dict) and "admin" in raw:
+        raise _fail(
+            "admin",
+            "policy changes are approved by the admins of the trust root (governed changes), "
+            "not by the policy: remove this section",
+        )
     doc = _mapping(
         raw,
         "document",
-        frozenset({"format", "description", "default", "initiators", "admin", "rules"}),
-        frozenset({"format", "default", "admin", "rules"}),
+        frozenset({"format", "description", "default", "initiators", "rules"}),
+        frozenset({"format", "default", "rules"}),
     )
     if doc["format"] != FORMAT:
         raise _fail("format", f"must be {FORMAT!r}")
@@ -644,7 +646,6 @@ def parse_policy(text: str) -> Policy:
         for g, members in raw_init.items():
             name = _str(g, f"initiators.{g}", _NAME, "group name")
             initiators[name] = _str_set(members, f"initiators.{name}")
-    admin = _require(doc["admin"], "admin", allow_fee_cap=False)
     if not isinstance(doc["rules"], list):
         raise _fail("rules", "must be a list (it may be empty: then everything is denied)")
     rules: list[Rule] = []
@@ -654,13 +655,12 @@ def parse_policy(text: str) -> Policy:
             raise _fail(f"rules[{i}].id", f"rule id {rule.id!r} appears twice")
         rules.append(rule)
     _check_monotone(tuple(rules))
-    canonical = canonical_form(description, initiators, admin, tuple(rules))
+    canonical = canonical_form(description, initiators, tuple(rules))
     return Policy(
         version=hashlib.sha256(canonical).hexdigest(),
         document=text,
         description=description,
         initiators=initiators,
-        admin=admin,
         rules=tuple(rules),
         canonical=canonical,
     )

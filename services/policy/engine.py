@@ -3,7 +3,8 @@
 No I/O: everything the decision depends on is an argument, so the same inputs
 give the same decision in the service, in a simulation and in a test. The first
 rule whose ``match`` holds decides; when it allows, every failing ``limit`` is one
-reason of a DENY. A ``POLICY_CHANGE`` intent is decided by the ``admin`` quorum.
+reason of a DENY. Policy changes are not intents: the trust root's admins govern
+them (``services.policy.governance``), so a ``POLICY_CHANGE`` is always denied here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from services.runtime.intent import (
 )
 
 DEFAULT_RULE = "default"
-ADMIN_RULE = "admin"
+GOVERNED_RULE = "governed"
+GOVERNED_REASON = "policy changes are governed changes of the trust root's admins, not intents"
 
 # (window seconds, action or None for all actions) -> amount already counted for the vault.
 VelocityKey = tuple[int, str | None]
@@ -251,7 +253,7 @@ def evaluate(
         raise ValueError("evaluation time must be timezone-aware")
     directory = directory or {}
     if spec.action is Action.POLICY_CHANGE:
-        return _allow(policy, ADMIN_RULE, policy.admin, initiator, directory, ())
+        return Decision(Outcome.DENY, policy.version, GOVERNED_RULE, (GOVERNED_REASON,))
     groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
     x = _Intent(spec, initiator, groups, at, velocity_used)
     rule = first_match(policy, x)
@@ -273,19 +275,6 @@ def _velocity_limits(rule: Rule, spec: IntentSpec) -> tuple[VelocityLimit, ...]:
     return (VelocityLimit(v.window_seconds, v.max_amount, str(spec.action) if v.per_action else None),)
 
 
-def admin_requirement(
-    policy: Policy, initiator: str, directory: Mapping[str, Collection[str]]
-) -> Requirement:
-    """The quorum of ``policy`` that must approve a change proposed by ``initiator``."""
-    return resolve(
-        policy.admin,
-        policy_version=policy.version,
-        rule_id=ADMIN_RULE,
-        initiator=initiator,
-        directory=directory,
-    )
-
-
 def requirement_for(
     policy: Policy,
     spec: IntentSpec,
@@ -302,8 +291,6 @@ def requirement_for(
     denies the intent outright.
     """
     directory = directory or {}
-    if spec.action is Action.POLICY_CHANGE:
-        return admin_requirement(policy, initiator, directory)
     rule = _allowing_rule(policy, spec, initiator, at, initiator_groups)
     assert rule.require is not None
     return resolve(
@@ -315,6 +302,10 @@ def _allowing_rule(
     policy: Policy, spec: IntentSpec, initiator: str, at: datetime, initiator_groups: Collection[str]
 ) -> Rule:
     """The rule matching ``spec`` at ``at`` without re-checking limits; PolicyDenies unless it allows."""
+    if spec.action is Action.POLICY_CHANGE:
+        raise PolicyDenies(
+            GOVERNED_REASON, details={"policy_version": policy.version, "rule_id": GOVERNED_RULE}
+        )
     groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
     rule = first_match(policy, _Intent(spec, initiator, groups, at, {}))
     if rule is None or rule.require is None:

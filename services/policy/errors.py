@@ -9,6 +9,7 @@ from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
 )
 
 
@@ -54,3 +55,30 @@ class VelocityConflict(PolicyError, FailedPrecondition):
 
 class PolicyDenies(PolicyError, FailedPrecondition):
     """The policy version denies the intent, so no approvals can make it signable."""
+
+
+# --- governed changes --------------------------------------------------------------------------
+
+
+class ChangeInvalid(PolicyError, InvalidArgument):
+    """A governed change is malformed, or does not apply to the registry as it is."""
+
+
+class ChangeNotFound(PolicyError, NotFound):
+    """No governed change with that id."""
+
+
+class ChangeStateConflict(PolicyError, FailedPrecondition):
+    """The change is no longer open (applied, rejected or expired), or conflicts with the log."""
+
+
+class ChangeRefused(PolicyError, PermissionDenied):
+    """A signature on a change is not a valid one of a pinned admin, or the caller is not its signer."""
+
+
+class GovernanceInvalid(PolicyError, FailedPrecondition):
+    """The governance log does not verify against the trust root: it was altered or forged."""
+
+
+class TrustRootInvalid(PolicyError, InvalidArgument):
+    """The trust file (pinned admin keys and quorum) is malformed or unmeetable."""

@@ -13,7 +13,9 @@ Rules, in the order they are applied to each approval:
   with SHA-256 and a DER signature);
 * it names this intent's digest and the requirement's policy version;
 * the approver is not the initiator and is a member of at least one group;
-* an approval (not a reject) has not expired at ``now``;
+* an approval (not a reject) has not expired at ``now``, and does not claim to count
+  beyond the intent's approval window (``deadline``): an approver cannot make an
+  approval outlive the window the policy gives the intent;
 * one approver counts once, and toward one group only: the requirement is met when
   distinct approvers can be assigned to groups so that every group reaches its
   threshold. Any valid reject from an authorised approver rejects the intent,
@@ -44,6 +46,7 @@ from services.policy.domain import (
     SignatureScheme,
     key_id_for,
 )
+from services.policy.errors import ApproverInvalid
 from services.runtime.intent import Approval, Decision
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -109,6 +112,7 @@ def _judge(
     initiator: str,
     now: datetime,
     eligible: frozenset[str],
+    deadline: datetime | None,
 ) -> str | None:
     """Returns None when the approval is valid evidence, else why it is not."""
     approver = registry.get(approval.approver_id)
@@ -131,6 +135,8 @@ def _judge(
         return "approver is not a member of any required group"
     if approval.decision is Decision.APPROVE and approval.expires_at <= now:
         return "approval expired"
+    if approval.decision is Decision.APPROVE and deadline is not None and approval.expires_at > deadline:
+        return "approval expires after the intent's approval window"
     return None
 
 
@@ -173,6 +179,7 @@ def check_approvals(
     registry: Mapping[str, ApproverInfo],
     initiator: str,
     now: datetime,
+    deadline: datetime | None = None,
 ) -> EvidenceResult:
     """Judges ``approvals`` of the intent with ``intent_digest`` against ``requirement``.
 
@@ -185,6 +192,9 @@ def check_approvals(
         registry: Approver id -> registry entry (groups, keys, revocations).
         initiator: Never counts, whatever they sign.
         now: The time of the check (timezone-aware).
+        deadline: The end of the intent's approval window (its submission time plus
+            the requirement's ``expiry_seconds``): an approval set to expire later
+            does not count. None for checks that have no window (tests of the rules).
     """
     eligible = frozenset().union(*(g.members for g in requirement.groups)) - {initiator}
     verdicts: list[Verdict | None] = [None] * len(approvals)
@@ -200,6 +210,7 @@ def check_approvals(
             initiator=initiator,
             now=now,
             eligible=eligible,
+            deadline=deadline,
         )
         if why is not None:
             verdicts[i] = Verdict(a.approver_id, a.key_id, False, why)
@@ -231,6 +242,25 @@ def check_approvals(
         missing=missing,
         counted=frozenset(assigned) if not rejected else frozenset(),
     )
+
+
+def normalise_public_key(scheme: SignatureScheme, public_key: bytes) -> bytes:
+    """Checks that ``public_key`` is DER SPKI of ``scheme``; returns its canonical DER."""
+    try:
+        key = load_der_public_key(public_key)
+    except (ValueError, TypeError):
+        raise ApproverInvalid("public_key must be a DER SubjectPublicKeyInfo") from None
+    if scheme is SignatureScheme.ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
+        pass
+    elif (
+        scheme is SignatureScheme.ECDSA_P256
+        and isinstance(key, ec.EllipticCurvePublicKey)
+        and isinstance(key.curve, ec.SECP256R1)
+    ):
+        pass
+    else:
+        raise ApproverInvalid(f"public_key is not an {scheme} key")
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def public_key_der(private_key: PrivateKey) -> bytes:

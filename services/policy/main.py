@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from services.audit.writer import AuditWriter
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
+from services.policy.changes import Governance
+from services.policy.governance import read_trust_file
 from services.policy.service import PolicyService
 from services.policy.servicer import PolicyServicer
 from services.runtime.audit_hook import denial_recorder
@@ -24,10 +26,13 @@ async def build(settings: ServiceSettings) -> Component:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:policy")
+    # Without a trust root, governed changes are refused (reads and evaluations still work).
+    trust = read_trust_file(settings.trust_file) if settings.trust_file else None
+    governance = Governance(sessions, trust, audit=audit) if trust else None
     binding = ServiceBinding(
         policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
         policy_pb2_grpc.add_PolicyServiceServicer_to_server,
-        PolicyServicer(PolicyService(sessions, audit=audit)),
+        PolicyServicer(PolicyService(sessions, audit=audit), governance),
     )
 
     async def dispose() -> None:

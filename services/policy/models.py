@@ -1,4 +1,10 @@
-"""Policy tables: versions, the approver registry, recorded evaluations and the velocity ledger.
+"""Policy tables: versions, the approver registry, recorded evaluations, the velocity ledger,
+and the governed changes with their log.
+
+The registry tables (approvers, groups, keys) and the versions' ACTIVE status are a
+projection of the governance log (``policy_governance_log``), written in the same
+transaction as each entry; what the signer trusts is the log, replayed and verified
+against the trust root, never these rows.
 
 Exactly one version is ACTIVE: a partial unique index says so to the database
 itself, so two concurrent activations cannot both win. Amounts are decimal
@@ -151,3 +157,56 @@ class VelocityRow(Base):
     reserved_at: Mapped[datetime] = mapped_column(UTCDateTime())
     state: Mapped[str] = mapped_column(String(16))
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class GovernanceChangeRow(Base):
+    """A governed change request and where it stands (the request itself is what admins sign)."""
+
+    __tablename__ = "policy_governance_changes"
+
+    change_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    #: ``ChangeRequest.to_plain()`` as canonical JSON.
+    request: Mapped[str] = mapped_column(Text)
+    #: SHA-256 of the canonical request: what the admins sign.
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    proposer: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The log entry that applied it.
+    entry_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class GovernanceSignatureRow(Base):
+    """One admin's signed decision on a change (one per admin and change)."""
+
+    __tablename__ = "policy_governance_signatures"
+
+    change_id: Mapped[str] = mapped_column(
+        String(128),
+        ForeignKey("policy_governance_changes.change_id", name="fk_policy_governance_signatures_change"),
+        primary_key=True,
+    )
+    admin_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GovernanceEntryRow(Base):
+    """One entry of the hash-linked governance log (``governance.Entry``), append-only."""
+
+    __tablename__ = "policy_governance_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    change_id: Mapped[str] = mapped_column(String(128), unique=True)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    #: ``Entry.canonical()``: the bytes ``hash`` covers.
+    entry: Mapped[str] = mapped_column(Text)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime())

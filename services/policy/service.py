@@ -7,13 +7,11 @@ so a cached parse can never go stale.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
@@ -22,25 +20,14 @@ from services.policy.document import Policy, parse_policy
 from services.policy.domain import (
     ApproverInfo,
     Outcome,
-    RegistrySnapshot,
-    Requirement,
-    SignatureScheme,
-    key_id_for,
 )
 from services.policy.engine import Decision
 from services.policy.errors import (
-    ApproverExists,
-    ApproverInvalid,
     ApproverNotFound,
     PolicyNotFound,
     PolicyStateConflict,
-    QuorumNotMet,
 )
-from services.policy.evidence import EvidenceResult, check_approvals
 from services.policy.models import (
-    ApproverGroupRow,
-    ApproverKeyRow,
-    ApproverRow,
     EvaluationRow,
     PolicyVersionRow,
     VersionStatus,
@@ -59,28 +46,13 @@ from services.runtime.convert import require_id
 from services.runtime.db import reading, transaction, utcnow
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import (
-    Action,
-    Approval,
     IntentSpec,
-    PolicyChangeTarget,
     canonical_json,
-    intent_digest,
     spec_from_plain,
     spec_to_plain,
 )
 
 MAX_PAGE = 500
-
-
-def policy_change_spec(version: str) -> IntentSpec:
-    """The POLICY_CHANGE intent whose approvals activate ``version`` (what admins sign)."""
-    return IntentSpec(
-        action=Action.POLICY_CHANGE,
-        chain="",
-        vault_id="",
-        amount=0,
-        target=PolicyChangeTarget(policy_version=version),
-    )
 
 
 def spec_json(spec: IntentSpec) -> str:
@@ -104,25 +76,6 @@ def _same_effect(a: Decision | None, b: Decision) -> bool:
     ra, rb = a.requirement, b.requirement
     assert ra is not None and rb is not None
     return (ra.groups, ra.expiry_seconds, ra.fee_cap) == (rb.groups, rb.expiry_seconds, rb.fee_cap)
-
-
-def normalise_public_key(scheme: SignatureScheme, public_key: bytes) -> bytes:
-    """Checks that ``public_key`` is DER SPKI of ``scheme``; returns its canonical DER."""
-    try:
-        key = load_der_public_key(public_key)
-    except (ValueError, TypeError):
-        raise ApproverInvalid("public_key must be a DER SubjectPublicKeyInfo") from None
-    if scheme is SignatureScheme.ED25519 and isinstance(key, ed25519.Ed25519PublicKey):
-        pass
-    elif (
-        scheme is SignatureScheme.ECDSA_P256
-        and isinstance(key, ec.EllipticCurvePublicKey)
-        and isinstance(key.curve, ec.SECP256R1)
-    ):
-        pass
-    else:
-        raise ApproverInvalid(f"public_key is not an {scheme} key")
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 class PolicyService:
@@ -184,34 +137,30 @@ class PolicyService:
         with reading(self._factory) as s:
             return PolicyVersions(s).list(limit=min(page_size or 50, MAX_PAGE), offset=offset)
 
-    def propose(
-        self, document: str, *, description: str, proposed_by: str
-    ) -> tuple[PolicyVersionRow, Requirement | None]:
-        """Stores a proposed version; returns it and the admin quorum it needs (None at bootstrap)."""
+    def propose(self, document: str, *, description: str, proposed_by: str) -> PolicyVersionRow:
+        """Stores a proposed version (idempotent). It becomes active only through a governed
+        ``policy.activate`` change signed by the trust root's admin quorum (``changes.Governance``)."""
         policy = parse_policy(document)
         with transaction(self._factory) as s:
             repo = PolicyVersions(s)
             active = repo.active()
             row = repo.get(policy.version)
             if row is not None:
-                if row.status != VersionStatus.PROPOSED:
-                    raise PolicyStateConflict(
-                        f"version {policy.version} already exists and is {row.status}; change the document "
-                        "(e.g. its description) to propose it again"
-                    )
-            else:
-                row = repo.add(
-                    PolicyVersionRow(
-                        version=policy.version,
-                        document=document,
-                        canonical=policy.canonical.decode(),
-                        description=description,
-                        status=VersionStatus.PROPOSED,
-                        parent_version=active.version if active else None,
-                        proposed_by=proposed_by,
-                        created_at=self._clock(),
-                    )
+                if row.status == VersionStatus.ACTIVE:
+                    raise PolicyStateConflict(f"version {policy.version} is already the active one")
+                return row
+            row = repo.add(
+                PolicyVersionRow(
+                    version=policy.version,
+                    document=document,
+                    canonical=policy.canonical.decode(),
+                    description=description,
+                    status=VersionStatus.PROPOSED,
+                    parent_version=active.version if active else None,
+                    proposed_by=proposed_by,
+                    created_at=self._clock(),
                 )
+            )
             self._record(
                 s,
                 "policy.proposed",
@@ -220,84 +169,7 @@ class PolicyService:
                 {"description": description, "parent_version": row.parent_version or ""},
                 actor=proposed_by,
             )
-            if active is None:
-                return row, None
-            current = self._policy(active)
-            return row, engine.admin_requirement(current, row.proposed_by, Approvers(s).directory())
-
-    def activate(
-        self, version: str, approvals: Sequence[Approval], *, initiator: str = ""
-    ) -> PolicyVersionRow:
-        """Activates a proposed version with approvals meeting the *current* admin quorum.
-
-        The first version (no active one yet) is activated without approvals: that is
-        the bootstrap, done once by whoever installs custos.
-        """
-        now = self._clock()
-        rejected: EvidenceResult | None = None
-        with transaction(self._factory) as s:
-            repo = PolicyVersions(s)
-            row = self._row(s, version)
-            if row.status != VersionStatus.PROPOSED:
-                raise PolicyStateConflict(f"version {version} is {row.status}, not PROPOSED")
-            if initiator and initiator != row.proposed_by:
-                raise PolicyStateConflict(
-                    f"version {version} was proposed by {row.proposed_by!r}, not {initiator!r}"
-                )
-            active = repo.active(for_update=True)
-            if active is not None:
-                if row.parent_version != active.version:
-                    raise PolicyStateConflict(
-                        f"version {version} was proposed against {row.parent_version}, but {active.version} "
-                        "is active now: propose it again"
-                    )
-                current = self._policy(active)
-                approvers = Approvers(s)
-                requirement = engine.admin_requirement(current, row.proposed_by, approvers.directory())
-                result = check_approvals(
-                    intent_digest=intent_digest(policy_change_spec(version), current.version),
-                    approvals=approvals,
-                    requirement=requirement,
-                    registry=approvers.snapshot(),
-                    initiator=row.proposed_by,
-                    now=now,
-                )
-                if result.rejected:
-                    row.status = VersionStatus.REJECTED
-                    row.closed_at = now
-                    rejected = result
-                    self._record(
-                        s, "policy.rejected", f"policy:{version}", "refused", {"by_version": current.version}
-                    )
-                elif not result.met:
-                    raise QuorumNotMet(
-                        f"the admin quorum of {current.version} is not met: "
-                        f"short in {', '.join(result.missing)}",
-                        details={
-                            "missing": list(result.missing),
-                            "verdicts": [f"{v.approver_id}/{v.key_id}: {v.reason}" for v in result.verdicts],
-                        },
-                    )
-                else:
-                    active.status = VersionStatus.SUPERSEDED
-                    active.closed_at = now
-                    s.flush()  # one ACTIVE at a time: the partial unique index checks each statement
-            if rejected is None:
-                row.status = VersionStatus.ACTIVE
-                row.activated_at = now
-                self._record(
-                    s,
-                    "policy.activated",
-                    f"policy:{version}",
-                    "ok",
-                    {
-                        "previous_version": active.version if active else "",
-                        "approvers": sorted({a.approver_id for a in approvals}),
-                    },
-                )
-        if rejected is not None:
-            raise QuorumNotMet(f"version {version} was rejected by an admin", details={"rejected": True})
-        return row
+            return row
 
     # --- evaluation -----------------------------------------------------------------------
 
@@ -359,29 +231,6 @@ class PolicyService:
                 approvers = [snapshot[a] for a in sorted(members) if a in snapshot]
             return decision, approvers
 
-    def requirement(
-        self, policy_version: str, spec: IntentSpec, initiator: str, *, intent_id: str = ""
-    ) -> Requirement:
-        """The requirement ``policy_version`` set for ``spec`` (the signer's PolicySource).
-
-        Rules are matched at the time the intent was evaluated when that is recorded;
-        limits are not re-checked here (they were enforced at evaluation, and velocity
-        is reserved at approval).
-        """
-        if not policy_version:
-            raise FailedPrecondition("approvals must name a policy version")
-        with reading(self._factory) as s:
-            policy = self._policy(self._row(s, policy_version))
-            directory = Approvers(s).directory()
-            ev = Evaluations(s)
-            recorded = (
-                ev.latest_for(intent_id, policy_version)
-                if intent_id
-                else ev.latest_matching(spec_json(spec), initiator, policy_version)
-            )
-            at = recorded.evaluated_at if recorded is not None else self._clock()
-        return engine.requirement_for(policy, spec, initiator, at, directory=directory)
-
     def reserve_velocity(
         self, intent_id: str, policy_version: str, spec: IntentSpec, initiator: str
     ) -> Reservation | None:
@@ -441,29 +290,6 @@ class PolicyService:
 
         return release_velocity(self._factory, intent_id=intent_id, at=self._clock(), on_released=audit)
 
-    def approver_registry(self) -> RegistrySnapshot:
-        with reading(self._factory) as s:
-            return Approvers(s).snapshot()
-
-    def check_approvals(
-        self,
-        spec: IntentSpec,
-        initiator: str,
-        policy_version: str,
-        approvals: Sequence[Approval],
-        *,
-        intent_id: str = "",
-    ) -> EvidenceResult:
-        requirement = self.requirement(policy_version, spec, initiator, intent_id=intent_id)
-        return check_approvals(
-            intent_digest=intent_digest(spec, policy_version),
-            approvals=approvals,
-            requirement=requirement,
-            registry=self.approver_registry(),
-            initiator=initiator,
-            now=self._clock(),
-        )
-
     def simulate(
         self,
         *,
@@ -501,40 +327,6 @@ class PolicyService:
 
     # --- approver registry ---------------------------------------------------------------------
 
-    def register_approver(
-        self,
-        approver_id: str,
-        *,
-        display_name: str,
-        groups: Sequence[str],
-        scheme: SignatureScheme,
-        public_key: bytes,
-    ) -> ApproverInfo:
-        require_id(approver_id, "approver_id")
-        for g in groups:
-            require_id(g, "groups[]")
-        der = normalise_public_key(scheme, public_key)
-        now = self._clock()
-        with transaction(self._factory) as s:
-            repo = Approvers(s)
-            if repo.get(approver_id) is not None:
-                raise ApproverExists(f"approver {approver_id!r} is already registered")
-            key_id = key_id_for(der)
-            if repo.key(key_id) is not None:
-                raise ApproverExists("this public key is already registered")
-            row = ApproverRow(approver_id=approver_id, display_name=display_name[:256], created_at=now)
-            row.groups = [ApproverGroupRow(group_name=g) for g in sorted(set(groups))]
-            row.keys = [ApproverKeyRow(key_id=key_id, scheme=scheme, public_key=der, created_at=now)]
-            repo.add(row)
-            self._record(
-                s,
-                "approver.registered",
-                f"approver:{approver_id}",
-                "ok",
-                {"groups": sorted(set(groups)), "key_id": key_id, "scheme": str(scheme)},
-            )
-            return approver_info(row)
-
     def get_approver(self, approver_id: str) -> ApproverInfo:
         with reading(self._factory) as s:
             row = Approvers(s).get(approver_id)
@@ -546,45 +338,3 @@ class PolicyService:
         with reading(self._factory) as s:
             rows = Approvers(s).list(group=group, limit=min(page_size or 50, MAX_PAGE), offset=offset)
             return [approver_info(r) for r in rows]
-
-    def rotate_key(
-        self, approver_id: str, *, scheme: SignatureScheme, public_key: bytes
-    ) -> tuple[ApproverInfo, str]:
-        """Adds a key; the old ones stay valid until revoked."""
-        der = normalise_public_key(scheme, public_key)
-        with transaction(self._factory) as s:
-            repo = Approvers(s)
-            row = repo.get(approver_id, for_update=True)
-            if row is None:
-                raise ApproverNotFound(f"no approver {approver_id!r}")
-            key_id = key_id_for(der)
-            if repo.key(key_id) is not None:
-                raise ApproverExists("this public key is already registered")
-            row.keys.append(
-                ApproverKeyRow(key_id=key_id, scheme=scheme, public_key=der, created_at=self._clock())
-            )
-            s.flush()
-            self._record(s, "approver.key_added", f"approver:{approver_id}", "ok", {"key_id": key_id})
-            return approver_info(row), key_id
-
-    def revoke_key(self, approver_id: str, key_id: str, *, reason: str) -> ApproverInfo:
-        """Revokes a key (idempotent): approvals made with it stop counting, even those given."""
-        with transaction(self._factory) as s:
-            repo = Approvers(s)
-            row = repo.get(approver_id, for_update=True)
-            key = repo.key(key_id)
-            if row is None or key is None or key.approver_id != approver_id:
-                raise ApproverNotFound(f"approver {approver_id!r} has no key {key_id!r}")
-            if key.revoked_at is None:
-                key.revoked_at = self._clock()
-                key.revoke_reason = reason[:2000]
-                self._record(
-                    s,
-                    "approver.key_revoked",
-                    f"approver:{approver_id}",
-                    "ok",
-                    {"key_id": key_id, "reason": reason[:200]},
-                )
-            s.flush()
-            s.refresh(row)
-            return approver_info(row)

@@ -7,42 +7,42 @@ from typing import Any, ClassVar
 
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
-from services.policy.domain import ApproverInfo, Outcome, Requirement, SignatureScheme
+from services.policy.changes import ChangeView, Governance
+from services.policy.convert import (
+    SCHEME_TO_PB,
+    STATE_FROM_PB,
+    STATE_TO_PB,
+    change_from_pb,
+    change_to_pb,
+    trust_to_pb,
+)
+from services.policy.domain import ApproverInfo, Outcome, Requirement
 from services.policy.engine import Decision
+from services.policy.governance import describe
 from services.policy.models import PolicyVersionRow
 from services.policy.service import PolicyService
 from services.runtime.auth import current_principal
 from services.runtime.convert import (
     approval_from_pb,
+    approval_to_pb,
     datetime_to_ts,
     require_id,
     spec_from_pb,
     ts_to_datetime,
 )
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import FailedPrecondition, InvalidArgument
 
 _SERVICES = frozenset({"svc:staking", "svc:worker", "svc:signer"})
 _READERS = frozenset({"policy-admin", "compliance", "operator", "approver"}) | _SERVICES
 _ADMIN = frozenset({"policy-admin"})
+_PEOPLE = frozenset({"policy-admin", "compliance", "operator", "approver"})
 
-_SCHEME_FROM_PB = {
-    common_pb2.SIGNATURE_SCHEME_ED25519: SignatureScheme.ED25519,
-    common_pb2.SIGNATURE_SCHEME_ECDSA_P256: SignatureScheme.ECDSA_P256,
-}
-_SCHEME_TO_PB = {v: k for k, v in _SCHEME_FROM_PB.items()}
 _STATUS_TO_PB = {
     "PROPOSED": policy_pb2.POLICY_STATUS_PROPOSED,
     "ACTIVE": policy_pb2.POLICY_STATUS_ACTIVE,
     "SUPERSEDED": policy_pb2.POLICY_STATUS_SUPERSEDED,
     "REJECTED": policy_pb2.POLICY_STATUS_REJECTED,
 }
-
-
-def scheme_from_pb(value: int) -> SignatureScheme:
-    try:
-        return _SCHEME_FROM_PB[value]  # type: ignore[index]
-    except KeyError:
-        raise InvalidArgument("scheme must be ED25519 or ECDSA_P256") from None
 
 
 def requirement_to_pb(r: Requirement) -> common_pb2.ApprovalRequirement:
@@ -91,7 +91,7 @@ def approver_to_pb(a: ApproverInfo) -> policy_pb2.Approver:
     for k in a.keys:
         key = policy_pb2.ApproverKey(
             key_id=k.key_id,
-            scheme=_SCHEME_TO_PB[k.scheme],
+            scheme=SCHEME_TO_PB[k.scheme],
             public_key=k.public_key,
             created_at=datetime_to_ts(k.created_at),
         )
@@ -105,6 +105,23 @@ def approver_to_pb(a: ApproverInfo) -> policy_pb2.Approver:
         keys=keys,
         created_at=datetime_to_ts(a.created_at),
     )
+
+
+def change_view_to_pb(v: ChangeView) -> policy_pb2.Change:
+    out = policy_pb2.Change(
+        request=change_to_pb(v.request),
+        digest=v.digest,
+        state=STATE_TO_PB[v.state],
+        signatures=[approval_to_pb(a) for a in v.signatures],
+        missing=v.judgement.missing,
+        reason=v.reason,
+        created_at=datetime_to_ts(v.created_at),
+        entry_sequence=v.entry_seq or 0,
+        summary=describe(v.request),
+    )
+    if v.closed_at is not None:
+        out.closed_at.CopyFrom(datetime_to_ts(v.closed_at))
+    return out
 
 
 def _offset(token: str) -> int:
@@ -125,25 +142,34 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
         "EvaluateIntent": _SERVICES,
-        "CheckApprovals": _SERVICES,
         "GetPolicy": _READERS,
         "ListPolicyVersions": _READERS,
         "ProposePolicy": _ADMIN,
-        # The staking worker activates once the POLICY_CHANGE intent's approvals are in.
-        "ActivatePolicy": _ADMIN | frozenset({"svc:staking", "svc:worker"}),
         "SimulatePolicy": frozenset({"policy-admin", "compliance", "operator"}),
-        "RegisterApprover": _ADMIN,
         "GetApprover": _READERS,
         "ListApprovers": _READERS,
-        "RotateApproverKey": _ADMIN,
-        "RevokeApproverKey": _ADMIN,
+        # Governed changes: admins sign them with their own keys, as the CLI does.
+        "ProposeChange": _ADMIN,
+        "DecideChange": _ADMIN,
+        "GetChange": _PEOPLE,
+        "ListChanges": _PEOPLE,
+        "GetGovernance": _PEOPLE,
+        "ListGovernanceEntries": frozenset({"policy-admin", "compliance", "operator"}),
         # The worker counts an intent once its approvals are in, and releases it when no funds moved.
         "ReserveVelocity": frozenset({"svc:worker"}),
         "ReleaseVelocity": frozenset({"svc:worker"}),
     }
 
-    def __init__(self, service: PolicyService) -> None:
+    def __init__(self, service: PolicyService, governance: Governance | None) -> None:
         self._svc = service
+        self._gov = governance
+
+    def _governance(self) -> Governance:
+        if self._gov is None:
+            raise FailedPrecondition(
+                "this policy service has no trust root (set trust_file): governed changes are unavailable"
+            )
+        return self._gov
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -184,28 +210,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         released = await self._run(self._svc.release_velocity, request.intent_id, request.reason)
         return policy_pb2.ReleaseVelocityResponse(released=released)
 
-    async def CheckApprovals(
-        self, request: policy_pb2.CheckApprovalsRequest, context: Any
-    ) -> policy_pb2.CheckApprovalsResponse:
-        spec = spec_from_pb(request.spec)
-        initiator = require_id(request.initiator, "initiator")
-        version = require_id(request.policy_version, "policy_version")
-        approvals = [approval_from_pb(a) for a in request.approvals]
-        result = await self._run(
-            self._svc.check_approvals, spec, initiator, version, approvals, intent_id=request.intent_id
-        )
-        return policy_pb2.CheckApprovalsResponse(
-            met=result.met,
-            rejected=result.rejected,
-            missing=list(result.missing),
-            verdicts=[
-                policy_pb2.ApprovalVerdict(
-                    approver_id=v.approver_id, key_id=v.key_id, counted=v.counted, reason=v.reason
-                )
-                for v in result.verdicts
-            ],
-        )
-
     async def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: Any
     ) -> policy_pb2.GetPolicyResponse:
@@ -226,21 +230,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ProposePolicyRequest, context: Any
     ) -> policy_pb2.ProposePolicyResponse:
         by = current_principal().identity
-        row, requirement = await self._run(
+        row = await self._run(
             self._svc.propose, request.document, description=request.description, proposed_by=by
         )
-        out = policy_pb2.ProposePolicyResponse(policy=version_to_pb(row))
-        if requirement is not None:
-            out.requirement.CopyFrom(requirement_to_pb(requirement))
-        return out
-
-    async def ActivatePolicy(
-        self, request: policy_pb2.ActivatePolicyRequest, context: Any
-    ) -> policy_pb2.ActivatePolicyResponse:
-        version = require_id(request.version, "version")
-        approvals = [approval_from_pb(a) for a in request.approvals]
-        row = await self._run(self._svc.activate, version, approvals, initiator=request.initiator)
-        return policy_pb2.ActivatePolicyResponse(policy=version_to_pb(row))
+        return policy_pb2.ProposePolicyResponse(policy=version_to_pb(row))
 
     async def SimulatePolicy(
         self, request: policy_pb2.SimulatePolicyRequest, context: Any
@@ -280,19 +273,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             changed_count=sum(1 for x in results if x.changed),
         )
 
-    async def RegisterApprover(
-        self, request: policy_pb2.RegisterApproverRequest, context: Any
-    ) -> policy_pb2.RegisterApproverResponse:
-        info = await self._run(
-            self._svc.register_approver,
-            request.approver_id,
-            display_name=request.display_name,
-            groups=list(request.groups),
-            scheme=scheme_from_pb(request.scheme),
-            public_key=request.public_key,
-        )
-        return policy_pb2.RegisterApproverResponse(approver=approver_to_pb(info))
-
     async def GetApprover(
         self, request: policy_pb2.GetApproverRequest, context: Any
     ) -> policy_pb2.GetApproverResponse:
@@ -311,24 +291,71 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             next_page_token=_next(offset, len(infos), request.page_size),
         )
 
-    async def RotateApproverKey(
-        self, request: policy_pb2.RotateApproverKeyRequest, context: Any
-    ) -> policy_pb2.RotateApproverKeyResponse:
-        info, key_id = await self._run(
-            self._svc.rotate_key,
-            require_id(request.approver_id, "approver_id"),
-            scheme=scheme_from_pb(request.scheme),
-            public_key=request.public_key,
-        )
-        return policy_pb2.RotateApproverKeyResponse(approver=approver_to_pb(info), key_id=key_id)
+    async def ProposeChange(
+        self, request: policy_pb2.ProposeChangeRequest, context: Any
+    ) -> policy_pb2.ProposeChangeResponse:
+        if not request.HasField("request") or not request.HasField("approval"):
+            raise InvalidArgument("request and the proposer's approval are required")
+        change = change_from_pb(request.request)
+        approval = approval_from_pb(request.approval)
+        caller = current_principal().identity
+        view = await self._run(self._governance().propose, change, approval, caller=caller)
+        return policy_pb2.ProposeChangeResponse(change=change_view_to_pb(view))
 
-    async def RevokeApproverKey(
-        self, request: policy_pb2.RevokeApproverKeyRequest, context: Any
-    ) -> policy_pb2.RevokeApproverKeyResponse:
-        info = await self._run(
-            self._svc.revoke_key,
-            require_id(request.approver_id, "approver_id"),
-            require_id(request.key_id, "key_id"),
-            reason=request.reason,
+    async def DecideChange(
+        self, request: policy_pb2.DecideChangeRequest, context: Any
+    ) -> policy_pb2.DecideChangeResponse:
+        if not request.HasField("approval"):
+            raise InvalidArgument("approval is required")
+        change_id = require_id(request.change_id, "change_id")
+        approval = approval_from_pb(request.approval)
+        caller = current_principal().identity
+        view = await self._run(self._governance().decide, change_id, approval, caller=caller)
+        return policy_pb2.DecideChangeResponse(change=change_view_to_pb(view))
+
+    async def GetChange(
+        self, request: policy_pb2.GetChangeRequest, context: Any
+    ) -> policy_pb2.GetChangeResponse:
+        view = await self._run(self._governance().get, require_id(request.change_id, "change_id"))
+        return policy_pb2.GetChangeResponse(change=change_view_to_pb(view))
+
+    async def ListChanges(
+        self, request: policy_pb2.ListChangesRequest, context: Any
+    ) -> policy_pb2.ListChangesResponse:
+        offset = _offset(request.page_token)
+        state = STATE_FROM_PB.get(request.state) if request.state else None
+        if request.state and state is None:
+            raise InvalidArgument("state must be a ChangeState")
+        views = await self._run(
+            self._governance().list_changes, state=state, page_size=request.page_size, offset=offset
         )
-        return policy_pb2.RevokeApproverKeyResponse(approver=approver_to_pb(info))
+        return policy_pb2.ListChangesResponse(
+            changes=[change_view_to_pb(v) for v in views],
+            next_page_token=_next(offset, len(views), request.page_size),
+        )
+
+    async def GetGovernance(
+        self, request: policy_pb2.GetGovernanceRequest, context: Any
+    ) -> policy_pb2.GetGovernanceResponse:
+        gov = self._governance()
+        view = await self._run(gov.current)
+        return policy_pb2.GetGovernanceResponse(
+            admins=trust_to_pb(gov.trust),
+            quorum=gov.trust.quorum,
+            fingerprint=gov.trust.fingerprint(),
+            head_sequence=view.head_seq,
+            head_hash=view.head_hash,
+            active_policy_version=view.active_policy,
+        )
+
+    async def ListGovernanceEntries(
+        self, request: policy_pb2.ListGovernanceEntriesRequest, context: Any
+    ) -> policy_pb2.ListGovernanceEntriesResponse:
+        rows = await self._run(
+            self._governance().entries, after=int(request.after_sequence), limit=request.page_size
+        )
+        return policy_pb2.ListGovernanceEntriesResponse(
+            entries=[
+                policy_pb2.GovernanceEntry(sequence=seq, hash=h, canonical=text) for seq, h, text in rows
+            ]
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NewType
 
@@ -24,7 +24,9 @@ Wei = NewType("Wei", int)
 PolicyVersion = NewType("PolicyVersion", str)
 
 MAX_AMOUNT = 2**256 - 1
-INTENT_DOMAIN = "custos.intent.v1"
+#: How far a submission time may lie ahead of a verifier's clock (the CLI, the signer).
+SUBMISSION_SKEW = timedelta(minutes=5)
+INTENT_DOMAIN = "custos.intent.v2"
 APPROVAL_DOMAIN = "custos.approval.v1"
 
 
@@ -154,13 +156,46 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def canonical_intent(spec: IntentSpec, policy_version: str) -> bytes:
-    return canonical_json({"domain": INTENT_DOMAIN, "spec": spec, "policy_version": policy_version})
+@dataclass(frozen=True)
+class IntentBinding:
+    """What makes a digest name one intent and no other: its id, who asked for it, and when.
+
+    Two intents with the same spec (two 32 ETH deposits of one vault) get different
+    digests, so an approval of one can never be spent on the other; the submission time
+    bounds how long approvals of it may count (``submitted_at`` + the policy's window).
+    """
+
+    intent_id: str
+    initiator: str
+    submitted_at: datetime
 
 
-def intent_digest(spec: IntentSpec, policy_version: str) -> bytes:
-    """SHA-256 of the canonical intent: what approvers sign and the signer checks."""
-    return hashlib.sha256(canonical_intent(spec, policy_version)).digest()
+def submission_time(now: datetime) -> datetime:
+    """``now`` to the millisecond: the submission time every component encodes identically
+    (database columns, Temporal's JSON and protobuf Timestamps all keep milliseconds)."""
+    return now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def canonical_intent(spec: IntentSpec, policy_version: str, binding: IntentBinding) -> bytes:
+    return canonical_json(
+        {
+            "domain": INTENT_DOMAIN,
+            "intent_id": binding.intent_id,
+            "initiator": binding.initiator,
+            "submitted_at": binding.submitted_at,
+            "spec": spec,
+            "policy_version": policy_version,
+        }
+    )
+
+
+def intent_digest(spec: IntentSpec, policy_version: str, binding: IntentBinding) -> bytes:
+    """SHA-256 of the canonical intent: what approvers sign and the signer checks.
+
+    It covers everything the intent does (the spec), the policy version it was
+    evaluated under, and which intent it is (:class:`IntentBinding`).
+    """
+    return hashlib.sha256(canonical_intent(spec, policy_version, binding)).digest()
 
 
 def approval_message(digest: bytes, policy_version: str, decision: Decision, expires_at: datetime) -> bytes:

@@ -102,6 +102,9 @@ class ServiceSettings(BaseSettings):
     endpoints: Endpoints = Field(default_factory=Endpoints)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    #: The trust root (``custos.trust/v1``): the admin keys and quorum that govern the approver
+    #: registry and the active policy. The signer refuses to start without it.
+    trust_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(

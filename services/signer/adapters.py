@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from services.audit.writer import AuditWriter as TrailWriter
 from services.chain.ethereum.adapter import EthereumAdapter, PlannedCall
 from services.runtime.intent import IntentSpec
-from services.signer.errors import TransactionMismatch
-from services.signer.ports import AuditWriter, AuditWriterFactory
+from services.signer.errors import FeeAboveCap, TransactionMismatch
+from services.signer.ports import AuditWriter, AuditWriterFactory, CheckedTransaction
 
 
 class _SessionAudit:
@@ -40,7 +40,10 @@ class EthereumIntentCheck:
 
     Decodes the bytes independently of whoever built them, re-plans the call the
     intent turns into (which re-verifies deposit data), and compares contract,
-    action, amount, target and, for a deposit, value and calldata.
+    action, amount, target and value: a deposit sends exactly its amount; an exit or a
+    consolidation sends only the system contract's request fee, bounded by the chain's
+    ``max_request_fee_wei`` (nobody approved more). The network fee is bounded by the
+    chain's ``max_fee_wei``.
     """
 
     def __init__(self, adapters: Mapping[str, EthereumAdapter], *, plan_cache: int = 1024) -> None:
@@ -52,7 +55,7 @@ class EthereumIntentCheck:
     def _plan_uncached(self, chain: str, spec: IntentSpec, sender: str) -> PlannedCall:
         return self._adapters[chain].plan(spec, sender)
 
-    def check(self, *, chain: str, unsigned_tx: bytes, spec: IntentSpec, sender: str) -> None:
+    def check(self, *, chain: str, unsigned_tx: bytes, spec: IntentSpec, sender: str) -> CheckedTransaction:
         adapter = self._adapters.get(chain)
         if adapter is None:
             raise TransactionMismatch(f"no decoder for chain {chain!r}")
@@ -73,3 +76,17 @@ class EthereumIntentCheck:
             differences.append("value")
         if differences:
             raise TransactionMismatch(f"transaction differs from the intent in: {', '.join(differences)}")
+        config = adapter.config
+        if planned.pays_request_fee and decoded.value > config.max_request_fee_wei:
+            raise TransactionMismatch(
+                f"the transaction sends {decoded.value} wei as a request fee, above the chain's cap of "
+                f"{config.max_request_fee_wei}",
+                details={"value": str(decoded.value), "cap": str(config.max_request_fee_wei)},
+            )
+        ceiling = decoded.fees.max_fee_per_gas * decoded.fees.gas_limit
+        if ceiling > config.max_fee_wei:
+            raise FeeAboveCap(
+                f"the transaction may pay {ceiling} wei in fees, above the chain's cap {config.max_fee_wei}",
+                details={"fee_ceiling": str(ceiling), "cap": str(config.max_fee_wei)},
+            )
+        return CheckedTransaction(fee_ceiling=ceiling, nonce=decoded.nonce)

@@ -89,3 +89,27 @@ class InvalidPublicKey(SignerError, InvalidArgument):
 
 class FeeAboveCap(SignerError, FailedPrecondition):
     """The transaction may pay more in fees than the policy's fee cap allows."""
+
+
+class PolicyNotActive(SignerError, PermissionDenied):
+    """The approvals name a policy version that the admin quorum has not made the active one."""
+
+
+class PolicyRefuses(SignerError, FailedPrecondition):
+    """The active policy, evaluated by the signer now, denies the intent (a limit, a window, a list)."""
+
+
+class VelocityExceeded(SignerError, FailedPrecondition):
+    """What the signer has signed for the vault in the window leaves no room for this amount."""
+
+
+class GovernanceUnverified(SignerError, FailedPrecondition):
+    """The governance log does not verify against the signer's trust root, or was cut short."""
+
+
+class NoActivePolicy(SignerError, FailedPrecondition):
+    """The admin quorum has not activated any policy version yet."""
+
+
+class KeyBindingInvalid(SignerError, FailedPrecondition):
+    """The HSM key registered for a vault is not bound to that vault on the token."""

@@ -192,8 +192,14 @@ class Hsm:
 
     # --- keys -----------------------------------------------------------------------------
 
-    def generate_keypair(self, algorithm: KeyAlgorithm, label: str, key_id: bytes) -> bytes:
-        """Generates a key pair in the HSM; returns the raw public key (65 or 32 bytes)."""
+    def generate_keypair(
+        self, algorithm: KeyAlgorithm, label: str, key_id: bytes, *, binding: bytes | None = None
+    ) -> bytes:
+        """Generates a key pair in the HSM; returns the raw public key (65 or 32 bytes).
+
+        ``binding`` goes into the private key's CKA_SUBJECT, made unmodifiable: what the
+        key is for (its vault), stated where only the token's PIN holder could have put it.
+        """
         private_template: dict[Attribute, Any] = {
             Attribute.SENSITIVE: True,
             Attribute.EXTRACTABLE: False,
@@ -201,6 +207,9 @@ class Hsm:
             Attribute.PRIVATE: True,
             Attribute.TOKEN: True,
         }
+        if binding is not None:
+            private_template[Attribute.SUBJECT] = binding
+            private_template[Attribute.MODIFIABLE] = False
         public_template: dict[Attribute, Any] = {Attribute.VERIFY: True, Attribute.TOKEN: True}
         with self.session() as s:
             if any(True for _ in s.get_objects({Attribute.ID: key_id})):
@@ -252,6 +261,12 @@ class Hsm:
             result = (algorithm, self._raw_public(algorithm, pub))
             self._public[key_id] = result
             return result
+
+    def key_binding(self, key_id: bytes) -> bytes | None:
+        """The CKA_SUBJECT of the private key with CKA_ID ``key_id`` (None when it has none)."""
+        with self.session() as s:
+            subject = self._private_key(s, key_id)[Attribute.SUBJECT]
+        return bytes(subject) if subject else None
 
     def destroy_key(self, key_id: bytes) -> None:
         """Destroys both halves of a key pair (only used to undo a half-made CreateKey)."""

@@ -1,9 +1,10 @@
 """``custos serve signer``: HSM keys and signing that trusts no caller.
 
-The signer reads the policy version and approver registry from the database
-itself (not from the caller, nor from the policy service's answers), decodes the
-transaction with its own copy of the chain decoder, and records each signature
-with its audit entry in one transaction.
+The signer takes the approver registry and the active policy only from the
+governance log, replayed and verified against the admin keys pinned in its own
+trust file (never from the caller, the policy service's answers or the registry
+tables), decodes the transaction with its own copy of the chain decoder, and
+records each signature with its audit entry in one transaction.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from services.audit.writer import AuditWriter
 from services.chain.config import ChainConfig as ChainEntry
 from services.chain.ethereum.adapter import EthereumAdapter
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
+from services.policy.governance import read_trust_file
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory, read_only
+from services.runtime.errors import InvalidArgument
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
 from services.signer.hsm import Hsm
-from services.signer.policy_view import PolicyView
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
+from services.signer.trust import GovernedPolicyView
 
 
 class SignerSettings(ServiceSettings):
@@ -48,15 +51,19 @@ def make_service(
 ) -> SignerService:
     """The signer as it runs in production (the benchmarks build theirs with this too).
 
-    ``reads`` serves what only reads: the policy version, the approver registry and the
+    ``reads`` serves what only reads: the governance log, the policy documents and the
     conflict check before the HSM is asked (see ``runtime.db.read_only``).
     """
+    if settings.trust_file is None:
+        raise InvalidArgument("the signer needs its trust root: set trust_file (CUSTOS_TRUST_FILE)")
+    trust = read_trust_file(settings.trust_file)
     ethereum = {c.name: c for c in settings.chains if c.family.value.lower() == "ethereum"}
     return SignerService(
         hsm=hsm,
         sessions=sessions,
         reads=reads,
-        policy=PolicyView(reads),
+        # the HSM remembers the governance head this installation verified (no rollback)
+        policy=GovernedPolicyView(reads, trust, store=hsm),
         decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
         audit=audit_in_transaction(AuditWriter(sessions, actor="svc:signer")),
         chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),

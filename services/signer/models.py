@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -51,6 +52,8 @@ class SigningRecord(Base):
         UniqueConstraint("key_id", "chain", "nonce", "attempt"),
         CheckConstraint("attempt >= 0", name="attempt_non_negative"),
         CheckConstraint("(attempt = 0) = (replaces_id IS NULL)", name="replacement_names_original"),
+        # the signer's velocity read: a vault's first signatures in a window (signer_0002)
+        Index("ix_signer_signing_records_vault_time", "vault_id", "created_at"),
     )
 
     record_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -75,3 +78,8 @@ class SigningRecord(Base):
         ForeignKey("signer_signing_records.record_id"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The intent's vault, action and amount (decimal base units): the signer's own velocity
+    #: ledger is its signing records, which only it writes.
+    vault_id: Mapped[str] = mapped_column(String(128), default="")
+    action: Mapped[str] = mapped_column(String(16), default="")
+    amount: Mapped[str] = mapped_column(String(78), default="0")

@@ -1,7 +1,8 @@
 """What the signer needs from other components, as narrow protocols.
 
-The signer trusts no caller: it loads the policy requirement and the approver
-registry itself (through :class:`PolicySource`), decodes the transaction itself
+The signer trusts no caller: it takes the active policy and the approver registry
+from what the admin quorum proved (through :class:`PolicySource`), evaluates the
+intent and judges the approvals itself, decodes the transaction itself
 (through :class:`TransactionDecoder`), and writes its audit entry in the same
 database transaction as the signing record (through :class:`AuditWriter`).
 Implementations live with their owners; tests supply real ones where they exist.
@@ -15,36 +16,45 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from services.policy.domain import ApproverInfo, RegistrySnapshot, Requirement
-from services.policy.errors import PolicyNotFound
+from services.policy.document import Policy
+from services.policy.domain import ApproverInfo
+from services.policy.governance import GovernedView
 from services.runtime.intent import IntentSpec
+from services.signer.trust import Authority
 
 
 class PolicySource(Protocol):
-    """The signer's read-only view of the policy service's state."""
+    """The signer's read of the facts approvals are judged by."""
 
-    def requirement_and_registry(
-        self, policy_version: str, spec: IntentSpec, initiator: str
-    ) -> tuple[Requirement, RegistrySnapshot]:
-        """The requirement that ``policy_version`` sets for ``spec``, and the approver registry.
+    def authority(self) -> Authority:
+        """The active policy and the approver registry, as established by the admin quorum.
 
-        The registry (keys, groups, revocations) is current as of the call (never a
-        state older than the moment it was made), and the requirement's groups are
-        resolved against that same registry. Raises a
-        ``CustosError`` (NotFound, or a deny as FailedPrecondition) when the version
-        does not exist or does not allow the intent.
+        Current as of the call (a revocation committed before it is seen). Raises a
+        ``CustosError`` when they cannot be established (the log does not verify, no
+        policy is active yet).
         """
         ...
+
+
+@dataclass(frozen=True)
+class CheckedTransaction:
+    """What the decoder found the transaction to do beyond the intent itself."""
+
+    #: The most the transaction can pay in network fees (base units).
+    fee_ceiling: int
+    #: The replay key of the transaction on its chain (an account nonce on Ethereum).
+    nonce: int
 
 
 class TransactionDecoder(Protocol):
     """The chain's decoder: is this unsigned transaction exactly the approved intent?"""
 
-    def check(self, *, chain: str, unsigned_tx: bytes, spec: IntentSpec, sender: str) -> None:
-        """Returns when ``unsigned_tx``, sent by ``sender``, is exactly ``spec``.
+    def check(self, *, chain: str, unsigned_tx: bytes, spec: IntentSpec, sender: str) -> CheckedTransaction:
+        """Returns when ``unsigned_tx``, sent by ``sender``, is exactly ``spec``, within the chain's bounds.
 
         Raises a ``CustosError`` saying what differs (recipient contract, value,
-        calldata: validator pubkey, withdrawal credentials, amount...).
+        calldata: validator pubkey, withdrawal credentials, amount...) or what is out
+        of bounds (a request fee or a network fee above the chain's cap).
         """
         ...
 
@@ -62,19 +72,23 @@ AuditWriterFactory = Callable[[Session], AuditWriter]
 
 @dataclass
 class StaticPolicySource:
-    """A :class:`PolicySource` over fixed data: for the demo, benchmarks and tests.
+    """A :class:`PolicySource` of fixed facts (an active policy and a registry), for tests and
+    benchmarks of the signer's own checks; production replays the governance log instead
+    (``services.signer.trust.GovernedPolicyView``)."""
 
-    Every intent gets its version's one requirement; production reads the policy
-    service's store instead.
-    """
-
-    requirements: dict[str, Requirement] = field(default_factory=dict)
+    policy: Policy
     registry: dict[str, ApproverInfo] = field(default_factory=dict)
 
-    def requirement_and_registry(
-        self, policy_version: str, spec: IntentSpec, initiator: str
-    ) -> tuple[Requirement, RegistrySnapshot]:
-        try:
-            return self.requirements[policy_version], self.registry
-        except KeyError:
-            raise PolicyNotFound(f"no policy version {policy_version!r}") from None
+    def authority(self) -> Authority:
+        directory: dict[str, set[str]] = {}
+        for a in self.registry.values():
+            for g in a.groups:
+                directory.setdefault(g, set()).add(a.approver_id)
+        view = GovernedView(
+            head_seq=0,
+            head_hash=bytes(32),
+            active_policy=self.policy.version,
+            approvers=dict(self.registry),
+            directory={g: frozenset(m) for g, m in directory.items()},
+        )
+        return Authority(self.policy, view)

@@ -12,6 +12,8 @@ holds for each batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select
@@ -145,3 +147,29 @@ def record_like(session: Session, record: SigningRecord) -> SigningRecord | None
     ).all()
     same_step = [r for r in rows if (r.intent_id, r.step) == (record.intent_id, record.step)]
     return (same_step or rows)[0] if rows else None
+
+
+_VELOCITY = select(_R.intent_id, _R.action, _R.amount, _R.created_at).where(
+    _R.vault_id == bindparam("vault_id"), _R.attempt == 0, _R.created_at > bindparam("since")
+)
+
+
+@dataclass(frozen=True)
+class SignedAmount:
+    """One intent's first signature for a vault: what the signer's velocity ledger counts."""
+
+    intent_id: str
+    action: str
+    amount: int
+    created_at: datetime
+
+
+def signed_amounts(conn: Connection, *, vault_id: str, since: datetime) -> list[SignedAmount]:
+    """What was signed for ``vault_id`` after ``since``: each intent once (its first signature)."""
+    out: dict[str, SignedAmount] = {}
+    for intent_id, action, amount, created_at in conn.execute(
+        _VELOCITY, {"vault_id": vault_id, "since": since}
+    ):
+        if intent_id not in out:
+            out[intent_id] = SignedAmount(intent_id, action, int(amount or 0), created_at)
+    return list(out.values())

@@ -1,11 +1,14 @@
 """The signer's logic: keys in the HSM, and signing that trusts no caller.
 
-``sign`` refuses unless, on its own: the approvals are valid signatures of
-registered approvers meeting the requirement of the policy version they name (the
-signer loads that version and the registry itself and runs the shared evidence
-check); the unsigned transaction decodes to exactly the approved intent; and no
-conflicting signature exists. Only then does the HSM sign, and the signing record
-and its audit entry commit together before the signature is returned. Every
+``sign`` refuses unless, on its own (:mod:`services.signer.authorize`): the
+approvals name the policy version the admin quorum made active, the intent passes
+that policy evaluated now (limits, allowlists, windows, velocity from the signer's
+own ledger), and the approvals are valid signatures of registered keys over this
+intent's digest meeting the requirement, within its approval window; the unsigned
+transaction decodes to exactly the approved intent, every value and fee bounded;
+and no conflicting signature exists. Only then does the HSM sign, with the key
+bound to the vault on the token, and the signing record and its audit entry (naming
+the approvals it accepted) commit together before the signature is returned. Every
 refusal is a typed error and an audit entry.
 
 The public methods are coroutines that run the blocking work (database, HSM) in
@@ -33,22 +36,22 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.policy.evidence import check_approvals
 from services.runtime.convert import require_id
 from services.runtime.db import transaction, utcnow
 from services.runtime.errors import CustosError, InvalidArgument, Unavailable
-from services.runtime.intent import Approval, IntentSpec, intent_digest
+from services.runtime.intent import Approval, IntentBinding, IntentSpec, intent_digest
 from services.runtime.telemetry import sign_timer
 from services.signer import eip1559, repository
 from services.signer.addresses import cosmos_address, ethereum_address, solana_address
+from services.signer.authorize import Authorizer, Grant, Request
 from services.signer.commits import GroupCommitter
 from services.signer.errors import (
-    ApprovalsInsufficient,
     AuditUnavailable,
     BadSignRequest,
     ConflictingSignature,
     FeeAboveCap,
     HsmOperationFailed,
+    KeyBindingInvalid,
     KeyExists,
     KeyNotFound,
     NonceReused,
@@ -101,6 +104,18 @@ class SignInput:
     policy_version: str
     approvals: tuple[Approval, ...]
     unsigned_tx: bytes
+    #: When the intent was submitted: bound into the digest the approvals sign.
+    submitted_at: datetime
+
+    def authorization(self) -> Request:
+        return Request(
+            self.intent_id, self.initiator, self.submitted_at, self.spec, self.policy_version, self.approvals
+        )
+
+
+def vault_binding(vault_id: str) -> bytes:
+    """What a vault key carries as its (unmodifiable) CKA_SUBJECT on the token: its vault."""
+    return b"custos-vault:" + vault_id.encode()
 
 
 @dataclass(frozen=True)
@@ -135,7 +150,7 @@ class SignerService:
         self._sessions = sessions
         self._reads = reads or sessions
         self._read_engine = self._reads.kw["bind"]  # statements without the ORM, on the hot path
-        self._policy = policy
+        self._authorizer = Authorizer(policy, self._read_engine, clock=clock)
         self._decoder = decoder
         self._audit = audit
         self._chains = chains or ChainConfig()
@@ -200,7 +215,8 @@ class SignerService:
             if any(k.algorithm == algorithm for k in repository.keys_for_vault(s, vault_id, purpose)):
                 raise KeyExists(f"vault {vault_id!r} already has a {algorithm} {purpose} key")
         hsm_id = secrets.token_bytes(16)
-        public = self._hsm.generate_keypair(algorithm, label, hsm_id)
+        binding = vault_binding(vault_id) if purpose is KeyPurpose.VAULT else None
+        public = self._hsm.generate_keypair(algorithm, label, hsm_id, binding=binding)
         key = SignerKey(
             key_id="key_" + hsm_id.hex(),
             label=label,
@@ -369,6 +385,12 @@ class SignerService:
             keys = repository.keys_for_vault(s, spec.vault_id, KeyPurpose.VAULT.value)
         for key in keys:
             if key.algorithm == KeyAlgorithm.SECP256K1:
+                # The row says which HSM key is the vault's; the token, which only the signer
+                # can write, must say so too: a row pointed at another vault's key signs nothing.
+                if self._hsm.key_binding(key.hsm_id) != vault_binding(spec.vault_id):
+                    raise KeyBindingInvalid(
+                        f"the HSM key registered for vault {spec.vault_id!r} is not bound to it"
+                    )
                 self._vault_keys[spec.vault_id] = key
                 return key
         raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
@@ -379,48 +401,7 @@ class SignerService:
             sender = self._senders[key.public_key] = str(ethereum_address(key.public_key))
         return sender
 
-    def _check_approvals(self, request: SignInput, digest: bytes) -> int | None:
-        """(a)+(b): returns the policy's fee cap when the approvals meet the requirement."""
-        try:
-            requirement, registry = self._policy.requirement_and_registry(
-                request.policy_version, request.spec, request.initiator
-            )
-        except Unavailable:
-            raise
-        except CustosError as e:
-            raise ApprovalsInsufficient(f"policy version {request.policy_version!r}: {e.message}") from e
-        if requirement.policy_version != request.policy_version:
-            raise ApprovalsInsufficient("the policy source returned another version than the one named")
-        result = check_approvals(
-            intent_digest=digest,
-            approvals=request.approvals,
-            requirement=requirement,
-            registry=registry,
-            initiator=request.initiator,
-            now=self._clock(),
-        )
-        if not result.met:
-            not_counted = sorted({f"{v.approver_id}: {v.reason}" for v in result.verdicts if not v.counted})
-            why = (
-                "rejected by an approver"
-                if result.rejected
-                else (
-                    "no approvals" if not request.approvals else f"groups short: {', '.join(result.missing)}"
-                )
-            )
-            raise ApprovalsInsufficient(
-                f"approvals do not meet policy {request.policy_version}: {why}",
-                details={
-                    "missing_groups": list(result.missing),
-                    "not_counted": not_counted,
-                    "rejected": result.rejected,
-                },
-            )
-        return requirement.fee_cap
-
-    def _check_transaction(
-        self, request: SignInput, key: SignerKey, fee_cap: int | None
-    ) -> eip1559.Eip1559Tx:
+    def _check_transaction(self, request: SignInput, key: SignerKey, grant: Grant) -> eip1559.Eip1559Tx:
         """(c): the envelope is ours to parse; whether it is the intent is the decoder's call."""
         chain = request.spec.chain
         if chain not in self._chains.ethereum:
@@ -429,18 +410,21 @@ class SignerService:
         if tx.chain_id != self._chains.ethereum[chain]:
             raise TransactionMismatch(f"transaction is for chain id {tx.chain_id}, not {chain}")
         try:
-            self._decoder.check(
+            checked = self._decoder.check(
                 chain=chain,
                 unsigned_tx=request.unsigned_tx,
                 spec=request.spec,
                 sender=self._sender(key),
             )
-        except Unavailable:
+        except (Unavailable, FeeAboveCap, TransactionMismatch):
             raise
         except CustosError as e:
             raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from e
-        if fee_cap is not None and tx.max_fee_per_gas * tx.gas > fee_cap:
-            raise FeeAboveCap(f"transaction may pay {tx.max_fee_per_gas * tx.gas} in fees, cap {fee_cap}")
+        fee_cap = grant.requirement.fee_cap
+        if fee_cap is not None and checked.fee_ceiling > fee_cap:
+            raise FeeAboveCap(
+                f"transaction may pay {checked.fee_ceiling} in fees, the policy's cap is {fee_cap}"
+            )
         return tx
 
     def _decide(self, request: SignInput, actor: str, subject: str) -> _Write:
@@ -458,9 +442,11 @@ class SignerService:
         if not request.unsigned_tx:
             raise BadSignRequest("unsigned_tx is required")
         key = self._vault_key(request.spec)
-        approved = intent_digest(request.spec, request.policy_version)  # what the approvers signed
-        fee_cap = self._check_approvals(request, approved)
-        tx = self._check_transaction(request, key, fee_cap)
+        binding = IntentBinding(request.intent_id, request.initiator, request.submitted_at)
+        approved = intent_digest(request.spec, request.policy_version, binding)  # what the approvers signed
+        now = self._clock()
+        grant = self._authorizer.authorize(request.authorization(), approved, now)
+        tx = self._check_transaction(request, key, grant)
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
         chain = request.spec.chain
 
@@ -477,7 +463,7 @@ class SignerService:
             )
         if prior is not None:
             if prior.payload_digest == payload_digest:
-                return self._replay(prior, actor, subject)
+                return self._replay(prior, actor, subject, grant)
             if not _is_fee_bump(prior, tx, key.key_id, chain):
                 raise ConflictingSignature(
                     f"{subject} was already signed over another payload",
@@ -512,17 +498,23 @@ class SignerService:
             tx_hash=tx_hash,
             replacement=attempt > 0,
             replaces_id=replaces,
-            created_at=self._clock(),
+            created_at=now,
+            vault_id=request.spec.vault_id,
+            action=request.spec.action.value,
+            amount=str(request.spec.amount),
         )
 
         outcome = "replaced" if record.replacement else "signed"
-        payload = _record_payload(record)
+        payload = {**_record_payload(record), **grant.audit_fields()}
+        authorization = request.authorization()
 
         def work(s: Session) -> None:
+            if attempt == 0:  # a replacement moves nothing more than what it replaces
+                Authorizer.guard(s.connection(), authorization, grant.limits, now)
             repository.insert_record(s, record)
             self._write_audit(s, actor, ACTION_SIGN, subject, outcome, payload)
 
-        return _Write(work, _output(record, replayed=False), record)
+        return _Write(work, _output(record, replayed=False), record, grant)
 
     def _after_race(self, lost: _Write, actor: str, subject: str) -> _Write:
         """Another call stored its record first: that signature is the one, ours never leaves."""
@@ -541,10 +533,10 @@ class SignerService:
             raise ConflictingSignature(
                 f"{subject} was already signed over another payload", details={"record_id": winner.record_id}
             )
-        return self._replay(winner, actor, subject)
+        return self._replay(winner, actor, subject, lost.grant)
 
-    def _replay(self, record: SigningRecord, actor: str, subject: str) -> _Write:
-        payload = _record_payload(record)
+    def _replay(self, record: SigningRecord, actor: str, subject: str, grant: Grant | None) -> _Write:
+        payload = {**_record_payload(record), **(grant.audit_fields() if grant is not None else {})}
         return _Write(
             lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", payload),
             _output(record, replayed=True),
@@ -559,6 +551,8 @@ class _Write:
     output: SignOutput
     #: The new signing record ``work`` inserts (None for a replay, which only audits).
     record: SigningRecord | None = None
+    #: What the checks granted (the approvals accepted), for the record of a lost race.
+    grant: Grant | None = None
 
 
 def _is_fee_bump(prior: SigningRecord, tx: eip1559.Eip1559Tx, key_id: str, chain: str) -> bool:

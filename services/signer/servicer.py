@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar
 
 from services.pb.custos.signer.v1 import signer_pb2 as pb
 from services.pb.custos.signer.v1 import signer_pb2_grpc
 from services.runtime.auth import current_principal
-from services.runtime.convert import approval_from_pb, datetime_to_ts, require_id, spec_from_pb
+from services.runtime.convert import (
+    approval_from_pb,
+    datetime_to_ts,
+    require_id,
+    spec_from_pb,
+    ts_to_datetime,
+)
 from services.runtime.errors import InvalidArgument
 from services.signer.service import KeyInfo, SignerService, SignInput
 from services.signer.types import KeyAlgorithm, KeyPurpose
@@ -50,7 +57,14 @@ def sign_input_from_pb(request: pb.SignRequest) -> SignInput:
         policy_version=require_id(request.policy_version, "policy_version"),
         approvals=tuple(approval_from_pb(a) for a in request.approvals),
         unsigned_tx=request.unsigned_tx,
+        submitted_at=_submitted_at(request),
     )
+
+
+def _submitted_at(request: pb.SignRequest) -> datetime:
+    if not request.HasField("submitted_at"):
+        raise InvalidArgument("submitted_at is required: the approvals sign it")
+    return ts_to_datetime(request.submitted_at)
 
 
 class SignerServicer(signer_pb2_grpc.SignerServiceServicer):

@@ -36,7 +36,16 @@ from services.runtime.auth import Principal
 from services.runtime.convert import spec_to_pb, ts_to_datetime
 from services.runtime.db import reading, transaction, utcnow
 from services.runtime.errors import InvalidArgument
-from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
+from services.runtime.intent import (
+    Action,
+    Approval,
+    IntentBinding,
+    IntentSpec,
+    canonical_json,
+    intent_digest,
+    spec_to_plain,
+    submission_time,
+)
 from services.runtime.telemetry import INTENTS
 from services.signer.client import SignerClient
 from services.staking import repository as repo
@@ -110,18 +119,19 @@ class StakingService:
             return await self.get(existing.intent_id), False
 
         if spec.action is Action.POLICY_CHANGE:
-            if "policy-admin" not in who.roles:
-                raise NotYourIntent("only a policy-admin may propose a policy change")
-        else:
-            if "initiator" not in who.roles:
-                raise NotYourIntent(f"{who.identity} may not initiate {spec.action} intents")
-            await self._validate_on_chain(spec)
+            raise InvalidArgument(
+                "policy changes are governed changes, not intents: custos policy propose FILE --key KEY"
+            )
+        if "initiator" not in who.roles:
+            raise NotYourIntent(f"{who.identity} may not initiate {spec.action} intents")
+        await self._validate_on_chain(spec)
         version = await self._active_policy_version()
         approvers = await self._approvers()
-        digest = intent_digest(spec, version)
-        now = utcnow()
+        intent_id = f"int-{uuid.uuid4().hex}"
+        now = submission_time(utcnow())
+        digest = intent_digest(spec, version, IntentBinding(intent_id, who.identity, now))
         row = IntentRow(
-            intent_id=f"int-{uuid.uuid4().hex}",
+            intent_id=intent_id,
             initiator=who.identity,
             idempotency_key=key,
             request_digest=request_digest,

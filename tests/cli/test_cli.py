@@ -284,3 +284,53 @@ async def test_policy_simulate_refuses_unclear_subjects_in_one_line(desk: Demo, 
         assert expected in one_error(run, "INVALID_ARGUMENT"), (expected, run)
     as_json = await desk.custos("dave", "-o", "json", *base, *stake, "--amount", "-5")
     assert "is negative" in one_error(as_json, "INVALID_ARGUMENT")
+
+
+async def test_governed_changes_through_the_cli(desk: Demo, tmp_path: Path) -> None:
+    """An admin proposes, another approves; one admin alone changes nothing; a revocation is at once."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    trust = json.loads((await desk.custos("ops", "-o", "json", "admin", "trust")).out)
+    assert trust["quorum"] == 1 and {a["admin_id"] for a in trust["admins"]} == {"dave", "erin"}
+    dave, erin = (str(desk.person(n).key_file) for n in ("dave", "erin"))
+    paula = ed25519.Ed25519PrivateKey.generate()
+    pub = tmp_path / "paula.pub"
+    pub.write_bytes(
+        paula.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    args = ("admin", "register-approver", "paula", "--group", "operations", "--public-key", str(pub))
+    proposed = await desk.custos("dave", "-o", "json", *args, "--key", dave)
+    assert proposed.code == 0, proposed
+    change = json.loads(proposed.out)["change"]
+    cid = change["request"]["change_id"]
+    assert change["state"] == "PROPOSED" and change["missing"] == 1
+    alone = await desk.custos("dave", "admin", "approve", cid, "--key", dave)
+    assert "already decided" in one_error(alone, "FAILED_PRECONDITION")
+    applied = await desk.custos("erin", "admin", "approve", cid, "--key", erin)
+    assert applied.code == 0 and "applied as governance entry" in applied.out, applied
+    listed = json.loads(
+        (await desk.custos("carol", "-o", "json", "admin", "changes", "--state", "applied")).out
+    )
+    assert cid in [c["request"]["change_id"] for c in listed["changes"]]
+    from services.policy.domain import key_id_for
+    from services.policy.evidence import public_key_der
+
+    key_id = key_id_for(public_key_der(paula))
+    revoked = await desk.custos(
+        "erin", "admin", "revoke-key", "paula", key_id, "--reason", "left", "--key", erin
+    )
+    assert revoked.code == 0 and "applied" in revoked.out, revoked
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(POLICY.replace("description: >-", "description: >-\n  stricter:"))
+    opened = await desk.custos("dave", "-o", "json", "policy", "propose", str(stricter), "--key", dave)
+    assert opened.code == 0, opened
+    activation = json.loads(opened.out)["change"]["request"]["change_id"]
+    rejected = await desk.custos("erin", "admin", "reject", activation, "--key", erin)
+    assert rejected.code == 0 and "REJECTED" in rejected.out, rejected
+    no_key = await desk.custos(
+        "olivia", "admin", "approve", activation, "--key", str(desk.person("olivia").key_file)
+    )
+    assert one_error(no_key, "PERMISSION_DENIED")

@@ -15,10 +15,6 @@ ETH = 10**18
 WED_10_UTC = datetime(2025, 1, 8, 10, 0, tzinfo=UTC)
 
 OPS = {"name": "ops", "threshold": 2, "approvers": ["o1", "o2", "o3"]}
-ADMIN = {
-    "groups": [{"name": "admins", "threshold": 2, "approver_groups": ["policy-admins"]}],
-    "expiry": "24h",
-}
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -27,7 +23,7 @@ class _NoAliases(yaml.SafeDumper):
 
 
 def doc(rules: list[dict[str, Any]], **extra: Any) -> str:
-    body: dict[str, Any] = {"format": FORMAT, "default": "deny", "admin": ADMIN, "rules": rules}
+    body: dict[str, Any] = {"format": FORMAT, "default": "deny", "rules": rules}
     body.update(extra)
     return yaml.dump(body, Dumper=_NoAliases, sort_keys=False)
 

@@ -10,7 +10,7 @@ import yaml
 
 from services.policy.document import parse_policy
 from services.policy.errors import PolicyDocumentInvalid
-from tests.policy.helpers import ADMIN, OPS, allow, doc
+from tests.policy.helpers import OPS, allow, doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "policies" / "example.yaml"
 
@@ -101,11 +101,10 @@ BAD: list[tuple[str, str, str]] = [
     ("default allow", doc([]).replace("default: deny", "default: allow"), "default"),
     ("wrong format", doc([]).replace("custos.policy/v1", "v2"), "format"),
     (
-        "no admin",
-        yaml.safe_dump({"format": "custos.policy/v1", "default": "deny", "rules": []}),
-        "document.admin",
+        "an admin section",
+        yaml.safe_dump({"format": "custos.policy/v1", "default": "deny", "admin": {}, "rules": []}),
+        "admin",
     ),
-    ("admin fee cap", doc([], admin={**ADMIN, "fee_cap": 1}), "admin.fee_cap"),
 ]
 
 

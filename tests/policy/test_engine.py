@@ -207,12 +207,14 @@ def test_groups_needing_more_distinct_people_than_exist_deny() -> None:
     assert d.outcome is Outcome.DENY and "distinct" in d.reasons[0]
 
 
-def test_policy_change_uses_admin_quorum() -> None:
-    p = policy([])
+def test_a_policy_change_is_never_an_intent_a_rule_allows() -> None:
+    """Policy changes are governed changes of the trust root's admins: no rule can allow one."""
+    p = policy([allow("anything")])
     spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("f" * 64))
     d = evaluate(p, spec, "adm1", (), WED_10_UTC, {}, directory={"policy-admins": ["adm1", "adm2", "adm3"]})
-    assert d.rule_id == "admin" and d.requirement is not None
-    assert d.requirement.groups[0].members == {"adm2", "adm3"}
+    assert d.outcome is Outcome.DENY and d.rule_id == "governed"
+    with pytest.raises(PolicyDenies):
+        requirement_for(p, spec, "adm1", WED_10_UTC)
 
 
 def test_requirement_for_ignores_limits_but_not_denies() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 
 from services.policy.domain import ApprovalGroup, ApproverInfo, ApproverKeyInfo, Requirement, key_id_for
 from services.policy.evidence import PrivateKey, check_approvals, public_key_der, scheme_of, sign_approval
-from services.runtime.intent import Approval, Decision, intent_digest
+from services.runtime.intent import Approval, Decision, IntentBinding, intent_digest
 from tests.policy.helpers import WED_10_UTC, stake
 
 NOW = WED_10_UTC
 VERSION = "ab" * 32
-DIGEST = intent_digest(stake(), VERSION)
-OTHER_DIGEST = intent_digest(stake(33), VERSION)
+BINDING = IntentBinding("int-1", "alice", datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+DIGEST = intent_digest(stake(), VERSION, BINDING)
+OTHER_DIGEST = intent_digest(stake(33), VERSION, BINDING)
 PEOPLE = ["o1", "o2", "o3", "r1", "init"]
 KEYS: dict[str, PrivateKey] = {
     p: (ed25519.Ed25519PrivateKey.generate() if i % 2 == 0 else ec.generate_private_key(ec.SECP256R1()))
@@ -237,3 +238,51 @@ def test_accepts_exactly_the_sets_that_meet_the_quorum(items: list[tuple[str, st
     met, rejected, _, _ = check(approvals)
     assert not rejected
     assert met is _meets(valid)
+
+
+def test_the_digest_names_one_intent() -> None:
+    """Two intents with the same spec, by the same initiator, get different digests: an approval of
+    one cannot count for the other (the review spent one intent's approvals on made-up intent ids)."""
+    twin = IntentBinding("int-2", BINDING.initiator, BINDING.submitted_at)
+    later = IntentBinding(BINDING.intent_id, BINDING.initiator, BINDING.submitted_at + timedelta(seconds=1))
+    other_initiator = IntentBinding(BINDING.intent_id, "bob", BINDING.submitted_at)
+    digests = {intent_digest(stake(), VERSION, b) for b in (BINDING, twin, later, other_initiator)}
+    assert len(digests) == 4
+    approvals = [approve("o1"), approve("o2"), approve("r1")]
+    r = check_approvals(
+        intent_digest=intent_digest(stake(), VERSION, twin),
+        approvals=approvals,
+        requirement=REQ,
+        registry=REGISTRY,
+        initiator="init",
+        now=NOW,
+    )
+    assert not r.met and {v.reason for v in r.verdicts} == {"signed for another intent"}
+
+
+def test_an_approval_cannot_outlive_the_intents_window() -> None:
+    """An approver-chosen expiry ten years away does not count (the window ends at the deadline)."""
+    deadline = NOW + timedelta(hours=24)
+    long = [approve("o1"), approve("o2", expires=timedelta(days=3650)), approve("r1")]
+    r = check_approvals(
+        intent_digest=DIGEST,
+        approvals=long,
+        requirement=REQ,
+        registry=REGISTRY,
+        initiator="init",
+        now=NOW,
+        deadline=deadline,
+    )
+    assert not r.met and "approval expires after the intent's approval window" in [
+        v.reason for v in r.verdicts
+    ]
+    within = [approve("o1"), approve("o2", expires=timedelta(hours=24)), approve("r1")]
+    assert check_approvals(
+        intent_digest=DIGEST,
+        approvals=within,
+        requirement=REQ,
+        registry=REGISTRY,
+        initiator="init",
+        now=NOW,
+        deadline=deadline,
+    ).met

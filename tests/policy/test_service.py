@@ -1,22 +1,26 @@
-"""PolicyService on both databases: versions, activation by quorum, registry, evaluation, simulation."""
+"""PolicyService on both databases: versions, evaluation, simulation, velocity.
+
+The registry and activations go through governed changes (tests/policy/governed.py);
+their own rules are tested in tests/policy/test_governance.py.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.policy.domain import Outcome, SignatureScheme
-from services.policy.errors import ApproverExists, ApproverInvalid, PolicyStateConflict, QuorumNotMet
-from services.policy.evidence import PrivateKey, public_key_der, sign_approval
-from services.policy.service import PolicyService, policy_change_spec
-from services.runtime.intent import Approval, Decision, intent_digest
+from services.policy.changes import Governance
+from services.policy.domain import Outcome
+from services.policy.errors import PolicyStateConflict
+from services.policy.evidence import PrivateKey
+from services.policy.service import PolicyService
+from tests.policy.governed import Admins, activate, register
 from tests.policy.helpers import ETH, WED_10_UTC, allow, doc, stake
 
 NOW = WED_10_UTC
-ADMINS: dict[str, PrivateKey] = {f"adm{i}": ed25519.Ed25519PrivateKey.generate() for i in range(3)}
 OPS: dict[str, PrivateKey] = {f"o{i}": ec.generate_private_key(ec.SECP256R1()) for i in range(1, 4)}
 
 V1 = doc([allow("r", groups=[{"name": "ops", "threshold": 2, "approver_groups": ["ops"]}])])
@@ -32,120 +36,49 @@ V2 = doc(
 
 
 @pytest.fixture
-def svc(session_factory: sessionmaker[Session]) -> PolicyService:
+def admins() -> Admins:
+    return Admins()
+
+
+@pytest.fixture
+def gov(session_factory: sessionmaker[Session], admins: Admins) -> Governance:
+    return Governance(session_factory, admins.trust(), clock=lambda: NOW)
+
+
+@pytest.fixture
+def svc(session_factory: sessionmaker[Session], gov: Governance, admins: Admins) -> PolicyService:
     s = PolicyService(session_factory, clock=lambda: NOW)
-    for name, key in ADMINS.items():
-        s.register_approver(
-            name,
-            display_name=name,
-            groups=["policy-admins"],
-            scheme=SignatureScheme.ED25519,
-            public_key=public_key_der(key),
-        )
-    for name, key in OPS.items():
-        s.register_approver(
-            name,
-            display_name=name,
-            groups=["ops"],
-            scheme=SignatureScheme.ECDSA_P256,
-            public_key=public_key_der(key),
-        )
-    row, req = s.propose(V1, description="first", proposed_by="adm0")
-    assert req is None  # bootstrap
-    s.activate(row.version, [])
+    register(gov, admins, [(name, ["ops"], key) for name, key in OPS.items()], NOW)
+    row = s.propose(V1, description="first", proposed_by="adm0")
+    activate(gov, admins, row.version, NOW)
     return s
 
 
-def admin_approval(who: str, version: str, current: str, decision: Decision = Decision.APPROVE) -> Approval:
-    return sign_approval(
-        ADMINS[who],
-        approver_id=who,
-        intent_digest=intent_digest(policy_change_spec(version), current),
-        policy_version=current,
-        decision=decision,
-        expires_at=NOW + timedelta(hours=1),
-    )
-
-
-def test_activation_needs_the_current_admin_quorum(svc: PolicyService) -> None:
+def test_proposing_stores_a_version_that_only_a_governed_change_activates(
+    svc: PolicyService, gov: Governance, admins: Admins
+) -> None:
     v1 = svc.get_version().version
-    row, req = svc.propose(V2, description="cheaper small stakes", proposed_by="adm0")
-    assert req is not None and req.groups[0].members == {"adm1", "adm2"}  # the proposer is excluded
-    with pytest.raises(QuorumNotMet):
-        svc.activate(row.version, [admin_approval("adm1", row.version, v1)])
-    with pytest.raises(QuorumNotMet):  # the proposer's own approval does not count
-        svc.activate(
-            row.version, [admin_approval("adm0", row.version, v1), admin_approval("adm1", row.version, v1)]
-        )
-    svc.activate(
-        row.version, [admin_approval("adm1", row.version, v1), admin_approval("adm2", row.version, v1)]
-    )
+    row = svc.propose(V2, description="cheaper small stakes", proposed_by="adm0")
+    assert row.status == "PROPOSED" and row.parent_version == v1
+    assert svc.propose(V2, description="again", proposed_by="adm0").version == row.version  # idempotent
+    assert svc.get_version().version == v1
+    activate(gov, admins, row.version, NOW)
     assert svc.get_version().version == row.version
     statuses = {r.version: r.status for r in svc.list_versions(page_size=10, offset=0)}
     assert statuses == {v1: "SUPERSEDED", row.version: "ACTIVE"}
-    assert svc.get_version(row.version).parent_version == v1
-
-
-def test_a_reject_marks_the_proposal_rejected(svc: PolicyService) -> None:
-    v1 = svc.get_version().version
-    row, _ = svc.propose(V2, description="", proposed_by="adm0")
-    with pytest.raises(QuorumNotMet, match="rejected"):
-        svc.activate(
-            row.version,
-            [
-                admin_approval("adm1", row.version, v1),
-                admin_approval("adm2", row.version, v1, Decision.REJECT),
-            ],
-        )
-    assert svc.get_version(row.version).status == "REJECTED"
     with pytest.raises(PolicyStateConflict):
-        svc.activate(row.version, [])
+        svc.propose(V2, description="", proposed_by="adm0")
 
 
-def test_revoked_admin_key_voids_given_approvals(svc: PolicyService) -> None:
-    v1 = svc.get_version().version
-    row, _ = svc.propose(V2, description="", proposed_by="adm0")
-    approvals = [admin_approval("adm1", row.version, v1), admin_approval("adm2", row.version, v1)]
-    key_id = svc.get_approver("adm2").keys[0].key_id
-    svc.revoke_key("adm2", key_id, reason="laptop lost")
-    with pytest.raises(QuorumNotMet):
-        svc.activate(row.version, approvals)
-
-
-def test_registry_rotation_and_bad_keys(svc: PolicyService) -> None:
-    new = ed25519.Ed25519PrivateKey.generate()
-    info, key_id = svc.rotate_key("o1", scheme=SignatureScheme.ED25519, public_key=public_key_der(new))
-    assert [k.key_id for k in info.keys][-1] == key_id and len(info.keys) == 2
-    with pytest.raises(ApproverExists):
-        svc.rotate_key("o2", scheme=SignatureScheme.ED25519, public_key=public_key_der(new))
-    with pytest.raises(ApproverInvalid):
-        svc.register_approver(
-            "x",
-            display_name="x",
-            groups=[],
-            scheme=SignatureScheme.ED25519,
-            public_key=public_key_der(OPS["o1"]),
-        )
+def test_the_registry_is_the_projection_of_the_log(svc: PolicyService) -> None:
     assert [a.approver_id for a in svc.list_approvers(group="ops")] == ["o1", "o2", "o3"]
+    assert svc.get_approver("o1").keys[0].revoked_at is None
 
 
-def test_evaluate_records_and_check_approvals(svc: PolicyService) -> None:
+def test_evaluate_records_the_evaluation_and_lists_who_may_approve(svc: PolicyService) -> None:
     decision, approvers = svc.evaluate(stake(), "alice", intent_id="i1")
     assert decision.outcome is Outcome.ALLOW and [a.approver_id for a in approvers] == ["o1", "o2", "o3"]
-    digest = intent_digest(stake(), decision.policy_version)
-    approvals = [
-        sign_approval(
-            OPS[o],
-            approver_id=o,
-            intent_digest=digest,
-            policy_version=decision.policy_version,
-            decision=Decision.APPROVE,
-            expires_at=NOW + timedelta(hours=1),
-        )
-        for o in ("o1", "o2")
-    ]
-    assert svc.check_approvals(stake(), "alice", decision.policy_version, approvals, intent_id="i1").met
-    assert not svc.check_approvals(stake(), "o1", decision.policy_version, approvals).met  # o1 initiated
+    assert decision.requirement is not None and decision.requirement.groups[0].threshold == 2
 
 
 def test_simulate_recorded_intents_against_a_proposal(svc: PolicyService) -> None:
@@ -160,29 +93,8 @@ def test_simulate_recorded_intents_against_a_proposal(svc: PolicyService) -> Non
     assert not same[0].changed
 
 
-def test_changes_are_recorded_in_the_audit_trail(session_factory: sessionmaker[Session]) -> None:
-    """Proposals, activations and registry changes each leave an audit record, in their transaction."""
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from services.audit import repository as audit_repo
-    from services.audit.writer import AuditWriter
-    from services.policy.domain import SignatureScheme
-    from services.policy.evidence import public_key_der
-
-    svc = PolicyService(session_factory, audit=AuditWriter(session_factory, actor="svc:policy"))
-    key = public_key_der(ed25519.Ed25519PrivateKey.generate())
-    svc.register_approver(
-        "ann", display_name="Ann", groups=["ops"], scheme=SignatureScheme.ED25519, public_key=key
-    )
-    row, _ = svc.propose(doc([allow()]), description="first", proposed_by="dave")
-    svc.activate(row.version, [])
-    with session_factory() as s:
-        actions = [r.action for r in audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)]
-    assert actions == ["approver.registered", "policy.proposed", "policy.activated"]
-
-
 def test_velocity_is_reserved_under_the_evaluated_rule_and_released_once(
-    session_factory: sessionmaker[Session],
+    session_factory: sessionmaker[Session], gov: Governance, admins: Admins
 ) -> None:
     """Approved intents count against the limit of the rule that matched them; a release frees the room."""
     from services.audit import repository as audit_repo
@@ -192,14 +104,14 @@ def test_velocity_is_reserved_under_the_evaluated_rule_and_released_once(
 
     svc = PolicyService(session_factory, clock=lambda: NOW, audit=AuditWriter(session_factory, "svc:policy"))
     velocity = {"velocity": {"window": "24h", "max": str(64 * ETH)}}
-    row, _ = svc.propose(
+    row = svc.propose(
         doc(
             [allow("capped", limits=velocity, groups=[{"name": "ops", "threshold": 1, "approvers": ["o1"]}])]
         ),
         description="64 ETH a day",
         proposed_by="adm0",
     )
-    svc.activate(row.version, [])
+    activate(gov, admins, row.version, NOW)
     for intent in ("i1", "i2", "i3"):
         decision, _ = svc.evaluate(stake(), "alice", intent_id=intent)
         assert decision.allowed

@@ -1,9 +1,10 @@
 """Signer test set-up: a SignerService on the real SoftHSM token and a real database.
 
-The approver registry and policy requirement come from an in-memory
-``PolicySource`` (the signer's port); approvals are real Ed25519 signatures made
-with the policy's own ``sign_approval``; the transaction check is the chain
-service's Ethereum decoder; the audit entries go to the real audit trail.
+The active policy (a real document) and the approver registry come from a fixed
+``PolicySource`` (the signer's port; the governance log that establishes them in
+production is tested in tests/signer/test_trust.py); approvals are real Ed25519
+signatures made with the policy's own ``sign_approval``; the transaction check is
+the chain service's Ethereum decoder; the audit entries go to the real audit trail.
 """
 
 from __future__ import annotations
@@ -24,16 +25,23 @@ from services.audit.writer import AuditWriter
 from services.chain.config import ChainConfig
 from services.chain.ethereum import contracts
 from services.chain.ethereum.adapter import EthereumAdapter
+from services.policy.document import Policy, parse_policy
 from services.policy.domain import (
-    ApprovalGroup,
     ApproverInfo,
     ApproverKeyInfo,
-    Requirement,
     SignatureScheme,
     key_id_for,
 )
 from services.policy.evidence import public_key_der, sign_approval
-from services.runtime.intent import Action, Approval, Decision, IntentSpec, UnstakeTarget, intent_digest
+from services.runtime.intent import (
+    Action,
+    Approval,
+    Decision,
+    IntentBinding,
+    IntentSpec,
+    UnstakeTarget,
+    intent_digest,
+)
 from services.signer import eip1559
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
 from services.signer.hsm import Hsm
@@ -44,12 +52,32 @@ from services.signer.types import KeyAlgorithm, KeyPurpose
 
 CHAIN = "ethereum-devnet"
 CHAIN_ID = 31337
-POLICY = "pv-1"
 GWEI = 10**9
 NOW = datetime.now(UTC)
+#: When the rig's intents were submitted (bound into their digests).
+SUBMITTED = NOW.replace(microsecond=NOW.microsecond // 1000 * 1000) - timedelta(minutes=1)
 
 
-InMemoryPolicySource = StaticPolicySource
+def policy_document(*, fee_cap: int = 10**18, extra_limits: str = "") -> Policy:
+    """The rig's active policy: 2 of the ops group (the initiator excluded), a fee cap."""
+    return parse_policy(
+        f"""
+format: custos.policy/v1
+default: deny
+rules:
+  - id: r1
+    match: {{action: [STAKE, UNSTAKE, RESTAKE], chain: [{CHAIN}]}}
+    {extra_limits}
+    require:
+      groups: [{{name: ops, threshold: 2, approver_groups: [ops]}}]
+      expiry: 1h
+      fee_cap: "{fee_cap}"
+"""
+    )
+
+
+POLICY_DOC = policy_document()
+POLICY = POLICY_DOC.version
 
 
 @dataclass
@@ -61,14 +89,18 @@ class Approvers:
         who: str,
         spec: IntentSpec,
         *,
+        intent_id: str = "intent-1",
+        initiator: str = "ivan",
+        submitted_at: datetime = SUBMITTED,
         version: str = POLICY,
-        expires: timedelta = timedelta(hours=1),
+        expires: timedelta = timedelta(minutes=30),
         decision: Decision = Decision.APPROVE,
     ) -> Approval:
+        binding = IntentBinding(intent_id, initiator, submitted_at)
         return sign_approval(
             self.keys[who],
             approver_id=who,
-            intent_digest=intent_digest(spec, version),
+            intent_digest=intent_digest(spec, version, binding),
             policy_version=version,
             decision=decision,
             expires_at=datetime.now(UTC) + expires,
@@ -117,7 +149,7 @@ class SignerRig:
     service: SignerService
     sessions: sessionmaker[Session]
     approvers: Approvers
-    policy: InMemoryPolicySource
+    policy: StaticPolicySource
     audit: RecordingAudit
     chain: ChainConfig
     vault: KeyInfo
@@ -146,6 +178,7 @@ class SignerRig:
         max_fee: int = 2 * GWEI,
         tip: int = GWEI,
         chain_id: int = CHAIN_ID,
+        value: int = 1,
     ) -> bytes:
         return eip1559.encode_unsigned(
             eip1559.Eip1559Tx(
@@ -155,7 +188,7 @@ class SignerRig:
                 max_fee_per_gas=max_fee,
                 gas=200_000,
                 to=to,
-                value=1,
+                value=value,
                 data=contracts.withdrawal_request_calldata(validator, amount_gwei),
                 access_list=(),
             )
@@ -171,7 +204,9 @@ class SignerRig:
         step: str = "withdrawal",
     ) -> SignInput:
         if approvals is None:
-            approvals = (self.approvers.approve("alice", spec), self.approvers.approve("bob", spec))
+            approvals = tuple(
+                self.approvers.approve(who, spec, intent_id=intent_id) for who in ("alice", "bob")
+            )
         return SignInput(
             intent_id=intent_id,
             step=step,
@@ -180,6 +215,7 @@ class SignerRig:
             policy_version=POLICY,
             approvals=approvals,
             unsigned_tx=tx,
+            submitted_at=SUBMITTED,
         )
 
     def audit_rows(self, outcome: str | None = None) -> list[AuditRecordRow]:
@@ -196,14 +232,7 @@ def rig(
 ) -> Iterator[SignerRig]:
     """The rig; ``indirect`` parametrisation sets the service's ``decide_threads`` (default 1)."""
     approvers = Approvers({n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "ivan")})
-    requirement = Requirement(
-        groups=(ApprovalGroup("ops", 2, frozenset(approvers.keys)),),
-        expiry_seconds=3600,
-        policy_version=POLICY,
-        rule_id="r1",
-        fee_cap=10**18,
-    )
-    policy = InMemoryPolicySource({POLICY: requirement}, make_registry(approvers))
+    policy = StaticPolicySource(POLICY_DOC, make_registry(approvers))
     chain = ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")
     audit = RecordingAudit(AuditWriter(session_factory, "svc:signer"))
     service = SignerService(

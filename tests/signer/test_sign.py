@@ -21,11 +21,12 @@ from services.signer.errors import (
     FeeAboveCap,
     KeyNotFound,
     NonceReused,
+    PolicyNotActive,
     TransactionMismatch,
 )
 from services.signer.models import SigningRecord
 from services.signer.types import EcdsaSignature
-from tests.signer.conftest import CHAIN, SignerRig, make_registry
+from tests.signer.conftest import CHAIN, SignerRig, make_registry, policy_document
 
 VALIDATOR = bytes.fromhex("a1" * 48)
 OTHER_VALIDATOR = bytes.fromhex("b2" * 48)
@@ -154,10 +155,14 @@ def test_refuses_when_an_approver_rejected(rig: SignerRig) -> None:
     _refused(rig, rig.request(spec, rig.unstake_tx(VALIDATOR), approvals), ApprovalsInsufficient)
 
 
-def test_refuses_an_unknown_policy_version(rig: SignerRig) -> None:
+def test_refuses_approvals_under_a_version_that_is_not_the_active_one(rig: SignerRig) -> None:
+    """Approvals under a version only proposed (or superseded) never count, however valid."""
     spec = rig.unstake_spec(VALIDATOR)
-    request = replace(rig.request(spec, rig.unstake_tx(VALIDATOR)), policy_version="pv-404")
-    _refused(rig, request, ApprovalsInsufficient)
+    proposed = policy_document(fee_cap=10**17).version
+    approvals = tuple(rig.approvers.approve(w, spec, version=proposed) for w in ("alice", "bob"))
+    request = replace(rig.request(spec, rig.unstake_tx(VALIDATOR), approvals), policy_version=proposed)
+    e = _refused(rig, request, PolicyNotActive)
+    assert proposed[:16] in str(e) and _records(rig) == 0
 
 
 def test_refuses_a_transaction_to_another_contract(rig: SignerRig) -> None:
@@ -188,8 +193,12 @@ def test_refuses_a_transaction_for_another_chain_id(rig: SignerRig) -> None:
 def test_refuses_fees_above_the_policy_cap(rig: SignerRig) -> None:
     spec = rig.unstake_spec(VALIDATOR)
     tx = rig.unstake_tx(VALIDATOR, max_fee=400 * 10**9)  # 400 gwei * 200k gas = 0.08 ETH
-    rig.policy.requirements = {k: replace(v, fee_cap=10**16) for k, v in rig.policy.requirements.items()}
-    _refused(rig, rig.request(spec, tx), FeeAboveCap)
+    rig.policy.policy = policy_document(fee_cap=10**16)
+    approvals = tuple(
+        rig.approvers.approve(w, spec, version=rig.policy.policy.version) for w in ("alice", "bob")
+    )
+    request = replace(rig.request(spec, tx, approvals), policy_version=rig.policy.policy.version)
+    _refused(rig, request, FeeAboveCap)
 
 
 def test_refuses_an_unknown_vault(rig: SignerRig) -> None:

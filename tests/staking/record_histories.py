@@ -16,7 +16,14 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from services.runtime.intent import Action, IntentSpec, PolicyChangeTarget, intent_digest, spec_to_plain
+from services.runtime.intent import (
+    Action,
+    IntentBinding,
+    IntentSpec,
+    PolicyChangeTarget,
+    intent_digest,
+    spec_to_plain,
+)
 from tests.staking.workflow_helpers import FakeActivities, Person, make_input
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
@@ -60,7 +67,8 @@ async def record() -> None:
             inp = make_input("alice", registry, created)
             spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("b" * 64))
             inp.spec = spec_to_plain(spec)
-            inp.digest_hex = intent_digest(spec, inp.policy_version).hex()
+            binding = IntentBinding(inp.intent_id, inp.initiator, inp.submitted_at)
+            inp.digest_hex = intent_digest(spec, inp.policy_version, binding).hex()
             p = await env.client.start_workflow(
                 PolicyChangeWorkflow.run, inp, id=inp.intent_id, task_queue=queue
             )

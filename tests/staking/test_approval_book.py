@@ -29,3 +29,18 @@ def test_a_retried_accepted_approval_says_already_decided_after_the_gate_closed(
         book.validate(O1.decide(inp, expires_at=exp), "APPROVE", now)
     with pytest.raises(ApplicationError, match="no longer accepts approvals"):
         book.validate(O3.decide(inp, expires_at=exp), "APPROVE", now)
+
+
+def test_an_approval_claiming_to_count_past_the_window_is_refused() -> None:
+    """The workflow refuses what the signer would not count: an expiry past submission + the rule's expiry."""
+    from workflows.approvals import requirement_from_outcome
+    from workflows.staking.types import GroupData, PolicyOutcome
+
+    inp = make_input("alice", [p.data(["operations"], T0) for p in (ALICE, O1, O2, O3)], T0)
+    book = ApprovalBook(inp)
+    outcome = PolicyOutcome(True, [], [GroupData("ops", 2, ["olivia", "oscar", "otto"])], 3600, "r")
+    book.set_requirement(requirement_from_outcome(outcome, inp.policy_version), T0 + timedelta(minutes=5))
+    now = T0 + timedelta(minutes=10)
+    with pytest.raises(ApplicationError, match="approval window ends"):
+        book.validate(O1.decide(inp, expires_at=T0 + timedelta(days=3650)), "APPROVE", now)
+    book.validate(O1.decide(inp, expires_at=T0 + timedelta(hours=1)), "APPROVE", now)

@@ -34,6 +34,7 @@ async def test_stake_unstake_restake_confirm_and_the_refusals_hold(stack: devsta
         "restake": "CONFIRMED",
         "self_approval": "REFUSED",
         "over_limit": "DENIED",
+        "lone_admin": "REFUSED",
         "audit": "OK",
     }, "\n".join(lines)
 

@@ -34,8 +34,8 @@ def _worker(client: Client, queue: str, acts: FakeActivities) -> Worker:
 
 async def _start(env: WorkflowEnvironment, queue: str) -> tuple[WorkflowHandle, IntentInput]:
     now = await env.get_current_time()
-    created = now - timedelta(days=1)
-    inp = make_input("alice", [p.data(["operations"], created) for p in (ALICE, O1, O2, O3)], created)
+    created = now - timedelta(days=1)  # the approvers' keys are older than the intent
+    inp = make_input("alice", [p.data(["operations"], created) for p in (ALICE, O1, O2, O3)], now)
     handle = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
     return handle, inp
 
@@ -65,7 +65,7 @@ async def test_approvals_right_after_start_are_not_lost(time_skipping_env: Workf
     async with _worker(env.client, queue, acts):
         for _ in range(10):
             handle, inp = await _start(env, queue)
-            exp = await env.get_current_time() + timedelta(days=2)
+            exp = await env.get_current_time() + timedelta(hours=12)
             a1 = await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
             a2 = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
             assert a1.accepted and a2.accepted
@@ -81,7 +81,7 @@ async def test_refused_approvals_leave_no_history(time_skipping_env: WorkflowEnv
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
         now = await env.get_current_time()
-        exp = now + timedelta(days=2)
+        exp = now + timedelta(hours=12)
         good = O1.decide(inp, expires_at=exp)
         ack: ApprovalAck = await handle.execute_update(StakingWorkflow.approve, good)
         assert ack.accepted and not ack.quorum_met
@@ -113,7 +113,7 @@ async def test_late_approval_after_deadline_is_refused(time_skipping_env: Workfl
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
         await env.sleep(timedelta(hours=2))
-        exp = await env.get_current_time() + timedelta(days=2)
+        exp = await env.get_current_time() + timedelta(hours=12)
         # the intent expired at 1h and its workflow closed: nothing can be added to it
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):
             await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
@@ -127,7 +127,7 @@ async def test_one_reject_ends_it_and_nothing_is_signed(time_skipping_env: Workf
     acts = FakeActivities([OPS])
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
-        exp = await env.get_current_time() + timedelta(days=2)
+        exp = await env.get_current_time() + timedelta(hours=12)
         await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
         await handle.execute_update(StakingWorkflow.reject, O2.decide(inp, "REJECT", expires_at=exp))
         result: IntentResult = await handle.result()
@@ -141,7 +141,7 @@ async def test_quorum_of_the_policy_in_force_counts(time_skipping_env: WorkflowE
     acts = FakeActivities([GroupData("operations", 3, ["olivia", "oscar", "otto"])], expiry_seconds=3600)
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
-        exp = await env.get_current_time() + timedelta(days=2)
+        exp = await env.get_current_time() + timedelta(hours=12)
         await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
         ack = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
         assert not ack.quorum_met
@@ -173,7 +173,7 @@ async def test_velocity_is_reserved_before_approved_and_a_full_window_denies(
     acts = FakeActivities([OPS])
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
-        exp = await env.get_current_time() + timedelta(days=2)
+        exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
         ok: IntentResult = await handle.result()
@@ -197,7 +197,7 @@ async def test_a_failure_before_broadcast_releases_the_velocity_reservation(
     acts = FakeActivities([OPS], sign_refuses=True)
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
-        exp = await env.get_current_time() + timedelta(days=2)
+        exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
         result: IntentResult = await handle.result()

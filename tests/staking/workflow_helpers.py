@@ -16,6 +16,7 @@ from services.policy.evidence import key_id_for, public_key_der, sign_approval
 from services.runtime.intent import (
     Action,
     Decision,
+    IntentBinding,
     IntentSpec,
     UnstakeTarget,
     intent_digest,
@@ -90,17 +91,19 @@ class Person:
 
 
 def make_input(
-    initiator: str, approvers: list[ApproverData], created: datetime, action: Action = Action.UNSTAKE
+    initiator: str, approvers: list[ApproverData], submitted: datetime, action: Action = Action.UNSTAKE
 ) -> IntentInput:
+    """An intent submitted at ``submitted``: its approval window runs from then."""
     spec = IntentSpec(action, "ethereum-devnet", "vault-1", 0, UnstakeTarget("0x" + "ab" * 48))
+    intent_id = f"int-{uuid.uuid4().hex}"
     return IntentInput(
-        intent_id=f"int-{uuid.uuid4().hex}",
+        intent_id=intent_id,
         spec=spec_to_plain(spec),
         initiator=initiator,
         policy_version=VERSION,
-        digest_hex=intent_digest(spec, VERSION).hex(),
+        digest_hex=intent_digest(spec, VERSION, IntentBinding(intent_id, initiator, submitted)).hex(),
         approvers=approvers,
-        submitted_at=created,
+        submitted_at=submitted,
     )
 
 

@@ -27,12 +27,13 @@ from services.chain.devnet import Devnet
 from services.chain.ethereum.deposit import generate_deposit_data
 from services.chain.main import ChainSettings
 from services.cli.devstack import free_port
-from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.client import PolicyClient
+from services.policy.domain import SignatureScheme
 from services.policy.evidence import public_key_der, sign_approval
+from services.policy.governance import ActivatePolicy, AdminKey, Change, RegisterApprover, trust_root_yaml
 from services.policy.main import PolicySettings
 from services.runtime.client import BaseClient, open_channel
 from services.runtime.convert import approval_to_pb, spec_to_pb
@@ -56,15 +57,15 @@ PEOPLE = {
     "olivia": ("approver",),
     "oscar": ("approver",),
     "dave": ("policy-admin",),
+    "erin": ("policy-admin",),
     "ops": ("operator",),
 }
+#: The stack's trust root: dave proposes each governed change, erin approves it.
+ADMINS = ("dave", "erin")
 APPROVERS = ("olivia", "oscar")
 POLICY = f"""\
 format: custos.policy/v1
 default: deny
-admin:
-  groups: [{{name: admins, threshold: 1, approvers: [dave]}}]
-  expiry: 24h
 rules:
   - id: eth-2-of-2
     match: {{action: [STAKE, UNSTAKE, RESTAKE], chain: [{CHAIN}]}}
@@ -79,6 +80,7 @@ class InProcessStack:
     root: Path
     devnet: Devnet
     keys: dict[str, ed25519.Ed25519PrivateKey] = field(default_factory=dict)
+    admin_keys: dict[str, ed25519.Ed25519PrivateKey] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     vault_address: str = ""
 
@@ -96,23 +98,28 @@ class InProcessStack:
 
     async def setup(self) -> None:
         """Approvers and their keys, the policy, and the vault's key in the HSM, funded on anvil."""
-        async with self.client(PolicyClient, "dave") as policy:
+        dave, erin = self.admin_keys["dave"], self.admin_keys["erin"]
+        async with self.client(PolicyClient, "dave") as as_dave, self.client(PolicyClient, "erin") as as_erin:
+
+            async def govern(change: Change) -> None:
+                proposed = await as_dave.propose_change(change, dave, proposer="dave")
+                await as_erin.decide_change(
+                    proposed.request.change_id, erin, admin="erin", decision=Decision.APPROVE
+                )
+
             for name in APPROVERS:
                 self.keys[name] = ed25519.Ed25519PrivateKey.generate()
-                await policy.call(
-                    "RegisterApprover",
-                    policy_pb2.RegisterApproverRequest(
-                        approver_id=name,
-                        display_name=name.title(),
-                        groups=["operations"],
-                        scheme=common_pb2.SIGNATURE_SCHEME_ED25519,
-                        public_key=public_key_der(self.keys[name]),
-                    ),
+                await govern(
+                    RegisterApprover(
+                        name,
+                        name.title(),
+                        ("operations",),
+                        SignatureScheme.ED25519,
+                        public_key_der(self.keys[name]),
+                    )
                 )
-            proposed = await policy.call("ProposePolicy", policy_pb2.ProposePolicyRequest(document=POLICY))
-            await policy.call(
-                "ActivatePolicy", policy_pb2.ActivatePolicyRequest(version=proposed.policy.version)
-            )
+            proposed = await as_dave.call("ProposePolicy", policy_pb2.ProposePolicyRequest(document=POLICY))
+            await govern(ActivatePolicy(proposed.policy.version, ""))
         async with self.client(SignerClient, "ops") as signer:
             key = await signer.call(
                 "CreateKey",
@@ -189,8 +196,16 @@ async def in_process_stack(
     for person, roles in PEOPLE.items():
         issue(pki, person, roles)
     endpoints = {name: f"127.0.0.1:{free_port()}" for name in (*SERVICES, "audit")}
+    admin_keys = {name: ed25519.Ed25519PrivateKey.generate() for name in ADMINS}
+    trust_file = root / "trust.yaml"
+    trust_file.write_text(
+        trust_root_yaml(
+            [AdminKey(n, SignatureScheme.ED25519, public_key_der(k)) for n, k in admin_keys.items()], 1
+        )
+    )
     common: dict[str, Any] = {
         "state_dir": root,
+        "trust_file": trust_file,
         "database_url": database_url,
         "endpoints": endpoints,
         "temporal": {"address": temporal_address, "task_queue": f"custos-{uuid.uuid4().hex[:8]}"},
@@ -214,4 +229,4 @@ async def in_process_stack(
         worker, close_worker = await worker_main.build(worker_settings)
         exits.push_async_callback(close_worker)
         await exits.enter_async_context(worker)
-        yield InProcessStack(root, devnet, endpoints=endpoints)
+        yield InProcessStack(root, devnet, endpoints=endpoints, admin_keys=admin_keys)

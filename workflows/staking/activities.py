@@ -171,6 +171,12 @@ class StakingActivities:
     @activity.defn(name="SignTransaction")
     async def sign_transaction(self, inp: StepInput) -> SignResult:
         spec = spec_from_plain(inp.spec)
+        if inp.submitted_at is None:
+            raise ApplicationError(
+                "the intent predates approvals bound to their intent: submit it again",
+                type="SigningRefused",
+                non_retryable=True,
+            )
         try:
             resp = await self._signer.call(
                 "Sign",
@@ -182,6 +188,7 @@ class StakingActivities:
                     policy_version=inp.policy_version,
                     approvals=[approval_to_pb(a) for a in inp.approvals],
                     unsigned_tx=bytes.fromhex(inp.unsigned_tx_hex),
+                    submitted_at=datetime_to_ts(inp.submitted_at),
                 ),
             )
         except _REFUSALS as e:
@@ -235,21 +242,14 @@ class StakingActivities:
 
     @activity.defn(name="ActivatePolicy")
     async def activate_policy(self, inp: ActivateInput) -> str:
-        try:
-            resp = await self._policy.call(
-                "ActivatePolicy",
-                policy_pb2.ActivatePolicyRequest(
-                    version=inp.policy_version,
-                    intent_id=inp.intent_id,
-                    initiator=inp.initiator,
-                    approvals=[approval_to_pb(a) for a in inp.approvals],
-                ),
-            )
-        except _REFUSALS as e:
-            raise ApplicationError(
-                f"policy activation refused: {e}", type="SigningRefused", non_retryable=True
-            ) from e
-        return str(resp.policy.version)
+        """Kept for POLICY_CHANGE workflows started before policy changes became governed changes:
+        their intent approvals activate nothing any more, and they end FAILED saying why."""
+        raise ApplicationError(
+            f"policy {inp.policy_version[:16]} was not activated: policy changes are governed changes "
+            "signed by the trust root's admins now (custos policy propose FILE --key KEY)",
+            type="SigningRefused",
+            non_retryable=True,
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         return activities_of(self)

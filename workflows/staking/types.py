@@ -120,6 +120,9 @@ class StepInput:
     unsigned_tx_hex: str = ""
     signed_tx_hex: str = ""
     tx_hash: str = ""
+    #: When the intent was submitted (bound into the digest the approvals sign); None in
+    #: histories recorded before approvals were bound to their intent.
+    submitted_at: datetime | None = None
 
 
 @dataclass

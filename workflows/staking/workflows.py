@@ -48,6 +48,7 @@ class StakingWorkflow(ApprovalGatedWorkflow):
             initiator=inp.initiator,
             policy_version=inp.policy_version,
             approvals=self._book.approvals(),
+            submitted_at=inp.submitted_at,
             **kw,
         )
 

@@ -35,8 +35,8 @@ async def decide(
     from services.cli.people import load_key
     from services.pb.custos.staking.v1 import staking_pb2
     from services.policy.evidence import sign_approval
-    from services.runtime.convert import approval_to_pb, spec_from_pb
-    from services.runtime.intent import intent_digest
+    from services.runtime.convert import approval_to_pb, spec_from_pb, ts_to_datetime
+    from services.runtime.intent import SUBMISSION_SKEW, IntentBinding, intent_digest
     from services.staking.client import StakingClient
 
     key = load_key(key_file)
@@ -50,8 +50,20 @@ async def decide(
             )
         if state != "AWAITING_APPROVALS":
             raise FailedPrecondition(f"{intent_id} is {state}: it takes no decisions now")
-        if intent_digest(spec_from_pb(intent.spec), intent.policy_version) != intent.digest:
+        now = datetime.now(UTC)
+        submitted = ts_to_datetime(intent.created_at)
+        if submitted > now + SUBMISSION_SKEW:
+            raise FailedPrecondition(f"{intent_id} claims to be submitted in the future; not signing")
+        binding = IntentBinding(intent.intent_id, intent.initiator, submitted)
+        if intent_digest(spec_from_pb(intent.spec), intent.policy_version, binding) != intent.digest:
             raise FailedPrecondition(f"{intent_id}: the digest served does not match the intent; not signing")
+        # An approval never claims to count beyond the intent's approval window (the signer
+        # would not count it): submission + the rule's expiry, which the workflow publishes.
+        expires_at = now + expires_in
+        if decision is Decision.APPROVE and intent.HasField("approval_deadline"):
+            expires_at = min(expires_at, ts_to_datetime(intent.approval_deadline))
+        if expires_at <= now:
+            raise FailedPrecondition(f"{intent_id}: its approval window has closed")
         approval = approval_to_pb(
             sign_approval(
                 key,
@@ -59,7 +71,7 @@ async def decide(
                 intent_digest=intent.digest,
                 policy_version=intent.policy_version,
                 decision=decision,
-                expires_at=datetime.now(UTC) + expires_in,
+                expires_at=expires_at,
             )
         )
         if decision is Decision.APPROVE:

@@ -1,4 +1,4 @@
-"""``custos policy show | list | propose | activate | simulate``: the versioned policy."""
+"""``custos policy show | list | propose | simulate``: the versioned policy."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _read(path: Path) -> str:
 
 @click.group("policy")
 def policy() -> None:
-    """Show, propose, activate and simulate policy versions."""
+    """Show, propose and simulate policy versions (activation is a governed change)."""
 
 
 @policy.command("show")
@@ -113,58 +113,46 @@ def list_(cli: CliContext, page_size: int, page_token: str) -> None:
 @policy.command("propose")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--description", default="", help="What changes and why.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    envvar="CUSTOS_APPROVER_KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your admin key file, as pinned in the trust root (you sign the activation you propose).",
+)
 @pass_cli
-def propose(cli: CliContext, file: Path, description: str) -> None:
-    """Propose the policy in FILE (YAML) and open the POLICY_CHANGE intent admins approve.
+def propose(cli: CliContext, file: Path, description: str, key_file: Path) -> None:
+    """Propose the policy in FILE (YAML) and open the governed change that activates it.
 
-    The first policy of an installation has no admin quorum to pass: activate it
-    with `custos policy activate VERSION`.
+    The change applies once the trust root's quorum of other admins approved it
+    (custos admin approve CHANGE --key KEYFILE).
     """
+    from services.cli.people import load_key
     from services.policy.client import PolicyClient
-    from services.policy.service import policy_change_spec
-    from services.runtime.convert import spec_to_pb
-    from services.staking.client import StakingClient
+    from services.policy.governance import ActivatePolicy
 
     document = _read(file)
+    key = load_key(key_file)
 
     async def go() -> dict[str, Any]:
-        proposal = policy_pb2.ProposePolicyRequest(document=document, description=description)
-        resp = await cli.acall(PolicyClient, "ProposePolicy", proposal)
-        out: dict[str, Any] = {"policy": to_json(resp.policy), "intent": None}
-        if not resp.HasField("requirement"):
-            return out  # the bootstrap: nothing active, nobody to ask
-        from services.pb.custos.staking.v1 import staking_pb2
-
-        version = resp.policy.version
-        req = staking_pb2.SubmitIntentRequest(
-            idempotency_key=f"policy-{version}", spec=spec_to_pb(policy_change_spec(version))
-        )
-        out["intent"] = to_json((await cli.acall(StakingClient, "SubmitIntent", req)).intent)
-        return out
+        async with cli.client(PolicyClient) as client:
+            proposal = policy_pb2.ProposePolicyRequest(document=document, description=description)
+            version = (await client.call("ProposePolicy", proposal)).policy
+            parent = await client.active_version()
+            change = await client.propose_change(
+                ActivatePolicy(version.version, parent), key, proposer=cli.identity()
+            )
+        return {"policy": to_json(version), "change": to_json(change)}
 
     def human(d: dict[str, Any]) -> list[str]:
-        version = d["policy"]["version"]
-        if d["intent"] is None:
-            return [
-                f"proposed {version}: no policy is active yet; activate it: custos policy activate {version}"
-            ]
-        i = d["intent"]["intent_id"]
-        return [f"proposed {version} as intent {i}", f"admins approve it: custos approve {i} --key KEYFILE"]
+        change = d["change"]["request"]["change_id"]
+        return [
+            f"proposed {d['policy']['version']} with change {change} to activate it",
+            f"other admins approve it: custos admin approve {change} --key KEYFILE",
+        ]
 
     cli.emit(run(go()), human)
-
-
-@policy.command("activate")
-@click.argument("version")
-@pass_cli
-def activate(cli: CliContext, version: str) -> None:
-    """Activate the first policy of an installation (later ones activate with their admin quorum)."""
-    from services.policy.client import PolicyClient
-
-    resp = cli.call(PolicyClient, "ActivatePolicy", policy_pb2.ActivatePolicyRequest(version=version))
-    cli.emit(
-        {"policy": to_json(resp.policy)}, lambda d: [f"{d['policy']['version']} is {d['policy']['status']}"]
-    )
 
 
 def _hypothetical_spec(action: Action, o: dict[str, Any]) -> IntentSpec:

@@ -39,11 +39,6 @@ class PolicyServiceStub:
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.EvaluateIntentRequest.SerializeToString,
                 response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.EvaluateIntentResponse.FromString,
                 _registered_method=True)
-        self.CheckApprovals = channel.unary_unary(
-                '/custos.policy.v1.PolicyService/CheckApprovals',
-                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.CheckApprovalsRequest.SerializeToString,
-                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.CheckApprovalsResponse.FromString,
-                _registered_method=True)
         self.GetPolicy = channel.unary_unary(
                 '/custos.policy.v1.PolicyService/GetPolicy',
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
@@ -59,20 +54,10 @@ class PolicyServiceStub:
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposePolicyRequest.SerializeToString,
                 response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposePolicyResponse.FromString,
                 _registered_method=True)
-        self.ActivatePolicy = channel.unary_unary(
-                '/custos.policy.v1.PolicyService/ActivatePolicy',
-                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ActivatePolicyRequest.SerializeToString,
-                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ActivatePolicyResponse.FromString,
-                _registered_method=True)
         self.SimulatePolicy = channel.unary_unary(
                 '/custos.policy.v1.PolicyService/SimulatePolicy',
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.SimulatePolicyRequest.SerializeToString,
                 response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.SimulatePolicyResponse.FromString,
-                _registered_method=True)
-        self.RegisterApprover = channel.unary_unary(
-                '/custos.policy.v1.PolicyService/RegisterApprover',
-                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RegisterApproverRequest.SerializeToString,
-                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RegisterApproverResponse.FromString,
                 _registered_method=True)
         self.GetApprover = channel.unary_unary(
                 '/custos.policy.v1.PolicyService/GetApprover',
@@ -84,15 +69,35 @@ class PolicyServiceStub:
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListApproversRequest.SerializeToString,
                 response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListApproversResponse.FromString,
                 _registered_method=True)
-        self.RotateApproverKey = channel.unary_unary(
-                '/custos.policy.v1.PolicyService/RotateApproverKey',
-                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RotateApproverKeyRequest.SerializeToString,
-                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RotateApproverKeyResponse.FromString,
+        self.ProposeChange = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/ProposeChange',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposeChangeRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposeChangeResponse.FromString,
                 _registered_method=True)
-        self.RevokeApproverKey = channel.unary_unary(
-                '/custos.policy.v1.PolicyService/RevokeApproverKey',
-                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyRequest.SerializeToString,
-                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyResponse.FromString,
+        self.DecideChange = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/DecideChange',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.DecideChangeRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.DecideChangeResponse.FromString,
+                _registered_method=True)
+        self.GetChange = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/GetChange',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetChangeRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetChangeResponse.FromString,
+                _registered_method=True)
+        self.ListChanges = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/ListChanges',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListChangesRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListChangesResponse.FromString,
+                _registered_method=True)
+        self.GetGovernance = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/GetGovernance',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetGovernanceRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetGovernanceResponse.FromString,
+                _registered_method=True)
+        self.ListGovernanceEntries = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/ListGovernanceEntries',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesResponse.FromString,
                 _registered_method=True)
         self.ReserveVelocity = channel.unary_unary(
                 '/custos.policy.v1.PolicyService/ReserveVelocity',
@@ -116,13 +121,6 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CheckApprovals(self, request, context):
-        """Checks approval evidence against a policy version: the same check the signer runs.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def GetPolicy(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -136,14 +134,7 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ProposePolicy(self, request, context):
-        """Stores a proposed version; it becomes active only with the admin quorum of the current one.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ActivatePolicy(self, request, context):
-        """Activates a proposed version, given approvals that meet the current admin quorum.
+        """Stores a proposed version; it becomes active only through a governed ActivatePolicyChange.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,12 +143,6 @@ class PolicyServiceServicer:
     def SimulatePolicy(self, request, context):
         """Evaluates an intent, or the recorded intents of a time range, under a proposed version.
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RegisterApprover(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -174,15 +159,42 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RotateApproverKey(self, request, context):
-        """Adds a new key to an approver (rotation); the old key stays valid until revoked.
+    def ProposeChange(self, request, context):
+        """Opens a governed change signed by its proposer, a pinned admin. A key revocation (which
+        only takes power away) applies at once; any other change waits for the admin quorum.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RevokeApproverKey(self, request, context):
-        """Revokes a key: approvals made with it no longer count, even those already given.
+    def DecideChange(self, request, context):
+        """An admin's signed approval or rejection of an open change; the quorum applies it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGovernance(self, request, context):
+        """The pinned trust root (admins, quorum, fingerprint) and the head of the governance log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGovernanceEntries(self, request, context):
+        """Entries of the governance log, to verify offline against a trust root.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,11 +223,6 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.EvaluateIntentRequest.FromString,
                     response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.EvaluateIntentResponse.SerializeToString,
             ),
-            'CheckApprovals': grpc.unary_unary_rpc_method_handler(
-                    servicer.CheckApprovals,
-                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.CheckApprovalsRequest.FromString,
-                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.CheckApprovalsResponse.SerializeToString,
-            ),
             'GetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicy,
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetPolicyRequest.FromString,
@@ -231,20 +238,10 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposePolicyRequest.FromString,
                     response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposePolicyResponse.SerializeToString,
             ),
-            'ActivatePolicy': grpc.unary_unary_rpc_method_handler(
-                    servicer.ActivatePolicy,
-                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ActivatePolicyRequest.FromString,
-                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ActivatePolicyResponse.SerializeToString,
-            ),
             'SimulatePolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SimulatePolicy,
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.SimulatePolicyRequest.FromString,
                     response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.SimulatePolicyResponse.SerializeToString,
-            ),
-            'RegisterApprover': grpc.unary_unary_rpc_method_handler(
-                    servicer.RegisterApprover,
-                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RegisterApproverRequest.FromString,
-                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RegisterApproverResponse.SerializeToString,
             ),
             'GetApprover': grpc.unary_unary_rpc_method_handler(
                     servicer.GetApprover,
@@ -256,15 +253,35 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListApproversRequest.FromString,
                     response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListApproversResponse.SerializeToString,
             ),
-            'RotateApproverKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.RotateApproverKey,
-                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RotateApproverKeyRequest.FromString,
-                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RotateApproverKeyResponse.SerializeToString,
+            'ProposeChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeChange,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposeChangeRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ProposeChangeResponse.SerializeToString,
             ),
-            'RevokeApproverKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.RevokeApproverKey,
-                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyRequest.FromString,
-                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyResponse.SerializeToString,
+            'DecideChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideChange,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.DecideChangeRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.DecideChangeResponse.SerializeToString,
+            ),
+            'GetChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChange,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetChangeRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetChangeResponse.SerializeToString,
+            ),
+            'ListChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChanges,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListChangesRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListChangesResponse.SerializeToString,
+            ),
+            'GetGovernance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGovernance,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetGovernanceRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.GetGovernanceResponse.SerializeToString,
+            ),
+            'ListGovernanceEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGovernanceEntries,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesResponse.SerializeToString,
             ),
             'ReserveVelocity': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveVelocity,
@@ -304,33 +321,6 @@ class PolicyService:
             '/custos.policy.v1.PolicyService/EvaluateIntent',
             custos_dot_policy_dot_v1_dot_policy__pb2.EvaluateIntentRequest.SerializeToString,
             custos_dot_policy_dot_v1_dot_policy__pb2.EvaluateIntentResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CheckApprovals(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/custos.policy.v1.PolicyService/CheckApprovals',
-            custos_dot_policy_dot_v1_dot_policy__pb2.CheckApprovalsRequest.SerializeToString,
-            custos_dot_policy_dot_v1_dot_policy__pb2.CheckApprovalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -423,33 +413,6 @@ class PolicyService:
             _registered_method=True)
 
     @staticmethod
-    def ActivatePolicy(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/custos.policy.v1.PolicyService/ActivatePolicy',
-            custos_dot_policy_dot_v1_dot_policy__pb2.ActivatePolicyRequest.SerializeToString,
-            custos_dot_policy_dot_v1_dot_policy__pb2.ActivatePolicyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def SimulatePolicy(request,
             target,
             options=(),
@@ -466,33 +429,6 @@ class PolicyService:
             '/custos.policy.v1.PolicyService/SimulatePolicy',
             custos_dot_policy_dot_v1_dot_policy__pb2.SimulatePolicyRequest.SerializeToString,
             custos_dot_policy_dot_v1_dot_policy__pb2.SimulatePolicyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RegisterApprover(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/custos.policy.v1.PolicyService/RegisterApprover',
-            custos_dot_policy_dot_v1_dot_policy__pb2.RegisterApproverRequest.SerializeToString,
-            custos_dot_policy_dot_v1_dot_policy__pb2.RegisterApproverResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -558,7 +494,7 @@ class PolicyService:
             _registered_method=True)
 
     @staticmethod
-    def RotateApproverKey(request,
+    def ProposeChange(request,
             target,
             options=(),
             channel_credentials=None,
@@ -571,9 +507,9 @@ class PolicyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/custos.policy.v1.PolicyService/RotateApproverKey',
-            custos_dot_policy_dot_v1_dot_policy__pb2.RotateApproverKeyRequest.SerializeToString,
-            custos_dot_policy_dot_v1_dot_policy__pb2.RotateApproverKeyResponse.FromString,
+            '/custos.policy.v1.PolicyService/ProposeChange',
+            custos_dot_policy_dot_v1_dot_policy__pb2.ProposeChangeRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.ProposeChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -585,7 +521,7 @@ class PolicyService:
             _registered_method=True)
 
     @staticmethod
-    def RevokeApproverKey(request,
+    def DecideChange(request,
             target,
             options=(),
             channel_credentials=None,
@@ -598,9 +534,117 @@ class PolicyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/custos.policy.v1.PolicyService/RevokeApproverKey',
-            custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyRequest.SerializeToString,
-            custos_dot_policy_dot_v1_dot_policy__pb2.RevokeApproverKeyResponse.FromString,
+            '/custos.policy.v1.PolicyService/DecideChange',
+            custos_dot_policy_dot_v1_dot_policy__pb2.DecideChangeRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.DecideChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/GetChange',
+            custos_dot_policy_dot_v1_dot_policy__pb2.GetChangeRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.GetChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/ListChanges',
+            custos_dot_policy_dot_v1_dot_policy__pb2.ListChangesRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.ListChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGovernance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/GetGovernance',
+            custos_dot_policy_dot_v1_dot_policy__pb2.GetGovernanceRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.GetGovernanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGovernanceEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/ListGovernanceEntries',
+            custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -282,6 +282,7 @@ class SignRequest(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     APPROVALS_FIELD_NUMBER: _builtins.int
     UNSIGNED_TX_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     intent_id: _builtins.str
     step: _builtins.str
     """The step of the intent this signature is for, e.g. "deposit" or "withdrawal"."""
@@ -296,6 +297,12 @@ class SignRequest(_message.Message):
 
     @_builtins.property
     def approvals(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Approval]: ...
+    @_builtins.property
+    def submitted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the intent was submitted: part of what the approvers signed, and the start of its
+        approval window (no approval counts beyond it plus the policy's expiry).
+        """
+
     def __init__(
         self,
         *,
@@ -306,10 +313,11 @@ class SignRequest(_message.Message):
         policy_version: _builtins.str = ...,
         approvals: _abc.Iterable[_common_pb2.Approval] | None = ...,
         unsigned_tx: _builtins.bytes = ...,
+        submitted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "initiator", b"initiator", "intent_id", b"intent_id", "policy_version", b"policy_version", "spec", b"spec", "step", b"step", "unsigned_tx", b"unsigned_tx"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "initiator", b"initiator", "intent_id", b"intent_id", "policy_version", b"policy_version", "spec", b"spec", "step", b"step", "submitted_at", b"submitted_at", "unsigned_tx", b"unsigned_tx"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -118,8 +118,8 @@ class Intent(_message.Message):
     initiator: _builtins.str
     state: Global___IntentState.ValueType
     digest: _builtins.bytes
-    """SHA-256 of the canonical encoding of spec and policy version: what approvers sign.
-    Empty until the policy has been evaluated.
+    """SHA-256 of the canonical encoding of the intent id, initiator, submission time
+    (created_at), spec and policy version: what approvers sign. Recompute it before signing.
     """
     policy_version: _builtins.str
     tx_hash: _builtins.str
@@ -134,7 +134,11 @@ class Intent(_message.Message):
     @_builtins.property
     def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedApproval]: ...
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """The submission time, to the millisecond: part of the digest, and the start of the
+        approval window (an approval may not count beyond it plus requirement.expiry_seconds).
+        """
+
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

@@ -1,0 +1,213 @@
+"""Sign's authorisation: the signer decides on its own whether an intent may be signed now.
+
+From the facts the admin quorum proved (the active policy, the approver registry:
+``PolicySource``) and its own ledger (what it signed: ``repository.signed_amounts``)
+it evaluates the intent as the policy service would, now: every rule's limits
+(amount caps, allowlists, time windows, velocity), then judges the approvals
+against the requirement of the matching rule. Nothing the caller says is taken on
+trust but the intent itself, which the approvals' signatures bind:
+
+* the approvals name the active version (never one only proposed, or superseded);
+* each is a valid signature of a registered, unrevoked key over the digest of this
+  intent (its id, initiator, submission time, spec and policy version);
+* none claims to count beyond the intent's approval window (submission + the rule's
+  expiry), and the submission time is not in the future;
+* the vault's signed amount in each velocity window leaves room for this one; the
+  committing transaction checks that again under a lock (:meth:`Authorizer.guard`),
+  so two concurrent Signs cannot both take the last room.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import Engine
+
+from services.audit.records import signature_ref
+from services.policy import engine
+from services.policy.domain import Requirement, VelocityLimit
+from services.policy.evidence import check_approvals
+from services.runtime.errors import CustosError, Unavailable
+from services.runtime.intent import SUBMISSION_SKEW, Approval, Decision, IntentSpec
+from services.signer.errors import (
+    ApprovalsInsufficient,
+    BadSignRequest,
+    GovernanceUnverified,
+    PolicyNotActive,
+    PolicyRefuses,
+    SignerError,
+    VelocityExceeded,
+)
+from services.signer.ports import PolicySource
+from services.signer.repository import SignedAmount, signed_amounts
+
+# First key of the two-key advisory lock that serialises a vault's velocity check on PostgreSQL.
+_VELOCITY_LOCK = 0x7369676E  # "sign"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Why a Sign may go on: what it was checked against, for the record and the commit."""
+
+    requirement: Requirement
+    rule_id: str
+    limits: tuple[VelocityLimit, ...]
+    #: The approvals that count, one per approver.
+    counted: tuple[Approval, ...]
+    #: The governance log entry the registry and the policy were taken at.
+    governance_entry: int
+
+    def audit_fields(self) -> dict[str, object]:
+        return {
+            "policy_version": self.requirement.policy_version,
+            "rule_id": self.rule_id,
+            "governance_entry": self.governance_entry,
+            "approvals": [
+                {
+                    "approver_id": a.approver_id,
+                    "key_id": a.key_id,
+                    "signature_ref": signature_ref(a.signature),
+                }
+                for a in self.counted
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of a Sign request the authorisation reads."""
+
+    intent_id: str
+    initiator: str
+    submitted_at: datetime
+    spec: IntentSpec
+    policy_version: str
+    approvals: tuple[Approval, ...]
+
+
+def _used(
+    amounts: list[SignedAmount], limit_window: int, action: str | None, now: datetime, exclude: str
+) -> int:
+    since = now - timedelta(seconds=limit_window)
+    return sum(
+        a.amount
+        for a in amounts
+        if a.intent_id != exclude and a.created_at > since and (action is None or a.action == action)
+    )
+
+
+class Authorizer:
+    """Decides whether a request may be signed (see the module docstring)."""
+
+    def __init__(self, policy: PolicySource, reads: Engine, *, clock: Callable[[], datetime]) -> None:
+        self._policy = policy
+        self._reads = reads
+        self._clock = clock
+
+    def authorize(self, request: Request, digest: bytes, now: datetime) -> Grant:
+        """Returns the grant, or raises the refusal (each a typed ``SignerError``)."""
+        if request.submitted_at.tzinfo is None or request.submitted_at > now + SUBMISSION_SKEW:
+            raise BadSignRequest("submitted_at must be a time-zone aware time, not in the future")
+        try:
+            authority = self._policy.authority()
+        except (Unavailable, SignerError):
+            raise
+        except CustosError as e:  # e.g. the active version's document is missing or altered
+            raise GovernanceUnverified(f"the active policy cannot be established: {e.message}") from e
+        policy, governed = authority.policy, authority.governed
+        if request.policy_version != policy.version:
+            raise PolicyNotActive(
+                f"the approvals name policy {request.policy_version[:16]}, but the admin quorum made "
+                f"{policy.version[:16]} the active one",
+                details={"named": request.policy_version, "active": policy.version},
+            )
+        spec = request.spec
+        keys = engine.velocity_keys(policy, spec)
+        used: dict[engine.VelocityKey, int] = {}
+        if keys:
+            amounts = self._amounts(spec.vault_id, now, max(w for w, _ in keys))
+            used = {k: _used(amounts, k[0], k[1], now, request.intent_id) for k in keys}
+        decision = engine.evaluate(
+            policy, spec, request.initiator, (), now, used, directory=governed.directory
+        )
+        if not decision.allowed or decision.requirement is None:
+            raise PolicyRefuses(
+                f"the active policy denies the intent now: {'; '.join(decision.reasons)}",
+                details={"rule_id": decision.rule_id, "reasons": list(decision.reasons)[:8]},
+            )
+        requirement = decision.requirement
+        result = check_approvals(
+            intent_digest=digest,
+            approvals=request.approvals,
+            requirement=requirement,
+            registry=governed.registry(now),
+            initiator=request.initiator,
+            now=now,
+            deadline=request.submitted_at + timedelta(seconds=requirement.expiry_seconds),
+        )
+        if not result.met:
+            not_counted = sorted({f"{v.approver_id}: {v.reason}" for v in result.verdicts if not v.counted})
+            if result.rejected:
+                why = "rejected by an approver"
+            elif not request.approvals:
+                why = "no approvals"
+            else:
+                why = f"groups short: {', '.join(result.missing)}"
+            raise ApprovalsInsufficient(
+                f"approvals do not meet policy {policy.version[:16]}: {why}",
+                details={
+                    "missing_groups": list(result.missing),
+                    "not_counted": not_counted[:16],
+                    "rejected": result.rejected,
+                },
+            )
+        counted: dict[str, Approval] = {}
+        for a in request.approvals:
+            if a.approver_id in result.counted and a.decision is Decision.APPROVE:
+                counted.setdefault(a.approver_id, a)
+        return Grant(
+            requirement=requirement,
+            rule_id=decision.rule_id,
+            limits=decision.velocity_limits,
+            counted=tuple(counted.values()),
+            governance_entry=governed.head_seq,
+        )
+
+    def _amounts(self, vault_id: str, now: datetime, window: int) -> list[SignedAmount]:
+        with self._reads.connect() as conn:
+            return signed_amounts(conn, vault_id=vault_id, since=now - timedelta(seconds=window))
+
+    @staticmethod
+    def guard(conn: Connection, request: Request, limits: tuple[VelocityLimit, ...], now: datetime) -> None:
+        """The velocity check again, inside the transaction that stores the signature.
+
+        Runs with the vault locked (an advisory lock on PostgreSQL; SQLite's write
+        transaction excludes every other writer), after the records of the same batch,
+        so racing Signs are counted against each other. Raises VelocityExceeded.
+        """
+        if not limits:
+            return
+        spec = request.spec
+        if conn.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(spec.vault_id.encode()).digest()[:4], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": _VELOCITY_LOCK, "k": key})
+        window = max(limit.window_seconds for limit in limits)
+        amounts = signed_amounts(conn, vault_id=spec.vault_id, since=now - timedelta(seconds=window))
+        for limit in limits:
+            if limit.action is not None and limit.action != spec.action.value:
+                continue
+            used = _used(amounts, limit.window_seconds, limit.action, now, request.intent_id)
+            if used + spec.amount > limit.max_amount:
+                raise VelocityExceeded(
+                    f"the signer has signed {used} for vault {spec.vault_id!r} within "
+                    f"{limit.window_seconds}s: {spec.amount} more is above the limit of {limit.max_amount}",
+                    details={
+                        "used": str(used),
+                        "limit": str(limit.max_amount),
+                        "window": limit.window_seconds,
+                    },
+                )
