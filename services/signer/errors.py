@@ -89,3 +89,7 @@ class InvalidPublicKey(SignerError, InvalidArgument):
 
 class FeeAboveCap(SignerError, FailedPrecondition):
     """The transaction may pay more in fees than the policy's fee cap allows."""
+
+
+class BadListRequest(SignerError, InvalidArgument):
+    """A listing names an impossible filter or a page token this signer did not issue."""

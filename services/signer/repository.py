@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.signer.models import SignerKey, SigningRecord
@@ -145,3 +145,36 @@ def record_like(session: Session, record: SigningRecord) -> SigningRecord | None
     ).all()
     same_step = [r for r in rows if (r.intent_id, r.step) == (record.intent_id, record.step)]
     return (same_step or rows)[0] if rows else None
+
+
+RecordPosition = tuple[str, str, int, int]
+"""Where a listing of records stands: the last (key_id, chain, nonce, attempt) returned."""
+
+
+def list_records(
+    session: Session,
+    *,
+    key_id: str = "",
+    vault_id: str = "",
+    chain: str = "",
+    min_nonce: int = 0,
+    after: RecordPosition | None = None,
+    limit: int = 100,
+) -> list[tuple[SigningRecord, str]]:
+    """Records with their key's vault id, ordered by (key, chain, nonce, attempt), after ``after``.
+
+    That order is the unique constraint's, so its index serves the keyset pagination.
+    """
+    query = select(SigningRecord, SignerKey.vault_id).join(SignerKey, SignerKey.key_id == _R.key_id)
+    if key_id:
+        query = query.where(_R.key_id == key_id)
+    if vault_id:
+        query = query.where(SignerKey.vault_id == vault_id)
+    if chain:
+        query = query.where(_R.chain == chain)
+    if min_nonce:
+        query = query.where(_R.nonce >= min_nonce)
+    if after is not None:
+        query = query.where(tuple_(_R.key_id, _R.chain, _R.nonce, _R.attempt) > tuple_(*after))
+    query = query.order_by(_R.key_id, _R.chain, _R.nonce, _R.attempt).limit(limit)
+    return [(record, vault) for record, vault in session.execute(query).all()]
