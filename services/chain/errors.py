@@ -45,3 +45,19 @@ class BroadcastRejected(ChainError, FailedPrecondition):
 
 class NodeError(ChainError, FailedPrecondition):
     """The node answered a call with an error (e.g. gas estimation reverted)."""
+
+
+class ReconcileRequestInvalid(ChainError, InvalidArgument):
+    """A reconciliation request names an impossible value (e.g. an empty acknowledgement reason)."""
+
+
+class AlertNotFound(ChainError, NotFound):
+    """No reconciliation alert with that id."""
+
+
+class AlertAlreadyAcknowledged(ChainError, FailedPrecondition):
+    """The reconciliation alert was acknowledged before."""
+
+
+class ReconcileNotConfigured(ChainError, FailedPrecondition):
+    """This chain service runs without reconciliation (it has no signer to read records from)."""

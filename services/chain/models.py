@@ -1,4 +1,5 @@
-"""Tables of the chain service: per-address nonce cursors, nonce reservations, broadcasts.
+"""Tables of the chain service: per-address nonce cursors, nonce reservations, broadcasts,
+and what reconciling the vaults' on-chain history against the signing records found.
 
 ``chain_nonce_cursors`` holds one row per (chain, address); locking it serialises
 every nonce hand-out for that address across processes. A reservation ties a
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.runtime.db import Base, UTCDateTime
@@ -55,3 +56,46 @@ class BroadcastRow(Base):
     nonce: Mapped[int] = mapped_column(BigInteger)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     first_sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReconcileCursorRow(Base):
+    """How far an address's history is settled: every nonce below ``settled_below`` was mined
+    as a custos-signed transaction with the chain's confirmations, or raised an alert."""
+
+    __tablename__ = "chain_reconcile_cursors"
+
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settled_below: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReconcileAlertRow(Base):
+    """A nonce used on chain by a transaction custos did not sign: one alert per nonce, ever.
+
+    Open until an operator acknowledges it (``acknowledged_at``): a transaction signed
+    with a vault key outside custos stays a fact even if the chain later drops it.
+    """
+
+    __tablename__ = "chain_reconcile_alerts"
+    __table_args__ = (UniqueConstraint("chain", "address", "nonce"),)
+
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chain: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    # UNSIGNED_NONCE (no signing record at that nonce) or FOREIGN_TRANSACTION (records, none mined).
+    kind: Mapped[str] = mapped_column(String(32))
+    vault_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(64))
+    #: The transaction that used the nonce; null when the node could not say which.
+    seen_tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    seen_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    seen_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seen_value: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: The hashes custos signed at that nonce (none of them mined).
+    signed_tx_hashes: Mapped[list[str]] = mapped_column(JSON)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    acknowledge_reason: Mapped[str | None] = mapped_column(String(512), nullable=True)

@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from services.chain.config import ChainConfig, ChainFamily
-from services.chain.errors import IntentInvalid
+from services.chain.errors import IntentInvalid, ReconcileNotConfigured
+from services.chain.reconcile import AlertKind, ReconcileAlert, Reconciler, Status, VaultReconciliation
 from services.chain.service import ChainService
 from services.chain.types import ChainEvent, DecodedTransaction, TransactionStatus, TxState
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
-from services.runtime.convert import action_to_pb, fill_target, require_id, spec_from_pb, spec_to_pb
+from services.runtime.auth import current_principal
+from services.runtime.convert import (
+    action_to_pb,
+    datetime_to_ts,
+    fill_target,
+    require_id,
+    spec_from_pb,
+    spec_to_pb,
+)
 
 _BUILDERS = frozenset({"svc:worker", "svc:staking"})
 _READERS = frozenset({"operator", "compliance"})
@@ -24,6 +33,16 @@ _STATE_TO_PB = {
     TxState.PENDING: chain_pb2.TRANSACTION_STATE_PENDING,
     TxState.CONFIRMED: chain_pb2.TRANSACTION_STATE_CONFIRMED,
     TxState.FAILED: chain_pb2.TRANSACTION_STATE_FAILED,
+}
+
+_ALERT_KIND_TO_PB = {
+    AlertKind.UNSIGNED_NONCE: chain_pb2.RECONCILE_ALERT_KIND_UNSIGNED_NONCE,
+    AlertKind.FOREIGN_TRANSACTION: chain_pb2.RECONCILE_ALERT_KIND_FOREIGN_TRANSACTION,
+}
+_RECONCILE_STATUS_TO_PB = {
+    Status.CLEAN: chain_pb2.RECONCILE_STATUS_CLEAN,
+    Status.ALERT: chain_pb2.RECONCILE_STATUS_ALERT,
+    Status.UNAVAILABLE: chain_pb2.RECONCILE_STATUS_UNAVAILABLE,
 }
 
 
@@ -74,6 +93,56 @@ def status_to_pb(s: TransactionStatus) -> chain_pb2.GetTransactionStatusResponse
     )
 
 
+def alert_to_pb(a: ReconcileAlert) -> chain_pb2.ReconcileAlert:
+    out = chain_pb2.ReconcileAlert(
+        alert_id=a.alert_id,
+        kind=_ALERT_KIND_TO_PB[a.kind],
+        vault_id=a.vault_id,
+        key_id=a.key_id,
+        chain=a.chain,
+        address=a.address,
+        nonce=a.nonce,
+        signed_tx_hashes=a.signed_tx_hashes,
+        raised_at=datetime_to_ts(a.raised_at),
+        acknowledged_by=a.acknowledged_by,
+        acknowledge_reason=a.acknowledge_reason,
+    )
+    if a.seen is not None:
+        out.seen.CopyFrom(
+            chain_pb2.SeenTransaction(
+                tx_hash=a.seen.tx_hash,
+                block_number=a.seen.block_number,
+                to_address=a.seen.to_address,
+                value=str(a.seen.value),
+            )
+        )
+    if a.acknowledged_at is not None:
+        out.acknowledged_at.CopyFrom(datetime_to_ts(a.acknowledged_at))
+    return out
+
+
+def reconciliation_to_pb(r: VaultReconciliation) -> chain_pb2.VaultReconciliation:
+    out = chain_pb2.VaultReconciliation(
+        vault_id=r.vault_id,
+        key_id=r.key_id,
+        chain=r.chain,
+        address=r.address,
+        status=_RECONCILE_STATUS_TO_PB[r.status],
+        confirmed_nonce=r.confirmed_nonce,
+        settled_below=r.settled_below,
+        pending_nonces=r.pending_nonces,
+        alerts=[alert_to_pb(a) for a in r.alerts],
+        error=r.error,
+    )
+    if r.highest_signed_nonce is not None:
+        out.highest_signed_nonce = r.highest_signed_nonce
+    return out
+
+
+def _optional_id(value: str, field: str) -> str:
+    return require_id(value, field) if value else ""
+
+
 def _require_bytes(value: bytes, field: str) -> bytes:
     if not value:
         raise IntentInvalid(f"{field} is required")
@@ -88,10 +157,18 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
         "DecodeTransaction": frozenset({"svc:signer"}) | _BUILDERS,
         "BroadcastTransaction": _BUILDERS,
         "GetTransactionStatus": _BUILDERS | _READERS,
+        "ReconcileVaults": _READERS,
+        "AcknowledgeReconcileAlert": frozenset({"operator"}),
     }
 
-    def __init__(self, service: ChainService) -> None:
+    def __init__(self, service: ChainService, reconciler: Reconciler | None = None) -> None:
         self._service = service
+        self._reconciler = reconciler
+
+    def _reconciliation(self) -> Reconciler:
+        if self._reconciler is None:
+            raise ReconcileNotConfigured("this chain service does not reconcile vaults")
+        return self._reconciler
 
     async def ListChains(
         self, request: chain_pb2.ListChainsRequest, context: Any
@@ -137,6 +214,24 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
     ) -> chain_pb2.GetTransactionStatusResponse:
         status = await self._service.transaction_status(require_id(request.chain, "chain"), request.tx_hash)
         return status_to_pb(status)
+
+    async def ReconcileVaults(
+        self, request: chain_pb2.ReconcileVaultsRequest, context: Any
+    ) -> chain_pb2.ReconcileVaultsResponse:
+        found = await self._reconciliation().reconcile(
+            vault_id=_optional_id(request.vault_id, "vault_id"), chain=_optional_id(request.chain, "chain")
+        )
+        return chain_pb2.ReconcileVaultsResponse(vaults=[reconciliation_to_pb(r) for r in found])
+
+    async def AcknowledgeReconcileAlert(
+        self, request: chain_pb2.AcknowledgeReconcileAlertRequest, context: Any
+    ) -> chain_pb2.AcknowledgeReconcileAlertResponse:
+        alert = await self._reconciliation().acknowledge(
+            require_id(request.alert_id, "alert_id"),
+            actor=current_principal().identity,
+            reason=request.reason,
+        )
+        return chain_pb2.AcknowledgeReconcileAlertResponse(alert=alert_to_pb(alert))
 
 
 __all__ = ["ChainServicer", "chain_to_pb", "decoded_to_pb", "spec_to_pb", "status_to_pb"]

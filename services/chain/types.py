@@ -87,3 +87,13 @@ class SignedInfo:
     tx_hash: str
     sender: str
     nonce: int
+
+
+@dataclass(frozen=True)
+class SeenTransaction:
+    """A transaction found on chain at an account's nonce (what reconciliation reports)."""
+
+    tx_hash: str
+    block_number: int
+    to_address: str
+    value: int

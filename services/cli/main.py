@@ -20,6 +20,7 @@ from services.cli.commands.audit import audit
 from services.cli.commands.intents import intents
 from services.cli.commands.keys import keys
 from services.cli.commands.policy import policy
+from services.cli.commands.reconcile import reconcile
 from services.cli.context import OUTPUTS, CliContext, error_line, pass_cli, state_root
 from services.runtime.errors import CustosError, Internal, InvalidArgument
 
@@ -148,6 +149,7 @@ cli.add_command(policy)
 cli.add_command(admin)
 cli.add_command(keys)
 cli.add_command(audit)
+cli.add_command(reconcile)
 
 
 @cli.command()

@@ -113,3 +113,7 @@ class NoActivePolicy(SignerError, FailedPrecondition):
 
 class KeyBindingInvalid(SignerError, FailedPrecondition):
     """The HSM key registered for a vault is not bound to that vault on the token."""
+
+
+class BadListRequest(SignerError, InvalidArgument):
+    """A listing names an impossible filter or a page token this signer did not issue."""

@@ -82,7 +82,7 @@ async def build(settings: ServiceSettings) -> Component:
     binding = ServiceBinding(
         signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
         signer_pb2_grpc.add_SignerServiceServicer_to_server,
-        SignerServicer(service),
+        SignerServicer(service, sessions),
     )
 
     async def dispose() -> None:

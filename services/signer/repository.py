@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.signer.models import SignerKey, SigningRecord
@@ -173,3 +173,36 @@ def signed_amounts(conn: Connection, *, vault_id: str, since: datetime) -> list[
         if intent_id not in out:
             out[intent_id] = SignedAmount(intent_id, action, int(amount or 0), created_at)
     return list(out.values())
+
+
+RecordPosition = tuple[str, str, int, int]
+"""Where a listing of records stands: the last (key_id, chain, nonce, attempt) returned."""
+
+
+def list_records(
+    session: Session,
+    *,
+    key_id: str = "",
+    vault_id: str = "",
+    chain: str = "",
+    min_nonce: int = 0,
+    after: RecordPosition | None = None,
+    limit: int = 100,
+) -> list[tuple[SigningRecord, str]]:
+    """Records with their key's vault id, ordered by (key, chain, nonce, attempt), after ``after``.
+
+    That order is the unique constraint's, so its index serves the keyset pagination.
+    """
+    query = select(SigningRecord, SignerKey.vault_id).join(SignerKey, SignerKey.key_id == _R.key_id)
+    if key_id:
+        query = query.where(_R.key_id == key_id)
+    if vault_id:
+        query = query.where(SignerKey.vault_id == vault_id)
+    if chain:
+        query = query.where(_R.chain == chain)
+    if min_nonce:
+        query = query.where(_R.nonce >= min_nonce)
+    if after is not None:
+        query = query.where(tuple_(_R.key_id, _R.chain, _R.nonce, _R.attempt) > tuple_(*after))
+    query = query.order_by(_R.key_id, _R.chain, _R.nonce, _R.attempt).limit(limit)
+    return [(record, vault) for record, vault in session.execute(query).all()]

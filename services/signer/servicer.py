@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.pb.custos.signer.v1 import signer_pb2 as pb
 from services.pb.custos.signer.v1 import signer_pb2_grpc
@@ -16,6 +19,7 @@ from services.runtime.convert import (
     ts_to_datetime,
 )
 from services.runtime.errors import InvalidArgument
+from services.signer.records import RecordFilter, SigningRecordInfo, list_signing_records
 from services.signer.service import KeyInfo, SignerService, SignInput
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
@@ -43,6 +47,23 @@ def key_to_pb(key: KeyInfo) -> pb.Key:
         public_key=key.public_key,
         addresses=[pb.ChainAddress(chain=c, address=a) for c, a in key.addresses],
         created_at=datetime_to_ts(key.created_at),
+    )
+
+
+def record_to_pb(r: SigningRecordInfo) -> pb.SigningRecord:
+    return pb.SigningRecord(
+        record_id=r.record_id,
+        intent_id=r.intent_id,
+        step=r.step,
+        attempt=r.attempt,
+        replacement=r.replacement,
+        replaces_record_id=r.replaces_id or "",
+        key_id=r.key_id,
+        vault_id=r.vault_id,
+        chain=r.chain,
+        nonce=r.nonce,
+        tx_hash=r.tx_hash,
+        created_at=datetime_to_ts(r.created_at),
     )
 
 
@@ -74,10 +95,14 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         "GetKey": _KEY_READERS,
         "ListKeys": _KEY_READERS,
         "Sign": frozenset({"svc:worker"}),
+        # The chain service reconciles them against the chain; people read them.
+        "ListSigningRecords": frozenset({"svc:chain", "operator", "compliance"}),
     }
 
-    def __init__(self, service: SignerService) -> None:
+    def __init__(self, service: SignerService, records: sessionmaker[Session]) -> None:
+        """``records``: sessions the signing-record listing reads through."""
         self._service = service
+        self._records = records
 
     async def CreateKey(self, request: pb.CreateKeyRequest, context: Any) -> pb.CreateKeyResponse:
         algorithm = _ALGORITHM_FROM_PB.get(request.algorithm)
@@ -120,4 +145,21 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
             replayed=out.replayed,
             replacement=out.replacement,
             signing_record_id=out.signing_record_id,
+        )
+
+    async def ListSigningRecords(
+        self, request: pb.ListSigningRecordsRequest, context: Any
+    ) -> pb.ListSigningRecordsResponse:
+        which = RecordFilter(
+            key_id=request.key_id, vault_id=request.vault_id, chain=request.chain, min_nonce=request.min_nonce
+        )
+        records, token = await asyncio.to_thread(
+            list_signing_records,
+            self._records,
+            which,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListSigningRecordsResponse(
+            records=[record_to_pb(r) for r in records], next_page_token=token
         )

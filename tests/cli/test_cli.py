@@ -334,3 +334,52 @@ async def test_governed_changes_through_the_cli(desk: Demo, tmp_path: Path) -> N
         "olivia", "admin", "approve", activation, "--key", str(desk.person("olivia").key_file)
     )
     assert one_error(no_key, "PERMISSION_DENIED")
+
+
+async def test_reconcile_shows_a_transaction_sent_outside_custos_until_acknowledged(desk: Demo) -> None:
+    """The chain service reads the signer's records over mTLS as svc:chain; people see the result."""
+    from services.chain.ethereum.rpc import JsonRpcClient
+
+    clean = await desk.custos("ops", "-o", "json", "reconcile", "run", "--vault", "vault-1")
+    assert clean.code == 0, clean
+    (vault,) = json.loads(clean.out)["vaults"]
+    assert (vault["status"], vault["address"], vault["alerts"]) == (
+        "CLEAN",
+        desk.vault_address,
+        [],
+    )
+
+    # A transaction from the vault that custos never signed: anvil sends it without the HSM.
+    rpc = JsonRpcClient(next(c["rpc_url"] for c in desk.stack.settings()["chains"] if c["name"] == CHAIN))
+    rpc.call_sync("anvil_impersonateAccount", [desk.vault_address])
+    sent = {"from": desk.vault_address, "to": "0x000000000000000000000000000000000000dEaD", "value": "0x1"}
+    stolen = str(rpc.call_sync("eth_sendTransaction", [sent])).lower()
+    rpc.call_sync("anvil_stopImpersonatingAccount", [desk.vault_address])
+    for _ in range(100):
+        if rpc.call_sync("eth_getTransactionReceipt", [stolen]) is not None:
+            break
+        await asyncio.sleep(0.05)
+
+    alerted = await desk.custos("ops", "reconcile", "run", "--vault", "vault-1")
+    assert alerted.code == 1 and "ALERT" in alerted.out and stolen in alerted.out, alerted
+    got = json.loads((await desk.custos("carol", "-o", "json", "reconcile", "run", "--vault", "vault-1")).out)
+    (alert,) = got["vaults"][0]["alerts"]
+    assert alert["kind"] == "UNSIGNED_NONCE" and alert["seen"]["tx_hash"] == stolen
+    assert str(alert["nonce"]) == str(vault["confirmed_nonce"])
+
+    one_error(
+        await desk.custos("carol", "reconcile", "ack", alert["alert_id"], "--reason", "seen"),
+        "PERMISSION_DENIED",
+    )
+    done = await desk.custos(
+        "ops", "reconcile", "ack", alert["alert_id"], "--reason", "test: anvil impersonation"
+    )
+    assert done.code == 0 and "acknowledged by ops" in done.out, done
+    assert (await desk.custos("ops", "reconcile", "run", "--vault", "vault-1")).code == 0
+
+    query = ("-o", "json", "audit", "query", "--action", "chain.reconcile")
+    trail = json.loads((await desk.custos("carol", *query)).out)["events"]
+    assert [(e["actor"], e["outcome"], e["subject"]) for e in trail] == [
+        ("svc:chain", "alert", "vault:vault-1"),
+        ("ops", "cleared", "vault:vault-1"),
+    ]

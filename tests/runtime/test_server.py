@@ -30,6 +30,8 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         "DecodeTransaction": frozenset({"svc:signer"}),
         "BroadcastTransaction": frozenset({"svc:worker"}),
         "GetTransactionStatus": frozenset({"compliance"}),
+        "ReconcileVaults": frozenset({"compliance"}),
+        "AcknowledgeReconcileAlert": frozenset({"operator"}),
     }
 
     async def ListChains(self, request: Any, context: Any) -> chain_pb2.ListChainsResponse:
@@ -49,6 +51,12 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         raise NotImplementedError
 
     async def GetTransactionStatus(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def ReconcileVaults(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def AcknowledgeReconcileAlert(self, request: Any, context: Any) -> Any:
         raise NotImplementedError
 
 

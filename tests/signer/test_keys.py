@@ -31,7 +31,7 @@ def _call(coro_fn, *args):  # type: ignore[no-untyped-def]
 
 
 def test_create_get_list_keys(rig: SignerRig) -> None:
-    servicer = SignerServicer(rig.service)
+    servicer = SignerServicer(rig.service, rig.sessions)
     created = _call(
         servicer.CreateKey,
         pb.CreateKeyRequest(

@@ -18,6 +18,7 @@ from services.chain.errors import (
     TransactionInvalid,
 )
 from services.chain.ethereum import contracts as c
+from services.chain.ethereum import history
 from services.chain.ethereum.deposit import (
     GWEI,
     MAX_UINT64,
@@ -34,6 +35,7 @@ from services.chain.types import (
     ChainEvent,
     DecodedTransaction,
     Fees,
+    SeenTransaction,
     SignedInfo,
     TransactionStatus,
     TxState,
@@ -361,6 +363,23 @@ class EthereumAdapter:
                     ChainEvent("UndecodedLog", to_checksum_address(address), index, {"data": log["data"]})
                 )
         return out
+
+    # -- account history, for reconciliation (see services.chain.reconcile) -----------------------
+
+    def account_address(self, algorithm: str, public_key: bytes) -> str | None:
+        return history.account_address(algorithm, public_key)
+
+    async def confirmed_nonce(self, address: str) -> int:
+        return await history.confirmed_nonce(self.rpc, address)
+
+    async def head(self) -> int:
+        return await history.head(self.rpc)
+
+    async def mined_block(self, tx_hash: str) -> int | None:
+        return await history.mined_block(self.rpc, tx_hash)
+
+    async def transaction_at(self, address: str, nonce: int, latest: int) -> SeenTransaction | None:
+        return await history.transaction_at(self.rpc, address, nonce, latest)
 
     # -- reads the tests and the demo use -------------------------------------------------------
 

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from services.pb.custos.common.v1 import common_pb2 as custos_dot_common_dot_v1_dot_common__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ustos/chain/v1/chain.proto\x12\x0f\x63ustos.chain.v1\x1a\x1d\x63ustos/common/v1/common.proto\"\xa4\x01\n\x05\x43hain\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x1c.custos.chain.v1.ChainFamily\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\t\x12\x15\n\rconfirmations\x18\x04 \x01(\r\x12\x1b\n\x13max_fee_per_gas_cap\x18\x05 \x01(\t\x12\x19\n\x11unbonding_seconds\x18\x06 \x01(\x04\"T\n\x04\x46\x65\x65s\x12\x17\n\x0fmax_fee_per_gas\x18\x01 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\x02 \x01(\t\x12\x11\n\tgas_limit\x18\x03 \x01(\x04\"\x95\x03\n\x12\x44\x65\x63odedTransaction\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12(\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x18.custos.common.v1.Action\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\x12\n\nto_address\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\x12.\n\x05stake\x18\n \x01(\x0b\x32\x1d.custos.common.v1.StakeTargetH\x00\x12\x32\n\x07unstake\x18\x0b \x01(\x0b\x32\x1f.custos.common.v1.UnstakeTargetH\x00\x12\x32\n\x07restake\x18\x0c \x01(\x0b\x32\x1f.custos.common.v1.RestakeTargetH\x00\x12\r\n\x05nonce\x18\x14 \x01(\x04\x12#\n\x04\x66\x65\x65s\x18\x15 \x01(\x0b\x32\x15.custos.chain.v1.Fees\x12\x16\n\x0esigning_digest\x18\x16 \x01(\x0c\x12\x0f\n\x07summary\x18\x17 \x01(\tB\x08\n\x06target\"\xa7\x01\n\nChainEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63ontract\x18\x02 \x01(\t\x12\x11\n\tlog_index\x18\x03 \x01(\r\x12\x37\n\x06\x66ields\x18\x04 \x03(\x0b\x32\'.custos.chain.v1.ChainEvent.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x13\n\x11ListChainsRequest\"<\n\x12ListChainsResponse\x12&\n\x06\x63hains\x18\x01 \x03(\x0b\x32\x16.custos.chain.v1.Chain\"Z\n\x15ValidateIntentRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.custos.common.v1.IntentSpec\x12\x15\n\rvault_address\x18\x02 \x01(\t\"\x18\n\x16ValidateIntentResponse\"o\n\x17\x42uildTransactionRequest\x12\x11\n\tintent_id\x18\x01 \x01(\t\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.custos.common.v1.IntentSpec\x12\x15\n\rvault_address\x18\x03 \x01(\t\"e\n\x18\x42uildTransactionResponse\x12\x13\n\x0bunsigned_tx\x18\x01 \x01(\x0c\x12\x34\n\x07\x64\x65\x63oded\x18\x02 \x01(\x0b\x32#.custos.chain.v1.DecodedTransaction\">\n\x18\x44\x65\x63odeTransactionRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x13\n\x0bunsigned_tx\x18\x02 \x01(\x0c\"Q\n\x19\x44\x65\x63odeTransactionResponse\x12\x34\n\x07\x64\x65\x63oded\x18\x01 \x01(\x0b\x32#.custos.chain.v1.DecodedTransaction\"?\n\x1b\x42roadcastTransactionRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x11\n\tsigned_tx\x18\x02 \x01(\x0c\"F\n\x1c\x42roadcastTransactionResponse\x12\x0f\n\x07tx_hash\x18\x01 \x01(\t\x12\x15\n\ralready_known\x18\x02 \x01(\x08\"=\n\x1bGetTransactionStatusRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07tx_hash\x18\x02 \x01(\t\"\xe2\x01\n\x1cGetTransactionStatusResponse\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.custos.chain.v1.TransactionState\x12\x15\n\rconfirmations\x18\x02 \x01(\r\x12\x1e\n\x16\x63onfirmations_required\x18\x03 \x01(\r\x12\x14\n\x0c\x62lock_number\x18\x04 \x01(\x04\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12+\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x1b.custos.chain.v1.ChainEvent*x\n\x0b\x43hainFamily\x12\x1c\n\x18\x43HAIN_FAMILY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HAIN_FAMILY_ETHEREUM\x10\x01\x12\x17\n\x13\x43HAIN_FAMILY_COSMOS\x10\x02\x12\x17\n\x13\x43HAIN_FAMILY_SOLANA\x10\x03*\xb4\x01\n\x10TransactionState\x12!\n\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRANSACTION_STATE_NOT_FOUND\x10\x01\x12\x1d\n\x19TRANSACTION_STATE_PENDING\x10\x02\x12\x1f\n\x1bTRANSACTION_STATE_CONFIRMED\x10\x03\x12\x1c\n\x18TRANSACTION_STATE_FAILED\x10\x04\x32\x87\x05\n\x0c\x43hainService\x12U\n\nListChains\x12\".custos.chain.v1.ListChainsRequest\x1a#.custos.chain.v1.ListChainsResponse\x12\x61\n\x0eValidateIntent\x12&.custos.chain.v1.ValidateIntentRequest\x1a\'.custos.chain.v1.ValidateIntentResponse\x12g\n\x10\x42uildTransaction\x12(.custos.chain.v1.BuildTransactionRequest\x1a).custos.chain.v1.BuildTransactionResponse\x12j\n\x11\x44\x65\x63odeTransaction\x12).custos.chain.v1.DecodeTransactionRequest\x1a*.custos.chain.v1.DecodeTransactionResponse\x12s\n\x14\x42roadcastTransaction\x12,.custos.chain.v1.BroadcastTransactionRequest\x1a-.custos.chain.v1.BroadcastTransactionResponse\x12s\n\x14GetTransactionStatus\x12,.custos.chain.v1.GetTransactionStatusRequest\x1a-.custos.chain.v1.GetTransactionStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ustos/chain/v1/chain.proto\x12\x0f\x63ustos.chain.v1\x1a\x1d\x63ustos/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n\x05\x43hain\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x1c.custos.chain.v1.ChainFamily\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\t\x12\x15\n\rconfirmations\x18\x04 \x01(\r\x12\x1b\n\x13max_fee_per_gas_cap\x18\x05 \x01(\t\x12\x19\n\x11unbonding_seconds\x18\x06 \x01(\x04\"T\n\x04\x46\x65\x65s\x12\x17\n\x0fmax_fee_per_gas\x18\x01 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\x02 \x01(\t\x12\x11\n\tgas_limit\x18\x03 \x01(\x04\"\x95\x03\n\x12\x44\x65\x63odedTransaction\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12(\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x18.custos.common.v1.Action\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t\x12\x12\n\nto_address\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\x12.\n\x05stake\x18\n \x01(\x0b\x32\x1d.custos.common.v1.StakeTargetH\x00\x12\x32\n\x07unstake\x18\x0b \x01(\x0b\x32\x1f.custos.common.v1.UnstakeTargetH\x00\x12\x32\n\x07restake\x18\x0c \x01(\x0b\x32\x1f.custos.common.v1.RestakeTargetH\x00\x12\r\n\x05nonce\x18\x14 \x01(\x04\x12#\n\x04\x66\x65\x65s\x18\x15 \x01(\x0b\x32\x15.custos.chain.v1.Fees\x12\x16\n\x0esigning_digest\x18\x16 \x01(\x0c\x12\x0f\n\x07summary\x18\x17 \x01(\tB\x08\n\x06target\"\xa7\x01\n\nChainEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63ontract\x18\x02 \x01(\t\x12\x11\n\tlog_index\x18\x03 \x01(\r\x12\x37\n\x06\x66ields\x18\x04 \x03(\x0b\x32\'.custos.chain.v1.ChainEvent.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x13\n\x11ListChainsRequest\"<\n\x12ListChainsResponse\x12&\n\x06\x63hains\x18\x01 \x03(\x0b\x32\x16.custos.chain.v1.Chain\"Z\n\x15ValidateIntentRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.custos.common.v1.IntentSpec\x12\x15\n\rvault_address\x18\x02 \x01(\t\"\x18\n\x16ValidateIntentResponse\"o\n\x17\x42uildTransactionRequest\x12\x11\n\tintent_id\x18\x01 \x01(\t\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.custos.common.v1.IntentSpec\x12\x15\n\rvault_address\x18\x03 \x01(\t\"e\n\x18\x42uildTransactionResponse\x12\x13\n\x0bunsigned_tx\x18\x01 \x01(\x0c\x12\x34\n\x07\x64\x65\x63oded\x18\x02 \x01(\x0b\x32#.custos.chain.v1.DecodedTransaction\">\n\x18\x44\x65\x63odeTransactionRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x13\n\x0bunsigned_tx\x18\x02 \x01(\x0c\"Q\n\x19\x44\x65\x63odeTransactionResponse\x12\x34\n\x07\x64\x65\x63oded\x18\x01 \x01(\x0b\x32#.custos.chain.v1.DecodedTransaction\"?\n\x1b\x42roadcastTransactionRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x11\n\tsigned_tx\x18\x02 \x01(\x0c\"F\n\x1c\x42roadcastTransactionResponse\x12\x0f\n\x07tx_hash\x18\x01 \x01(\t\x12\x15\n\ralready_known\x18\x02 \x01(\x08\"=\n\x1bGetTransactionStatusRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07tx_hash\x18\x02 \x01(\t\"\xe2\x01\n\x1cGetTransactionStatusResponse\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.custos.chain.v1.TransactionState\x12\x15\n\rconfirmations\x18\x02 \x01(\r\x12\x1e\n\x16\x63onfirmations_required\x18\x03 \x01(\r\x12\x14\n\x0c\x62lock_number\x18\x04 \x01(\x04\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12+\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x1b.custos.chain.v1.ChainEvent\"[\n\x0fSeenTransaction\x12\x0f\n\x07tx_hash\x18\x01 \x01(\t\x12\x14\n\x0c\x62lock_number\x18\x02 \x01(\x04\x12\x12\n\nto_address\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\"\x89\x03\n\x0eReconcileAlert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.custos.chain.v1.ReconcileAlertKind\x12\x10\n\x08vault_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\r\n\x05\x63hain\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\x12\r\n\x05nonce\x18\x07 \x01(\x04\x12.\n\x04seen\x18\x08 \x01(\x0b\x32 .custos.chain.v1.SeenTransaction\x12\x18\n\x10signed_tx_hashes\x18\t \x03(\t\x12-\n\traised_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61\x63knowledged_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\x0c \x01(\t\x12\x1a\n\x12\x61\x63knowledge_reason\x18\r \x01(\t\"\xcd\x02\n\x13VaultReconciliation\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .custos.chain.v1.ReconcileStatus\x12\x17\n\x0f\x63onfirmed_nonce\x18\x06 \x01(\x04\x12!\n\x14highest_signed_nonce\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\rsettled_below\x18\x08 \x01(\x04\x12\x16\n\x0epending_nonces\x18\t \x01(\r\x12/\n\x06\x61lerts\x18\n \x03(\x0b\x32\x1f.custos.chain.v1.ReconcileAlert\x12\r\n\x05\x65rror\x18\x0b \x01(\tB\x17\n\x15_highest_signed_nonce\"9\n\x16ReconcileVaultsRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\r\n\x05\x63hain\x18\x02 \x01(\t\"O\n\x17ReconcileVaultsResponse\x12\x34\n\x06vaults\x18\x01 \x03(\x0b\x32$.custos.chain.v1.VaultReconciliation\"D\n AcknowledgeReconcileAlertRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"S\n!AcknowledgeReconcileAlertResponse\x12.\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1f.custos.chain.v1.ReconcileAlert*x\n\x0b\x43hainFamily\x12\x1c\n\x18\x43HAIN_FAMILY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HAIN_FAMILY_ETHEREUM\x10\x01\x12\x17\n\x13\x43HAIN_FAMILY_COSMOS\x10\x02\x12\x17\n\x13\x43HAIN_FAMILY_SOLANA\x10\x03*\xb4\x01\n\x10TransactionState\x12!\n\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRANSACTION_STATE_NOT_FOUND\x10\x01\x12\x1d\n\x19TRANSACTION_STATE_PENDING\x10\x02\x12\x1f\n\x1bTRANSACTION_STATE_CONFIRMED\x10\x03\x12\x1c\n\x18TRANSACTION_STATE_FAILED\x10\x04*\x8d\x01\n\x0fReconcileStatus\x12 \n\x1cRECONCILE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16RECONCILE_STATUS_CLEAN\x10\x01\x12\x1a\n\x16RECONCILE_STATUS_ALERT\x10\x02\x12 \n\x1cRECONCILE_STATUS_UNAVAILABLE\x10\x03*\x91\x01\n\x12ReconcileAlertKind\x12$\n RECONCILE_ALERT_KIND_UNSPECIFIED\x10\x00\x12\'\n#RECONCILE_ALERT_KIND_UNSIGNED_NONCE\x10\x01\x12,\n(RECONCILE_ALERT_KIND_FOREIGN_TRANSACTION\x10\x02\x32\xf2\x06\n\x0c\x43hainService\x12U\n\nListChains\x12\".custos.chain.v1.ListChainsRequest\x1a#.custos.chain.v1.ListChainsResponse\x12\x61\n\x0eValidateIntent\x12&.custos.chain.v1.ValidateIntentRequest\x1a\'.custos.chain.v1.ValidateIntentResponse\x12g\n\x10\x42uildTransaction\x12(.custos.chain.v1.BuildTransactionRequest\x1a).custos.chain.v1.BuildTransactionResponse\x12j\n\x11\x44\x65\x63odeTransaction\x12).custos.chain.v1.DecodeTransactionRequest\x1a*.custos.chain.v1.DecodeTransactionResponse\x12s\n\x14\x42roadcastTransaction\x12,.custos.chain.v1.BroadcastTransactionRequest\x1a-.custos.chain.v1.BroadcastTransactionResponse\x12s\n\x14GetTransactionStatus\x12,.custos.chain.v1.GetTransactionStatusRequest\x1a-.custos.chain.v1.GetTransactionStatusResponse\x12\x64\n\x0fReconcileVaults\x12\'.custos.chain.v1.ReconcileVaultsRequest\x1a(.custos.chain.v1.ReconcileVaultsResponse\x12\x82\x01\n\x19\x41\x63knowledgeReconcileAlert\x12\x31.custos.chain.v1.AcknowledgeReconcileAlertRequest\x1a\x32.custos.chain.v1.AcknowledgeReconcileAlertResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,44 +35,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHAINEVENT_FIELDSENTRY']._loaded_options = None
   _globals['_CHAINEVENT_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_CHAINFAMILY']._serialized_start=1903
-  _globals['_CHAINFAMILY']._serialized_end=2023
-  _globals['_TRANSACTIONSTATE']._serialized_start=2026
-  _globals['_TRANSACTIONSTATE']._serialized_end=2206
-  _globals['_CHAIN']._serialized_start=80
-  _globals['_CHAIN']._serialized_end=244
-  _globals['_FEES']._serialized_start=246
-  _globals['_FEES']._serialized_end=330
-  _globals['_DECODEDTRANSACTION']._serialized_start=333
-  _globals['_DECODEDTRANSACTION']._serialized_end=738
-  _globals['_CHAINEVENT']._serialized_start=741
-  _globals['_CHAINEVENT']._serialized_end=908
-  _globals['_CHAINEVENT_FIELDSENTRY']._serialized_start=863
-  _globals['_CHAINEVENT_FIELDSENTRY']._serialized_end=908
-  _globals['_LISTCHAINSREQUEST']._serialized_start=910
-  _globals['_LISTCHAINSREQUEST']._serialized_end=929
-  _globals['_LISTCHAINSRESPONSE']._serialized_start=931
-  _globals['_LISTCHAINSRESPONSE']._serialized_end=991
-  _globals['_VALIDATEINTENTREQUEST']._serialized_start=993
-  _globals['_VALIDATEINTENTREQUEST']._serialized_end=1083
-  _globals['_VALIDATEINTENTRESPONSE']._serialized_start=1085
-  _globals['_VALIDATEINTENTRESPONSE']._serialized_end=1109
-  _globals['_BUILDTRANSACTIONREQUEST']._serialized_start=1111
-  _globals['_BUILDTRANSACTIONREQUEST']._serialized_end=1222
-  _globals['_BUILDTRANSACTIONRESPONSE']._serialized_start=1224
-  _globals['_BUILDTRANSACTIONRESPONSE']._serialized_end=1325
-  _globals['_DECODETRANSACTIONREQUEST']._serialized_start=1327
-  _globals['_DECODETRANSACTIONREQUEST']._serialized_end=1389
-  _globals['_DECODETRANSACTIONRESPONSE']._serialized_start=1391
-  _globals['_DECODETRANSACTIONRESPONSE']._serialized_end=1472
-  _globals['_BROADCASTTRANSACTIONREQUEST']._serialized_start=1474
-  _globals['_BROADCASTTRANSACTIONREQUEST']._serialized_end=1537
-  _globals['_BROADCASTTRANSACTIONRESPONSE']._serialized_start=1539
-  _globals['_BROADCASTTRANSACTIONRESPONSE']._serialized_end=1609
-  _globals['_GETTRANSACTIONSTATUSREQUEST']._serialized_start=1611
-  _globals['_GETTRANSACTIONSTATUSREQUEST']._serialized_end=1672
-  _globals['_GETTRANSACTIONSTATUSRESPONSE']._serialized_start=1675
-  _globals['_GETTRANSACTIONSTATUSRESPONSE']._serialized_end=1901
-  _globals['_CHAINSERVICE']._serialized_start=2209
-  _globals['_CHAINSERVICE']._serialized_end=2856
+  _globals['_CHAINFAMILY']._serialized_start=3056
+  _globals['_CHAINFAMILY']._serialized_end=3176
+  _globals['_TRANSACTIONSTATE']._serialized_start=3179
+  _globals['_TRANSACTIONSTATE']._serialized_end=3359
+  _globals['_RECONCILESTATUS']._serialized_start=3362
+  _globals['_RECONCILESTATUS']._serialized_end=3503
+  _globals['_RECONCILEALERTKIND']._serialized_start=3506
+  _globals['_RECONCILEALERTKIND']._serialized_end=3651
+  _globals['_CHAIN']._serialized_start=113
+  _globals['_CHAIN']._serialized_end=277
+  _globals['_FEES']._serialized_start=279
+  _globals['_FEES']._serialized_end=363
+  _globals['_DECODEDTRANSACTION']._serialized_start=366
+  _globals['_DECODEDTRANSACTION']._serialized_end=771
+  _globals['_CHAINEVENT']._serialized_start=774
+  _globals['_CHAINEVENT']._serialized_end=941
+  _globals['_CHAINEVENT_FIELDSENTRY']._serialized_start=896
+  _globals['_CHAINEVENT_FIELDSENTRY']._serialized_end=941
+  _globals['_LISTCHAINSREQUEST']._serialized_start=943
+  _globals['_LISTCHAINSREQUEST']._serialized_end=962
+  _globals['_LISTCHAINSRESPONSE']._serialized_start=964
+  _globals['_LISTCHAINSRESPONSE']._serialized_end=1024
+  _globals['_VALIDATEINTENTREQUEST']._serialized_start=1026
+  _globals['_VALIDATEINTENTREQUEST']._serialized_end=1116
+  _globals['_VALIDATEINTENTRESPONSE']._serialized_start=1118
+  _globals['_VALIDATEINTENTRESPONSE']._serialized_end=1142
+  _globals['_BUILDTRANSACTIONREQUEST']._serialized_start=1144
+  _globals['_BUILDTRANSACTIONREQUEST']._serialized_end=1255
+  _globals['_BUILDTRANSACTIONRESPONSE']._serialized_start=1257
+  _globals['_BUILDTRANSACTIONRESPONSE']._serialized_end=1358
+  _globals['_DECODETRANSACTIONREQUEST']._serialized_start=1360
+  _globals['_DECODETRANSACTIONREQUEST']._serialized_end=1422
+  _globals['_DECODETRANSACTIONRESPONSE']._serialized_start=1424
+  _globals['_DECODETRANSACTIONRESPONSE']._serialized_end=1505
+  _globals['_BROADCASTTRANSACTIONREQUEST']._serialized_start=1507
+  _globals['_BROADCASTTRANSACTIONREQUEST']._serialized_end=1570
+  _globals['_BROADCASTTRANSACTIONRESPONSE']._serialized_start=1572
+  _globals['_BROADCASTTRANSACTIONRESPONSE']._serialized_end=1642
+  _globals['_GETTRANSACTIONSTATUSREQUEST']._serialized_start=1644
+  _globals['_GETTRANSACTIONSTATUSREQUEST']._serialized_end=1705
+  _globals['_GETTRANSACTIONSTATUSRESPONSE']._serialized_start=1708
+  _globals['_GETTRANSACTIONSTATUSRESPONSE']._serialized_end=1934
+  _globals['_SEENTRANSACTION']._serialized_start=1936
+  _globals['_SEENTRANSACTION']._serialized_end=2027
+  _globals['_RECONCILEALERT']._serialized_start=2030
+  _globals['_RECONCILEALERT']._serialized_end=2423
+  _globals['_VAULTRECONCILIATION']._serialized_start=2426
+  _globals['_VAULTRECONCILIATION']._serialized_end=2759
+  _globals['_RECONCILEVAULTSREQUEST']._serialized_start=2761
+  _globals['_RECONCILEVAULTSREQUEST']._serialized_end=2818
+  _globals['_RECONCILEVAULTSRESPONSE']._serialized_start=2820
+  _globals['_RECONCILEVAULTSRESPONSE']._serialized_end=2899
+  _globals['_ACKNOWLEDGERECONCILEALERTREQUEST']._serialized_start=2901
+  _globals['_ACKNOWLEDGERECONCILEALERTREQUEST']._serialized_end=2969
+  _globals['_ACKNOWLEDGERECONCILEALERTRESPONSE']._serialized_start=2971
+  _globals['_ACKNOWLEDGERECONCILEALERTRESPONSE']._serialized_end=3054
+  _globals['_CHAINSERVICE']._serialized_start=3654
+  _globals['_CHAINSERVICE']._serialized_end=4536
 # @@protoc_insertion_point(module_scope)

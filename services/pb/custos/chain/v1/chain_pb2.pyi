@@ -10,6 +10,7 @@ from collections import abc as _abc
 from services.pb.custos.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -62,6 +63,52 @@ TRANSACTION_STATE_PENDING: TransactionState.ValueType  # 2
 TRANSACTION_STATE_CONFIRMED: TransactionState.ValueType  # 3
 TRANSACTION_STATE_FAILED: TransactionState.ValueType  # 4
 Global___TransactionState: _TypeAlias = TransactionState  # noqa: Y015
+
+class _ReconcileStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReconcileStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReconcileStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECONCILE_STATUS_UNSPECIFIED: _ReconcileStatus.ValueType  # 0
+    RECONCILE_STATUS_CLEAN: _ReconcileStatus.ValueType  # 1
+    """Every nonce the chain has confirmed was used by a transaction custos signed."""
+    RECONCILE_STATUS_ALERT: _ReconcileStatus.ValueType  # 2
+    """At least one alert is open for this address."""
+    RECONCILE_STATUS_UNAVAILABLE: _ReconcileStatus.ValueType  # 3
+    """The node or the signer could not be read; the next pass tries again."""
+
+class ReconcileStatus(_ReconcileStatus, metaclass=_ReconcileStatusEnumTypeWrapper): ...
+
+RECONCILE_STATUS_UNSPECIFIED: ReconcileStatus.ValueType  # 0
+RECONCILE_STATUS_CLEAN: ReconcileStatus.ValueType  # 1
+"""Every nonce the chain has confirmed was used by a transaction custos signed."""
+RECONCILE_STATUS_ALERT: ReconcileStatus.ValueType  # 2
+"""At least one alert is open for this address."""
+RECONCILE_STATUS_UNAVAILABLE: ReconcileStatus.ValueType  # 3
+"""The node or the signer could not be read; the next pass tries again."""
+Global___ReconcileStatus: _TypeAlias = ReconcileStatus  # noqa: Y015
+
+class _ReconcileAlertKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReconcileAlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReconcileAlertKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECONCILE_ALERT_KIND_UNSPECIFIED: _ReconcileAlertKind.ValueType  # 0
+    RECONCILE_ALERT_KIND_UNSIGNED_NONCE: _ReconcileAlertKind.ValueType  # 1
+    """A nonce used on chain that custos never signed."""
+    RECONCILE_ALERT_KIND_FOREIGN_TRANSACTION: _ReconcileAlertKind.ValueType  # 2
+    """custos signed this nonce, but the transaction mined with it is none of custos's."""
+
+class ReconcileAlertKind(_ReconcileAlertKind, metaclass=_ReconcileAlertKindEnumTypeWrapper): ...
+
+RECONCILE_ALERT_KIND_UNSPECIFIED: ReconcileAlertKind.ValueType  # 0
+RECONCILE_ALERT_KIND_UNSIGNED_NONCE: ReconcileAlertKind.ValueType  # 1
+"""A nonce used on chain that custos never signed."""
+RECONCILE_ALERT_KIND_FOREIGN_TRANSACTION: ReconcileAlertKind.ValueType  # 2
+"""custos signed this nonce, but the transaction mined with it is none of custos's."""
+Global___ReconcileAlertKind: _TypeAlias = ReconcileAlertKind  # noqa: Y015
 
 @_typing.final
 class Chain(_message.Message):
@@ -510,3 +557,247 @@ class GetTransactionStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTransactionStatusResponse: _TypeAlias = GetTransactionStatusResponse  # noqa: Y015
+
+@_typing.final
+class SeenTransaction(_message.Message):
+    """A transaction seen on chain at a vault's nonce."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TX_HASH_FIELD_NUMBER: _builtins.int
+    BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    tx_hash: _builtins.str
+    block_number: _builtins.int
+    to_address: _builtins.str
+    value: _builtins.str
+    """Value sent, in base units."""
+    def __init__(
+        self,
+        *,
+        tx_hash: _builtins.str = ...,
+        block_number: _builtins.int = ...,
+        to_address: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_number", b"block_number", "to_address", b"to_address", "tx_hash", b"tx_hash", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeenTransaction: _TypeAlias = SeenTransaction  # noqa: Y015
+
+@_typing.final
+class ReconcileAlert(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VAULT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    SEEN_FIELD_NUMBER: _builtins.int
+    SIGNED_TX_HASHES_FIELD_NUMBER: _builtins.int
+    RAISED_AT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_AT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_REASON_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    kind: Global___ReconcileAlertKind.ValueType
+    vault_id: _builtins.str
+    key_id: _builtins.str
+    chain: _builtins.str
+    address: _builtins.str
+    nonce: _builtins.int
+    acknowledged_by: _builtins.str
+    acknowledge_reason: _builtins.str
+    @_builtins.property
+    def seen(self) -> Global___SeenTransaction:
+        """The transaction that used the nonce; unset when the node could not say which."""
+
+    @_builtins.property
+    def signed_tx_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What custos signed at that nonce (none of it mined)."""
+
+    @_builtins.property
+    def raised_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def acknowledged_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once an operator acknowledged the alert."""
+
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        kind: Global___ReconcileAlertKind.ValueType = ...,
+        vault_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        chain: _builtins.str = ...,
+        address: _builtins.str = ...,
+        nonce: _builtins.int = ...,
+        seen: Global___SeenTransaction | None = ...,
+        signed_tx_hashes: _abc.Iterable[_builtins.str] | None = ...,
+        raised_at: _timestamp_pb2.Timestamp | None = ...,
+        acknowledged_at: _timestamp_pb2.Timestamp | None = ...,
+        acknowledged_by: _builtins.str = ...,
+        acknowledge_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledged_at", b"acknowledged_at", "raised_at", b"raised_at", "seen", b"seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_reason", b"acknowledge_reason", "acknowledged_at", b"acknowledged_at", "acknowledged_by", b"acknowledged_by", "address", b"address", "alert_id", b"alert_id", "chain", b"chain", "key_id", b"key_id", "kind", b"kind", "nonce", b"nonce", "raised_at", b"raised_at", "seen", b"seen", "signed_tx_hashes", b"signed_tx_hashes", "vault_id", b"vault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileAlert: _TypeAlias = ReconcileAlert  # noqa: Y015
+
+@_typing.final
+class VaultReconciliation(_message.Message):
+    """One vault key on one chain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VAULT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CONFIRMED_NONCE_FIELD_NUMBER: _builtins.int
+    HIGHEST_SIGNED_NONCE_FIELD_NUMBER: _builtins.int
+    SETTLED_BELOW_FIELD_NUMBER: _builtins.int
+    PENDING_NONCES_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    vault_id: _builtins.str
+    key_id: _builtins.str
+    chain: _builtins.str
+    address: _builtins.str
+    status: Global___ReconcileStatus.ValueType
+    confirmed_nonce: _builtins.int
+    """The node's nonce for the address in the latest block."""
+    highest_signed_nonce: _builtins.int
+    """The highest nonce custos signed at or above settled_below; unset when none."""
+    settled_below: _builtins.int
+    """Every nonce below this one is settled: mined as custos signed it, or alerted."""
+    pending_nonces: _builtins.int
+    """Nonces custos signed that the chain has not confirmed yet (not an alert)."""
+    error: _builtins.str
+    """Why the status is UNAVAILABLE."""
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconcileAlert]:
+        """The open alerts of this address."""
+
+    def __init__(
+        self,
+        *,
+        vault_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        chain: _builtins.str = ...,
+        address: _builtins.str = ...,
+        status: Global___ReconcileStatus.ValueType = ...,
+        confirmed_nonce: _builtins.int = ...,
+        highest_signed_nonce: _builtins.int | None = ...,
+        settled_below: _builtins.int = ...,
+        pending_nonces: _builtins.int = ...,
+        alerts: _abc.Iterable[Global___ReconcileAlert] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_highest_signed_nonce", b"_highest_signed_nonce", "highest_signed_nonce", b"highest_signed_nonce"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_highest_signed_nonce", b"_highest_signed_nonce", "address", b"address", "alerts", b"alerts", "chain", b"chain", "confirmed_nonce", b"confirmed_nonce", "error", b"error", "highest_signed_nonce", b"highest_signed_nonce", "key_id", b"key_id", "pending_nonces", b"pending_nonces", "settled_below", b"settled_below", "status", b"status", "vault_id", b"vault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__highest_signed_nonce: _TypeAlias = _typing.Literal["highest_signed_nonce"]  # noqa: Y015
+    _WhichOneofArgType__highest_signed_nonce: _TypeAlias = _typing.Literal["_highest_signed_nonce", b"_highest_signed_nonce"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__highest_signed_nonce) -> _WhichOneofReturnType__highest_signed_nonce | None: ...
+
+Global___VaultReconciliation: _TypeAlias = VaultReconciliation  # noqa: Y015
+
+@_typing.final
+class ReconcileVaultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VAULT_ID_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    vault_id: _builtins.str
+    """Only this vault's keys; every vault's when empty."""
+    chain: _builtins.str
+    """Only this chain; every reconcilable chain when empty."""
+    def __init__(
+        self,
+        *,
+        vault_id: _builtins.str = ...,
+        chain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "vault_id", b"vault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileVaultsRequest: _TypeAlias = ReconcileVaultsRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileVaultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VAULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vaults(self) -> _containers.RepeatedCompositeFieldContainer[Global___VaultReconciliation]: ...
+    def __init__(
+        self,
+        *,
+        vaults: _abc.Iterable[Global___VaultReconciliation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vaults", b"vaults"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileVaultsResponse: _TypeAlias = ReconcileVaultsResponse  # noqa: Y015
+
+@_typing.final
+class AcknowledgeReconcileAlertRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    reason: _builtins.str
+    """What was found and done; recorded in the audit trail."""
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeReconcileAlertRequest: _TypeAlias = AcknowledgeReconcileAlertRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeReconcileAlertResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alert(self) -> Global___ReconcileAlert: ...
+    def __init__(
+        self,
+        *,
+        alert: Global___ReconcileAlert | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeReconcileAlertResponse: _TypeAlias = AcknowledgeReconcileAlertResponse  # noqa: Y015

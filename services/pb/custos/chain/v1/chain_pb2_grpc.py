@@ -64,6 +64,16 @@ class ChainServiceStub:
                 request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetTransactionStatusRequest.SerializeToString,
                 response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetTransactionStatusResponse.FromString,
                 _registered_method=True)
+        self.ReconcileVaults = channel.unary_unary(
+                '/custos.chain.v1.ChainService/ReconcileVaults',
+                request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReconcileVaultsRequest.SerializeToString,
+                response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReconcileVaultsResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeReconcileAlert = channel.unary_unary(
+                '/custos.chain.v1.ChainService/AcknowledgeReconcileAlert',
+                request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertRequest.SerializeToString,
+                response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertResponse.FromString,
+                _registered_method=True)
 
 
 class ChainServiceServicer:
@@ -107,6 +117,22 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileVaults(self, request, context):
+        """Reconciles each vault key's on-chain history with the signer's signing records now (the
+        service also does so every few seconds): a nonce used by a transaction custos did not sign
+        is an alert. Returns what it found, with every open alert of the vaults it looked at.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeReconcileAlert(self, request, context):
+        """Closes an open alert once an operator has dealt with it; audited with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +165,16 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.GetTransactionStatus,
                     request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetTransactionStatusRequest.FromString,
                     response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetTransactionStatusResponse.SerializeToString,
+            ),
+            'ReconcileVaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileVaults,
+                    request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReconcileVaultsRequest.FromString,
+                    response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReconcileVaultsResponse.SerializeToString,
+            ),
+            'AcknowledgeReconcileAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeReconcileAlert,
+                    request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertRequest.FromString,
+                    response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +339,60 @@ class ChainService:
             '/custos.chain.v1.ChainService/GetTransactionStatus',
             custos_dot_chain_dot_v1_dot_chain__pb2.GetTransactionStatusRequest.SerializeToString,
             custos_dot_chain_dot_v1_dot_chain__pb2.GetTransactionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileVaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.chain.v1.ChainService/ReconcileVaults',
+            custos_dot_chain_dot_v1_dot_chain__pb2.ReconcileVaultsRequest.SerializeToString,
+            custos_dot_chain_dot_v1_dot_chain__pb2.ReconcileVaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeReconcileAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.chain.v1.ChainService/AcknowledgeReconcileAlert',
+            custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertRequest.SerializeToString,
+            custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertResponse.FromString,
             options,
             channel_credentials,
             insecure,

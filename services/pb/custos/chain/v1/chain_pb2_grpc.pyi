@@ -42,6 +42,13 @@ class ChainServiceStub:
     BroadcastTransaction: _grpc.UnaryUnaryMultiCallable[_chain_pb2.BroadcastTransactionRequest, _chain_pb2.BroadcastTransactionResponse]
     """Idempotent: the same signed bytes twice give one transaction and the same hash."""
     GetTransactionStatus: _grpc.UnaryUnaryMultiCallable[_chain_pb2.GetTransactionStatusRequest, _chain_pb2.GetTransactionStatusResponse]
+    ReconcileVaults: _grpc.UnaryUnaryMultiCallable[_chain_pb2.ReconcileVaultsRequest, _chain_pb2.ReconcileVaultsResponse]
+    """Reconciles each vault key's on-chain history with the signer's signing records now (the
+    service also does so every few seconds): a nonce used by a transaction custos did not sign
+    is an alert. Returns what it found, with every open alert of the vaults it looked at.
+    """
+    AcknowledgeReconcileAlert: _grpc.UnaryUnaryMultiCallable[_chain_pb2.AcknowledgeReconcileAlertRequest, _chain_pb2.AcknowledgeReconcileAlertResponse]
+    """Closes an open alert once an operator has dealt with it; audited with the reason."""
 
 @_typing.type_check_only
 class ChainServiceAsyncStub(ChainServiceStub):
@@ -54,6 +61,13 @@ class ChainServiceAsyncStub(ChainServiceStub):
     BroadcastTransaction: _aio.UnaryUnaryMultiCallable[_chain_pb2.BroadcastTransactionRequest, _chain_pb2.BroadcastTransactionResponse]  # type: ignore[assignment]
     """Idempotent: the same signed bytes twice give one transaction and the same hash."""
     GetTransactionStatus: _aio.UnaryUnaryMultiCallable[_chain_pb2.GetTransactionStatusRequest, _chain_pb2.GetTransactionStatusResponse]  # type: ignore[assignment]
+    ReconcileVaults: _aio.UnaryUnaryMultiCallable[_chain_pb2.ReconcileVaultsRequest, _chain_pb2.ReconcileVaultsResponse]  # type: ignore[assignment]
+    """Reconciles each vault key's on-chain history with the signer's signing records now (the
+    service also does so every few seconds): a nonce used by a transaction custos did not sign
+    is an alert. Returns what it found, with every open alert of the vaults it looked at.
+    """
+    AcknowledgeReconcileAlert: _aio.UnaryUnaryMultiCallable[_chain_pb2.AcknowledgeReconcileAlertRequest, _chain_pb2.AcknowledgeReconcileAlertResponse]  # type: ignore[assignment]
+    """Closes an open alert once an operator has dealt with it; audited with the reason."""
 
 class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +113,24 @@ class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chain_pb2.GetTransactionStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chain_pb2.GetTransactionStatusResponse, _abc.Awaitable[_chain_pb2.GetTransactionStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReconcileVaults(
+        self,
+        request: _chain_pb2.ReconcileVaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_pb2.ReconcileVaultsResponse, _abc.Awaitable[_chain_pb2.ReconcileVaultsResponse]]:
+        """Reconciles each vault key's on-chain history with the signer's signing records now (the
+        service also does so every few seconds): a nonce used by a transaction custos did not sign
+        is an alert. Returns what it found, with every open alert of the vaults it looked at.
+        """
+
+    @_abc_1.abstractmethod
+    def AcknowledgeReconcileAlert(
+        self,
+        request: _chain_pb2.AcknowledgeReconcileAlertRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_pb2.AcknowledgeReconcileAlertResponse, _abc.Awaitable[_chain_pb2.AcknowledgeReconcileAlertResponse]]:
+        """Closes an open alert once an operator has dealt with it; audited with the reason."""
 
 def add_ChainServiceServicer_to_server(servicer: ChainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

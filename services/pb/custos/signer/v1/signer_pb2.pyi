@@ -358,3 +358,125 @@ class SignResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignResponse: _TypeAlias = SignResponse  # noqa: Y015
+
+@_typing.final
+class SigningRecord(_message.Message):
+    """One signature the signer made, as its record shows it: which key signed which
+    transaction (hash) at which nonce, for which intent step. Not the signature itself.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    INTENT_ID_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_FIELD_NUMBER: _builtins.int
+    REPLACES_RECORD_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    VAULT_ID_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    TX_HASH_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    intent_id: _builtins.str
+    step: _builtins.str
+    attempt: _builtins.int
+    """0 for the original signature of the step; n for its n-th replacement (fee bump)."""
+    replacement: _builtins.bool
+    replaces_record_id: _builtins.str
+    """The record this one replaces; empty for an original."""
+    key_id: _builtins.str
+    vault_id: _builtins.str
+    chain: _builtins.str
+    nonce: _builtins.int
+    tx_hash: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        intent_id: _builtins.str = ...,
+        step: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        replacement: _builtins.bool = ...,
+        replaces_record_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        vault_id: _builtins.str = ...,
+        chain: _builtins.str = ...,
+        nonce: _builtins.int = ...,
+        tx_hash: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chain", b"chain", "created_at", b"created_at", "intent_id", b"intent_id", "key_id", b"key_id", "nonce", b"nonce", "record_id", b"record_id", "replacement", b"replacement", "replaces_record_id", b"replaces_record_id", "step", b"step", "tx_hash", b"tx_hash", "vault_id", b"vault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SigningRecord: _TypeAlias = SigningRecord  # noqa: Y015
+
+@_typing.final
+class ListSigningRecordsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    VAULT_ID_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
+    MIN_NONCE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    vault_id: _builtins.str
+    chain: _builtins.str
+    """Only records on this chain; every chain's when empty."""
+    min_nonce: _builtins.int
+    """Only records at this nonce or above."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        vault_id: _builtins.str = ...,
+        chain: _builtins.str = ...,
+        min_nonce: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "owner", b"owner", "vault_id", b"vault_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "key_id", b"key_id", "min_nonce", b"min_nonce", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "vault_id", b"vault_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_owner: _TypeAlias = _typing.Literal["key_id", "vault_id"]  # noqa: Y015
+    _WhichOneofArgType_owner: _TypeAlias = _typing.Literal["owner", b"owner"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_owner) -> _WhichOneofReturnType_owner | None: ...
+
+Global___ListSigningRecordsRequest: _TypeAlias = ListSigningRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListSigningRecordsResponse(_message.Message):
+    """Records ordered by (key, chain, nonce, attempt)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SigningRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___SigningRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSigningRecordsResponse: _TypeAlias = ListSigningRecordsResponse  # noqa: Y015

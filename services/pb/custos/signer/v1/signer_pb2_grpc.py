@@ -54,6 +54,11 @@ class SignerServiceStub:
                 request_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
                 response_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.SignResponse.FromString,
                 _registered_method=True)
+        self.ListSigningRecords = channel.unary_unary(
+                '/custos.signer.v1.SignerService/ListSigningRecords',
+                request_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsRequest.SerializeToString,
+                response_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServiceServicer:
@@ -85,6 +90,13 @@ class SignerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSigningRecords(self, request, context):
+        """The signing records: what was signed with which key, at which nonce (never the signature).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +119,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.Sign,
                     request_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.SignRequest.FromString,
                     response_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.SignResponse.SerializeToString,
+            ),
+            'ListSigningRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSigningRecords,
+                    request_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsRequest.FromString,
+                    response_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +234,33 @@ class SignerService:
             '/custos.signer.v1.SignerService/Sign',
             custos_dot_signer_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
             custos_dot_signer_dot_v1_dot_signer__pb2.SignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSigningRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.signer.v1.SignerService/ListSigningRecords',
+            custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsRequest.SerializeToString,
+            custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class SignerServiceStub:
     ListKeys: _grpc.UnaryUnaryMultiCallable[_signer_pb2.ListKeysRequest, _signer_pb2.ListKeysResponse]
     Sign: _grpc.UnaryUnaryMultiCallable[_signer_pb2.SignRequest, _signer_pb2.SignResponse]
     """Signs an unsigned transaction for an approved intent, or refuses with a typed reason."""
+    ListSigningRecords: _grpc.UnaryUnaryMultiCallable[_signer_pb2.ListSigningRecordsRequest, _signer_pb2.ListSigningRecordsResponse]
+    """The signing records: what was signed with which key, at which nonce (never the signature)."""
 
 @_typing.type_check_only
 class SignerServiceAsyncStub(SignerServiceStub):
@@ -50,6 +52,8 @@ class SignerServiceAsyncStub(SignerServiceStub):
     ListKeys: _aio.UnaryUnaryMultiCallable[_signer_pb2.ListKeysRequest, _signer_pb2.ListKeysResponse]  # type: ignore[assignment]
     Sign: _aio.UnaryUnaryMultiCallable[_signer_pb2.SignRequest, _signer_pb2.SignResponse]  # type: ignore[assignment]
     """Signs an unsigned transaction for an approved intent, or refuses with a typed reason."""
+    ListSigningRecords: _aio.UnaryUnaryMultiCallable[_signer_pb2.ListSigningRecordsRequest, _signer_pb2.ListSigningRecordsResponse]  # type: ignore[assignment]
+    """The signing records: what was signed with which key, at which nonce (never the signature)."""
 
 class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -81,5 +85,13 @@ class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_signer_pb2.SignResponse, _abc.Awaitable[_signer_pb2.SignResponse]]:
         """Signs an unsigned transaction for an approved intent, or refuses with a typed reason."""
+
+    @_abc_1.abstractmethod
+    def ListSigningRecords(
+        self,
+        request: _signer_pb2.ListSigningRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signer_pb2.ListSigningRecordsResponse, _abc.Awaitable[_signer_pb2.ListSigningRecordsResponse]]:
+        """The signing records: what was signed with which key, at which nonce (never the signature)."""
 
 def add_SignerServiceServicer_to_server(servicer: SignerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
