@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.runtime.convert import require_id
 from services.runtime.db import transaction, utcnow
 from services.runtime.errors import CustosError, InvalidArgument, Unavailable
-from services.runtime.intent import Approval, IntentBinding, IntentSpec, intent_digest
+from services.runtime.intent import Approval, IntentBinding, IntentSpec, intent_digest, steps_of
 from services.runtime.telemetry import sign_timer
 from services.signer import eip1559, repository
 from services.signer.addresses import cosmos_address, ethereum_address, solana_address
@@ -441,6 +441,12 @@ class SignerService:
             raise BadSignRequest(e.message) from None
         if not request.unsigned_tx:
             raise BadSignRequest("unsigned_tx is required")
+        steps = steps_of(request.spec.action)
+        if request.step not in steps:
+            # one approval set, one signature per step it defines: another name would be a second spend
+            raise BadSignRequest(
+                f"{request.step!r} is not a step of a {request.spec.action} ({', '.join(steps) or 'none'})"
+            )
         key = self._vault_key(request.spec)
         binding = IntentBinding(request.intent_id, request.initiator, request.submitted_at)
         approved = intent_digest(request.spec, request.policy_version, binding)  # what the approvers signed

@@ -145,3 +145,15 @@ def test_a_vault_row_pointed_at_another_vaults_hsm_key_signs_nothing(rig: Signer
     with pytest.raises(KeyBindingInvalid):
         rig.service.sign_blocking(rig.request(spec, rig.unstake_tx(VALIDATOR)), "w")
     assert _records(rig) == 0
+
+
+def test_one_approval_set_cannot_be_spent_on_a_second_step_name(rig: SignerRig) -> None:
+    """The worker signs the approved exit once, then asks again under a step name of its own at the
+    next nonce: that would be a second exit request for one approval. Only the action's steps sign."""
+    spec = rig.unstake_spec(VALIDATOR)
+    rig.service.sign_blocking(rig.request(spec, rig.unstake_tx(VALIDATOR, nonce=0)), "w")
+    with pytest.raises(BadSignRequest, match="is not a step of a UNSTAKE"):
+        rig.service.sign_blocking(
+            rig.request(spec, rig.unstake_tx(VALIDATOR, nonce=1), step="unstake-again"), "w"
+        )
+    assert _records(rig) == 1
