@@ -10,7 +10,7 @@ import asyncio
 import shutil
 import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -20,7 +20,7 @@ from services.runtime.intent import Action, IntentSpec, PolicyChangeTarget, inte
 from tests.staking.workflow_helpers import FakeActivities, Person, make_input
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
-from workflows.staking.types import GroupData
+from workflows.staking.types import ApproverData, GroupData
 from workflows.staking.workflows import StakingWorkflow
 
 OUT = Path(__file__).parent / "histories"
@@ -68,8 +68,27 @@ async def record() -> None:
             await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
             await p.result()
             (OUT / "policy_change_confirmed.json").write_text((await p.fetch_history()).to_json())
+        await record_sign_refused(env, registry, exp)
     finally:
         await env.shutdown()
+
+
+async def record_sign_refused(env: WorkflowEnvironment, registry: list[ApproverData], exp: datetime) -> None:
+    """An approved intent whose signing is refused: it ends FAILED before anything is sent."""
+    queue = f"q-{uuid.uuid4().hex}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[StakingWorkflow],
+        activities=FakeActivities([GROUP], sign_refuses=True).all(),
+        workflow_runner=RUNNER,
+    ):
+        inp = make_input("alice", registry, registry[0].created_at)
+        h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+        await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
+        await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
+        await h.result()
+        (OUT / "staking_sign_refused.json").write_text((await h.fetch_history()).to_json())
 
 
 if __name__ == "__main__":
