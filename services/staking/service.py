@@ -4,7 +4,8 @@ Submission records the intent (idempotent on the initiator's key), pins the
 active policy version and the approver registry into the workflow input, and
 starts the workflow whose id is the intent id. Approvals go to the workflow as
 Temporal updates; its validators are the gatekeepers, this service only relays
-and records what they accepted.
+and records what they accepted. The workflow's transitions come back through
+``RecordTransition``: this service alone writes its read model.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from services.staking.errors import (
     WorkflowUnavailable,
 )
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
+from services.staking.readmodel import ReadModel
+from services.staking.types import Transition
 from services.staking.wakeups import TransitionWakeups
 from workflows.staking.types import (
     ApprovalAck,
@@ -59,7 +62,7 @@ from workflows.staking.types import (
     IntentInput,
 )
 
-#: The fallback when no ``NotifyTransition`` arrives (worker unreachable, another replica notified).
+#: The fallback for transitions recorded by another staking replica (only the one recording wakes).
 WATCH_POLL_SECONDS = 0.25
 #: Intents recorded this long ago without a started workflow are started by the reconciler.
 RECONCILE_GRACE = timedelta(seconds=5)
@@ -94,6 +97,7 @@ class StakingService:
         self._signer = signer
         self._chain = chain
         self._audit = audit
+        self._read_model = ReadModel(sessions, audit)
         self.wakeups = TransitionWakeups()
 
     # --- submission ---------------------------------------------------------------
@@ -318,9 +322,9 @@ class StakingService:
     async def watch(self, intent_id: str, after: int) -> AsyncGenerator[IntentEventRow, None]:
         """Streams transitions after ``after``; ends after the terminal one.
 
-        The worker writes transitions from its own process, so the database is read again
-        whenever ``NotifyTransition`` wakes this watcher, and at the latest every
-        :data:`WATCH_POLL_SECONDS` in case a notification never comes.
+        The database is read again whenever this process records a transition of the
+        intent, and at the latest every :data:`WATCH_POLL_SECONDS`, for transitions that
+        another staking replica recorded.
         """
         await self.get(intent_id)
         with self.wakeups.listen(intent_id) as woken:  # before the first read: no lost wake-up
@@ -335,9 +339,17 @@ class StakingService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), WATCH_POLL_SECONDS)
 
-    def notify_transition(self, intent_id: str) -> int:
-        """The worker committed a transition of ``intent_id``: its watchers re-read the database."""
-        return self.wakeups.wake(intent_id)
+    async def record_transition(self, who: Principal, t: Transition) -> bool:
+        """Records a transition the workflow reported, with its audit record; wakes its watchers.
+
+        Returns False when (intent, sequence) was recorded before: a retried activity, or
+        a call whose answer was lost, records once. Watchers are woken either way.
+        """
+        if t.sequence < 2:
+            raise InvalidArgument("sequence must be at least 2 (SubmitIntent records 1)")
+        recorded = await asyncio.to_thread(self._read_model.record, t, who.identity)
+        self.wakeups.wake(t.intent_id)
+        return recorded
 
     def _events(self, intent_id: str, after: int) -> list[IntentEventRow]:
         with reading(self._sessions) as s:
