@@ -45,3 +45,7 @@ class BroadcastRejected(ChainError, FailedPrecondition):
 
 class NodeError(ChainError, FailedPrecondition):
     """The node answered a call with an error (e.g. gas estimation reverted)."""
+
+
+class InsufficientFunds(ChainError, FailedPrecondition):
+    """The vault cannot pay the transaction's value and maximum fee: the node would refuse it."""

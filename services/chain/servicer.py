@@ -88,6 +88,8 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
         "DecodeTransaction": frozenset({"svc:signer"}) | _BUILDERS,
         "BroadcastTransaction": _BUILDERS,
         "GetTransactionStatus": _BUILDERS | _READERS,
+        # the staking workflow gives back what a failed intent reserved
+        "ReleaseNonce": frozenset({"svc:worker"}),
     }
 
     def __init__(self, service: ChainService) -> None:
@@ -137,6 +139,14 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
     ) -> chain_pb2.GetTransactionStatusResponse:
         status = await self._service.transaction_status(require_id(request.chain, "chain"), request.tx_hash)
         return status_to_pb(status)
+
+    async def ReleaseNonce(
+        self, request: chain_pb2.ReleaseNonceRequest, context: Any
+    ) -> chain_pb2.ReleaseNonceResponse:
+        result = await self._service.release_nonces(
+            require_id(request.chain, "chain"), require_id(request.intent_id, "intent_id"), request.reason
+        )
+        return chain_pb2.ReleaseNonceResponse(released=result.released, kept=result.kept)
 
 
 __all__ = ["ChainServicer", "chain_to_pb", "decoded_to_pb", "spec_to_pb", "status_to_pb"]

@@ -30,6 +30,7 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         "DecodeTransaction": frozenset({"svc:signer"}),
         "BroadcastTransaction": frozenset({"svc:worker"}),
         "GetTransactionStatus": frozenset({"compliance"}),
+        "ReleaseNonce": frozenset({"svc:worker"}),
     }
 
     async def ListChains(self, request: Any, context: Any) -> chain_pb2.ListChainsResponse:
@@ -49,6 +50,9 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         raise NotImplementedError
 
     async def GetTransactionStatus(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def ReleaseNonce(self, request: Any, context: Any) -> Any:
         raise NotImplementedError
 
 

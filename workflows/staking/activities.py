@@ -37,6 +37,7 @@ from workflows.staking.types import (
     ConfirmResult,
     EvaluateInput,
     GroupData,
+    NonceReleaseInput,
     PolicyOutcome,
     ReleaseInput,
     SignResult,
@@ -172,6 +173,20 @@ class StakingActivities:
             raise ApplicationError(str(e), type="InvalidIntent", non_retryable=True) from e
         return BuildResult(resp.unsigned_tx.hex(), resp.decoded.summary, int(resp.decoded.nonce))
 
+    @activity.defn(name="ReleaseNonce")
+    async def release_nonce(self, inp: NonceReleaseInput) -> list[int]:
+        """Gives back the nonces of an intent that failed before signing; returns those released.
+
+        A refusal releases nothing and must not hold the intent's ending back: what it
+        reserved then goes to another intent once stale, as it did before releases.
+        """
+        try:
+            released = await self._chain.release_nonce(inp.chain, inp.intent_id, inp.reason)
+        except _REFUSALS as e:
+            log.warning("nonces of %s not given back: %s", inp.intent_id, e)
+            return []
+        return list(released.released)
+
     @activity.defn(name="SignTransaction")
     async def sign_transaction(self, inp: StepInput) -> SignResult:
         spec = spec_from_plain(inp.spec)
@@ -271,6 +286,7 @@ ACTIVITY_METHODS = (
     "activate_policy",
     "reserve_velocity",
     "release_velocity",
+    "release_nonce",
 )
 
 

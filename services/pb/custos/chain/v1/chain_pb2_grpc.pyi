@@ -42,6 +42,13 @@ class ChainServiceStub:
     BroadcastTransaction: _grpc.UnaryUnaryMultiCallable[_chain_pb2.BroadcastTransactionRequest, _chain_pb2.BroadcastTransactionResponse]
     """Idempotent: the same signed bytes twice give one transaction and the same hash."""
     GetTransactionStatus: _grpc.UnaryUnaryMultiCallable[_chain_pb2.GetTransactionStatusRequest, _chain_pb2.GetTransactionStatusResponse]
+    ReleaseNonce: _grpc.UnaryUnaryMultiCallable[_chain_pb2.ReleaseNonceRequest, _chain_pb2.ReleaseNonceResponse]
+    """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+    nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+    instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+    node refused) is kept: only that transaction, or its replacement, may ever use it.
+    Idempotent.
+    """
 
 @_typing.type_check_only
 class ChainServiceAsyncStub(ChainServiceStub):
@@ -54,6 +61,13 @@ class ChainServiceAsyncStub(ChainServiceStub):
     BroadcastTransaction: _aio.UnaryUnaryMultiCallable[_chain_pb2.BroadcastTransactionRequest, _chain_pb2.BroadcastTransactionResponse]  # type: ignore[assignment]
     """Idempotent: the same signed bytes twice give one transaction and the same hash."""
     GetTransactionStatus: _aio.UnaryUnaryMultiCallable[_chain_pb2.GetTransactionStatusRequest, _chain_pb2.GetTransactionStatusResponse]  # type: ignore[assignment]
+    ReleaseNonce: _aio.UnaryUnaryMultiCallable[_chain_pb2.ReleaseNonceRequest, _chain_pb2.ReleaseNonceResponse]  # type: ignore[assignment]
+    """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+    nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+    instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+    node refused) is kept: only that transaction, or its replacement, may ever use it.
+    Idempotent.
+    """
 
 class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +113,18 @@ class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chain_pb2.GetTransactionStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chain_pb2.GetTransactionStatusResponse, _abc.Awaitable[_chain_pb2.GetTransactionStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReleaseNonce(
+        self,
+        request: _chain_pb2.ReleaseNonceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_pb2.ReleaseNonceResponse, _abc.Awaitable[_chain_pb2.ReleaseNonceResponse]]:
+        """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+        nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+        instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+        node refused) is kept: only that transaction, or its replacement, may ever use it.
+        Idempotent.
+        """
 
 def add_ChainServiceServicer_to_server(servicer: ChainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
