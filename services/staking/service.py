@@ -4,8 +4,10 @@ Submission records the intent (idempotent on the initiator's key), pins the
 active policy version and the approver registry into the workflow input, and
 starts the workflow whose id is the intent id. Approvals go to the workflow as
 Temporal updates; its validators are the gatekeepers, this service only relays
-and records what they accepted. The workflow's transitions come back through
-``RecordTransition``: this service alone writes its read model.
+and records what they accepted (after checking the approval's key against the
+current registry: the workflow's is the one pinned at submission). The workflow's
+transitions come back through ``RecordTransition``: this service alone writes its
+read model.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ from services.policy.client import PolicyClient
 from services.runtime.auth import Principal
 from services.runtime.convert import spec_to_pb, ts_to_datetime
 from services.runtime.db import reading, transaction, utcnow
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.intent import Action, Approval, IntentSpec, canonical_json, intent_digest, spec_to_plain
 from services.runtime.telemetry import INTENTS
 from services.signer.client import SignerClient
 from services.staking import repository as repo
 from services.staking.errors import (
+    ApprovalKeyRefused,
     ApprovalRefused,
     IdempotencyConflict,
     IntentNotFound,
@@ -379,6 +382,10 @@ class StakingService:
             reason = f"the initiator cannot {update} their own intent"
             await self._audit_refused(who, subject, update, approval, reason)
             raise SelfApproval(reason + (" (cancel it instead)" if update == "reject" else ""))
+        refusal = await self._key_refusal(approval)
+        if refusal:
+            await self._audit_refused(who, subject, update, approval, refusal)
+            raise ApprovalKeyRefused(refusal)
         data = ApprovalData(
             approver_id=approval.approver_id,
             key_id=approval.key_id,
@@ -399,6 +406,26 @@ class StakingService:
             raise await self._closed_or_unavailable(intent_id, e) from e
         await asyncio.to_thread(self._record_decision, who, intent_id, approval, update, ack)
         return ack
+
+    async def _key_refusal(self, approval: Approval) -> str:
+        """Why the current registry does not let ``approval``'s key decide for its approver ('' if it does).
+
+        The workflow judges approvals against the registry pinned at submission. A key
+        revoked since would count there, and the signer, which reads the current
+        registry, would then refuse the transaction: the intent would fail. Refused here
+        instead, the intent waits for a valid approval. (A revocation landing between this
+        check and the workflow's acceptance is still caught by the signer.)
+        """
+        try:
+            approver = await self._policy.get_approver(approval.approver_id)
+        except NotFound:
+            return f"{approval.approver_id} is not in the approver registry"
+        key = approver.key(approval.key_id)
+        if key is None:
+            return f"key {approval.key_id} is not registered to {approval.approver_id}"
+        if key.revoked_at is not None:
+            return f"key {approval.key_id} of {approval.approver_id} is revoked"
+        return ""
 
     async def _audit_refused(
         self, who: Principal, subject: str, update: str, approval: Approval, reason: str
