@@ -9,7 +9,7 @@ the policy, signer, chain and staking services over mTLS, and the worker.
 * A STAKE the signer refuses (an approval's key revoked after it was given) fails; the vault's next
   STAKE takes its nonce and confirms at once.
 * An approval signed with a key revoked after the intent was submitted is refused by ApproveIntent
-  (PERMISSION_DENIED, audited as ``approve.refused``) instead of counting in the workflow, whose
+  (FAILED_PRECONDITION, audited as ``approve.refused``) instead of counting in the workflow, whose
   registry is the one pinned at submission, and the intent goes on to confirm.
 """
 
@@ -37,7 +37,7 @@ from services.policy.client import PolicyClient
 from services.policy.evidence import key_id_for, public_key_der, sign_approval
 from services.runtime.convert import approval_to_pb
 from services.runtime.db import make_engine, make_session_factory
-from services.runtime.errors import PermissionDenied
+from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import Action, Decision, IntentSpec, StakeTarget
 from services.runtime.migrate import upgrade
 from services.signer.client import SignerClient
@@ -202,10 +202,10 @@ async def test_approve_intent_refuses_a_key_revoked_after_submission_and_the_int
     intent = (await stack.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent
     await revoke(stack, "oscar", spare)
 
-    with pytest.raises(PermissionDenied, match="revoked"):
+    with pytest.raises(FailedPrecondition, match="revoked"):
         await approve(stack, intent, "oscar", spare)
     stranger = ed25519.Ed25519PrivateKey.generate()  # never registered to oscar
-    with pytest.raises(PermissionDenied, match="not registered"):
+    with pytest.raises(FailedPrecondition, match="not registered"):
         await approve(stack, intent, "oscar", stranger)
     assert (await stack.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent.approvals == []
 
