@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.pb.custos.chain.v1 import chain_pb2_grpc
+from services.chain.types import NonceRelease
+from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.client import BaseClient
 
 
@@ -11,3 +12,10 @@ class ChainClient(BaseClient):
 
     service = "chain"
     stub_class = chain_pb2_grpc.ChainServiceStub
+
+    async def release_nonce(self, chain: str, intent_id: str, reason: str) -> NonceRelease:
+        """Gives back the nonces a failed intent reserved and sent nothing with (worker only)."""
+        resp = await self.call(
+            "ReleaseNonce", chain_pb2.ReleaseNonceRequest(chain=chain, intent_id=intent_id, reason=reason)
+        )
+        return NonceRelease(released=tuple(resp.released), kept=tuple(resp.kept))

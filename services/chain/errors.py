@@ -61,3 +61,7 @@ class AlertAlreadyAcknowledged(ChainError, FailedPrecondition):
 
 class ReconcileNotConfigured(ChainError, FailedPrecondition):
     """This chain service runs without reconciliation (it has no signer to read records from)."""
+
+
+class InsufficientFunds(ChainError, FailedPrecondition):
+    """The vault cannot pay the transaction's value and maximum fee: the node would refuse it."""

@@ -40,7 +40,9 @@ class NonceReservationRow(Base):
     nonce: Mapped[int] = mapped_column(BigInteger)
     intent_id: Mapped[str] = mapped_column(String(128))
     step: Mapped[str] = mapped_column(String(64))
-    # RESERVED until a transaction with this nonce is broadcast, then BROADCAST.
+    # RESERVED until a transaction with this nonce is broadcast, then BROADCAST; RELEASED when its
+    # intent failed before signing (the next build takes it); REFUSED when the node refused its
+    # signed transaction outright (kept for that step). See repository.NonceRepository.
     state: Mapped[str] = mapped_column(String(16))
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     reserved_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -3,13 +3,21 @@
 Every operation first locks the (chain, address) cursor row: ``SELECT ... FOR
 UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` (see ``runtime.db.make_engine``) on
 SQLite. So two builds for one vault, in any process, never get the same nonce.
+
+A reservation is RESERVED by its (intent, step) until a signed transaction is sent
+with its nonce (BROADCAST). An intent that fails before signing gives it back
+(RELEASED): the next build of the address takes the lowest such nonce the chain has
+not used before a new one. A nonce whose signed transaction the node refused outright
+is REFUSED: it stays with its step, whose corrected transaction (a fee bump, the only
+other payload the signer allows at that nonce) may still use it; no other intent ever
+gets it, since the signer would refuse that intent's transaction.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +27,8 @@ from services.runtime.db import transaction
 
 RESERVED = "RESERVED"
 BROADCAST = "BROADCAST"
+RELEASED = "RELEASED"
+REFUSED = "REFUSED"
 
 
 class NonceRepository:
@@ -55,12 +65,15 @@ class NonceRepository:
     ) -> int:
         """The nonce for (intent, step): the same one when asked again.
 
+        Otherwise the lowest nonce at or above ``chain_nonce`` that was released, or
+        reserved longer than ``release_after`` and never sent with, before a new one.
+
         Args:
             chain_nonce: The node's pending nonce for the address: every nonce below
                 it is taken on chain, so nothing below it is handed out.
             release_after: A reservation older than this that was never broadcast
                 is given to the next intent instead of leaving a gap that would
-                block the address forever.
+                block the address forever (its intent died without releasing it).
         """
         with transaction(self._sessions) as s:
             cursor = self._lock_cursor(s, chain, address, now)
@@ -76,22 +89,29 @@ class NonceRepository:
                     raise IntentInvalid(
                         f"intent {intent_id} step {step} already holds a nonce of another address"
                     )
+                if mine.state == RELEASED:  # asked again after giving it back: its own again
+                    mine.state, mine.reserved_at = RESERVED, now
                 return mine.nonce
-            stale = s.scalars(
+            free = s.scalars(
                 select(NonceReservationRow)
                 .where(
                     NonceReservationRow.chain == chain,
                     NonceReservationRow.address == address,
-                    NonceReservationRow.state == RESERVED,
                     NonceReservationRow.nonce >= chain_nonce,
-                    NonceReservationRow.reserved_at < now - release_after,
+                    or_(
+                        NonceReservationRow.state == RELEASED,
+                        and_(
+                            NonceReservationRow.state == RESERVED,
+                            NonceReservationRow.reserved_at < now - release_after,
+                        ),
+                    ),
                 )
                 .order_by(NonceReservationRow.nonce)
                 .limit(1)
             ).one_or_none()
-            if stale is not None:
-                stale.intent_id, stale.step, stale.reserved_at = intent_id, step, now
-                return stale.nonce
+            if free is not None:
+                free.intent_id, free.step, free.state, free.reserved_at = intent_id, step, RESERVED, now
+                return free.nonce
             nonce = max(cursor.next_nonce, chain_nonce)
             cursor.next_nonce, cursor.updated_at = nonce + 1, now
             s.add(
@@ -143,14 +163,42 @@ class NonceRepository:
             return False
 
     def forget_broadcast(self, *, chain: str, tx_hash: str, address: str, nonce: int) -> None:
-        """Undoes ``record_broadcast`` after the node refused the transaction outright."""
+        """Undoes ``record_broadcast`` after the node refused the transaction outright.
+
+        The nonce is free for another transaction of the same step, but stays REFUSED:
+        it is signed, so it is neither released nor handed to another intent as stale.
+        """
         with transaction(self._sessions) as s:
             s.execute(
                 delete(BroadcastRow).where(BroadcastRow.chain == chain, BroadcastRow.tx_hash == tx_hash)
             )
             reservation = self._reservation_at(s, chain, address, nonce)
             if reservation is not None and reservation.tx_hash == tx_hash:
-                reservation.state, reservation.tx_hash = RESERVED, None
+                reservation.state = REFUSED
+
+    def release(self, *, chain: str, intent_id: str, now: datetime) -> tuple[list[int], list[int]]:
+        """Gives back the intent's reservations on ``chain`` that nothing was sent with.
+
+        Returns the nonces released now and those kept: a nonce a signed transaction was
+        sent with (BROADCAST, or REFUSED by the node) is never given back, because that
+        transaction stays valid until the nonce is used and the signer refuses any other
+        intent's transaction for it, so whoever took it next would fail in its place.
+        """
+        with transaction(self._sessions) as s:
+            mine = select(NonceReservationRow).where(
+                NonceReservationRow.chain == chain, NonceReservationRow.intent_id == intent_id
+            )
+            for address in sorted({r.address for r in s.scalars(mine)}):
+                self._lock_cursor(s, chain, address, now)
+            released: list[int] = []
+            kept: list[int] = []
+            for row in s.scalars(mine):  # read again under the locks
+                if row.state == RESERVED:
+                    row.state = RELEASED
+                    released.append(row.nonce)
+                elif row.state in (BROADCAST, REFUSED):
+                    kept.append(row.nonce)
+            return sorted(released), sorted(kept)
 
     def broadcast(self, chain: str, tx_hash: str) -> BroadcastRow | None:
         with self._sessions() as s:

@@ -3,14 +3,20 @@
 Chain-specific work lives behind :class:`ChainAdapter` (Ethereum today; Cosmos
 account sequences and Solana recent blockhashes fit the same shape). This module
 never imports grpc.
+
+Nonces never leave a gap that holds a vault's later transactions back: a build
+prices and checks everything before it reserves one, an intent that fails before
+signing gives its nonce back (``release_nonces``), and the next build takes the
+lowest nonce given back before a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +28,7 @@ from services.chain.types import (
     BroadcastResult,
     BuiltTransaction,
     DecodedTransaction,
+    NonceRelease,
     SignedInfo,
     TransactionStatus,
     TxState,
@@ -29,8 +36,12 @@ from services.chain.types import (
 from services.runtime.db import utcnow
 from services.runtime.intent import IntentSpec
 
+log = logging.getLogger("custos.chain")
+#: What an adapter's ``prepare`` gives its ``assemble``: its own, the service only carries it.
+Prepared = TypeVar("Prepared")
 
-class ChainAdapter(Protocol):
+
+class ChainAdapter(Protocol[Prepared]):
     """What ChainService needs from one chain family."""
 
     config: ChainConfig
@@ -47,10 +58,15 @@ class ChainAdapter(Protocol):
         """The next nonce (account sequence) the node expects from ``address``."""
         ...
 
-    async def build(
-        self, spec: IntentSpec, vault_address: str, nonce: int
-    ) -> tuple[bytes, DecodedTransaction]:
-        """The unsigned transaction bytes for the intent, and what they decode to."""
+    async def prepare(self, spec: IntentSpec, vault_address: str) -> Prepared:
+        """Everything of the intent's transaction but its nonce: validated, priced, affordable.
+
+        Raises whatever would make the build fail, before a nonce is reserved for it.
+        """
+        ...
+
+    def assemble(self, prepared: Prepared, nonce: int) -> tuple[bytes, DecodedTransaction]:
+        """The unsigned transaction bytes with ``nonce``, and what they decode to."""
         ...
 
     def decode(self, unsigned_tx: bytes, *, sender: str | None = None) -> DecodedTransaction:
@@ -68,7 +84,7 @@ class ChainAdapter(Protocol):
     async def status(self, tx_hash: str) -> TransactionStatus: ...
 
 
-AdapterFactory = Callable[[ChainConfig], ChainAdapter]
+AdapterFactory = Callable[[ChainConfig], ChainAdapter[Any]]
 
 ADAPTERS: dict[ChainFamily, AdapterFactory] = {ChainFamily.ETHEREUM: EthereumAdapter}
 
@@ -91,7 +107,7 @@ class ChainService:
     ) -> None:
         factories = adapters or ADAPTERS
         self._configs: dict[str, ChainConfig] = {}
-        self._adapters: dict[str, ChainAdapter] = {}
+        self._adapters: dict[str, ChainAdapter[Any]] = {}
         for config in chains:
             if config.family not in factories:
                 raise ValueError(f"no adapter for the {config.family} family (chain {config.name})")
@@ -105,7 +121,7 @@ class ChainService:
     def list_chains(self) -> list[ChainConfig]:
         return list(self._configs.values())
 
-    def adapter(self, chain: str) -> ChainAdapter:
+    def adapter(self, chain: str) -> ChainAdapter[Any]:
         try:
             return self._adapters[chain]
         except KeyError:
@@ -122,8 +138,10 @@ class ChainService:
         if not intent_id:
             raise IntentInvalid("intent_id is required")
         adapter = self.adapter(spec.chain)
-        adapter.plan(spec, vault_address)  # refuse bad data before reserving anything
         address = adapter.normalise_address(vault_address)
+        # Whatever can refuse the build (the intent's data, fees, gas, the vault's funds) runs
+        # before a nonce is reserved: a build that cannot succeed leaves no gap behind it.
+        prepared = await adapter.prepare(spec, address)
         chain_nonce = await adapter.pending_nonce(address)
         # The repository blocks on a row lock: keep it off the event loop.
         nonce = await asyncio.to_thread(
@@ -136,8 +154,27 @@ class ChainService:
             now=self._clock(),
             release_after=timedelta(seconds=adapter.config.nonce_release_seconds),
         )
-        unsigned, decoded = await adapter.build(spec, address, nonce)
+        unsigned, decoded = adapter.assemble(prepared, nonce)
         return BuiltTransaction(unsigned_tx=unsigned, decoded=decoded)
+
+    async def release_nonces(self, chain: str, intent_id: str, reason: str) -> NonceRelease:
+        """Gives back the nonces ``intent_id`` reserved on ``chain`` and sent nothing with.
+
+        For an intent that failed before it signed: the vault's next build takes the lowest
+        of them, instead of a new nonce that would wait behind the gap. A nonce a signed
+        transaction was sent with is kept (see ``NonceRepository.release``). Idempotent.
+        """
+        if not intent_id:
+            raise IntentInvalid("intent_id is required")
+        self.adapter(chain)  # UnknownChain
+        released, kept = await asyncio.to_thread(
+            self._nonces.release, chain=chain, intent_id=intent_id, now=self._clock()
+        )
+        if released or kept:
+            log.info(
+                "%s gave back nonces %s on %s (kept %s): %s", intent_id, released, chain, kept, reason[:200]
+            )
+        return NonceRelease(released=tuple(released), kept=tuple(kept))
 
     def decode_transaction(
         self, chain: str, unsigned_tx: bytes, *, sender: str | None = None
@@ -161,7 +198,8 @@ class ChainService:
         try:
             known = await adapter.broadcast(signed_tx, info.tx_hash)
         except BroadcastRejected:
-            # Refused outright: free the nonce for a corrected transaction.
+            # Refused outright: the nonce is free for a corrected transaction of the same step
+            # (the signer allows no other), never for another intent.
             await asyncio.to_thread(
                 self._nonces.forget_broadcast,
                 chain=chain,

@@ -159,6 +159,8 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
         "GetTransactionStatus": _BUILDERS | _READERS,
         "ReconcileVaults": _READERS,
         "AcknowledgeReconcileAlert": frozenset({"operator"}),
+        # the staking workflow gives back what a failed intent reserved
+        "ReleaseNonce": frozenset({"svc:worker"}),
     }
 
     def __init__(self, service: ChainService, reconciler: Reconciler | None = None) -> None:
@@ -232,6 +234,14 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
             reason=request.reason,
         )
         return chain_pb2.AcknowledgeReconcileAlertResponse(alert=alert_to_pb(alert))
+
+    async def ReleaseNonce(
+        self, request: chain_pb2.ReleaseNonceRequest, context: Any
+    ) -> chain_pb2.ReleaseNonceResponse:
+        result = await self._service.release_nonces(
+            require_id(request.chain, "chain"), require_id(request.intent_id, "intent_id"), request.reason
+        )
+        return chain_pb2.ReleaseNonceResponse(released=result.released, kept=result.kept)
 
 
 __all__ = ["ChainServicer", "chain_to_pb", "decoded_to_pb", "spec_to_pb", "status_to_pb"]

@@ -97,3 +97,13 @@ class SeenTransaction:
     block_number: int
     to_address: str
     value: int
+
+
+@dataclass(frozen=True)
+class NonceRelease:
+    """What ``ReleaseNonce`` did with an intent's reservations on one chain."""
+
+    #: Given back: the vault's next build takes the lowest of them.
+    released: tuple[int, ...] = ()
+    #: Kept: a signed transaction was sent with each (even if the node refused it).
+    kept: tuple[int, ...] = ()

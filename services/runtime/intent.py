@@ -90,6 +90,7 @@ def steps_of(action: Action) -> tuple[str, ...]:
     """The names of the transactions an intent of ``action`` signs (none for a policy change)."""
     return _STEPS.get(action, ())
 
+
 _TARGET_FOR_ACTION: dict[Action, type] = {
     Action.STAKE: StakeTarget,
     Action.UNSTAKE: UnstakeTarget,

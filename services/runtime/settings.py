@@ -41,9 +41,18 @@ class TLSSettings(BaseModel):
 
 
 class TemporalSettings(BaseModel):
+    """The Temporal frontend. With ``tls``, the connection is TLS, verified against ``ca_cert`` (the
+    system roots when unset), presenting ``client_cert``/``client_key`` when the cluster asks for mTLS."""
+
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "custos-staking"
+    tls: bool = False
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    #: The name the frontend's certificate is checked against (default: the host of ``address``).
+    server_name: str = ""
 
 
 class TelemetrySettings(BaseModel):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.runtime.client import BaseClient
+from services.runtime.convert import datetime_to_ts
+from services.staking.types import Transition
 
-#: How long the worker gives ``NotifyTransition``: the watchers' fallback poll is 0.25 s, so
-#: waiting longer than this for a wake-up is worth less than getting on with the workflow.
-NOTIFY_TIMEOUT_SECONDS = 1.0
+#: ``RecordTransition`` is one short transaction; this leaves the rest of the activity's 10 s
+#: start-to-close for a retry of its own when a staking process hangs or is killed mid-call.
+RECORD_TIMEOUT_SECONDS = 5.0
 
 
 class StakingClient(BaseClient):
@@ -16,13 +19,27 @@ class StakingClient(BaseClient):
     service = "staking"
     stub_class = staking_pb2_grpc.StakingServiceStub
 
-    async def notify_transition(self, intent_id: str, sequence: int) -> None:
-        """Tells the staking service that a transition of ``intent_id`` is committed (worker only).
+    async def record_transition(self, t: Transition) -> bool:
+        """Records a transition of the workflow (worker only); False if it was recorded before.
 
-        Raises on failure like any call; the caller decides that a failure does not matter.
+        Raises like any call: the caller retries until it is recorded.
         """
-        await self.call(
-            "NotifyTransition",
-            staking_pb2.NotifyTransitionRequest(intent_id=intent_id, sequence=sequence),
-            deadline=NOTIFY_TIMEOUT_SECONDS,
-        )
+        resp = await self.call("RecordTransition", transition_to_pb(t), deadline=RECORD_TIMEOUT_SECONDS)
+        return bool(resp.recorded)
+
+
+def transition_to_pb(t: Transition) -> staking_pb2.RecordTransitionRequest:
+    out = staking_pb2.RecordTransitionRequest(
+        intent_id=t.intent_id,
+        sequence=t.sequence,
+        state=staking_pb2.IntentState.Value(f"INTENT_STATE_{t.state}"),
+        detail=t.detail,
+        tx_hash=t.tx_hash,
+        requirement=[
+            common_pb2.ApprovalGroup(name=g.name, threshold=g.threshold, members=sorted(g.members))
+            for g in t.requirement
+        ],
+    )
+    if t.approval_deadline is not None:
+        out.approval_deadline.CopyFrom(datetime_to_ts(t.approval_deadline))
+    return out

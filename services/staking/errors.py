@@ -41,5 +41,11 @@ class SelfApproval(StakingError, PermissionDenied):
     """
 
 
+class ApprovalKeyRefused(StakingError, FailedPrecondition):
+    """The approval is signed with a key the current registry does not hold for the approver,
+    or holds revoked: refused before it reaches the workflow, whose registry is the one pinned
+    at submission. Like the validator's refusals, one the caller fixes (with a valid key)."""
+
+
 class WorkflowUnavailable(StakingError, Unavailable):
     """Temporal could not be reached; retry with the same idempotency key."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from temporalio.client import Client
-
 from services.audit.writer import AuditWriter
 from services.chain.client import ChainClient
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
@@ -16,7 +14,7 @@ from services.runtime.db import make_engine, make_session_factory
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import ServiceSettings
-from services.runtime.temporal_tracing import temporal_interceptors
+from services.runtime.temporal import connect as connect_temporal
 from services.signer.client import SignerClient
 from services.staking.service import StakingService
 from services.staking.servicer import StakingServicer
@@ -34,9 +32,7 @@ async def build(settings: ServiceSettings) -> Component:
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:staking")
     # TracingInterceptor: StartWorkflow and the approval updates carry the caller's trace
-    temporal = await Client.connect(
-        settings.temporal.address, namespace=settings.temporal.namespace, interceptors=temporal_interceptors()
-    )
+    temporal = await connect_temporal(settings.temporal)
     policy, signer, chain = (
         PolicyClient.connect(settings),
         SignerClient.connect(settings),

@@ -1,4 +1,9 @@
-"""Writes workflow transitions into the read model and the audit trail, atomically.
+"""Records workflow transitions in the read model and the audit trail, in one transaction.
+
+The staking service is the only writer of its tables: the worker reports each
+transition through ``RecordTransition`` and this module applies it. Applying the same
+(intent, sequence) twice changes nothing, so a retried activity or a call whose answer
+was lost (a killed staking process) records once.
 
 Each new transition also counts in ``custos.intents`` (by state and action), and
 APPROVED records how long the intent waited for its approvals
@@ -7,56 +12,53 @@ APPROVED records how long the intent waited for its approvals
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
 from services.runtime.db import transaction
 from services.runtime.telemetry import APPROVAL_WAIT, INTENTS
 from services.staking import repository as repo
-from services.staking.models import IntentRow
-from workflows.staking.types import TransitionInput
+from services.staking.types import Transition
 
 
-class ReadModelRecorder:
-    """The worker's :data:`workflows.staking.activities.Recorder`."""
+class ReadModel:
+    """Applies transitions (blocking: run it in a thread)."""
 
     def __init__(self, sessions: sessionmaker[Session], audit: AuditWriter) -> None:
         self._sessions = sessions
         self._audit = audit
 
-    async def __call__(self, inp: TransitionInput) -> None:
-        await asyncio.to_thread(self._record, inp)
+    def record(self, t: Transition, actor: str) -> bool:
+        """Applies ``t`` with its audit record (by ``actor``); False if it was recorded before.
 
-    def _record(self, inp: TransitionInput) -> None:
+        Raises:
+            IntentNotFound: no intent has that id.
+        """
         action = ""
         waited: float | None = None
         with transaction(self._sessions) as s:
-            if repo.record_event(s, inp.intent_id, inp.sequence, inp.state, inp.detail, inp.extra):
-                row = s.get(IntentRow, inp.intent_id)
-                action = row.action if row is not None else ""
-                if inp.state == "APPROVED":
-                    waited = _approval_wait(s, inp.intent_id)
-                outcome = (
-                    "refused"
-                    if inp.state in ("DENIED", "REJECTED")
-                    else ("failed" if inp.state in ("FAILED", "EXPIRED") else "ok")
-                )
-                payload: dict[str, object] = {
-                    "state": inp.state,
-                    "sequence": inp.sequence,
-                    "detail": inp.detail,
-                }
-                if inp.extra.get("tx_hash"):
-                    payload["tx_hash"] = inp.extra["tx_hash"]
-                self._audit.record(
-                    f"intent.{inp.state.lower()}", f"intent:{inp.intent_id}", outcome, payload, session=s
-                )
-        if action:  # counted once the transition is committed, never for a retried activity
-            INTENTS.add(1, {"custos.state": inp.state, "custos.action": action})
+            row = repo.record_event(s, t)
+            if row is None:
+                return False
+            action = row.action
+            if t.state == "APPROVED":
+                waited = _approval_wait(s, t.intent_id)
+            outcome = (
+                "refused"
+                if t.state in ("DENIED", "REJECTED")
+                else ("failed" if t.state in ("FAILED", "EXPIRED") else "ok")
+            )
+            payload: dict[str, object] = {"state": t.state, "sequence": t.sequence, "detail": t.detail}
+            if t.tx_hash:
+                payload["tx_hash"] = t.tx_hash
+            self._audit.record(
+                f"intent.{t.state.lower()}", f"intent:{t.intent_id}", outcome, payload, session=s, actor=actor
+            )
+        # counted once the transition is committed, never for a retried call
+        INTENTS.add(1, {"custos.state": t.state, "custos.action": action})
         if waited is not None:
             APPROVAL_WAIT.record(waited, {"custos.action": action})
+        return True
 
 
 def _approval_wait(s: Session, intent_id: str) -> float | None:

@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 
 from services.runtime.db import utcnow
 from services.runtime.errors import InvalidArgument
+from services.staking.errors import IntentNotFound
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
+from services.staking.types import Transition
 
 TERMINAL = frozenset({"CONFIRMED", "DENIED", "REJECTED", "EXPIRED", "CANCELLED", "FAILED"})
 
@@ -68,32 +70,39 @@ def insert_intent(session: Session, row: IntentRow) -> IntentRow | None:
     return row
 
 
-def record_event(
-    session: Session, intent_id: str, sequence: int, state: str, detail: str, extra: dict[str, object]
-) -> bool:
-    """Applies one transition; False if it was recorded before (a retried activity)."""
-    row = session.get(IntentRow, intent_id, with_for_update=True)
+def record_event(session: Session, t: Transition) -> IntentRow | None:
+    """Applies one transition; returns the intent, or None if it was recorded before (a retry).
+
+    Raises:
+        IntentNotFound: no intent has that id.
+    """
+    row = session.get(IntentRow, t.intent_id, with_for_update=True)
     if row is None:
-        raise InvalidArgument(f"unknown intent {intent_id}")
-    if session.get(IntentEventRow, (intent_id, sequence)) is not None:
-        return False
+        raise IntentNotFound(f"no intent {t.intent_id}")
+    if session.get(IntentEventRow, (t.intent_id, t.sequence)) is not None:
+        return None
     now = utcnow()
-    session.add(IntentEventRow(intent_id=intent_id, sequence=sequence, state=state, detail=detail, time=now))
-    if sequence > row.last_sequence:
-        row.last_sequence = sequence
-        row.state = state
+    session.add(
+        IntentEventRow(intent_id=t.intent_id, sequence=t.sequence, state=t.state, detail=t.detail, time=now)
+    )
+    if t.sequence > row.last_sequence:
+        row.last_sequence = t.sequence
+        row.state = t.state
         row.updated_at = now
-        if state in TERMINAL and state != "CONFIRMED":
-            row.reason = detail
-        if state == "SIGNING":
-            row.summary = detail
-    if extra.get("tx_hash"):
-        row.tx_hash = str(extra["tx_hash"])
-    if "requirement" in extra:
-        row.requirement_json = json.dumps(extra["requirement"], sort_keys=True)
-    if extra.get("deadline"):
-        row.approval_deadline = datetime.fromisoformat(str(extra["deadline"]))
-    return True
+        if t.state in TERMINAL and t.state != "CONFIRMED":
+            row.reason = t.detail
+        if t.state == "SIGNING":
+            row.summary = t.detail
+    if t.tx_hash:
+        row.tx_hash = t.tx_hash
+    if t.requirement:
+        row.requirement_json = json.dumps(
+            [{"name": g.name, "threshold": g.threshold, "members": sorted(g.members)} for g in t.requirement],
+            sort_keys=True,
+        )
+    if t.approval_deadline is not None:
+        row.approval_deadline = t.approval_deadline
+    return row
 
 
 def record_approval(session: Session, intent_id: str, approver_id: str, decision: str) -> None:

@@ -4,7 +4,10 @@ Submission records the intent (idempotent on the initiator's key), pins the
 active policy version and the approver registry into the workflow input, and
 starts the workflow whose id is the intent id. Approvals go to the workflow as
 Temporal updates; its validators are the gatekeepers, this service only relays
-and records what they accepted.
+and records what they accepted (after checking the approval's key against the
+current registry: the workflow's is the one pinned at submission). The workflow's
+transitions come back through ``RecordTransition``: this service alone writes its
+read model.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from services.policy.client import PolicyClient
 from services.runtime.auth import Principal
 from services.runtime.convert import spec_to_pb, ts_to_datetime
 from services.runtime.db import reading, transaction, utcnow
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.intent import (
     Action,
     Approval,
@@ -50,6 +53,7 @@ from services.runtime.telemetry import INTENTS
 from services.signer.client import SignerClient
 from services.staking import repository as repo
 from services.staking.errors import (
+    ApprovalKeyRefused,
     ApprovalRefused,
     IdempotencyConflict,
     IntentNotFound,
@@ -58,6 +62,8 @@ from services.staking.errors import (
     WorkflowUnavailable,
 )
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
+from services.staking.readmodel import ReadModel
+from services.staking.types import Transition
 from services.staking.wakeups import TransitionWakeups
 from workflows.staking.types import (
     ApprovalAck,
@@ -68,7 +74,7 @@ from workflows.staking.types import (
     IntentInput,
 )
 
-#: The fallback when no ``NotifyTransition`` arrives (worker unreachable, another replica notified).
+#: The fallback for transitions recorded by another staking replica (only the one recording wakes).
 WATCH_POLL_SECONDS = 0.25
 #: Intents recorded this long ago without a started workflow are started by the reconciler.
 RECONCILE_GRACE = timedelta(seconds=5)
@@ -103,6 +109,7 @@ class StakingService:
         self._signer = signer
         self._chain = chain
         self._audit = audit
+        self._read_model = ReadModel(sessions, audit)
         self.wakeups = TransitionWakeups()
 
     # --- submission ---------------------------------------------------------------
@@ -328,9 +335,9 @@ class StakingService:
     async def watch(self, intent_id: str, after: int) -> AsyncGenerator[IntentEventRow, None]:
         """Streams transitions after ``after``; ends after the terminal one.
 
-        The worker writes transitions from its own process, so the database is read again
-        whenever ``NotifyTransition`` wakes this watcher, and at the latest every
-        :data:`WATCH_POLL_SECONDS` in case a notification never comes.
+        The database is read again whenever this process records a transition of the
+        intent, and at the latest every :data:`WATCH_POLL_SECONDS`, for transitions that
+        another staking replica recorded.
         """
         await self.get(intent_id)
         with self.wakeups.listen(intent_id) as woken:  # before the first read: no lost wake-up
@@ -345,9 +352,17 @@ class StakingService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), WATCH_POLL_SECONDS)
 
-    def notify_transition(self, intent_id: str) -> int:
-        """The worker committed a transition of ``intent_id``: its watchers re-read the database."""
-        return self.wakeups.wake(intent_id)
+    async def record_transition(self, who: Principal, t: Transition) -> bool:
+        """Records a transition the workflow reported, with its audit record; wakes its watchers.
+
+        Returns False when (intent, sequence) was recorded before: a retried activity, or
+        a call whose answer was lost, records once. Watchers are woken either way.
+        """
+        if t.sequence < 2:
+            raise InvalidArgument("sequence must be at least 2 (SubmitIntent records 1)")
+        recorded = await asyncio.to_thread(self._read_model.record, t, who.identity)
+        self.wakeups.wake(t.intent_id)
+        return recorded
 
     def _events(self, intent_id: str, after: int) -> list[IntentEventRow]:
         with reading(self._sessions) as s:
@@ -377,6 +392,10 @@ class StakingService:
             reason = f"the initiator cannot {update} their own intent"
             await self._audit_refused(who, subject, update, approval, reason)
             raise SelfApproval(reason + (" (cancel it instead)" if update == "reject" else ""))
+        refusal = await self._key_refusal(approval)
+        if refusal:
+            await self._audit_refused(who, subject, update, approval, refusal)
+            raise ApprovalKeyRefused(refusal)
         data = ApprovalData(
             approver_id=approval.approver_id,
             key_id=approval.key_id,
@@ -397,6 +416,26 @@ class StakingService:
             raise await self._closed_or_unavailable(intent_id, e) from e
         await asyncio.to_thread(self._record_decision, who, intent_id, approval, update, ack)
         return ack
+
+    async def _key_refusal(self, approval: Approval) -> str:
+        """Why the current registry does not let ``approval``'s key decide for its approver ('' if it does).
+
+        The workflow judges approvals against the registry pinned at submission. A key
+        revoked since would count there, and the signer, which reads the current
+        registry, would then refuse the transaction: the intent would fail. Refused here
+        instead, the intent waits for a valid approval. (A revocation landing between this
+        check and the workflow's acceptance is still caught by the signer.)
+        """
+        try:
+            approver = await self._policy.get_approver(approval.approver_id)
+        except NotFound:
+            return f"{approval.approver_id} is not in the approver registry"
+        key = approver.key(approval.key_id)
+        if key is None:
+            return f"key {approval.key_id} is not registered to {approval.approver_id}"
+        if key.revoked_at is not None:
+            return f"key {approval.key_id} of {approval.approver_id} is revoked"
+        return ""
 
     async def _audit_refused(
         self, who: Principal, subject: str, update: str, approval: Approval, reason: str

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, cast
 
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
+from services.policy.domain import ApprovalGroup
 from services.runtime.auth import current_principal
 from services.runtime.convert import (
     action_from_pb,
@@ -25,6 +26,7 @@ from services.runtime.intent import Decision, spec_from_plain
 from services.staking.models import IntentEventRow
 from services.staking.repository import IntentFilter
 from services.staking.service import IntentView, StakingService
+from services.staking.types import Transition
 
 _STATE: dict[str, Any] = {
     name.removeprefix("INTENT_STATE_"): value for name, value in staking_pb2.IntentState.items()
@@ -64,6 +66,21 @@ def intent_to_pb(v: IntentView) -> staking_pb2.Intent:
     return out
 
 
+def transition_from_pb(r: staking_pb2.RecordTransitionRequest) -> Transition:
+    state = _STATE_NAME.get(r.state)
+    if state is None or r.state == staking_pb2.INTENT_STATE_UNSPECIFIED:
+        raise InvalidArgument("state is required")
+    return Transition(
+        intent_id=require_id(r.intent_id, "intent_id"),
+        sequence=r.sequence,
+        state=state,
+        detail=r.detail,
+        tx_hash=r.tx_hash,
+        requirement=tuple(ApprovalGroup(g.name, g.threshold, frozenset(g.members)) for g in r.requirement),
+        approval_deadline=ts_to_datetime(r.approval_deadline) if r.HasField("approval_deadline") else None,
+    )
+
+
 def event_to_pb(intent_id: str, e: IntentEventRow) -> staking_pb2.IntentEvent:
     return staking_pb2.IntentEvent(
         intent_id=intent_id,
@@ -83,8 +100,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         "RejectIntent": frozenset({"approver"}),
         "CancelIntent": frozenset({"initiator", "operator", "policy-admin"}),
         "WatchIntent": PEOPLE_READ,
-        # only the worker writes transitions; anyone else could only make watchers re-read for nothing
-        "NotifyTransition": frozenset({"svc:worker"}),
+        # the workflow's transitions: only the worker reports them
+        "RecordTransition": frozenset({"svc:worker"}),
     }
 
     def __init__(self, service: StakingService) -> None:
@@ -167,8 +184,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
             async for e in events:
                 yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))
 
-    async def NotifyTransition(
-        self, request: staking_pb2.NotifyTransitionRequest, context: Any
-    ) -> staking_pb2.NotifyTransitionResponse:
-        self._svc.notify_transition(require_id(request.intent_id, "intent_id"))
-        return staking_pb2.NotifyTransitionResponse()
+    async def RecordTransition(
+        self, request: staking_pb2.RecordTransitionRequest, context: Any
+    ) -> staking_pb2.RecordTransitionResponse:
+        recorded = await self._svc.record_transition(current_principal(), transition_from_pb(request))
+        return staking_pb2.RecordTransitionResponse(recorded=recorded)

@@ -1,11 +1,10 @@
-"""Wakes this process's ``WatchIntent`` streams when the worker reports a committed transition.
+"""Wakes this process's ``WatchIntent`` streams when it records a transition of their intent.
 
-Transitions are written by the workflow worker, another process, straight into the
-database; the worker then calls ``NotifyTransition`` on the staking service, which
-lands here. A wake-up carries nothing the watcher trusts: a woken watcher re-reads
-the events from the database, the source of truth. A lost or late notification
-(the worker could not reach this process, or another staking replica got it) only
-costs latency, because every watcher also polls on a fallback interval.
+The worker reports each transition through ``RecordTransition`` to one staking
+replica, which records it and wakes its own watchers here. A wake-up carries nothing
+the watcher trusts: a woken watcher re-reads the events from the database, the source
+of truth. Watchers on the other replicas are not woken: they find the transition at
+their fallback poll, so a replica only ever costs them latency.
 """
 
 from __future__ import annotations

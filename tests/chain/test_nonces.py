@@ -104,7 +104,9 @@ def test_a_second_transaction_for_a_broadcast_nonce_is_refused(
     assert row is not None and row.raw == b"one"
 
 
-def test_forgetting_a_refused_broadcast_frees_its_nonce(session_factory: sessionmaker[Session]) -> None:
+def test_forgetting_a_refused_broadcast_frees_its_nonce_for_the_same_step(
+    session_factory: sessionmaker[Session],
+) -> None:
     repo = NonceRepository(session_factory)
     nonce = _reserve(repo, "a")
     bad, good = "0x" + "01" * 32, "0x" + "02" * 32
@@ -114,3 +116,58 @@ def test_forgetting_a_refused_broadcast_frees_its_nonce(session_factory: session
         repo.record_broadcast(chain=CHAIN, address=ADDRESS, nonce=nonce, tx_hash=good, raw=b"ok", now=T0)
         is False
     )
+
+
+def _release(repo: NonceRepository, intent: str) -> tuple[list[int], list[int]]:
+    return repo.release(chain=CHAIN, intent_id=intent, now=T0)
+
+
+def test_a_released_nonce_is_the_next_builds_before_a_new_one(session_factory: sessionmaker[Session]) -> None:
+    repo = NonceRepository(session_factory)
+    assert [_reserve(repo, i) for i in ("a", "b", "c")] == [0, 1, 2]
+    assert _release(repo, "b") == ([1], [])
+    assert _release(repo, "b") == ([], [])  # a repeated call gives nothing more back
+    assert _reserve(repo, "d") == 1  # well within the stale timeout: the gap is filled at once
+    assert _reserve(repo, "e") == 3
+    assert _reserve(repo, "b") == 4  # the released intent lost its nonce to "d"
+
+
+def test_the_lowest_released_nonce_the_chain_has_not_used_goes_first(
+    session_factory: sessionmaker[Session],
+) -> None:
+    repo = NonceRepository(session_factory)
+    assert [_reserve(repo, i) for i in ("a", "b", "c", "d")] == [0, 1, 2, 3]
+    assert _release(repo, "c") == ([2], [])
+    assert _release(repo, "a") == ([0], [])
+    assert _reserve(repo, "e", floor=1) == 2  # 0 is below the node's pending nonce: used on chain
+    assert _reserve(repo, "f", floor=1) == 4
+
+
+def test_an_intent_asking_again_after_its_release_takes_its_own_nonce_back(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A late retry of a build that was given back reuses its nonce rather than opening a new gap."""
+    repo = NonceRepository(session_factory)
+    assert _reserve(repo, "a") == 0
+    assert _release(repo, "a") == ([0], [])
+    assert _reserve(repo, "a") == 0
+    assert _reserve(repo, "b") == 1
+
+
+def test_a_nonce_a_signed_transaction_was_sent_with_is_never_given_to_another_intent(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Sent (BROADCAST) or refused outright by the node (REFUSED): kept, released or stale alike."""
+    repo = NonceRepository(session_factory)
+    assert _reserve(repo, "sent") == 0
+    assert _reserve(repo, "refused") == 1
+    sent, refused = "0x" + "01" * 32, "0x" + "02" * 32
+    repo.record_broadcast(chain=CHAIN, address=ADDRESS, nonce=0, tx_hash=sent, raw=b"s", now=T0)
+    repo.record_broadcast(chain=CHAIN, address=ADDRESS, nonce=1, tx_hash=refused, raw=b"r", now=T0)
+    repo.forget_broadcast(chain=CHAIN, address=ADDRESS, nonce=1, tx_hash=refused)
+    assert _release(repo, "sent") == ([], [0])
+    assert _release(repo, "refused") == ([], [1])
+    # long past the stale timeout, with the chain still expecting nonce 0 or 1
+    later = T0 + timedelta(hours=1)
+    assert _reserve(repo, "next", floor=1, now=later) == 2
+    assert _reserve(repo, "refused", now=later) == 1  # its own step may still send a replacement

@@ -133,3 +133,32 @@ async def test_refusals_map_to_grpc_statuses(
                 metadata=_as("svc:signer"),
             )
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_only_the_worker_may_release_nonces(
+    running: RunningServer, chain_config: ChainConfig, vault: HsmVaultSigner
+) -> None:
+    assert ChainServicer.ROLES["ReleaseNonce"] == frozenset({"svc:worker"})
+    spec = spec_to_pb(stake_spec(chain_config, deposit_for(vault, chain_config)))
+    channel, stub = _stub(running)
+    async with channel:
+        built = await stub.BuildTransaction(
+            chain_pb2.BuildTransactionRequest(intent_id="grpc-r", spec=spec, vault_address=vault.address),
+            metadata=_as("svc:worker"),
+        )
+        request = chain_pb2.ReleaseNonceRequest(chain=chain_config.name, intent_id="grpc-r", reason="failed")
+        for role in ("svc:staking", "svc:signer", "operator"):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.ReleaseNonce(request, metadata=_as(role))
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for bad, code in (
+            (chain_pb2.ReleaseNonceRequest(chain=chain_config.name), grpc.StatusCode.INVALID_ARGUMENT),
+            (chain_pb2.ReleaseNonceRequest(chain="nope", intent_id="grpc-r"), grpc.StatusCode.NOT_FOUND),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.ReleaseNonce(bad, metadata=_as("svc:worker"))
+            assert e.value.code() == code
+        released = await stub.ReleaseNonce(request, metadata=_as("svc:worker"))
+        assert list(released.released) == [built.decoded.nonce] and list(released.kept) == []
+        again = await stub.ReleaseNonce(request, metadata=_as("svc:worker"))
+        assert list(again.released) == list(again.kept) == []

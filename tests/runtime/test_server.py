@@ -32,6 +32,7 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         "GetTransactionStatus": frozenset({"compliance"}),
         "ReconcileVaults": frozenset({"compliance"}),
         "AcknowledgeReconcileAlert": frozenset({"operator"}),
+        "ReleaseNonce": frozenset({"svc:worker"}),
     }
 
     async def ListChains(self, request: Any, context: Any) -> chain_pb2.ListChainsResponse:
@@ -57,6 +58,9 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         raise NotImplementedError
 
     async def AcknowledgeReconcileAlert(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def ReleaseNonce(self, request: Any, context: Any) -> Any:
         raise NotImplementedError
 
 

@@ -10,7 +10,7 @@ import asyncio
 import shutil
 import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -27,7 +27,7 @@ from services.runtime.intent import (
 from tests.staking.workflow_helpers import FakeActivities, Person, make_input
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
-from workflows.staking.types import GroupData
+from workflows.staking.types import ApproverData, GroupData
 from workflows.staking.workflows import StakingWorkflow
 
 OUT = Path(__file__).parent / "histories"
@@ -50,21 +50,21 @@ async def record() -> None:
             now = await env.get_current_time()
             created = now - timedelta(days=1)
             registry = [p.data(["operations"], created) for p in PEOPLE]
-            exp = now + timedelta(days=2)
+            exp = now + timedelta(hours=12)  # within the approval window (submission + 24h)
             # a stake-type intent that is approved and confirmed
-            inp = make_input("alice", registry, created)
+            inp = make_input("alice", registry, now)
             h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
             await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
             await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
             await h.result()
             (OUT / "staking_confirmed.json").write_text((await h.fetch_history()).to_json())
             # an intent that expires
-            inp = make_input("alice", registry, created)
+            inp = make_input("alice", registry, now)
             h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
             await h.result()
             (OUT / "staking_expired.json").write_text((await h.fetch_history()).to_json())
             # a policy change approved by the admin quorum
-            inp = make_input("alice", registry, created)
+            inp = make_input("alice", registry, now)
             spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("b" * 64))
             inp.spec = spec_to_plain(spec)
             binding = IntentBinding(inp.intent_id, inp.initiator, inp.submitted_at)
@@ -76,8 +76,27 @@ async def record() -> None:
             await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
             await p.result()
             (OUT / "policy_change_confirmed.json").write_text((await p.fetch_history()).to_json())
+        await record_sign_refused(env, registry, exp)
     finally:
         await env.shutdown()
+
+
+async def record_sign_refused(env: WorkflowEnvironment, registry: list[ApproverData], exp: datetime) -> None:
+    """An approved intent whose signing is refused: it ends FAILED before anything is sent."""
+    queue = f"q-{uuid.uuid4().hex}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[StakingWorkflow],
+        activities=FakeActivities([GROUP], sign_refuses=True).all(),
+        workflow_runner=RUNNER,
+    ):
+        inp = make_input("alice", registry, await env.get_current_time())
+        h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+        await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
+        await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
+        await h.result()
+        (OUT / "staking_sign_refused.json").write_text((await h.fetch_history()).to_json())
 
 
 if __name__ == "__main__":

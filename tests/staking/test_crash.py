@@ -1,4 +1,5 @@
-"""Crash test on the real stack: SIGKILL the worker, the signer or the chain service at random moments.
+"""Crash test on the real stack: SIGKILL the worker, the signer, the chain or the staking service at
+random moments.
 
 Intents are submitted over a few seconds and approved as soon as they are accepted, while a
 chaos task kills one component (its whole process group) and restarts it several times. Then:
@@ -273,7 +274,7 @@ def _check_read_model_and_audit(stack: devstack.Stack, ids: list[str]) -> set[st
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("target", ["worker", "signer", "chain"])
+@pytest.mark.parametrize("target", ["worker", "signer", "chain", "staking"])
 async def test_every_intent_confirms_once_while_a_component_is_killed(
     target: str, crash_stack: tuple[devstack.Stack, Demo]
 ) -> None:

@@ -3,6 +3,8 @@ SoftHSM, anvil with the staking contracts, mTLS. STAKE, UNSTAKE and RESTAKE reac
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +56,27 @@ def test_read_model_and_chain_agree(stack: devstack.Stack) -> None:
     confirmed = [r for r in rows if r.state == "CONFIRMED"]
     assert len(confirmed) == 3
     assert all(r.tx_hash.startswith("0x") and r.last_sequence == 7 for r in confirmed)
+
+
+def _open_files(pid: int) -> set[str]:
+    out: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            out.add(os.readlink(fd))
+    return out
+
+
+def test_the_worker_has_no_database_open_the_staking_service_does(stack: devstack.Stack) -> None:
+    """The worker writes no table: after the scenario's intents it holds no handle on the database
+    (nor its WAL), which the staking service, the one that records their transitions, holds."""
+    database = str((Path(stack.root) / "custos.db").resolve())
+    pids = {p["name"]: p["pid"] for p in stack.running()}
+    holding = {
+        name: sorted(f for f in _open_files(pids[name]) if f.startswith(database))
+        for name in ("worker", "staking")
+    }
+    assert holding["worker"] == [], holding
+    assert holding["staking"], "the probe sees no database handle at all: it proves nothing"
 
 
 def test_the_audit_trail_tells_each_intents_story_in_order(stack: devstack.Stack) -> None:

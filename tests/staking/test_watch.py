@@ -1,10 +1,10 @@
-"""WatchIntent is pushed across processes: the worker records a transition in the database, then
-calls NotifyTransition, which wakes the staking service's watchers to re-read it.
+"""Transitions reach the staking service through RecordTransition, which records them (read model
+and audit record, in one transaction) and wakes that process's watchers of the intent.
 
-The staking service is served over real gRPC (plaintext with a trusted identity header) on its own
-engine; the "worker" writes through its own engine with the real ReadModelRecorder and the real
-RecordTransition activity, as the worker process does. The fallback poll is set to 30 s where only
-the push can deliver in time. Temporal and the policy, signer and chain services are never called
+The staking service is served over real gRPC (plaintext with a trusted identity header); the
+worker's real RecordTransition activity calls it through the typed staking client, as the worker
+process does, and holds no database of its own. The fallback poll is set to 30 s where only the
+wake-up can deliver in time. Temporal and the policy, signer and chain services are never called
 here: their clients point at a closed port.
 """
 
@@ -15,19 +15,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from services.audit.models import AuditRecordRow
 from services.audit.writer import AuditWriter
 from services.chain.client import ChainClient
 from services.cli.devstack import free_port
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.policy.client import PolicyClient
+from services.runtime.auth import Principal
 from services.runtime.db import make_engine, make_session_factory, transaction, utcnow
+from services.runtime.errors import Unavailable
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.signer.client import SignerClient
@@ -35,17 +40,17 @@ from services.staking import repository as repo
 from services.staking import service as service_module
 from services.staking.client import StakingClient
 from services.staking.models import IntentRow
-from services.staking.readmodel import ReadModelRecorder
 from services.staking.service import StakingService
 from services.staking.servicer import StakingServicer
-from workflows.staking import activities as activities_module
-from workflows.staking.activities import Notifier, StakingActivities
+from services.staking.types import Transition
+from workflows.staking.activities import StakingActivities
 from workflows.staking.types import TransitionInput
 
 HEADER = "x-custos-test-identity"
 WORKER = ((HEADER, "worker;svc:worker"),)
 OPS = ((HEADER, "ops;operator,compliance"),)
-#: Where only the push can deliver: the fallback poll is far longer than any wait below.
+WORKER_PRINCIPAL = Principal("worker", frozenset({"svc:worker"}))
+#: Where only the wake-up can deliver: the fallback poll is far longer than any wait below.
 SLOW_POLL = 30.0
 PROMPT = 5.0
 
@@ -105,11 +110,10 @@ def slow_poll(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def worker(staking: Staking, sessions: sessionmaker[Session], notifier: Notifier | None) -> StakingActivities:
-    """The worker's activities, writing through the worker's own engine."""
+def worker(staking: Staking, client: StakingClient) -> StakingActivities:
+    """The worker's activities as the worker process holds them: clients, no database."""
     policy, signer, chain = staking.nowhere
-    recorder = ReadModelRecorder(sessions, AuditWriter(sessions, actor="svc:worker"))
-    return StakingActivities(policy=policy, signer=signer, chain=chain, recorder=recorder, notifier=notifier)
+    return StakingActivities(policy=policy, signer=signer, chain=chain, staking=client)
 
 
 def submitted(sessions: sessionmaker[Session]) -> str:
@@ -161,17 +165,17 @@ async def next_event(call: Any) -> staking_pb2.IntentEvent:
     return response.event
 
 
-async def test_a_transition_the_worker_records_reaches_the_watcher_on_its_notification(
+async def test_a_transition_the_worker_reports_reaches_the_watcher_at_once(
     staking: Staking, session_factory: sessionmaker[Session], slow_poll: None
 ) -> None:
     intent_id = submitted(session_factory)
-    async with staking.channel() as channel, staking.client(WORKER) as notify:
+    async with staking.channel() as channel, staking.client(WORKER) as client:
         call = watch(channel, intent_id)
         first = await next_event(call)
         assert (first.sequence, first.state) == (1, staking_pb2.INTENT_STATE_SUBMITTED)
         assert staking.service.wakeups.registered() == 1
 
-        activities = worker(staking, session_factory, notify.notify_transition)
+        activities = worker(staking, client)
         started = time.monotonic()
         await activities.record_transition(TransitionInput(intent_id, 2, "AWAITING_POLICY"))
         second = await next_event(call)
@@ -185,36 +189,101 @@ async def test_a_transition_the_worker_records_reaches_the_watcher_on_its_notifi
     assert staking.service.wakeups.registered() == 0
 
 
+async def test_a_retried_transition_is_recorded_and_audited_once_with_everything_it_carries(
+    staking: Staking, session_factory: sessionmaker[Session]
+) -> None:
+    intent_id = submitted(session_factory)
+    deadline = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    awaiting = TransitionInput(
+        intent_id,
+        2,
+        "AWAITING_APPROVALS",
+        "rule ops",
+        {
+            "requirement": [{"name": "ops", "threshold": 2, "members": ["b", "a"]}],
+            "deadline": deadline.isoformat(),
+        },
+    )
+    broadcast = TransitionInput(intent_id, 3, "BROADCAST", "0xab", {"tx_hash": "0x" + "ab" * 32})
+    async with staking.client(WORKER) as client:
+        activities = worker(staking, client)
+        for inp in (awaiting, awaiting, broadcast, broadcast):  # each retried once
+            await activities.record_transition(inp)
+        assert await client.record_transition(Transition(intent_id, 3, "BROADCAST")) is False
+    with session_factory() as s:
+        assert [e.sequence for e in repo.events_of(s, intent_id)] == [1, 2, 3]
+        row = s.get(IntentRow, intent_id)
+        assert row is not None
+        assert (row.state, row.last_sequence, row.tx_hash) == ("BROADCAST", 3, "0x" + "ab" * 32)
+        assert row.approval_deadline == deadline
+        assert row.requirement_json == '[{"members": ["a", "b"], "name": "ops", "threshold": 2}]'
+        audited = list(
+            s.scalars(select(AuditRecordRow).where(AuditRecordRow.subject == f"intent:{intent_id}"))
+        )
+    assert [(a.action, a.actor) for a in audited] == [
+        ("intent.awaiting_approvals", "worker"),
+        ("intent.broadcast", "worker"),
+    ]
+
+
+async def test_a_staking_service_out_of_reach_fails_the_activity_so_that_it_is_retried(
+    staking: Staking, session_factory: sessionmaker[Session]
+) -> None:
+    """Nothing is swallowed: the attempt fails, Temporal retries it, and nothing was recorded."""
+    intent_id = submitted(session_factory)
+    unreachable = StakingClient(grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}"), metadata=WORKER)
+    async with unreachable:
+        with pytest.raises(Unavailable):
+            await worker(staking, unreachable).record_transition(
+                TransitionInput(intent_id, 2, "AWAITING_POLICY")
+            )
+    with session_factory() as s:
+        assert [e.sequence for e in repo.events_of(s, intent_id)] == [1]
+
+
 async def test_a_wake_up_while_the_watcher_is_busy_is_not_lost(
     staking: Staking, session_factory: sessionmaker[Session], slow_poll: None
 ) -> None:
-    """Notified while the stream is handing out an event (not waiting): the next wait returns at once."""
+    """Recorded while the stream is handing out an event (not waiting): the next wait returns at once."""
     intent_id = submitted(session_factory)
-    recorder = ReadModelRecorder(session_factory, AuditWriter(session_factory, actor="svc:worker"))
     events = staking.service.watch(intent_id, 0)
     try:
         assert (await anext(events)).sequence == 1  # suspended at its yield, registered
-        await recorder(TransitionInput(intent_id, 2, "AWAITING_POLICY"))
-        assert staking.service.notify_transition(intent_id) == 1
+        assert await staking.service.record_transition(
+            WORKER_PRINCIPAL, Transition(intent_id, 2, "AWAITING_POLICY")
+        )
         assert (await asyncio.wait_for(anext(events), PROMPT)).sequence == 2
     finally:
         await events.aclose()
     assert staking.service.wakeups.registered() == 0
 
 
-async def test_without_a_notification_the_fallback_poll_still_delivers(
-    staking: Staking, session_factory: sessionmaker[Session]
+async def test_a_transition_another_replica_records_reaches_the_watcher_by_its_poll(
+    staking: Staking, db_url: str, session_factory: sessionmaker[Session]
 ) -> None:
+    """Only the replica that records wakes its watchers; the others' watchers read at their poll."""
     assert service_module.WATCH_POLL_SECONDS == 0.25
     intent_id = submitted(session_factory)
-    async with staking.channel() as channel:
-        call = watch(channel, intent_id)
-        assert (await next_event(call)).sequence == 1
-        await worker(staking, session_factory, None).record_transition(
-            TransitionInput(intent_id, 2, "AWAITING_POLICY")
-        )
-        assert (await next_event(call)).state == staking_pb2.INTENT_STATE_AWAITING_POLICY
-        call.cancel()
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    other = StakingService(
+        sessions=sessions,
+        temporal=staking.service._temporal,
+        task_queue="unused",
+        policy=staking.nowhere[0],
+        signer=staking.nowhere[1],
+        chain=staking.nowhere[2],
+        audit=AuditWriter(sessions, actor="svc:staking"),
+    )
+    try:
+        async with staking.channel() as channel:
+            call = watch(channel, intent_id)
+            assert (await next_event(call)).sequence == 1
+            await other.record_transition(WORKER_PRINCIPAL, Transition(intent_id, 2, "AWAITING_POLICY"))
+            assert (await next_event(call)).state == staking_pb2.INTENT_STATE_AWAITING_POLICY
+            call.cancel()
+    finally:
+        engine.dispose()
 
 
 async def test_cancelled_watchers_leave_no_registration(
@@ -244,47 +313,46 @@ async def test_cancelled_watchers_leave_no_registration(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert wakeups.registered() == 0
-    assert staking.service.notify_transition(intent_id) == 0
+    assert wakeups.wake(intent_id) == 0
 
 
-async def test_only_the_worker_may_notify(staking: Staking, session_factory: sessionmaker[Session]) -> None:
+async def test_only_the_worker_may_record_transitions_and_malformed_ones_are_refused(
+    staking: Staking, session_factory: sessionmaker[Session]
+) -> None:
     methods = {m.name for m in staking_pb2.DESCRIPTOR.services_by_name["StakingService"].methods}
     assert set(StakingServicer.ROLES) == methods
-    assert StakingServicer.ROLES["NotifyTransition"] == frozenset({"svc:worker"})
+    assert StakingServicer.ROLES["RecordTransition"] == frozenset({"svc:worker"})
 
     intent_id = submitted(session_factory)
-    request = staking_pb2.NotifyTransitionRequest(intent_id=intent_id, sequence=2)
+    request = staking_pb2.RecordTransitionRequest(
+        intent_id=intent_id, sequence=2, state=staking_pb2.INTENT_STATE_FAILED, detail="forged"
+    )
     async with staking.channel() as channel:
         stub = staking_pb2_grpc.StakingServiceStub(channel)
         for who in (OPS, ((HEADER, "alice;initiator,approver"),), ((HEADER, "svc-staking;svc:staking"),)):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.NotifyTransition(request, metadata=who)
+                await stub.RecordTransition(request, metadata=who)
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert await stub.NotifyTransition(request, metadata=WORKER) == staking_pb2.NotifyTransitionResponse()
-        with pytest.raises(grpc.aio.AioRpcError) as invalid:
-            await stub.NotifyTransition(staking_pb2.NotifyTransitionRequest(), metadata=WORKER)
-        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-async def test_a_failed_notification_never_fails_the_recorded_transition(
-    staking: Staking, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Staking unreachable, the caller refused, or no answer: the transition stays recorded, no error."""
-    intent_id = submitted(session_factory)
-    monkeypatch.setattr(activities_module, "NOTIFY_TIMEOUT_SECONDS", 0.2)
-
-    async def no_answer(intent_id: str, sequence: int) -> None:
-        await asyncio.Event().wait()
-
-    unreachable = StakingClient(grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}"), metadata=WORKER)
-    async with unreachable, staking.client(OPS) as refused:
-        for sequence, notifier in enumerate(
-            (unreachable.notify_transition, refused.notify_transition, no_answer), start=2
-        ):
-            started = time.monotonic()
-            await worker(staking, session_factory, notifier).record_transition(
-                TransitionInput(intent_id, sequence, "AWAITING_POLICY")
-            )
-            assert time.monotonic() - started < 2.0
-    with session_factory() as s:
-        assert [e.sequence for e in repo.events_of(s, intent_id)] == [1, 2, 3, 4]
+        with session_factory() as s:
+            assert [e.sequence for e in repo.events_of(s, intent_id)] == [1]
+        bad = {
+            grpc.StatusCode.INVALID_ARGUMENT: [
+                staking_pb2.RecordTransitionRequest(),
+                staking_pb2.RecordTransitionRequest(intent_id=intent_id, sequence=2),  # no state
+                staking_pb2.RecordTransitionRequest(
+                    intent_id=intent_id, sequence=1, state=staking_pb2.INTENT_STATE_FAILED
+                ),
+            ],
+            grpc.StatusCode.NOT_FOUND: [
+                staking_pb2.RecordTransitionRequest(
+                    intent_id="int-unknown", sequence=2, state=staking_pb2.INTENT_STATE_FAILED
+                )
+            ],
+        }
+        for code, requests in bad.items():
+            for r in requests:
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await stub.RecordTransition(r, metadata=WORKER)
+                assert e.value.code() == code, r
+        ok = await stub.RecordTransition(request, metadata=WORKER)
+        assert ok == staking_pb2.RecordTransitionResponse(recorded=True)

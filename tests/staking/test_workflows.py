@@ -204,3 +204,44 @@ async def test_a_failure_before_broadcast_releases_the_velocity_reservation(
     assert result.state == "FAILED" and "nonce reused" in result.reason
     assert acts.reserved == [inp.intent_id]
     assert [r.intent_id for r in acts.released] == [inp.intent_id]
+
+
+@pytest.mark.parametrize("fails_at", ["build", "sign"])
+async def test_an_intent_that_fails_before_signing_gives_its_nonce_back_before_it_ends(
+    fails_at: str, time_skipping_env: WorkflowEnvironment
+) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], build_fails=fails_at == "build", sign_refuses=fails_at == "sign")
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        result: IntentResult = await handle.result()
+    assert result.state == "FAILED"
+    assert [(r.intent_id, r.chain) for r in acts.nonces_released] == [(inp.intent_id, "ethereum-devnet")]
+    assert acts.nonces_released[0].reason.startswith("failed: ")
+    # given back before FAILED is recorded: whoever sees FAILED finds the nonce free
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled[-3:] == ["ReleaseNonce", "ReleaseVelocity", "RecordTransition"]
+
+
+async def test_a_signed_transaction_keeps_its_nonce_when_the_broadcast_is_refused(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """The signature exists: only that transaction (or its replacement) may use the nonce."""
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], broadcast_refuses=True)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        result: IntentResult = await handle.result()
+    assert result.state == "FAILED" and "broadcast refused" in result.reason
+    assert len(acts.signed) == 1
+    assert acts.nonces_released == [] and acts.released == []

@@ -33,6 +33,7 @@ from workflows.staking.types import (
     EvaluateInput,
     GroupData,
     IntentInput,
+    NonceReleaseInput,
     PolicyOutcome,
     ReleaseInput,
     SignResult,
@@ -122,12 +123,17 @@ class FakeActivities:
         expiry_seconds: int = 86_400,
         velocity_room: bool = True,
         sign_refuses: bool = False,
+        build_fails: bool = False,
+        broadcast_refuses: bool = False,
     ) -> None:
         self.groups = groups
         self.allow = allow
         self.expiry = expiry_seconds
         self.velocity_room = velocity_room
         self.sign_refuses = sign_refuses
+        self.build_fails = build_fails
+        self.broadcast_refuses = broadcast_refuses
+        self.nonces_released: list[NonceReleaseInput] = []
         self.transitions: list[TransitionInput] = []
         self.signed: list[StepInput] = []
         self.reserved: list[str] = []
@@ -145,6 +151,10 @@ class FakeActivities:
 
     @activity.defn(name="BuildTransaction")
     async def build_transaction(self, inp: StepInput) -> BuildResult:
+        if self.build_fails:
+            raise ApplicationError(
+                "gas estimation failed: insufficient funds", type="InvalidIntent", non_retryable=True
+            )
         return BuildResult("02f0", "exit request", 7)
 
     @activity.defn(name="ReserveVelocity")
@@ -161,6 +171,11 @@ class FakeActivities:
         self.released.append(inp)
         return True
 
+    @activity.defn(name="ReleaseNonce")
+    async def release_nonce(self, inp: NonceReleaseInput) -> list[int]:
+        self.nonces_released.append(inp)
+        return [7]
+
     @activity.defn(name="SignTransaction")
     async def sign_transaction(self, inp: StepInput) -> SignResult:
         if self.sign_refuses:
@@ -170,6 +185,10 @@ class FakeActivities:
 
     @activity.defn(name="BroadcastTransaction")
     async def broadcast_transaction(self, inp: StepInput) -> str:
+        if self.broadcast_refuses:
+            raise ApplicationError(
+                "broadcast refused: max fee below the base fee", type="InvalidIntent", non_retryable=True
+            )
         return inp.tx_hash
 
     @activity.defn(name="AwaitConfirmation")

@@ -96,30 +96,34 @@ class InProcessStack:
         )
         return cls(channel, deadline=15)
 
+    async def govern(self, change: Change) -> Any:
+        """A governed change as the admins make it: dave proposes, erin approves (a revocation
+        applies on dave's signature alone). Returns the change as it stands."""
+        async with self.client(PolicyClient, "dave") as as_dave:
+            got = await as_dave.propose_change(change, self.admin_keys["dave"], proposer="dave")
+        if got.state == policy_pb2.CHANGE_STATE_PROPOSED:
+            async with self.client(PolicyClient, "erin") as as_erin:
+                got = await as_erin.decide_change(
+                    got.request.change_id, self.admin_keys["erin"], admin="erin", decision=Decision.APPROVE
+                )
+        return got
+
     async def setup(self) -> None:
         """Approvers and their keys, the policy, and the vault's key in the HSM, funded on anvil."""
-        dave, erin = self.admin_keys["dave"], self.admin_keys["erin"]
-        async with self.client(PolicyClient, "dave") as as_dave, self.client(PolicyClient, "erin") as as_erin:
-
-            async def govern(change: Change) -> None:
-                proposed = await as_dave.propose_change(change, dave, proposer="dave")
-                await as_erin.decide_change(
-                    proposed.request.change_id, erin, admin="erin", decision=Decision.APPROVE
+        for name in APPROVERS:
+            self.keys[name] = ed25519.Ed25519PrivateKey.generate()
+            await self.govern(
+                RegisterApprover(
+                    name,
+                    name.title(),
+                    ("operations",),
+                    SignatureScheme.ED25519,
+                    public_key_der(self.keys[name]),
                 )
-
-            for name in APPROVERS:
-                self.keys[name] = ed25519.Ed25519PrivateKey.generate()
-                await govern(
-                    RegisterApprover(
-                        name,
-                        name.title(),
-                        ("operations",),
-                        SignatureScheme.ED25519,
-                        public_key_der(self.keys[name]),
-                    )
-                )
+            )
+        async with self.client(PolicyClient, "dave") as as_dave:
             proposed = await as_dave.call("ProposePolicy", policy_pb2.ProposePolicyRequest(document=POLICY))
-            await govern(ActivatePolicy(proposed.policy.version, ""))
+        await self.govern(ActivatePolicy(proposed.policy.version, ""))
         async with self.client(SignerClient, "ops") as signer:
             key = await signer.call(
                 "CreateKey",

@@ -1,15 +1,17 @@
 """Activities of the staking workflow: methods of one class whose clients are injected.
 
-Each is idempotent: a retried transition writes no second event, a retried build
-gets the same nonce, a retried sign gets the same signature (the signer records
-one per intent step), and a retried broadcast of the same bytes is harmless.
+Each is idempotent: a retried transition records no second event (the staking
+service records it: the worker writes no database), a retried build gets the same
+nonce, a retried sign gets the same signature (the signer records one per intent
+step), and a retried broadcast of the same bytes is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -21,10 +23,13 @@ from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.policy.client import PolicyClient
+from services.policy.domain import ApprovalGroup
 from services.runtime.convert import datetime_to_ts, spec_to_pb
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.runtime.intent import Action, spec_from_plain
 from services.signer.client import SignerClient
+from services.staking.client import StakingClient
+from services.staking.types import Transition
 from workflows.staking.types import (
     ActivateInput,
     ApprovalData,
@@ -32,6 +37,7 @@ from workflows.staking.types import (
     ConfirmResult,
     EvaluateInput,
     GroupData,
+    NonceReleaseInput,
     PolicyOutcome,
     ReleaseInput,
     SignResult,
@@ -39,14 +45,6 @@ from workflows.staking.types import (
     TransitionInput,
 )
 
-#: Records a state transition in the read model (and the audit trail); idempotent per sequence.
-Recorder = Callable[[TransitionInput], Awaitable[None]]
-#: Tells the staking service that an intent's transition (intent id, sequence) is committed, so that
-#: its ``WatchIntent`` streams re-read the read model now instead of at their next poll.
-Notifier = Callable[[str, int], Awaitable[None]]
-#: The most a notification may add to RecordTransition, whatever the notifier does (the staking
-#: client gives the call 1 s); the watchers' poll delivers without it.
-NOTIFY_TIMEOUT_SECONDS = 2.0
 log = logging.getLogger("custos.worker")
 _REFUSALS = (FailedPrecondition, InvalidArgument, PermissionDenied, NotFound)
 
@@ -63,6 +61,24 @@ def approval_to_pb(a: ApprovalData) -> common_pb2.Approval:
     )
 
 
+def transition_of(inp: TransitionInput) -> Transition:
+    """The staking service's transition from the workflow's (whose extras are the history's JSON)."""
+    extra = inp.extra
+    deadline = extra.get("deadline")
+    return Transition(
+        intent_id=inp.intent_id,
+        sequence=inp.sequence,
+        state=inp.state,
+        detail=inp.detail,
+        tx_hash=str(extra.get("tx_hash") or ""),
+        requirement=tuple(
+            ApprovalGroup(str(g["name"]), int(g["threshold"]), frozenset(g["members"]))
+            for g in extra.get("requirement") or ()
+        ),
+        approval_deadline=datetime.fromisoformat(str(deadline)) if deadline else None,
+    )
+
+
 class StakingActivities:
     def __init__(
         self,
@@ -70,31 +86,20 @@ class StakingActivities:
         policy: PolicyClient,
         signer: SignerClient,
         chain: ChainClient,
-        recorder: Recorder,
-        notifier: Notifier | None = None,
+        staking: StakingClient,
         poll_seconds: float = 1.0,
     ) -> None:
         self._policy = policy
         self._signer = signer
         self._chain = chain
-        self._recorder = recorder
-        self._notifier = notifier
+        self._staking = staking
         self._poll = poll_seconds
 
     @activity.defn(name="RecordTransition")
     async def record_transition(self, inp: TransitionInput) -> None:
-        await self._recorder(inp)  # committed when it returns
-        if self._notifier is not None:
-            await self._notify(inp)
-
-    async def _notify(self, inp: TransitionInput) -> None:
-        """Best-effort: a lost notification only delays watchers to their poll, so it must never
-        fail (and so retry) an activity whose transition is already recorded."""
-        assert self._notifier is not None
-        try:
-            await asyncio.wait_for(self._notifier(inp.intent_id, inp.sequence), NOTIFY_TIMEOUT_SECONDS)
-        except Exception as e:
-            log.debug("watchers of %s not notified of sequence %d: %r", inp.intent_id, inp.sequence, e)
+        """Recorded by the staking service (read model and audit record, one transaction) when it
+        returns; any failure fails the attempt, and the retry records it once."""
+        await self._staking.record_transition(transition_of(inp))
 
     @activity.defn(name="EvaluatePolicy")
     async def evaluate_policy(self, inp: EvaluateInput) -> PolicyOutcome:
@@ -167,6 +172,20 @@ class StakingActivities:
         except _REFUSALS as e:
             raise ApplicationError(str(e), type="InvalidIntent", non_retryable=True) from e
         return BuildResult(resp.unsigned_tx.hex(), resp.decoded.summary, int(resp.decoded.nonce))
+
+    @activity.defn(name="ReleaseNonce")
+    async def release_nonce(self, inp: NonceReleaseInput) -> list[int]:
+        """Gives back the nonces of an intent that failed before signing; returns those released.
+
+        A refusal releases nothing and must not hold the intent's ending back: what it
+        reserved then goes to another intent once stale, as it did before releases.
+        """
+        try:
+            released = await self._chain.release_nonce(inp.chain, inp.intent_id, inp.reason)
+        except _REFUSALS as e:
+            log.warning("nonces of %s not given back: %s", inp.intent_id, e)
+            return []
+        return list(released.released)
 
     @activity.defn(name="SignTransaction")
     async def sign_transaction(self, inp: StepInput) -> SignResult:
@@ -267,6 +286,7 @@ ACTIVITY_METHODS = (
     "activate_policy",
     "reserve_velocity",
     "release_velocity",
+    "release_nonce",
 )
 
 

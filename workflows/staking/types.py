@@ -134,6 +134,15 @@ class ReleaseInput:
 
 
 @dataclass
+class NonceReleaseInput:
+    """Gives back the nonces an intent reserved on its chain: it failed before signing anything."""
+
+    intent_id: str
+    chain: str
+    reason: str
+
+
+@dataclass
 class BuildResult:
     unsigned_tx_hex: str
     summary: str

@@ -1,4 +1,9 @@
-"""``custos serve worker``: one process hosting the workflows and their activities."""
+"""``custos serve worker``: one process hosting the workflows and their activities.
+
+The worker opens no database: everything it learns or records goes through the
+services' APIs (transitions through the staking service's ``RecordTransition``),
+so its certificate and its Temporal connection are all it holds.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,13 @@ from collections.abc import Awaitable, Callable
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from services.audit.writer import AuditWriter
 from services.chain.client import ChainClient
 from services.policy.client import PolicyClient
-from services.runtime.db import make_engine, make_session_factory
 from services.runtime.settings import ServiceSettings, load
 from services.runtime.telemetry import setup_logging, setup_telemetry
-from services.runtime.temporal_tracing import temporal_interceptors
+from services.runtime.temporal import connect as connect_temporal
 from services.signer.client import SignerClient
 from services.staking.client import StakingClient
-from services.staking.readmodel import ReadModelRecorder
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
 from workflows.staking.activities import StakingActivities
@@ -46,33 +48,20 @@ def make_worker(client: Client, task_queue: str, activities: StakingActivities) 
 
 async def build(settings: ServiceSettings) -> tuple[Worker, Callable[[], Awaitable[None]]]:
     """The worker as ``custos serve worker`` runs it, and what to close once it has stopped."""
-    engine = make_engine(settings.database_url)
-    sessions = make_session_factory(engine)
-    audit = AuditWriter(sessions, actor="svc:worker")
-    policy, signer, chain = (
+    policy, signer, chain, staking = (
         PolicyClient.connect(settings),
         SignerClient.connect(settings),
         ChainClient.connect(settings),
+        StakingClient.connect(settings),
     )
-    # the staking service streams the transitions this worker records: it is told after each commit
-    staking = StakingClient.connect(settings)
-    activities = StakingActivities(
-        policy=policy,
-        signer=signer,
-        chain=chain,
-        recorder=ReadModelRecorder(sessions, audit),
-        notifier=staking.notify_transition,
-    )
+    activities = StakingActivities(policy=policy, signer=signer, chain=chain, staking=staking)
     # the worker inherits the client's interceptors: workflow and activity spans continue the trace
-    client = await Client.connect(
-        settings.temporal.address, namespace=settings.temporal.namespace, interceptors=temporal_interceptors()
-    )
+    client = await connect_temporal(settings.temporal)
     worker = make_worker(client, settings.temporal.task_queue, activities)
 
     async def close() -> None:
         for c in (policy, signer, chain, staking):
             await c.close()
-        engine.dispose()
 
     return worker, close
 

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         UNBONDING,
         IntentInput,
         IntentResult,
+        NonceReleaseInput,
         ReleaseInput,
         StepInput,
     )
@@ -31,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
 CONFIRM_TIMEOUT = timedelta(hours=1)
 #: Histories recorded before velocity reservations replay without them.
 VELOCITY_PATCH = "velocity-reservation"
+#: Histories recorded before a failed intent gave its nonce back replay without it.
+NONCE_RELEASE_PATCH = "nonce-release"
 
 
 @workflow.defn(name="StakingIntent")
@@ -84,6 +87,22 @@ class StakingWorkflow(ApprovalGatedWorkflow):
             )
         return await self._end(FAILED, reason, tx_hash)
 
+    async def _release_nonces(self, reason: str) -> None:
+        """Nothing was signed: the nonce the build reserved goes to the vault's next intent now,
+        instead of leaving a gap that holds the vault's later transactions back.
+
+        Only then: once a transaction is signed, its nonce is that transaction's (the chain
+        service keeps it too), since the signer signs nothing else with it.
+        """
+        if not workflow.patched(NONCE_RELEASE_PATCH):
+            return
+        await workflow.execute_activity_method(
+            StakingActivities.release_nonce,
+            NonceReleaseInput(self._inp.intent_id, str(self._inp.spec["chain"]), f"failed: {reason}"),
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
+        )
+
     async def _execute(self) -> IntentResult:
         sent = False
         try:
@@ -116,6 +135,8 @@ class StakingWorkflow(ApprovalGatedWorkflow):
                 retry_policy=RETRY,
             )
         except ActivityError as e:
+            if not sent:  # the build or the signer refused: nothing signed
+                await self._release_nonces(_reason(e))
             return await self._fail(_reason(e), funds_may_have_moved=sent)
         if result.failed:  # the chain says it failed (reverted): nothing moved
             return await self._fail(result.reason, signed.tx_hash, funds_may_have_moved=False)

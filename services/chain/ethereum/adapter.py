@@ -13,6 +13,7 @@ from services.chain.config import ChainConfig
 from services.chain.errors import (
     BroadcastRejected,
     FeesAboveCap,
+    InsufficientFunds,
     IntentInvalid,
     NodeError,
     TransactionInvalid,
@@ -93,6 +94,18 @@ def _revert_reason(err: RpcError) -> str:
             with contextlib.suppress(Exception):  # not a well-formed Error(string): use the message
                 return str(abi_decode(["string"], raw[4:])[0])
     return err.message
+
+
+@dataclass(frozen=True)
+class PreparedTransaction:
+    """Everything of a transaction but its nonce: priced, and known to be affordable, when made."""
+
+    call: PlannedCall
+    sender: str
+    value: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    gas: int
 
 
 class EthereumAdapter:
@@ -190,27 +203,46 @@ class EthereumAdapter:
             await self.rpc.call("eth_getTransactionCount", to_checksum_address(address), "pending"), 16
         )
 
-    async def build(
-        self, spec: IntentSpec, vault_address: str, nonce: int
-    ) -> tuple[bytes, DecodedTransaction]:
+    async def prepare(self, spec: IntentSpec, vault_address: str) -> PreparedTransaction:
+        """The intent's call, priced (request fee, fees, gas) and checked affordable; no nonce yet.
+
+        Raises what would make the transaction fail to build or be refused outright by the
+        node (bad data, fees above the caps, a reverting call, a vault that cannot pay).
+        """
         call = self.plan(spec, vault_address)
         value = call.value + (await self.request_fee(call.to) if call.pays_request_fee else 0)
         max_fee, tip = await self.estimate_fees()
         gas = await self.estimate_gas(vault_address, call, value)
         if call.to == self._deposit:
             gas = max(gas, DEPOSIT_GAS_FLOOR)
+        await self._check_funds(vault_address, value + gas * max_fee)
+        return PreparedTransaction(call, vault_address, value, max_fee, tip, gas)
+
+    async def _check_funds(self, address: str, cost: int) -> None:
+        """The node refuses outright what its sender cannot pay (value + gas * max fee, at the
+        latest block): refused here instead, before a nonce is reserved and anything signed."""
+        balance = int(await self.rpc.call("eth_getBalance", to_checksum_address(address), "latest"), 16)
+        if balance < cost:
+            raise InsufficientFunds(
+                f"vault {address} holds {balance} wei; the transaction may cost {cost} wei"
+                " (its value and maximum fee)",
+                details={"balance": str(balance), "cost": str(cost)},
+            )
+
+    def assemble(self, prepared: PreparedTransaction, nonce: int) -> tuple[bytes, DecodedTransaction]:
+        """The unsigned transaction bytes with ``nonce``, and what they decode to."""
         tx = UnsignedTransaction(
             chain_id=self.config.evm_chain_id,
             nonce=nonce,
-            max_priority_fee_per_gas=tip,
-            max_fee_per_gas=max_fee,
-            gas=gas,
-            to=call.to,
-            value=value,
-            data=call.data,
+            max_priority_fee_per_gas=prepared.max_priority_fee_per_gas,
+            max_fee_per_gas=prepared.max_fee_per_gas,
+            gas=prepared.gas,
+            to=prepared.call.to,
+            value=prepared.value,
+            data=prepared.call.data,
         )
         raw = tx.encode()
-        return raw, self.decode(raw, sender=vault_address)
+        return raw, self.decode(raw, sender=prepared.sender)
 
     # -- decoding ---------------------------------------------------------------------------
 

@@ -74,6 +74,11 @@ class ChainServiceStub:
                 request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertRequest.SerializeToString,
                 response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertResponse.FromString,
                 _registered_method=True)
+        self.ReleaseNonce = channel.unary_unary(
+                '/custos.chain.v1.ChainService/ReleaseNonce',
+                request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceRequest.SerializeToString,
+                response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceResponse.FromString,
+                _registered_method=True)
 
 
 class ChainServiceServicer:
@@ -133,6 +138,17 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseNonce(self, request, context):
+        """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+        nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+        instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+        node refused) is kept: only that transaction, or its replacement, may ever use it.
+        Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +191,11 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeReconcileAlert,
                     request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertRequest.FromString,
                     response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertResponse.SerializeToString,
+            ),
+            'ReleaseNonce': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseNonce,
+                    request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceRequest.FromString,
+                    response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +414,33 @@ class ChainService:
             '/custos.chain.v1.ChainService/AcknowledgeReconcileAlert',
             custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertRequest.SerializeToString,
             custos_dot_chain_dot_v1_dot_chain__pb2.AcknowledgeReconcileAlertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseNonce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.chain.v1.ChainService/ReleaseNonce',
+            custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceRequest.SerializeToString,
+            custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceResponse.FromString,
             options,
             channel_credentials,
             insecure,

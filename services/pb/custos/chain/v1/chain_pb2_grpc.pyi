@@ -49,6 +49,13 @@ class ChainServiceStub:
     """
     AcknowledgeReconcileAlert: _grpc.UnaryUnaryMultiCallable[_chain_pb2.AcknowledgeReconcileAlertRequest, _chain_pb2.AcknowledgeReconcileAlertResponse]
     """Closes an open alert once an operator has dealt with it; audited with the reason."""
+    ReleaseNonce: _grpc.UnaryUnaryMultiCallable[_chain_pb2.ReleaseNonceRequest, _chain_pb2.ReleaseNonceResponse]
+    """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+    nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+    instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+    node refused) is kept: only that transaction, or its replacement, may ever use it.
+    Idempotent.
+    """
 
 @_typing.type_check_only
 class ChainServiceAsyncStub(ChainServiceStub):
@@ -68,6 +75,13 @@ class ChainServiceAsyncStub(ChainServiceStub):
     """
     AcknowledgeReconcileAlert: _aio.UnaryUnaryMultiCallable[_chain_pb2.AcknowledgeReconcileAlertRequest, _chain_pb2.AcknowledgeReconcileAlertResponse]  # type: ignore[assignment]
     """Closes an open alert once an operator has dealt with it; audited with the reason."""
+    ReleaseNonce: _aio.UnaryUnaryMultiCallable[_chain_pb2.ReleaseNonceRequest, _chain_pb2.ReleaseNonceResponse]  # type: ignore[assignment]
+    """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+    nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+    instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+    node refused) is kept: only that transaction, or its replacement, may ever use it.
+    Idempotent.
+    """
 
 class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +146,18 @@ class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chain_pb2.AcknowledgeReconcileAlertResponse, _abc.Awaitable[_chain_pb2.AcknowledgeReconcileAlertResponse]]:
         """Closes an open alert once an operator has dealt with it; audited with the reason."""
+
+    @_abc_1.abstractmethod
+    def ReleaseNonce(
+        self,
+        request: _chain_pb2.ReleaseNonceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_pb2.ReleaseNonceResponse, _abc.Awaitable[_chain_pb2.ReleaseNonceResponse]]:
+        """Internal, for the workflow worker only: an intent failed before it signed anything, so the
+        nonces it reserved on the chain go back; the vault's next build takes the lowest of them
+        instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
+        node refused) is kept: only that transaction, or its replacement, may ever use it.
+        Idempotent.
+        """
 
 def add_ChainServiceServicer_to_server(servicer: ChainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -547,39 +547,64 @@ class WatchIntentResponse(_message.Message):
 Global___WatchIntentResponse: _TypeAlias = WatchIntentResponse  # noqa: Y015
 
 @_typing.final
-class NotifyTransitionRequest(_message.Message):
+class RecordTransitionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTENT_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    TX_HASH_FIELD_NUMBER: _builtins.int
+    REQUIREMENT_FIELD_NUMBER: _builtins.int
+    APPROVAL_DEADLINE_FIELD_NUMBER: _builtins.int
     intent_id: _builtins.str
     sequence: _builtins.int
-    """The sequence just recorded (informational: watchers read the events themselves)."""
+    """Per intent, from 2 on (SubmitIntent records 1, SUBMITTED), without gaps."""
+    state: Global___IntentState.ValueType
+    detail: _builtins.str
+    tx_hash: _builtins.str
+    """The intent's transaction, once it has one."""
+    @_builtins.property
+    def requirement(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ApprovalGroup]:
+        """With AWAITING_APPROVALS: the groups that must approve, and until when they may."""
+
+    @_builtins.property
+    def approval_deadline(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         intent_id: _builtins.str = ...,
         sequence: _builtins.int = ...,
+        state: Global___IntentState.ValueType = ...,
+        detail: _builtins.str = ...,
+        tx_hash: _builtins.str = ...,
+        requirement: _abc.Iterable[_common_pb2.ApprovalGroup] | None = ...,
+        approval_deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval_deadline", b"approval_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_deadline", b"approval_deadline", "detail", b"detail", "intent_id", b"intent_id", "requirement", b"requirement", "sequence", b"sequence", "state", b"state", "tx_hash", b"tx_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___NotifyTransitionRequest: _TypeAlias = NotifyTransitionRequest  # noqa: Y015
+Global___RecordTransitionRequest: _TypeAlias = RecordTransitionRequest  # noqa: Y015
 
 @_typing.final
-class NotifyTransitionResponse(_message.Message):
+class RecordTransitionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.bool
+    """False when this (intent_id, sequence) was recorded before (a retried call)."""
     def __init__(
         self,
+        *,
+        recorded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___NotifyTransitionResponse: _TypeAlias = NotifyTransitionResponse  # noqa: Y015
+Global___RecordTransitionResponse: _TypeAlias = RecordTransitionResponse  # noqa: Y015

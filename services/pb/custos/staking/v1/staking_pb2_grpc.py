@@ -69,10 +69,10 @@ class StakingServiceStub:
                 request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentRequest.SerializeToString,
                 response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentResponse.FromString,
                 _registered_method=True)
-        self.NotifyTransition = channel.unary_unary(
-                '/custos.staking.v1.StakingService/NotifyTransition',
-                request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionRequest.SerializeToString,
-                response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionResponse.FromString,
+        self.RecordTransition = channel.unary_unary(
+                '/custos.staking.v1.StakingService/RecordTransition',
+                request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionRequest.SerializeToString,
+                response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionResponse.FromString,
                 _registered_method=True)
 
 
@@ -126,10 +126,11 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def NotifyTransition(self, request, context):
-        """Internal, for the workflow worker only: a transition of the intent has just been
-        committed to the read model. It only wakes this process's watchers of the intent,
-        who re-read the database; nothing in the request is trusted or stored.
+    def RecordTransition(self, request, context):
+        """Internal, for the workflow worker only: records one transition of an intent in the
+        read model with its audit record, in one transaction, and wakes this process's
+        watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
+        nothing twice. The worker writes no table itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,10 +174,10 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentRequest.FromString,
                     response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.WatchIntentResponse.SerializeToString,
             ),
-            'NotifyTransition': grpc.unary_unary_rpc_method_handler(
-                    servicer.NotifyTransition,
-                    request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionRequest.FromString,
-                    response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionResponse.SerializeToString,
+            'RecordTransition': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTransition,
+                    request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionRequest.FromString,
+                    response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -379,7 +380,7 @@ class StakingService:
             _registered_method=True)
 
     @staticmethod
-    def NotifyTransition(request,
+    def RecordTransition(request,
             target,
             options=(),
             channel_credentials=None,
@@ -392,9 +393,9 @@ class StakingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/custos.staking.v1.StakingService/NotifyTransition',
-            custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionRequest.SerializeToString,
-            custos_dot_staking_dot_v1_dot_staking__pb2.NotifyTransitionResponse.FromString,
+            '/custos.staking.v1.StakingService/RecordTransition',
+            custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionRequest.SerializeToString,
+            custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,10 +48,11 @@ class StakingServiceStub:
     """Ends an intent that has not reached signing."""
     WatchIntent: _grpc.UnaryStreamMultiCallable[_staking_pb2.WatchIntentRequest, _staking_pb2.WatchIntentResponse]
     """Streams state transitions; resumable from a sequence number."""
-    NotifyTransition: _grpc.UnaryUnaryMultiCallable[_staking_pb2.NotifyTransitionRequest, _staking_pb2.NotifyTransitionResponse]
-    """Internal, for the workflow worker only: a transition of the intent has just been
-    committed to the read model. It only wakes this process's watchers of the intent,
-    who re-read the database; nothing in the request is trusted or stored.
+    RecordTransition: _grpc.UnaryUnaryMultiCallable[_staking_pb2.RecordTransitionRequest, _staking_pb2.RecordTransitionResponse]
+    """Internal, for the workflow worker only: records one transition of an intent in the
+    read model with its audit record, in one transaction, and wakes this process's
+    watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
+    nothing twice. The worker writes no table itself.
     """
 
 @_typing.type_check_only
@@ -70,10 +71,11 @@ class StakingServiceAsyncStub(StakingServiceStub):
     """Ends an intent that has not reached signing."""
     WatchIntent: _aio.UnaryStreamMultiCallable[_staking_pb2.WatchIntentRequest, _staking_pb2.WatchIntentResponse]  # type: ignore[assignment]
     """Streams state transitions; resumable from a sequence number."""
-    NotifyTransition: _aio.UnaryUnaryMultiCallable[_staking_pb2.NotifyTransitionRequest, _staking_pb2.NotifyTransitionResponse]  # type: ignore[assignment]
-    """Internal, for the workflow worker only: a transition of the intent has just been
-    committed to the read model. It only wakes this process's watchers of the intent,
-    who re-read the database; nothing in the request is trusted or stored.
+    RecordTransition: _aio.UnaryUnaryMultiCallable[_staking_pb2.RecordTransitionRequest, _staking_pb2.RecordTransitionResponse]  # type: ignore[assignment]
+    """Internal, for the workflow worker only: records one transition of an intent in the
+    read model with its audit record, in one transaction, and wakes this process's
+    watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
+    nothing twice. The worker writes no table itself.
     """
 
 class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -133,14 +135,15 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams state transitions; resumable from a sequence number."""
 
     @_abc_1.abstractmethod
-    def NotifyTransition(
+    def RecordTransition(
         self,
-        request: _staking_pb2.NotifyTransitionRequest,
+        request: _staking_pb2.RecordTransitionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_staking_pb2.NotifyTransitionResponse, _abc.Awaitable[_staking_pb2.NotifyTransitionResponse]]:
-        """Internal, for the workflow worker only: a transition of the intent has just been
-        committed to the read model. It only wakes this process's watchers of the intent,
-        who re-read the database; nothing in the request is trusted or stored.
+    ) -> _typing.Union[_staking_pb2.RecordTransitionResponse, _abc.Awaitable[_staking_pb2.RecordTransitionResponse]]:
+        """Internal, for the workflow worker only: records one transition of an intent in the
+        read model with its audit record, in one transaction, and wakes this process's
+        watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
+        nothing twice. The worker writes no table itself.
         """
 
 def add_StakingServiceServicer_to_server(servicer: StakingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
