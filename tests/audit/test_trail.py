@@ -14,12 +14,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import repository
+from services.audit.chain import verify_records
 from services.audit.errors import AuditUnavailable, NothingToCheckpoint, PayloadInvalid, SecretInPayload
+from services.audit.export import parse_export
 from services.audit.hsm_signer import HsmCheckpointSigner
 from services.audit.models import AuditRecordRow
-from services.audit.records import verify_records
 from services.audit.service import AuditService, EventQuery
-from services.audit.verify import main, verify_export
+from services.audit.verify import main, verify_export, verify_parsed
 from services.audit.writer import AuditWriter
 from services.runtime.db import make_engine, make_session_factory, transaction
 
@@ -130,6 +131,10 @@ def test_records_cannot_be_updated_or_deleted_through_the_database(
         "UPDATE audit_records SET actor = 'x' WHERE sequence = 1",
         "DELETE FROM audit_records WHERE sequence = 2",
     ):
+        with pytest.raises(DBAPIError), transaction(session_factory) as s:
+            s.execute(text(stmt))
+    audit.checkpoint()
+    for stmt in ("UPDATE audit_checkpoints SET sequence = 9", "DELETE FROM audit_checkpoints"):
         with pytest.raises(DBAPIError), transaction(session_factory) as s:
             s.execute(text(stmt))
     assert audit.verify()[0].ok
@@ -243,7 +248,8 @@ def test_a_truncated_export_is_detected(audit: AuditService, tmp_path: Path, cas
 def test_server_side_verification_sees_what_offline_sees(audit: AuditService) -> None:
     fill(audit, 15)
     lines = list(audit.export_lines(from_sequence=4, to_sequence=9))
-    assert json.loads(lines[0])["record_count"] == 6
+    assert json.loads(lines[0])["record_count"] == 7  # on to the checkpoint at 10, which signs 9
+    assert verify_parsed(parse_export(lines)).ok
     result, _ = audit.verify(from_sequence=4, to_sequence=9)
     assert result.ok and result.records_checked == 6
     with audit._read() as s:
