@@ -161,9 +161,7 @@ class AuditService:
         first = max(1, from_sequence)
         last = head.sequence if to_sequence == 0 else min(to_sequence, head.sequence)
         if last >= first and seal and self._signer is not None:
-            with self._read() as s:
-                cover = repository.checkpoints_between(s, last, None, limit=1)
-            last = cover[0].sequence if cover else self.checkpoint(at=last).sequence
+            last = self._sealed(last)
         yield export.header_line(first, last, utcnow())
         after = first - 1
         last_hash = b""
@@ -191,6 +189,19 @@ class AuditService:
             yield export.key_line(key_id, public)
         count = max(0, after - first + 1)
         yield export.trailer_line(count, after if count else last, last_hash or bytes(32))
+
+    def _sealed(self, last: int) -> int:
+        """The first checkpoint at or after ``last``, made if there is none."""
+        for _ in range(2):
+            with self._read() as s:
+                cover = repository.checkpoints_between(s, last, None, limit=1)
+            if cover:
+                return cover[0].sequence
+            try:
+                return self.checkpoint(at=last).sequence
+            except NothingToCheckpoint:  # another replica signed past ``last`` meanwhile
+                continue
+        raise AuditUnavailable(f"no checkpoint covers record {last}; retry the export")
 
     def verify(self, from_sequence: int = 0, to_sequence: int = 0) -> tuple[VerifyResult, Checkpoint | None]:
         """Verifies the stored trail (or a range) against the checkpoint chain, the trusted keys
@@ -299,10 +310,15 @@ class AuditService:
                     raise NothingToCheckpoint(
                         f"cannot checkpoint sequence {target}: the trail holds {head.sequence} records"
                     )
-                now = self._signed_head()
-                if now is not None and now != signed:  # another replica signed meanwhile
+                now = self._signed_head()  # another replica may have signed meanwhile
+                if now is not None:
                     self._require_floor(s, now, head)
-                    position = Position.of(now) if now.sequence > position.sequence else position
+                    if now.sequence > position.sequence:
+                        position = Position.of(now)
+                if position.sequence > target:
+                    raise NothingToCheckpoint(
+                        f"checkpoint {position.sequence} already covers record {target}"
+                    )
                 legacy = now is None and repository.latest_checkpoint(s) is None
                 result, position = walk(
                     lambda: nullcontext(s), keys, start=position, last=target, head=head, legacy=legacy

@@ -242,3 +242,23 @@ def test_a_restored_old_copy_is_caught(trail: Trail, caplog: pytest.LogCaptureFi
     with pytest.raises(ChainBroken):
         trail.audit.checkpoint()
     assert not trail.export_verifies()
+
+
+def test_a_crash_before_the_token_learnt_the_last_checkpoint_is_not_tampering(
+    trail: Trail, head_store: HsmHeadStore
+) -> None:
+    """The token is told after the commit: a crash in between leaves it behind, never ahead."""
+    trail.grow(10)
+    first = trail.audit.checkpoint()
+    behind = head_store.load()
+    trail.grow(10)
+    trail.audit.checkpoint()
+    assert behind is not None and behind.sequence == first.sequence
+    head_store.store(behind)  # as if the process died between the commit of 20 and the token write
+    trail.grow(5)
+    assert trail.audit.verify()[0].ok
+    latest = trail.audit.checkpoint()
+    assert latest.sequence == 25 and latest.prev_sequence == 20
+    remembered = head_store.load()
+    assert remembered is not None and remembered.sequence == 25
+    assert trail.last_action() != "audit.tamper_detected"
