@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from datetime import timedelta
@@ -17,7 +18,8 @@ from services.audit import repository
 from services.audit.chain import verify_records
 from services.audit.errors import AuditUnavailable, NothingToCheckpoint, PayloadInvalid, SecretInPayload
 from services.audit.export import parse_export
-from services.audit.hsm_signer import HsmCheckpointSigner
+from services.audit.hsm_signer import HsmCheckpointSigner, HsmHeadStore
+from services.audit.main import AuditSettings
 from services.audit.models import AuditRecordRow
 from services.audit.service import AuditService, EventQuery
 from services.audit.verify import main, verify_export, verify_parsed
@@ -256,3 +258,37 @@ def test_server_side_verification_sees_what_offline_sees(audit: AuditService) ->
         records = repository.records_between(s, 1, 15)
         cps = repository.checkpoints_between(s, 0)
     assert verify_records(records, cps, audit.public_keys()).ok
+
+
+async def _signed_up_to(audit: AuditService, sequence: int, timeout: float) -> float:
+    start = asyncio.get_running_loop().time()
+    while True:
+        _, latest = await asyncio.to_thread(audit.verify)
+        if latest is not None and latest.sequence >= sequence:
+            return asyncio.get_running_loop().time() - start
+        assert asyncio.get_running_loop().time() - start < timeout, f"no checkpoint at {sequence} yet"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_by_default_the_head_is_checkpointed_within_seconds_while_it_moves(
+    session_factory: sessionmaker[Session], checkpoint_signer: HsmCheckpointSigner, head_store: HsmHeadStore
+) -> None:
+    assert AuditSettings.model_fields["checkpoint_every_seconds"].default == 2.0
+    audit = AuditService(session_factory, signer=checkpoint_signer, head_store=head_store)
+    assert audit.policy.every_seconds == 2.0
+    stop = asyncio.Event()
+    checkpointer = asyncio.create_task(audit.run_checkpointer(stop))
+    try:
+        await asyncio.to_thread(fill, audit, 3)
+        assert await _signed_up_to(audit, 3, timeout=8) < 8
+        with session_factory() as s:
+            idle = len(repository.checkpoints_between(s, 1))
+        await asyncio.sleep(2.5)  # nothing moved: nothing new to sign
+        with session_factory() as s:
+            assert len(repository.checkpoints_between(s, 1)) == idle
+        await asyncio.to_thread(fill, audit, 2)
+        await _signed_up_to(audit, 5, timeout=8)
+    finally:
+        stop.set()
+        await checkpointer
