@@ -81,6 +81,7 @@ def measure(url: str, seconds: float) -> dict[str, float]:
     baseline = plain_insert(engine, seconds)
     appends, n = rate(lambda: writer.record("sign.granted", "intent:0f3c9a", "ok", PAYLOAD), seconds)
     audit = AuditService(factory, signer=SoftwareCheckpointSigner("bench"))
+    audit.checkpoint()  # a trail verifies only with a checkpoint chain from its first record
     start = time.perf_counter()
     result, _ = audit.verify()
     verify_rate = result.records_checked / (time.perf_counter() - start)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from services.runtime.errors import (
     CustosError,
     FailedPrecondition,
-    Internal,
     InvalidArgument,
     Unavailable,
 )
@@ -39,9 +38,23 @@ class CheckpointSignerMissing(AuditError, FailedPrecondition):
     """This process holds no checkpoint key, so it cannot sign checkpoints."""
 
 
-class ChainBroken(AuditError, Internal):
-    """The stored chain fails verification; nothing more is signed on top of it."""
+class ChainBroken(AuditError, FailedPrecondition):
+    """The stored trail fails verification; nothing more is signed on top of it."""
 
     def __init__(self, message: str, *, first_bad_sequence: int | None) -> None:
         super().__init__(message, details={"first_bad_sequence": first_bad_sequence})
         self.first_bad_sequence = first_bad_sequence
+
+
+class HeadNotExtended(ChainBroken):
+    """The trail no longer holds the last checkpoint this installation signed (the HSM
+    remembers it): checkpoints were dropped or replaced, records rewritten under it, or
+    an old copy of the database restored. Nothing is signed until people look."""
+
+
+class AuditTokenShared(AuditError, FailedPrecondition):
+    """The audit service was given a token that also holds other keys (a vault's)."""
+
+
+class HeadUnreadable(AuditError, FailedPrecondition):
+    """The HSM's memory of the last checkpoint signed cannot be read; nothing is signed."""

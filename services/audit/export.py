@@ -1,16 +1,19 @@
 """The export format: JSON Lines that carry everything needed to verify offline.
 
-    {"type":"header","format":"custos.audit.export.v1","from_sequence":1,"to_sequence":N,"record_count":N,...}
+    {"type":"header","format":"custos.audit.export.v2","from_sequence":1,"to_sequence":N,"record_count":N,...}
     {"type":"record","sequence":1,"prev_hash":"00..","hash":"..","time":"...Z",...,"payload_json":"{...}"}
     ...
-    {"type":"checkpoint","sequence":N,"head_hash":"..","key_id":"..","public_key":"..","signature":"..",...}
+    {"type":"checkpoint","sequence":K,"head_hash":"..","prev_sequence":J,"prev_digest":"..","signature":"..",...}
     {"type":"public_key","key_id":"..","algorithm":"ed25519","public_key":"..","fingerprint":"sha256:.."}
     {"type":"trailer","record_count":N,"head_sequence":N,"head_hash":".."}
 
 Bytes are lowercase hex, times the canonical ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, and
 ``payload_json`` is kept as the exact text its digest covers. The header and the
 trailer both declare the count, so a cut file is caught even before the
-checkpoints are looked at. Standard library only.
+checkpoints are looked at. The checkpoints are the whole chain from genesis to the
+last record, in order, whatever range the records cover. Version 1 exports (from
+before checkpoints were chained) are refused: they cannot show that none was dropped.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.audit.records import AuditRecord, Checkpoint
+from services.audit.chain import Checkpoint
+from services.audit.records import AuditRecord
 
-EXPORT_FORMAT = "custos.audit.export.v1"
+EXPORT_FORMAT = "custos.audit.export.v2"
+_OLD_FORMATS = {"custos.audit.export.v1"}
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -83,6 +88,8 @@ def checkpoint_line(cp: Checkpoint) -> str:
             "key_id": cp.key_id,
             "public_key": cp.public_key.hex(),
             "signature": cp.signature.hex(),
+            "prev_sequence": cp.prev_sequence,
+            "prev_digest": cp.prev_digest.hex(),
         }
     )
 
@@ -152,6 +159,8 @@ def _checkpoint(obj: dict[str, Any]) -> Checkpoint:
         key_id=str(obj["key_id"]),
         public_key=bytes.fromhex(obj["public_key"]),
         signature=bytes.fromhex(obj["signature"]),
+        prev_sequence=_int(obj, "prev_sequence"),
+        prev_digest=bytes.fromhex(obj["prev_digest"]),
     )
 
 
@@ -172,6 +181,11 @@ def parse_export(lines: Iterable[str]) -> ParsedExport:
             if kind == "header":
                 if out.header is not None or number != 1:
                     raise ValueError("the header must be the first line, once")
+                if obj.get("format") in _OLD_FORMATS:
+                    raise ValueError(
+                        f"{obj['format']} was written before checkpoints were chained and cannot show "
+                        "that none was dropped: export the trail again"
+                    )
                 if obj.get("format") != EXPORT_FORMAT:
                     raise ValueError(f"unknown format {obj.get('format')!r}")
                 for key in ("from_sequence", "to_sequence", "record_count"):

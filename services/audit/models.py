@@ -50,6 +50,9 @@ class AuditHeadRow(Base):
 
 
 class AuditCheckpointRow(Base):
+    """A signed checkpoint. ``version`` 2 names the checkpoint before it (``prev_*``);
+    rows of version 1 come from before checkpoints were chained and name none."""
+
     __tablename__ = "audit_checkpoints"
 
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -58,3 +61,6 @@ class AuditCheckpointRow(Base):
     key_id: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    prev_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    prev_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))

@@ -17,15 +17,10 @@ from typing import Any, cast
 from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from services.audit.chain import CHAINED, Checkpoint
 from services.audit.errors import AuditUnavailable
 from services.audit.models import HEAD_ROW_ID, AuditCheckpointRow, AuditHeadRow, AuditRecordRow
-from services.audit.records import (
-    AuditRecord,
-    Checkpoint,
-    encode_payload,
-    new_record,
-    validate_fields,
-)
+from services.audit.records import GENESIS_HASH, AuditRecord, encode_payload, new_record, validate_fields
 from services.runtime.db import utcnow
 
 
@@ -58,6 +53,9 @@ def _to_checkpoint(row: AuditCheckpointRow) -> Checkpoint:
         key_id=row.key_id,
         public_key=bytes(row.public_key),
         signature=bytes(row.signature),
+        prev_sequence=row.prev_sequence or 0,
+        prev_digest=bytes(row.prev_digest) if row.prev_digest is not None else GENESIS_HASH,
+        version=row.version,
     )
 
 
@@ -193,21 +191,43 @@ def query(
     return [_to_record(r) for r in session.scalars(stmt)]
 
 
-def checkpoints_between(session: Session, first: int, last: int | None = None) -> list[Checkpoint]:
-    stmt = select(AuditCheckpointRow).where(AuditCheckpointRow.sequence >= first)
+def checkpoints_between(
+    session: Session, first: int, last: int | None = None, *, limit: int | None = None, version: int = CHAINED
+) -> list[Checkpoint]:
+    """Checkpoints of ``version`` with ``first <= sequence <= last`` in order (at most ``limit``)."""
+    stmt = select(AuditCheckpointRow).where(
+        AuditCheckpointRow.sequence >= first, AuditCheckpointRow.version == version
+    )
     if last is not None:
         stmt = stmt.where(AuditCheckpointRow.sequence <= last)
-    return [_to_checkpoint(r) for r in session.scalars(stmt.order_by(AuditCheckpointRow.sequence))]
+    stmt = stmt.order_by(AuditCheckpointRow.sequence)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_to_checkpoint(r) for r in session.scalars(stmt)]
+
+
+def iter_checkpoints(
+    session: Session, first: int, last: int | None = None, *, batch: int = 1000
+) -> Iterator[Checkpoint]:
+    """Chained checkpoints ``first..last`` in order, read in keyset batches within one session."""
+    after = first - 1
+    while True:
+        rows = checkpoints_between(session, after + 1, last, limit=batch)
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].sequence
 
 
 def checkpoint_at(session: Session, sequence: int) -> Checkpoint | None:
+    """The checkpoint at ``sequence``, of either format."""
     row = session.get(AuditCheckpointRow, sequence)
     return None if row is None else _to_checkpoint(row)
 
 
 def latest_checkpoint(session: Session, *, below: int | None = None) -> Checkpoint | None:
-    """The checkpoint with the highest sequence (strictly below ``below`` if given)."""
-    stmt = select(AuditCheckpointRow)
+    """The chained checkpoint with the highest sequence (strictly below ``below`` if given)."""
+    stmt = select(AuditCheckpointRow).where(AuditCheckpointRow.version == CHAINED)
     if below is not None:
         stmt = stmt.where(AuditCheckpointRow.sequence < below)
     row = session.scalars(stmt.order_by(AuditCheckpointRow.sequence.desc()).limit(1)).first()
@@ -223,8 +243,16 @@ def add_checkpoint(session: Session, cp: Checkpoint) -> None:
             key_id=cp.key_id,
             public_key=cp.public_key,
             signature=cp.signature,
+            version=cp.version,
+            prev_sequence=cp.prev_sequence,
+            prev_digest=cp.prev_digest,
         )
     )
+
+
+def record_at(session: Session, sequence: int) -> AuditRecord | None:
+    rows = records_between(session, sequence, sequence)
+    return rows[0] if rows else None
 
 
 def record_time(session: Session, sequence: int) -> datetime | None:

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from itertools import islice
 from typing import Any, ClassVar
 
+from services.audit.chain import Checkpoint
 from services.audit.errors import PayloadInvalid
-from services.audit.records import AuditRecord, Checkpoint
+from services.audit.records import AuditRecord
 from services.audit.service import AuditService, EventQuery
 from services.pb.custos.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.runtime.auth import current_principal
@@ -50,6 +51,8 @@ def checkpoint_to_pb(cp: Checkpoint | None) -> audit_pb2.Checkpoint | None:
         key_id=cp.key_id,
         public_key=cp.public_key,
         signature=cp.signature,
+        prev_sequence=cp.prev_sequence,
+        prev_digest=cp.prev_digest,
     )
 
 
@@ -137,5 +140,5 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def CreateCheckpoint(
         self, request: audit_pb2.CreateCheckpointRequest, context: Any
     ) -> audit_pb2.CreateCheckpointResponse:
-        cp = await asyncio.to_thread(self._service.checkpoint)
+        cp = await asyncio.to_thread(lambda: self._service.checkpoint(verify_all=True))
         return audit_pb2.CreateCheckpointResponse(checkpoint=checkpoint_to_pb(cp))

@@ -2,10 +2,12 @@
 
 Needs nothing but the file. The public keys come from the export itself unless
 ``--trust KEY_ID=HEX`` pins them; either way the verifier prints the key
-fingerprints so they can be compared with the one compliance holds. By default
-the export's last record must be covered by a signed checkpoint (the service
-seals every export that way), so cutting records off the end together with the
-trailer and the last checkpoint is still caught.
+fingerprints so they can be compared with the one compliance holds (a file re-signed
+with another key verifies only against its own key). The checkpoints must form one
+chain from genesis, in order, with a signature on every link, and the records must
+match every checkpoint; by default the export's last record must be covered by one
+(the service seals every export that way), so cutting records off the end together
+with the trailer and the last checkpoint is still caught.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from services.audit.chain import ChainVerifier, VerifyResult
 from services.audit.export import ParsedExport, parse_export
-from services.audit.records import ChainVerifier, VerifyResult
 from services.audit.signing import key_fingerprint
 
 
@@ -51,6 +53,10 @@ def verify_parsed(
         return _fail(result, end, f"the export has no trailer: truncated after record {result.head_sequence}")
     if int(trailer["record_count"]) != declared or (declared and int(trailer["head_sequence"]) != end - 1):
         return _fail(result, end, "the trailer disagrees with the header about the records exported")
+    if declared and not verifier.has_chain:
+        return _fail(
+            result, first, f"records {first}..{end - 1} are covered by no checkpoint chain from genesis"
+        )
     if require_signed_head and declared and result.signed_through < result.head_sequence:
         return _fail(
             result,

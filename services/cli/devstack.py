@@ -1,7 +1,7 @@
 """The local development stack: every component as its own process.
 
 ``custos dev up`` gives a stack (default name ``dev``) a state folder
-``<state>/<stack>/`` holding its settings file, PKI, SoftHSM token, SQLite
+``<state>/<stack>/`` holding its settings file, PKI, SoftHSM tokens, SQLite
 database, Temporal database, logs and the list of its processes, then starts the
 Temporal dev server, an Ethereum devnet (anvil), each service and the worker, and
 waits until every one is healthy. ``custos dev down`` stops them all (SIGTERM,
@@ -62,6 +62,11 @@ GRPC_SERVICE_NAMES = {
     "staking": "custos.staking.v1.StakingService",
 }
 START_ORDER = ("audit", "policy", "signer", "chain", "staking")
+#: The services that hold an HSM token, and its label. Each token is the service's own:
+#: its own SoftHSM directory and PIN, named only in that service's environment (the
+#: shared settings file names none), so the signer never holds the audit checkpoint
+#: key and the audit service can never open a vault key.
+HSM_TOKENS = {"signer": "custos-vault", "audit": "custos-audit"}
 
 
 def free_port() -> int:
@@ -94,12 +99,25 @@ class Stack:
     def processes(self) -> Path:
         return self.root / "processes.json"
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_")}
+    def hsm_dir(self, service: str) -> Path:
+        """Where ``service``'s own SoftHSM configuration and token live."""
+        return self.root / "hsm" / service
+
+    def pin_file(self, service: str, kind: str = "user") -> Path:
+        return self.root / "secrets" / f"{service}-hsm-{kind}.pin"
+
+    def env(self, service: str | None = None) -> dict[str, str]:
+        """The environment of a stack process; ``service`` adds the HSM token that one holds."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_") and k != "SOFTHSM2_CONF"}
         env["CUSTOS_CONFIG"] = str(self.config)
-        softhsm_conf = self.root / "softhsm" / "softhsm2.conf"
-        if softhsm_conf.exists():
-            env["SOFTHSM2_CONF"] = str(softhsm_conf)
+        label = HSM_TOKENS.get(service or "")
+        if label is not None:
+            from services.signer.softhsm import SOFTHSM_MODULE
+
+            env["SOFTHSM2_CONF"] = str(self.hsm_dir(str(service)) / "softhsm" / "softhsm2.conf")
+            env["CUSTOS_HSM__MODULE"] = str(SOFTHSM_MODULE)
+            env["CUSTOS_HSM__TOKEN_LABEL"] = label
+            env["CUSTOS_HSM__PIN_FILE"] = str(self.pin_file(str(service)))
         return env
 
     def settings(self) -> dict[str, Any]:
@@ -129,28 +147,21 @@ def _write_config(stack: Stack, extra: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _prepare_hsm(stack: Stack) -> dict[str, Any]:
-    """Creates the stack's SoftHSM token (PINs in files readable by the owner only)."""
+def _prepare_hsm(stack: Stack) -> None:
+    """Creates each HSM-holding service's own SoftHSM token (PINs in files only the owner reads)."""
     from services.signer.softhsm import ensure_token
 
-    secrets_dir = stack.root / "secrets"
-    secrets_dir.mkdir(mode=0o700, exist_ok=True)
-    pins = {}
-    for name in ("user", "so"):
-        f = secrets_dir / f"hsm-{name}.pin"
-        if not f.exists():
-            fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(8))
-        pins[name] = f.read_text().strip()
-    token = ensure_token(stack.root, "custos-dev", pins["user"], pins["so"])
-    return {
-        "hsm": {
-            "module": str(token.module),
-            "token_label": token.label,
-            "pin_file": str(secrets_dir / "hsm-user.pin"),
-        }
-    }
+    (stack.root / "secrets").mkdir(mode=0o700, exist_ok=True)
+    for service, label in HSM_TOKENS.items():
+        pins = {}
+        for kind in ("user", "so"):
+            f = stack.pin_file(service, kind)
+            if not f.exists():
+                fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(secrets.token_hex(8))
+            pins[kind] = f.read_text().strip()
+        ensure_token(stack.hsm_dir(service), label, pins["user"], pins["so"])
 
 
 def _prepare_trust(stack: Stack) -> dict[str, Any]:
@@ -220,7 +231,7 @@ def _spawn(stack: Stack, name: str, argv: list[str]) -> dict[str, Any]:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=stack.env(),
+        env=stack.env(name),
         cwd=stack.root,
         start_new_session=True,
     )
@@ -270,7 +281,8 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
     for person, roles in DEMO_PEOPLE.items():
         if not (stack.pki / f"{person}.crt").exists():
             issue(stack.pki, person, roles)
-    extra = {**_prepare_hsm(stack), **_prepare_trust(stack)}
+    _prepare_hsm(stack)
+    extra: dict[str, Any] = {**_prepare_trust(stack)}
     procs: list[dict[str, Any]] = []
     try:
         if with_devnet:

@@ -33,6 +33,10 @@ class HsmLoginFailed(SignerError, Unavailable):
     """The token refused the configured PIN (wrong, locked or expired)."""
 
 
+class HsmTokenShared(SignerError, FailedPrecondition):
+    """The signer's token holds the audit checkpoint key: each service needs a token of its own."""
+
+
 class HsmKeyNotFound(SignerError, NotFound):
     """No key with that label or id on the token."""
 

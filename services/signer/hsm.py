@@ -284,6 +284,12 @@ class Hsm:
                 for k in s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label})
             ]
 
+    def private_key_labels(self) -> list[str]:
+        """Labels of every private key this session sees on the token."""
+        with self.session() as s:
+            keys = s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            return [str(k[Attribute.LABEL]) for k in keys]
+
     def _private_key(self, s: pkcs11.Session, key_id: bytes) -> Any:
         key = self._private.get(key_id)
         if key is None:

@@ -14,6 +14,7 @@ import asyncio
 from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.audit.hsm_signer import DEFAULT_LABEL as CHECKPOINT_KEY_LABEL
 from services.audit.writer import AuditWriter
 from services.chain.config import ChainConfig as ChainEntry
 from services.chain.ethereum.adapter import EthereumAdapter
@@ -26,6 +27,7 @@ from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.errors import HsmTokenShared
 from services.signer.hsm import Hsm
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
@@ -78,6 +80,13 @@ async def build(settings: ServiceSettings) -> Component:
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:signer")
     hsm = await asyncio.to_thread(Hsm(settings.hsm).open)
+    if await asyncio.to_thread(hsm.find_key_ids, CHECKPOINT_KEY_LABEL):
+        # Whoever holds the signer's PIN could then sign audit checkpoints: keys by duty.
+        await asyncio.to_thread(hsm.close)
+        engine.dispose()
+        raise HsmTokenShared(
+            f"token {hsm.token_label!r} holds the audit checkpoint key: give the signer its own"
+        )
     service = make_service(settings, sessions, make_session_factory(read_only(engine)), hsm)
     binding = ServiceBinding(
         signer_pb2.DESCRIPTOR.services_by_name["SignerService"],

@@ -16,3 +16,30 @@ def append_many(url: str, actor: str, count: int, barrier: Any) -> None:
     for i in range(count - 1):
         writer.record("step.done", f"intent:{i % 7}", "ok", {"i": i})
     engine.dispose()
+
+
+def audit_replica(url: str, token: dict[str, str], head_label: str, count: int, barrier: Any) -> None:
+    """An audit replica: appends and checkpoints, sharing the token and the database with the others."""
+    from pydantic import SecretStr
+
+    from services.audit.hsm_signer import HsmCheckpointSigner, HsmHeadStore
+    from services.audit.service import AuditService, CheckpointPolicy
+    from services.runtime.settings import HsmSettings
+    from services.signer.hsm import Hsm
+
+    engine = make_engine(url)
+    hsm = Hsm(HsmSettings(token_label=token["label"], pin=SecretStr(token["pin"]))).open()
+    signer = HsmCheckpointSigner.ensure(hsm, label=token["key_label"])
+    audit = AuditService(
+        make_session_factory(engine),
+        signer=signer,
+        policy=CheckpointPolicy(every_records=3, every_seconds=3600),
+        head_store=HsmHeadStore(hsm, label=head_label),
+    )
+    barrier.wait()
+    for i in range(count):
+        audit.append("svc:audit", "step.done", f"intent:{i % 5}", "ok", {"i": i})
+        if i % 4 == 0:
+            audit.checkpoint()
+    hsm.close()
+    engine.dispose()

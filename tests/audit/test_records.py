@@ -3,50 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.audit.chain import verify_records
 from services.audit.errors import PayloadInvalid, SecretInPayload
 from services.audit.records import (
     GENESIS_HASH,
     AuditRecord,
-    Checkpoint,
     encode_payload,
     hash_of,
     new_record,
     signature_ref,
-    verify_records,
 )
 from services.audit.signing import SoftwareCheckpointSigner
 from services.runtime.intent import DepositData
-
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def chain(n: int) -> list[AuditRecord]:
-    out: list[AuditRecord] = []
-    prev = GENESIS_HASH
-    for i in range(1, n + 1):
-        r = new_record(
-            sequence=i,
-            prev_hash=prev,
-            time=T0 + timedelta(seconds=i),
-            actor="svc:staking",
-            action="intent.submitted",
-            subject=f"intent:{i % 3}",
-            outcome="ok",
-            payload_json=encode_payload({"amount": i * 10**18}),
-        )
-        out.append(r)
-        prev = r.hash
-    return out
-
-
-def checkpoint(signer: SoftwareCheckpointSigner, record: AuditRecord) -> Checkpoint:
-    cp = Checkpoint(record.sequence, record.hash, T0, signer.key_id, signer.public_key(), b"")
-    return dataclasses.replace(cp, signature=signer.sign(cp.message()))
+from tests.audit._chains import T0, chain, chain_of, checkpoint
 
 
 def rechain(records: list[AuditRecord], start: int) -> list[AuditRecord]:
@@ -120,7 +94,7 @@ def test_a_rehashed_record_is_named_by_the_link_after_it() -> None:
 def test_a_rehashed_tail_is_caught_by_the_signed_checkpoint() -> None:
     signer = SoftwareCheckpointSigner("k1")
     records = chain(30)
-    cps = [checkpoint(signer, records[9]), checkpoint(signer, records[19]), checkpoint(signer, records[29])]
+    cps = chain_of(signer, records, [10, 20, 30])
     tampered = [*records[:14], dataclasses.replace(records[14], outcome="refused"), *records[15:]]
     tampered = rechain(tampered, 14)
     assert verify_records(tampered, [], {}).ok  # hashing alone cannot see it
@@ -203,7 +177,7 @@ def test_every_position_is_named_exactly_even_on_a_checkpoint() -> None:
     keys = {"k1": signer.public_key()}
     n = 20
     records = chain(n)
-    cps = [checkpoint(signer, records[i - 1]) for i in (7, 14, 20)]
+    cps = chain_of(signer, records, [7, 14, 20])
 
     def first_bad(rs: list[AuditRecord]) -> int | None:
         return verify_records(rs, cps, keys, head_sequence=n).first_bad_sequence

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 
-from services.audit.errors import PayloadInvalid
+from services.audit.errors import (
+    AuditTokenShared,
+    ChainBroken,
+    HeadNotExtended,
+    HeadUnreadable,
+    NothingToCheckpoint,
+    PayloadInvalid,
+)
 from services.audit.export import parse_export
 from services.audit.service import AuditService
 from services.audit.servicer import AuditServicer
 from services.audit.verify import verify_parsed
 from services.pb.custos.audit.v1 import audit_pb2
 from services.runtime.auth import Principal, reset_principal, set_principal
+from services.runtime.grpc_errors import status_for
 
 
 def test_roles_cover_every_rpc_and_only_services_append() -> None:
@@ -52,3 +61,14 @@ async def test_the_rpcs_round_trip(audit: AuditService) -> None:
     assert verified.ok and verified.records_checked == 3 and verified.latest_checkpoint.sequence == 3
     lines = [r.line async for r in servicer.ExportEvents(audit_pb2.ExportEventsRequest(), None)]
     assert verify_parsed(parse_export(lines)).ok
+
+
+def test_refusals_to_sign_are_failed_precondition_never_internal() -> None:
+    for error in (
+        ChainBroken("a checkpoint is missing", first_bad_sequence=10),
+        HeadNotExtended("the last checkpoint signed was dropped", first_bad_sequence=20),
+        AuditTokenShared("the token holds a vault key"),
+        HeadUnreadable("the token's memory is unreadable"),
+        NothingToCheckpoint("a later checkpoint covers it"),
+    ):
+        assert status_for(error) == grpc.StatusCode.FAILED_PRECONDITION, error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from datetime import timedelta
@@ -14,12 +15,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import repository
+from services.audit.chain import verify_records
 from services.audit.errors import AuditUnavailable, NothingToCheckpoint, PayloadInvalid, SecretInPayload
-from services.audit.hsm_signer import HsmCheckpointSigner
+from services.audit.export import parse_export
+from services.audit.hsm_signer import HsmCheckpointSigner, HsmHeadStore
+from services.audit.main import AuditSettings
 from services.audit.models import AuditRecordRow
-from services.audit.records import verify_records
 from services.audit.service import AuditService, EventQuery
-from services.audit.verify import main, verify_export
+from services.audit.verify import main, verify_export, verify_parsed
 from services.audit.writer import AuditWriter
 from services.runtime.db import make_engine, make_session_factory, transaction
 
@@ -130,6 +133,10 @@ def test_records_cannot_be_updated_or_deleted_through_the_database(
         "UPDATE audit_records SET actor = 'x' WHERE sequence = 1",
         "DELETE FROM audit_records WHERE sequence = 2",
     ):
+        with pytest.raises(DBAPIError), transaction(session_factory) as s:
+            s.execute(text(stmt))
+    audit.checkpoint()
+    for stmt in ("UPDATE audit_checkpoints SET sequence = 9", "DELETE FROM audit_checkpoints"):
         with pytest.raises(DBAPIError), transaction(session_factory) as s:
             s.execute(text(stmt))
     assert audit.verify()[0].ok
@@ -243,10 +250,45 @@ def test_a_truncated_export_is_detected(audit: AuditService, tmp_path: Path, cas
 def test_server_side_verification_sees_what_offline_sees(audit: AuditService) -> None:
     fill(audit, 15)
     lines = list(audit.export_lines(from_sequence=4, to_sequence=9))
-    assert json.loads(lines[0])["record_count"] == 6
+    assert json.loads(lines[0])["record_count"] == 7  # on to the checkpoint at 10, which signs 9
+    assert verify_parsed(parse_export(lines)).ok
     result, _ = audit.verify(from_sequence=4, to_sequence=9)
     assert result.ok and result.records_checked == 6
     with audit._read() as s:
         records = repository.records_between(s, 1, 15)
         cps = repository.checkpoints_between(s, 0)
     assert verify_records(records, cps, audit.public_keys()).ok
+
+
+async def _signed_up_to(audit: AuditService, sequence: int, timeout: float) -> float:
+    start = asyncio.get_running_loop().time()
+    while True:
+        _, latest = await asyncio.to_thread(audit.verify)
+        if latest is not None and latest.sequence >= sequence:
+            return asyncio.get_running_loop().time() - start
+        assert asyncio.get_running_loop().time() - start < timeout, f"no checkpoint at {sequence} yet"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+async def test_by_default_the_head_is_checkpointed_within_seconds_while_it_moves(
+    session_factory: sessionmaker[Session], checkpoint_signer: HsmCheckpointSigner, head_store: HsmHeadStore
+) -> None:
+    assert AuditSettings.model_fields["checkpoint_every_seconds"].default == 2.0
+    audit = AuditService(session_factory, signer=checkpoint_signer, head_store=head_store)
+    assert audit.policy.every_seconds == 2.0
+    stop = asyncio.Event()
+    checkpointer = asyncio.create_task(audit.run_checkpointer(stop))
+    try:
+        await asyncio.to_thread(fill, audit, 3)
+        assert await _signed_up_to(audit, 3, timeout=8) < 8
+        with session_factory() as s:
+            idle = len(repository.checkpoints_between(s, 1))
+        await asyncio.sleep(2.5)  # nothing moved: nothing new to sign
+        with session_factory() as s:
+            assert len(repository.checkpoints_between(s, 1)) == idle
+        await asyncio.to_thread(fill, audit, 2)
+        await _signed_up_to(audit, 5, timeout=8)
+    finally:
+        stop.set()
+        await checkpointer

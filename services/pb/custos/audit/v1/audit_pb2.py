@@ -26,7 +26,7 @@ from services.pb.custos.common.v1 import common_pb2 as custos_dot_common_dot_v1_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ustos/audit/v1/audit.proto\x12\x0f\x63ustos.audit.v1\x1a\x1d\x63ustos/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tprev_hash\x18\x02 \x01(\x0c\x12\x0c\n\x04hash\x18\x03 \x01(\x0c\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x16\n\x0epayload_digest\x18\t \x01(\x0c\x12\x14\n\x0cpayload_json\x18\n \x01(\t\"\x92\x01\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\x0c\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"h\n\x0b\x45ventFilter\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12)\n\x04time\x18\x04 \x01(\x0b\x32\x1b.custos.common.v1.TimeRange\"\\\n\x12\x41ppendEventRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\"A\n\x13\x41ppendEventResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.custos.audit.v1.AuditEvent\"i\n\x12QueryEventsRequest\x12,\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1c.custos.audit.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13QueryEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.custos.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x13\x45xportEventsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x13\n\x0bto_sequence\x18\x02 \x01(\x04\"$\n\x14\x45xportEventsResponse\x12\x0c\n\x04line\x18\x01 \x01(\t\"@\n\x12VerifyChainRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x13\n\x0bto_sequence\x18\x02 \x01(\x04\"\x9e\x01\n\x13VerifyChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x04\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x36\n\x11latest_checkpoint\x18\x05 \x01(\x0b\x32\x1b.custos.audit.v1.Checkpoint\"\x19\n\x17\x43reateCheckpointRequest\"K\n\x18\x43reateCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.custos.audit.v1.Checkpoint2\xe4\x03\n\x0c\x41uditService\x12X\n\x0b\x41ppendEvent\x12#.custos.audit.v1.AppendEventRequest\x1a$.custos.audit.v1.AppendEventResponse\x12X\n\x0bQueryEvents\x12#.custos.audit.v1.QueryEventsRequest\x1a$.custos.audit.v1.QueryEventsResponse\x12]\n\x0c\x45xportEvents\x12$.custos.audit.v1.ExportEventsRequest\x1a%.custos.audit.v1.ExportEventsResponse0\x01\x12X\n\x0bVerifyChain\x12#.custos.audit.v1.VerifyChainRequest\x1a$.custos.audit.v1.VerifyChainResponse\x12g\n\x10\x43reateCheckpoint\x12(.custos.audit.v1.CreateCheckpointRequest\x1a).custos.audit.v1.CreateCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63ustos/audit/v1/audit.proto\x12\x0f\x63ustos.audit.v1\x1a\x1d\x63ustos/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\tprev_hash\x18\x02 \x01(\x0c\x12\x0c\n\x04hash\x18\x03 \x01(\x0c\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0f\n\x07subject\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x16\n\x0epayload_digest\x18\t \x01(\x0c\x12\x14\n\x0cpayload_json\x18\n \x01(\t\"\xbe\x01\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\x0c\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x15\n\rprev_sequence\x18\x07 \x01(\x04\x12\x13\n\x0bprev_digest\x18\x08 \x01(\x0c\"h\n\x0b\x45ventFilter\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12)\n\x04time\x18\x04 \x01(\x0b\x32\x1b.custos.common.v1.TimeRange\"\\\n\x12\x41ppendEventRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\"A\n\x13\x41ppendEventResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.custos.audit.v1.AuditEvent\"i\n\x12QueryEventsRequest\x12,\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1c.custos.audit.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13QueryEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.custos.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x13\x45xportEventsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x13\n\x0bto_sequence\x18\x02 \x01(\x04\"$\n\x14\x45xportEventsResponse\x12\x0c\n\x04line\x18\x01 \x01(\t\"@\n\x12VerifyChainRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x13\n\x0bto_sequence\x18\x02 \x01(\x04\"\x9e\x01\n\x13VerifyChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x04\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x36\n\x11latest_checkpoint\x18\x05 \x01(\x0b\x32\x1b.custos.audit.v1.Checkpoint\"\x19\n\x17\x43reateCheckpointRequest\"K\n\x18\x43reateCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.custos.audit.v1.Checkpoint2\xe4\x03\n\x0c\x41uditService\x12X\n\x0b\x41ppendEvent\x12#.custos.audit.v1.AppendEventRequest\x1a$.custos.audit.v1.AppendEventResponse\x12X\n\x0bQueryEvents\x12#.custos.audit.v1.QueryEventsRequest\x1a$.custos.audit.v1.QueryEventsResponse\x12]\n\x0c\x45xportEvents\x12$.custos.audit.v1.ExportEventsRequest\x1a%.custos.audit.v1.ExportEventsResponse0\x01\x12X\n\x0bVerifyChain\x12#.custos.audit.v1.VerifyChainRequest\x1a$.custos.audit.v1.VerifyChainResponse\x12g\n\x10\x43reateCheckpoint\x12(.custos.audit.v1.CreateCheckpointRequest\x1a).custos.audit.v1.CreateCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,29 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITEVENT']._serialized_start=113
   _globals['_AUDITEVENT']._serialized_end=329
   _globals['_CHECKPOINT']._serialized_start=332
-  _globals['_CHECKPOINT']._serialized_end=478
-  _globals['_EVENTFILTER']._serialized_start=480
-  _globals['_EVENTFILTER']._serialized_end=584
-  _globals['_APPENDEVENTREQUEST']._serialized_start=586
-  _globals['_APPENDEVENTREQUEST']._serialized_end=678
-  _globals['_APPENDEVENTRESPONSE']._serialized_start=680
-  _globals['_APPENDEVENTRESPONSE']._serialized_end=745
-  _globals['_QUERYEVENTSREQUEST']._serialized_start=747
-  _globals['_QUERYEVENTSREQUEST']._serialized_end=852
-  _globals['_QUERYEVENTSRESPONSE']._serialized_start=854
-  _globals['_QUERYEVENTSRESPONSE']._serialized_end=945
-  _globals['_EXPORTEVENTSREQUEST']._serialized_start=947
-  _globals['_EXPORTEVENTSREQUEST']._serialized_end=1012
-  _globals['_EXPORTEVENTSRESPONSE']._serialized_start=1014
-  _globals['_EXPORTEVENTSRESPONSE']._serialized_end=1050
-  _globals['_VERIFYCHAINREQUEST']._serialized_start=1052
-  _globals['_VERIFYCHAINREQUEST']._serialized_end=1116
-  _globals['_VERIFYCHAINRESPONSE']._serialized_start=1119
-  _globals['_VERIFYCHAINRESPONSE']._serialized_end=1277
-  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=1279
-  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=1304
-  _globals['_CREATECHECKPOINTRESPONSE']._serialized_start=1306
-  _globals['_CREATECHECKPOINTRESPONSE']._serialized_end=1381
-  _globals['_AUDITSERVICE']._serialized_start=1384
-  _globals['_AUDITSERVICE']._serialized_end=1868
+  _globals['_CHECKPOINT']._serialized_end=522
+  _globals['_EVENTFILTER']._serialized_start=524
+  _globals['_EVENTFILTER']._serialized_end=628
+  _globals['_APPENDEVENTREQUEST']._serialized_start=630
+  _globals['_APPENDEVENTREQUEST']._serialized_end=722
+  _globals['_APPENDEVENTRESPONSE']._serialized_start=724
+  _globals['_APPENDEVENTRESPONSE']._serialized_end=789
+  _globals['_QUERYEVENTSREQUEST']._serialized_start=791
+  _globals['_QUERYEVENTSREQUEST']._serialized_end=896
+  _globals['_QUERYEVENTSRESPONSE']._serialized_start=898
+  _globals['_QUERYEVENTSRESPONSE']._serialized_end=989
+  _globals['_EXPORTEVENTSREQUEST']._serialized_start=991
+  _globals['_EXPORTEVENTSREQUEST']._serialized_end=1056
+  _globals['_EXPORTEVENTSRESPONSE']._serialized_start=1058
+  _globals['_EXPORTEVENTSRESPONSE']._serialized_end=1094
+  _globals['_VERIFYCHAINREQUEST']._serialized_start=1096
+  _globals['_VERIFYCHAINREQUEST']._serialized_end=1160
+  _globals['_VERIFYCHAINRESPONSE']._serialized_start=1163
+  _globals['_VERIFYCHAINRESPONSE']._serialized_end=1321
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=1323
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=1348
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_start=1350
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_end=1425
+  _globals['_AUDITSERVICE']._serialized_start=1428
+  _globals['_AUDITSERVICE']._serialized_end=1912
 # @@protoc_insertion_point(module_scope)

@@ -76,6 +76,10 @@ Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
 
 @_typing.final
 class Checkpoint(_message.Message):
+    """Signed over the record's sequence and hash and over the checkpoint before it, so the
+    checkpoints form a chain from the first record (the first one names sequence 0).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
@@ -84,12 +88,17 @@ class Checkpoint(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    PREV_SEQUENCE_FIELD_NUMBER: _builtins.int
+    PREV_DIGEST_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     head_hash: _builtins.bytes
     key_id: _builtins.str
     public_key: _builtins.bytes
     """Raw 32-byte Ed25519 public key."""
     signature: _builtins.bytes
+    prev_sequence: _builtins.int
+    """The checkpoint before this one: its sequence and the SHA-256 of its signed message."""
+    prev_digest: _builtins.bytes
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -101,10 +110,12 @@ class Checkpoint(_message.Message):
         key_id: _builtins.str = ...,
         public_key: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        prev_sequence: _builtins.int = ...,
+        prev_digest: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_hash", b"head_hash", "key_id", b"key_id", "public_key", b"public_key", "sequence", b"sequence", "signature", b"signature", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_hash", b"head_hash", "key_id", b"key_id", "prev_digest", b"prev_digest", "prev_sequence", b"prev_sequence", "public_key", b"public_key", "sequence", b"sequence", "signature", b"signature", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,7 +256,9 @@ class ExportEventsRequest(_message.Message):
     from_sequence: _builtins.int
     """0: from the first record."""
     to_sequence: _builtins.int
-    """0: to the head."""
+    """0: to the head. The export runs on to the first checkpoint at or after it, so that
+    its last record is signed.
+    """
     def __init__(
         self,
         *,

@@ -91,7 +91,7 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateCheckpoint(self, request, context):
-        """Signs a checkpoint of the current head now.
+        """Verifies the whole trail and checkpoint chain, then signs a checkpoint of the current head.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

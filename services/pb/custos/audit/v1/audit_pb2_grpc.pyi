@@ -41,7 +41,7 @@ class AuditServiceStub:
     """Streams JSON Lines: the records, the checkpoints, and the public keys needed to verify offline."""
     VerifyChain: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyChainRequest, _audit_pb2.VerifyChainResponse]
     CreateCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.CreateCheckpointRequest, _audit_pb2.CreateCheckpointResponse]
-    """Signs a checkpoint of the current head now."""
+    """Verifies the whole trail and checkpoint chain, then signs a checkpoint of the current head."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -53,7 +53,7 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """Streams JSON Lines: the records, the checkpoints, and the public keys needed to verify offline."""
     VerifyChain: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyChainRequest, _audit_pb2.VerifyChainResponse]  # type: ignore[assignment]
     CreateCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.CreateCheckpointRequest, _audit_pb2.CreateCheckpointResponse]  # type: ignore[assignment]
-    """Signs a checkpoint of the current head now."""
+    """Verifies the whole trail and checkpoint chain, then signs a checkpoint of the current head."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -92,6 +92,6 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.CreateCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.CreateCheckpointResponse, _abc.Awaitable[_audit_pb2.CreateCheckpointResponse]]:
-        """Signs a checkpoint of the current head now."""
+        """Verifies the whole trail and checkpoint chain, then signs a checkpoint of the current head."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
