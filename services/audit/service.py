@@ -35,6 +35,7 @@ from services.audit.errors import (
 from services.audit.records import AuditRecord, ChainVerifier, Checkpoint, VerifyResult, checkpoint_message
 from services.audit.signing import CheckpointSigner
 from services.audit.writer import AuditWriter
+from services.runtime.convert import MAX_INT64
 from services.runtime.db import transaction, utcnow
 from services.runtime.intent import canonical_json
 
@@ -317,7 +318,7 @@ def _decode_token(token: str, q: EventQuery) -> int:
         value = int(after)
     except ValueError:
         raise PayloadInvalid("page_token is not one this service issued") from None
-    if version != "v1" or value < 0:
+    if version != "v1" or not 0 <= value <= MAX_INT64:  # a forged token must not reach the database
         raise PayloadInvalid("page_token is not one this service issued")
     if fingerprint != q.fingerprint():
         raise PayloadInvalid("page_token belongs to a query with other filters")

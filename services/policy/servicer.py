@@ -15,6 +15,7 @@ from services.runtime.auth import current_principal
 from services.runtime.convert import (
     approval_from_pb,
     datetime_to_ts,
+    optional_datetime,
     require_id,
     spec_from_pb,
     ts_to_datetime,
@@ -154,7 +155,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         spec = spec_from_pb(request.spec)
         initiator = require_id(request.initiator, "initiator")
         intent_id = require_id(request.intent_id, "intent_id") if request.intent_id else ""
-        at = ts_to_datetime(request.at) if request.HasField("at") else None
+        at = optional_datetime(request, "at", "at")
         decision, approvers = await self._run(
             self._svc.evaluate, spec, initiator, intent_id=intent_id, version=request.policy_version, at=at
         )
@@ -259,13 +260,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             kwargs["intent"] = (
                 spec_from_pb(i.spec),
                 require_id(i.initiator, "intent.initiator"),
-                ts_to_datetime(i.at) if i.HasField("at") else None,
+                optional_datetime(i, "at", "intent.at"),
             )
         else:
             r = request.recorded
             if not r.HasField("start") or not r.HasField("end"):
                 raise InvalidArgument("recorded needs start and end")
-            kwargs["recorded"] = (ts_to_datetime(r.start), ts_to_datetime(r.end))
+            kwargs["recorded"] = (
+                ts_to_datetime(r.start, "recorded.start"),
+                ts_to_datetime(r.end, "recorded.end"),
+            )
         results = await self._run(self._svc.simulate, **kwargs)
         return policy_pb2.SimulatePolicyResponse(
             results=[

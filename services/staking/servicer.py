@@ -11,14 +11,16 @@ from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.runtime.auth import current_principal
 from services.runtime.convert import (
+    MAX_INT32,
     action_from_pb,
     approval_from_pb,
+    bounded_int,
     datetime_to_ts,
     decision_to_pb,
+    optional_datetime,
     require_id,
     spec_from_pb,
     spec_to_pb,
-    ts_to_datetime,
 )
 from services.runtime.errors import InvalidArgument
 from services.runtime.intent import Decision, spec_from_plain
@@ -30,6 +32,8 @@ _STATE: dict[str, Any] = {
     name.removeprefix("INTENT_STATE_"): value for name, value in staking_pb2.IntentState.items()
 }
 _STATE_NAME: dict[Any, str] = {v: k for k, v in _STATE.items()}
+#: An intent's transitions are numbered in an INTEGER column (``IntentEventRow.sequence``).
+MAX_SEQUENCE = MAX_INT32
 PEOPLE_READ = frozenset({"initiator", "approver", "compliance", "operator", "policy-admin"})
 
 
@@ -119,8 +123,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
             chain=request.chain,
             vault_id=request.vault_id,
             initiator=request.initiator,
-            created_from=ts_to_datetime(request.created.start) if request.created.HasField("start") else None,
-            created_to=ts_to_datetime(request.created.end) if request.created.HasField("end") else None,
+            created_from=optional_datetime(request.created, "start", "created.start"),
+            created_to=optional_datetime(request.created, "end", "created.end"),
         )
         views, nxt = await self._svc.list_intents(f, size, request.page_token)
         return staking_pb2.ListIntentsResponse(intents=[intent_to_pb(v) for v in views], next_page_token=nxt)
@@ -162,13 +166,15 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         self, request: staking_pb2.WatchIntentRequest, context: Any
     ) -> AsyncIterator[staking_pb2.WatchIntentResponse]:
         intent_id = require_id(request.intent_id, "intent_id")
+        after = bounded_int(request.after_sequence, "after_sequence", maximum=MAX_SEQUENCE)
         # aclosing: a cancelled stream closes the watch at once, unregistering its wake-up
-        async with aclosing(self._svc.watch(intent_id, request.after_sequence)) as events:
+        async with aclosing(self._svc.watch(intent_id, after)) as events:
             async for e in events:
                 yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))
 
     async def NotifyTransition(
         self, request: staking_pb2.NotifyTransitionRequest, context: Any
     ) -> staking_pb2.NotifyTransitionResponse:
+        bounded_int(request.sequence, "sequence", maximum=MAX_SEQUENCE)
         self._svc.notify_transition(require_id(request.intent_id, "intent_id"))
         return staking_pb2.NotifyTransitionResponse()
