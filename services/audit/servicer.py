@@ -1,8 +1,9 @@
 """AuditService over gRPC: proto <-> domain only; the logic is in ``service.py``.
 
 No RPC changes or deletes a record: there is none that could. Internal services
-append (their identity becomes the record's actor); compliance and operators read,
-export, verify and checkpoint.
+would append (their identity becoming the record's actor), but each writes its own
+records to the database, so no one may; compliance and operators read, export and
+verify, and compliance checkpoints.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from services.pb.custos.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.runtime.auth import current_principal
 from services.runtime.convert import bounded_int, datetime_to_ts, optional_datetime
 
-_INTERNAL = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
 _READERS = frozenset({"compliance", "operator"})
 _LINES_PER_HOP = 500
 
@@ -84,11 +84,12 @@ def _range(request: audit_pb2.ExportEventsRequest | audit_pb2.VerifyChainRequest
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "AppendEvent": _INTERNAL,
+        # closed: every component writes its own records to the database (services.audit.writer)
+        "AppendEvent": frozenset(),
         "QueryEvents": _READERS,
         "ExportEvents": _READERS,
         "VerifyChain": _READERS,
-        "CreateCheckpoint": _READERS,
+        "CreateCheckpoint": frozenset({"compliance"}),
     }
 
     def __init__(self, service: AuditService) -> None:

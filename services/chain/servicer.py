@@ -11,8 +11,7 @@ from services.chain.types import ChainEvent, DecodedTransaction, TransactionStat
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.convert import action_to_pb, fill_target, require_id, spec_from_pb, spec_to_pb
 
-_BUILDERS = frozenset({"svc:worker", "svc:staking"})
-_READERS = frozenset({"operator", "compliance"})
+_WORKER = frozenset({"svc:worker"})
 
 _FAMILY_TO_PB = {
     ChainFamily.ETHEREUM: chain_pb2.CHAIN_FAMILY_ETHEREUM,
@@ -82,12 +81,14 @@ def _require_bytes(value: bytes, field: str) -> bytes:
 
 class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "ListChains": _BUILDERS | _READERS | {"svc:signer", "svc:policy"},
-        "ValidateIntent": _BUILDERS,
-        "BuildTransaction": _BUILDERS,
-        "DecodeTransaction": frozenset({"svc:signer"}) | _BUILDERS,
-        "BroadcastTransaction": _BUILDERS,
-        "GetTransactionStatus": _BUILDERS | _READERS,
+        "ListChains": _WORKER,
+        # the staking service checks chain-specific data before anyone is asked to approve
+        "ValidateIntent": frozenset({"svc:staking"}),
+        "BuildTransaction": _WORKER,
+        # closed: the signer decodes with its own copy of the decoder, trusting no service's
+        "DecodeTransaction": frozenset(),
+        "BroadcastTransaction": _WORKER,
+        "GetTransactionStatus": _WORKER,
     }
 
     def __init__(self, service: ChainService) -> None:

@@ -22,9 +22,8 @@ from services.runtime.convert import (
 )
 from services.runtime.errors import InvalidArgument
 
-_SERVICES = frozenset({"svc:staking", "svc:worker", "svc:signer"})
-_READERS = frozenset({"policy-admin", "compliance", "operator", "approver"}) | _SERVICES
 _ADMIN = frozenset({"policy-admin"})
+_WORKER = frozenset({"svc:worker"})
 
 _SCHEME_FROM_PB = {
     common_pb2.SIGNATURE_SCHEME_ED25519: SignatureScheme.ED25519,
@@ -125,22 +124,25 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """Database work runs in a thread so the event loop keeps serving."""
 
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "EvaluateIntent": _SERVICES,
-        "CheckApprovals": _SERVICES,
-        "GetPolicy": _READERS,
-        "ListPolicyVersions": _READERS,
+        "EvaluateIntent": _WORKER,
+        # closed: the signer checks approvals itself, from the database, trusting no service's
+        "CheckApprovals": frozenset(),
+        # the staking service pins the active version on each intent it records
+        "GetPolicy": _ADMIN | {"svc:staking"},
+        "ListPolicyVersions": _ADMIN,
         "ProposePolicy": _ADMIN,
         # The staking worker activates once the POLICY_CHANGE intent's approvals are in.
         "ActivatePolicy": _ADMIN | frozenset({"svc:staking", "svc:worker"}),
-        "SimulatePolicy": frozenset({"policy-admin", "compliance", "operator"}),
+        "SimulatePolicy": _ADMIN,
         "RegisterApprover": _ADMIN,
-        "GetApprover": _READERS,
-        "ListApprovers": _READERS,
+        "GetApprover": frozenset(),  # closed: nothing calls it
+        # the staking service hands the registry to the workflow's approval validators
+        "ListApprovers": frozenset({"svc:staking"}),
         "RotateApproverKey": _ADMIN,
         "RevokeApproverKey": _ADMIN,
         # The worker counts an intent once its approvals are in, and releases it when no funds moved.
-        "ReserveVelocity": frozenset({"svc:worker"}),
-        "ReleaseVelocity": frozenset({"svc:worker"}),
+        "ReserveVelocity": _WORKER,
+        "ReleaseVelocity": _WORKER,
     }
 
     def __init__(self, service: PolicyService) -> None:

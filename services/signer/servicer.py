@@ -12,8 +12,6 @@ from services.runtime.errors import InvalidArgument
 from services.signer.service import KeyInfo, SignerService, SignInput
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
-_SERVICES = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
-_KEY_READERS = frozenset({"operator", "compliance", "initiator", "approver"}) | _SERVICES
 _ALGORITHM_FROM_PB = {
     pb.KEY_ALGORITHM_SECP256K1: KeyAlgorithm.SECP256K1,
     pb.KEY_ALGORITHM_ED25519: KeyAlgorithm.ED25519,
@@ -55,10 +53,11 @@ def sign_input_from_pb(request: pb.SignRequest) -> SignInput:
 
 class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "CreateKey": frozenset({"operator", "svc:worker"}),
-        # Public keys and addresses: initiators need the vault address for deposit data.
-        "GetKey": _KEY_READERS,
-        "ListKeys": _KEY_READERS,
+        "CreateKey": frozenset({"operator"}),
+        # A vault's address: for the staking service's and the worker's checks, and for the
+        # deposit data an initiator generates on a devnet.
+        "GetKey": frozenset({"initiator", "svc:staking", "svc:worker"}),
+        "ListKeys": frozenset({"operator"}),
         "Sign": frozenset({"svc:worker"}),
     }
 

@@ -34,7 +34,8 @@ _STATE: dict[str, Any] = {
 _STATE_NAME: dict[Any, str] = {v: k for k, v in _STATE.items()}
 #: An intent's transitions are numbered in an INTEGER column (``IntentEventRow.sequence``).
 MAX_SEQUENCE = MAX_INT32
-PEOPLE_READ = frozenset({"initiator", "approver", "compliance", "operator", "policy-admin"})
+#: Who follows intents from the CLI (``intents list | watch``): initiators and operators.
+FOLLOWERS = frozenset({"initiator", "operator"})
 
 
 def intent_to_pb(v: IntentView) -> staking_pb2.Intent:
@@ -80,13 +81,16 @@ def event_to_pb(intent_id: str, e: IntentEventRow) -> staking_pb2.IntentEvent:
 
 class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
+        # policy-admins submit the POLICY_CHANGE intent of ``policy propose``
         "SubmitIntent": frozenset({"initiator", "policy-admin"}),
-        "GetIntent": PEOPLE_READ,
-        "ListIntents": PEOPLE_READ,
+        # approvers read what they sign; policy-admins simulate a recorded intent
+        "GetIntent": FOLLOWERS | {"approver", "policy-admin"},
+        "ListIntents": FOLLOWERS,
         "ApproveIntent": frozenset({"approver"}),
         "RejectIntent": frozenset({"approver"}),
-        "CancelIntent": frozenset({"initiator", "operator", "policy-admin"}),
-        "WatchIntent": PEOPLE_READ,
+        # a policy-admin cancels their own POLICY_CHANGE intent (the service checks whose it is)
+        "CancelIntent": FOLLOWERS | {"policy-admin"},
+        "WatchIntent": FOLLOWERS,
         # only the worker writes transitions; anyone else could only make watchers re-read for nothing
         "NotifyTransition": frozenset({"svc:worker"}),
     }
