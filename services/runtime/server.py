@@ -110,7 +110,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method
         admit = self._admit
-        inner = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        inner: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary
+        inner = inner or handler.stream_stream
         # The body arrives as bytes and is parsed once the caller is admitted: an unauthorised
         # caller learns nothing from it, and one that does not parse is the caller's error.
         parse = _parser(method, handler.request_deserializer)

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
@@ -103,7 +103,7 @@ class Values(random.Random):
 
     def enum(self, field: FieldDescriptor) -> int:
         if self.random() < 0.6:
-            return int(self.choice(field.enum_type.values).number)
+            return self.choice(_enum_numbers(field))
         return self.choice([99, -1, 2**31 - 1])
 
     def scalar(self, field: FieldDescriptor) -> Any:
@@ -138,15 +138,15 @@ class Values(random.Random):
         if field.type == F.TYPE_MESSAGE:
             if depth > 3:
                 return
-            if field.message_type.GetOptions().map_entry:
+            if _is_map(field):
                 target = getattr(out, field.name)
                 for _ in range(self.randint(0, 2)):
                     target[self.text()[:64]] = self.text()[:64]
             elif field.is_repeated:
                 for _ in range(self.randint(0, 3)):
-                    getattr(out, field.name).add().CopyFrom(self.message(field.message_type, depth + 1))
+                    getattr(out, field.name).add().CopyFrom(self.message(_of(field), depth + 1))
             else:
-                getattr(out, field.name).CopyFrom(self.message(field.message_type, depth + 1))
+                getattr(out, field.name).CopyFrom(self.message(_of(field), depth + 1))
         elif field.is_repeated:
             getattr(out, field.name).extend(self.scalar(field) for _ in range(self.randint(0, 3)))
         else:
@@ -165,9 +165,9 @@ class Values(random.Random):
                 continue
             value: Any
             if field.type == F.TYPE_MESSAGE:
-                if depth > 3 or field.message_type.GetOptions().map_entry:
+                if depth > 3 or _is_map(field):
                     continue
-                sub = self.extreme(field.message_type, low, depth + 1)
+                sub = self.extreme(_of(field), low, depth + 1)
                 if field.is_repeated:
                     getattr(out, field.name).add().CopyFrom(sub)
                 else:
@@ -203,20 +203,21 @@ class Values(random.Random):
         for field in descriptor.fields:
             oneof = field.containing_oneof
             if (oneof is not None and oneof.fields[0] is not field) or (
-                field.type == F.TYPE_MESSAGE and (depth > 3 or field.message_type.GetOptions().map_entry)
+                field.type == F.TYPE_MESSAGE and (depth > 3 or _is_map(field))
             ):
                 continue
             value = self.named.get(field.name)
             if field.type == F.TYPE_MESSAGE:
                 if not _fits(field, value):
-                    value = self.plausible(field.message_type, depth + 1)
+                    value = self.plausible(_of(field), depth + 1)
                 target = getattr(out, field.name).add() if field.is_repeated else getattr(out, field.name)
                 target.CopyFrom(value)
                 continue
             if not _fits(field, value):
                 value = {F.TYPE_STRING: "", F.TYPE_BYTES: b"", F.TYPE_BOOL: False}.get(field.type, 0)
                 if field.type == F.TYPE_ENUM:
-                    value = field.enum_type.values[1 if len(field.enum_type.values) > 1 else 0].number
+                    numbers = _enum_numbers(field)
+                    value = numbers[1 if len(numbers) > 1 else 0]  # the first beyond UNSPECIFIED
             if field.is_repeated:
                 getattr(out, field.name).append(value)
             else:
@@ -266,9 +267,24 @@ class Values(random.Random):
 FieldPath = tuple[tuple[str, int | None], ...]
 
 
+def _of(field: FieldDescriptor) -> Descriptor:
+    """The message type of a message field."""
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.type == F.TYPE_MESSAGE and bool(_of(field).GetOptions().map_entry)
+
+
+def _enum_numbers(field: FieldDescriptor) -> list[int]:
+    assert field.enum_type is not None
+    return [v.number for v in field.enum_type.values]
+
+
 def _fits(field: FieldDescriptor, value: Any) -> bool:
     if field.type == F.TYPE_MESSAGE:
-        return isinstance(value, Message) and value.DESCRIPTOR.full_name == field.message_type.full_name
+        return isinstance(value, Message) and value.DESCRIPTOR.full_name == _of(field).full_name
     if field.type in (F.TYPE_STRING, F.TYPE_BYTES, F.TYPE_BOOL):
         return isinstance(value, {F.TYPE_STRING: str, F.TYPE_BYTES: bytes, F.TYPE_BOOL: bool}[field.type])
     return isinstance(value, int) and not isinstance(value, bool)
@@ -277,17 +293,17 @@ def _fits(field: FieldDescriptor, value: Any) -> bool:
 def _leaves(message: Message, path: FieldPath = ()) -> Iterator[FieldPath]:
     """The scalar fields and timestamps of ``message`` (set or not; the first of repeated ones,
     the set member of a oneof), as paths."""
-    for field in message.DESCRIPTOR.fields:
+    for field in cast(Descriptor, message.DESCRIPTOR).fields:
         oneof = field.containing_oneof
         if oneof is not None and message.WhichOneof(oneof.name) != field.name:
             continue
         value = getattr(message, field.name)
         if field.is_repeated and not len(value):
             continue
-        if field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+        if _is_map(field):
             continue
         step = (*path, (field.name, 0 if field.is_repeated else None))
-        if field.type == F.TYPE_MESSAGE and field.message_type.full_name != "google.protobuf.Timestamp":
+        if field.type == F.TYPE_MESSAGE and _of(field).full_name != "google.protobuf.Timestamp":
             if field.is_repeated or message.HasField(field.name):
                 yield from _leaves(value[0] if field.is_repeated else value, step)
         else:

@@ -100,11 +100,11 @@ async def send(channel: grpc.aio.Channel, case: Case) -> Outcome:
     path = f"/{case.method.containing_service.full_name}/{case.method.name}"
     try:
         if case.method.server_streaming:
-            call = channel.unary_stream(path)(case.body, timeout=STREAM_TIMEOUT)
+            call = channel.unary_stream(path, None, None)(case.body, timeout=STREAM_TIMEOUT)
             async for _ in call:
                 pass
         else:
-            await channel.unary_unary(path)(case.body, timeout=UNARY_TIMEOUT)
+            await channel.unary_unary(path, None, None)(case.body, timeout=UNARY_TIMEOUT)
     except grpc.aio.AioRpcError as e:
         return Outcome(case, e.code(), e.details() or "")
     return Outcome(case, grpc.StatusCode.OK, "")

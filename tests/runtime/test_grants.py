@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
@@ -37,7 +38,7 @@ def roles(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
-SERVICERS = {
+SERVICERS: dict[str, Any] = {
     "custos.audit.v1.AuditService": AuditServicer,
     "custos.chain.v1.ChainService": ChainServicer,
     "custos.policy.v1.PolicyService": PolicyServicer,

@@ -234,13 +234,13 @@ async def test_a_body_that_does_not_parse_is_invalid_argument_once_the_caller_is
     caplog.set_level(logging.WARNING)
     async with _channel(pki_dir, server.port, "alice") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await ch.unary_unary(LIST_CHAINS)(GARBAGE, timeout=5)
+            await ch.unary_unary(LIST_CHAINS, None, None)(GARBAGE, timeout=5)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert e.value.details() == "the request body of ListChains does not parse"
     # an unauthorised caller learns nothing from the body: refused before it is read
     async with _channel(pki_dir, server.port, "bob") as ch:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await ch.unary_unary(LIST_CHAINS)(GARBAGE, timeout=5)
+            await ch.unary_unary(LIST_CHAINS, None, None)(GARBAGE, timeout=5)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert _tracebacks(caplog) == []
 
@@ -292,17 +292,14 @@ class _Probe:
 
     @classmethod
     def handler(cls) -> grpc.GenericRpcHandler:
-        codec = {
-            "request_deserializer": Timestamp.FromString,
-            "response_serializer": Timestamp.SerializeToString,
-        }
+        parse, serialize = Timestamp.FromString, Timestamp.SerializeToString
         return grpc.method_handlers_generic_handler(
             "test.Probe",
             {
-                "Unary": grpc.unary_unary_rpc_method_handler(cls.unary, **codec),
-                "ServerStream": grpc.unary_stream_rpc_method_handler(cls.server_stream, **codec),
-                "ClientStream": grpc.stream_unary_rpc_method_handler(cls.client_stream, **codec),
-                "BidiStream": grpc.stream_stream_rpc_method_handler(cls.bidi_stream, **codec),
+                "Unary": grpc.unary_unary_rpc_method_handler(cls.unary, parse, serialize),
+                "ServerStream": grpc.unary_stream_rpc_method_handler(cls.server_stream, parse, serialize),
+                "ClientStream": grpc.stream_unary_rpc_method_handler(cls.client_stream, parse, serialize),
+                "BidiStream": grpc.stream_stream_rpc_method_handler(cls.bidi_stream, parse, serialize),
             },
         )
 
@@ -327,12 +324,16 @@ async def _call(channel: grpc.aio.Channel, kind: str, body: bytes) -> tuple[grpc
 
     try:
         if kind == "Unary":
-            return grpc.StatusCode.OK, [await channel.unary_unary(path)(body, timeout=5)]
+            return grpc.StatusCode.OK, [await channel.unary_unary(path, None, None)(body, timeout=5)]
         if kind == "ServerStream":
-            return grpc.StatusCode.OK, [r async for r in channel.unary_stream(path)(body, timeout=5)]
+            return grpc.StatusCode.OK, [
+                r async for r in channel.unary_stream(path, None, None)(body, timeout=5)
+            ]
         if kind == "ClientStream":
-            return grpc.StatusCode.OK, [await channel.stream_unary(path)(bodies(), timeout=5)]
-        return grpc.StatusCode.OK, [r async for r in channel.stream_stream(path)(bodies(), timeout=5)]
+            return grpc.StatusCode.OK, [await channel.stream_unary(path, None, None)(bodies(), timeout=5)]
+        return grpc.StatusCode.OK, [
+            r async for r in channel.stream_stream(path, None, None)(bodies(), timeout=5)
+        ]
     except grpc.aio.AioRpcError as e:
         return e.code(), []
 
