@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+import yaml
+
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.policy.domain import ApproverInfo, Outcome, Requirement, SignatureScheme
@@ -23,6 +25,8 @@ from services.runtime.convert import (
 from services.runtime.errors import InvalidArgument
 
 _ADMIN = frozenset({"policy-admin"})
+#: Far deeper than a policy nests (rules, their conditions, a list in one: four or five).
+MAX_DOCUMENT_DEPTH = 32
 _WORKER = frozenset({"svc:worker"})
 
 _SCHEME_FROM_PB = {
@@ -105,6 +109,26 @@ def approver_to_pb(a: ApproverInfo) -> policy_pb2.Approver:
         keys=keys,
         created_at=datetime_to_ts(a.created_at),
     )
+
+
+def shallow_document(text: str) -> None:
+    """Refuses a document nested deeper than :data:`MAX_DOCUMENT_DEPTH` before it is parsed.
+
+    PyYAML composes nodes recursively: a document nested a thousand levels deep would end
+    in a RecursionError (INTERNAL), after seconds of work. Its event stream is iterative,
+    so the depth is counted there, and counting stops at the first level too many.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                depth += 1
+                if depth > MAX_DOCUMENT_DEPTH:
+                    raise InvalidArgument(f"document: nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # not YAML at all: the document's own parser says where
 
 
 def _offset(token: str) -> int:
@@ -229,6 +253,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ProposePolicyRequest, context: Any
     ) -> policy_pb2.ProposePolicyResponse:
         by = current_principal().identity
+        await self._run(shallow_document, request.document)
         row, requirement = await self._run(
             self._svc.propose, request.document, description=request.description, proposed_by=by
         )
@@ -257,6 +282,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         kwargs: dict[str, Any] = (
             {"version": request.version} if proposal == "version" else {"document": request.document}
         )
+        if proposal == "document":
+            await self._run(shallow_document, request.document)
         if subject == "intent":
             i = request.intent
             kwargs["intent"] = (

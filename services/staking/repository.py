@@ -128,7 +128,7 @@ def _untoken(token: str) -> tuple[datetime, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         return datetime.fromisoformat(data["c"]), str(data["i"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InvalidArgument("page_token is not one this service issued") from None
 
 

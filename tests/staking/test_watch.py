@@ -266,6 +266,22 @@ async def test_only_the_worker_may_notify(staking: Staking, session_factory: ses
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_watch_from_past_any_sequence_is_invalid_argument(
+    staking: Staking, session_factory: sessionmaker[Session]
+) -> None:
+    """Sequences are an INTEGER column: 2**31 failed in PostgreSQL (INTERNAL), 2**63 in both."""
+    intent_id = submitted(session_factory)
+    async with staking.channel() as channel:
+        stub = staking_pb2_grpc.StakingServiceStub(channel)
+        for after in (2**31, 2**64 - 1):
+            request = staking_pb2.WatchIntentRequest(intent_id=intent_id, after_sequence=after)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                async for _ in stub.WatchIntent(request, metadata=OPS, timeout=5):
+                    pass
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+            assert "after_sequence must be between 0 and 2147483647" in (e.value.details() or "")
+
+
 async def test_a_failed_notification_never_fails_the_recorded_transition(
     staking: Staking, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
