@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -159,10 +160,34 @@ def _parser(method: str, deserialize: Callable[[bytes], Any] | None) -> Callable
             request = deserialize(body)
         except Exception:  # protobuf's DecodeError, or whatever a deserializer raises on bad bytes
             raise InvalidArgument(f"the request body of {rpc} does not parse") from None
+        # a NUL in a string is a NUL byte in the body: most bodies skip the walk
+        if b"\x00" in body and isinstance(request, Message) and (where := _nul_field(request)):
+            raise InvalidArgument(f"{where} holds a NUL character")
         annotate_message(request)  # the request's ids, on the server span when tracing
         return request
 
     return parse
+
+
+def _nul_field(message: Message, prefix: str = "") -> str:
+    """The first string field holding a NUL character ("" if none): PostgreSQL cannot store one
+    in text, nor compare with one, so it would end a query as INTERNAL."""
+    for field, value in message.ListFields():
+        if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        entries = (
+            [*value.keys(), *value.values()] if _is_map(field) else value if field.is_repeated else [value]
+        )
+        for entry in entries:
+            if isinstance(entry, str) and "\x00" in entry:
+                return prefix + field.name
+            if isinstance(entry, Message) and (where := _nul_field(entry, f"{prefix}{field.name}.")):
+                return where
+    return ""
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
 
 
 async def _parsed(bodies: AsyncIterator[bytes], parse: Callable[[bytes], Any]) -> AsyncIterator[Any]:

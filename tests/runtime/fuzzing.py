@@ -225,8 +225,10 @@ class Values(random.Random):
         return out
 
     def mutants(self, base: Message) -> Iterator[tuple[str, Message]]:
-        """``base`` with one leaf at an extreme: every number, timestamp and enum; a few strings."""
+        """``base`` with one leaf at an extreme: every number, timestamp and enum; a few strings
+        of 20 KB, and a few strings holding a NUL (which PostgreSQL's text cannot)."""
         texts: list[tuple[str, Message]] = []
+        nuls: list[tuple[str, Message]] = []
         for path in _leaves(base):
             field = _resolve(base, path)[1]
             name = ".".join(p for p, _ in path)
@@ -244,12 +246,15 @@ class Values(random.Random):
             elif field.type in (F.TYPE_STRING, F.TYPE_BYTES):
                 big = "w" * _BIG if field.type == F.TYPE_STRING else b"\xee" * _BIG
                 texts.append((f"{name} of 20 KB", _mutate(base, path, big)))
+                if field.type == F.TYPE_STRING:
+                    nuls.append((f"{name} holding a NUL", _mutate(base, path, "nul\x00byte")))
                 continue
             else:
                 continue
             for value in extremes:
                 yield f"{name} = {value}", _mutate(base, path, value)
         yield from self.sample(texts, min(3, len(texts)))
+        yield from self.sample(nuls, min(2, len(nuls)))
 
     def garbage(self, descriptor: Descriptor) -> Iterator[tuple[str, bytes]]:
         """Bodies that do not parse as ``descriptor`` (or barely do)."""

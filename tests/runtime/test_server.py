@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
+from services.pb.custos.common.v1 import common_pb2
 from services.runtime.auth import current_principal
 from services.runtime.client import BaseClient, channel_credentials
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -256,6 +257,28 @@ async def test_an_echoed_value_is_cut_and_the_status_bounded(pki_dir: Path, serv
     assert details.startswith("no transaction '0xabab") and "…" in details
     assert details.endswith("on chain 'eth\\nnet'")  # the rest of the message survives the cut
     assert len(details) <= MAX_STATUS_MESSAGE
+
+
+async def test_a_string_holding_a_nul_is_invalid_argument_naming_the_field(
+    pki_dir: Path, server: RunningServer
+) -> None:
+    """PostgreSQL's text holds no NUL: as a query parameter it failed the query (INTERNAL)."""
+    async with _channel(pki_dir, server.port, "carol") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await chain_pb2_grpc.ChainServiceStub(ch).GetTransactionStatus(
+                chain_pb2.GetTransactionStatusRequest(chain="a\x00b", tx_hash="0x00"), timeout=5
+            )
+    assert (e.value.code(), e.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "chain holds a NUL character",
+    )
+    spec = common_pb2.IntentSpec(vault_id="vault\x00-1")
+    async with _channel(pki_dir, server.port, "alice") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await chain_pb2_grpc.ChainServiceStub(ch).BuildTransaction(
+                chain_pb2.BuildTransactionRequest(spec=spec), timeout=5
+            )
+    assert e.value.details() == "spec.vault_id holds a NUL character"
 
 
 def test_bounded_message() -> None:
