@@ -7,19 +7,15 @@ strings and bytes, unknown enum numbers; and bodies that do not parse at all.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-
-import services.pb.custos
 
 F = FieldDescriptor
 _UINT = {F.TYPE_UINT32: 32, F.TYPE_FIXED32: 32, F.TYPE_UINT64: 64, F.TYPE_FIXED64: 64}
@@ -39,17 +35,6 @@ TIMESTAMP_EXTREMES = (
 _SECONDS = (0, FIRST_SECOND, FIRST_SECOND - 1, LAST_SECOND, LAST_SECOND + 1, 10**12, 2**63 - 1, -(2**63))
 _NANOS = (0, 999_999_999, 1_000_000_000, -1, 2**31 - 1, -(2**31))
 _BIG = 20 * 1024
-
-
-def custos_services() -> list[ServiceDescriptor]:
-    """Every service of every generated custos module, by name."""
-    found: dict[str, ServiceDescriptor] = {}
-    package = services.pb.custos
-    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        if info.name.endswith("_pb2"):
-            module = importlib.import_module(info.name)
-            found.update({s.full_name: s for s in module.DESCRIPTOR.services_by_name.values()})
-    return [found[name] for name in sorted(found)]
 
 
 class Values(random.Random):

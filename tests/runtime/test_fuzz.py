@@ -39,7 +39,8 @@ from services.runtime.client import channel_credentials
 from services.runtime.grpc_errors import MAX_STATUS_MESSAGE
 from services.runtime.pki import issue
 from services.signer.softhsm import TokenConfig
-from tests.runtime.fuzzing import Case, Values, cases, custos_services
+from tests.runtime.callsites import custos_services
+from tests.runtime.fuzzing import Case, Values, cases
 from tests.telemetry.stack import PEOPLE, POLICY, InProcessStack, in_process_stack
 
 SEED = int(os.environ.get("CUSTOS_FUZZ_SEED", "20261130"))

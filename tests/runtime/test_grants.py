@@ -11,17 +11,10 @@ RPC granted to people is called by the CLI.
 
 from __future__ import annotations
 
-import ast
-import importlib
-import pkgutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.descriptor import ServiceDescriptor
 
-import services.pb.custos
 from services.audit.servicer import AuditServicer
 from services.chain.servicer import ChainServicer
 from services.policy.servicer import PolicyServicer
@@ -29,8 +22,8 @@ from services.runtime.pki import SERVICE_ROLES
 from services.runtime.settings import SERVICE_NAMES
 from services.signer.servicer import SignerServicer
 from services.staking.servicer import StakingServicer
+from tests.runtime.callsites import REPO, code_of, custos_services, rpcs_called
 
-REPO = Path(__file__).resolve().parents[2]
 NOBODY: frozenset[str] = frozenset()
 
 
@@ -111,94 +104,20 @@ ENTRY_POINTS = {name: f"services.{name}.main" for name in SERVICE_NAMES} | {
 }
 
 
-def custos_services() -> dict[str, ServiceDescriptor]:
-    found: dict[str, ServiceDescriptor] = {}
-    package = services.pb.custos
-    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        if info.name.endswith("_pb2"):
-            module = importlib.import_module(info.name)
-            found.update({s.full_name: s for s in module.DESCRIPTOR.services_by_name.values()})
-    return found
-
-
-def rpc_services() -> dict[str, str]:
-    """Each RPC name and its service. Call sites name RPCs as strings, so the names must be unique."""
-    out: dict[str, str] = {}
-    for service in custos_services().values():
-        for method in service.methods:
-            assert method.name not in out, f"{method.name} is in two services: call sites are ambiguous"
-            out[method.name] = service.full_name
-    return out
-
-
-def _module_file(name: str) -> Path | None:
-    base = REPO.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imports(tree: ast.AST) -> Iterator[str]:
-    """Every module an AST may import (``from a import b``: ``a`` and ``a.b``), at any depth."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module
-            yield from (f"{node.module}.{alias.name}" for alias in node.names)
-
-
-def code_of(entry: str) -> list[Path]:
-    """The files of custos code a process runs: its entry module and all it imports, transitively
-    (generated stubs aside: they call nothing)."""
-    seen: dict[str, Path] = {}
-    todo = [entry]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        if parts[0] not in ("services", "workflows") or name.startswith("services.pb") or name in seen:
-            continue
-        path = _module_file(name)
-        if path is None:
-            continue
-        seen[name] = path
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages run too
-        todo += _imports(ast.parse(path.read_text()))
-    return sorted(set(seen.values()))
-
-
-def rpcs_called(files: list[Path], known: dict[str, str]) -> set[tuple[str, str]]:
-    """(service, RPC) of every call in ``files`` that names an RPC: ``client.call("Rpc", ...)``,
-    ``client.stream("Rpc", ...)``, ``cli.call(Client, "Rpc", ...)``, ``cli.acall(...)``."""
-    out: set[tuple[str, str]] = set()
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            if node.func.attr not in ("call", "stream", "acall"):
-                continue
-            for arg in node.args[:2]:
-                if isinstance(arg, ast.Constant) and arg.value in known:
-                    out.add((known[arg.value], arg.value))
-    return out
-
-
 def declared() -> dict[str, dict[str, frozenset[str]]]:
     return {name: dict(servicer.ROLES) for name, servicer in SERVICERS.items()}
 
 
 def test_the_grants_are_the_reviewed_matrix() -> None:
-    assert set(SERVICERS) == set(custos_services()), "a service is missing from this matrix"
+    assert set(SERVICERS) == {s.full_name for s in custos_services()}, "a service is missing here"
     assert declared() == GRANTS
 
 
 @pytest.mark.parametrize("identity", sorted(SERVICE_ROLES))
 def test_a_service_holds_exactly_the_rpcs_its_code_calls(identity: str) -> None:
     assert set(ENTRY_POINTS) == set(SERVICE_ROLES), "a service identity without an entry point"
-    known = rpc_services()
     (role,) = SERVICE_ROLES[identity]
-    calls = rpcs_called(code_of(ENTRY_POINTS[identity]), known)
+    calls = rpcs_called(code_of(ENTRY_POINTS[identity]))
     granted = {
         (service, rpc)
         for service, grants in declared().items()
@@ -210,7 +129,7 @@ def test_a_service_holds_exactly_the_rpcs_its_code_calls(identity: str) -> None:
 
 
 def test_every_rpc_granted_to_people_is_called_by_the_cli() -> None:
-    calls = rpcs_called(sorted((REPO / "services" / "cli").rglob("*.py")), rpc_services())
+    calls = rpcs_called(sorted((REPO / "services" / "cli").rglob("*.py")))
     people = {
         (service, rpc)
         for service, grants in declared().items()
@@ -221,11 +140,13 @@ def test_every_rpc_granted_to_people_is_called_by_the_cli() -> None:
 
 
 def test_the_call_site_scan_sees_what_it_must() -> None:
-    """The scan is what the grant tests stand on: it finds the worker's calls and no other's."""
-    known = rpc_services()
-    worker = rpcs_called(code_of(ENTRY_POINTS["worker"]), known)
+    """The scan is what the grant tests stand on: it finds the worker's calls, the one through its
+    typed client too, and none of the signer's, which calls no service."""
+    worker = rpcs_called(code_of(ENTRY_POINTS["worker"]))
     assert ("custos.signer.v1.SignerService", "Sign") in worker
-    assert ("custos.staking.v1.StakingService", "NotifyTransition") in worker  # via its typed client
+    assert ("custos.staking.v1.StakingService", "NotifyTransition") in worker  # staking.notify_transition
+    staking = code_of(ENTRY_POINTS["staking"])
+    assert ("custos.staking.v1.StakingService", "NotifyTransition") not in rpcs_called(staking)
     signer = code_of(ENTRY_POINTS["signer"])
     assert REPO / "services" / "signer" / "service.py" in signer
-    assert rpcs_called(signer, known) == set()
+    assert rpcs_called(signer) == set()
