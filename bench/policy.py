@@ -157,7 +157,7 @@ async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
         )
         running, pki = await serve(binding, "policy")
         request = policy_pb2.EvaluateIntentRequest(spec=spec_to_pb(SPEC), initiator="alice")
-        async with client(PolicyClient, running.port, pki, "staking") as c:
+        async with client(PolicyClient, running.port, pki, "worker") as c:  # the one caller of EvaluateIntent
             for _ in range(20):
                 await c.call("EvaluateIntent", request)
             samples: list[float] = []

@@ -43,6 +43,7 @@ from services.audit.records import AuditRecord
 from services.audit.signing import CheckpointSigner, HeadStore, SignedHead
 from services.audit.stored import BATCH, Position, signed_head_problem, walk
 from services.audit.writer import AuditWriter
+from services.runtime.convert import MAX_INT64
 from services.runtime.db import reading, transaction, utcnow
 from services.runtime.errors import CustosError
 from services.runtime.intent import canonical_json
@@ -488,7 +489,7 @@ def _decode_token(token: str, q: EventQuery) -> int:
         value = int(after)
     except ValueError:
         raise PayloadInvalid("page_token is not one this service issued") from None
-    if version != "v1" or value < 0:
+    if version != "v1" or not 0 <= value <= MAX_INT64:  # a forged token must not reach the database
         raise PayloadInvalid("page_token is not one this service issued")
     if fingerprint != q.fingerprint():
         raise PayloadInvalid("page_token belongs to a query with other filters")

@@ -1,8 +1,9 @@
 """AuditService over gRPC: proto <-> domain only; the logic is in ``service.py``.
 
 No RPC changes or deletes a record: there is none that could. Internal services
-append (their identity becomes the record's actor); compliance and operators read,
-export, verify and checkpoint.
+would append (their identity becoming the record's actor), but each writes its own
+records to the database, so no one may; compliance and operators read, export and
+verify, and compliance checkpoints.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from services.audit.records import AuditRecord
 from services.audit.service import AuditService, EventQuery
 from services.pb.custos.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.runtime.auth import current_principal
-from services.runtime.convert import datetime_to_ts, ts_to_datetime
+from services.runtime.convert import bounded_int, datetime_to_ts, optional_datetime
 
-_INTERNAL = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
 _READERS = frozenset({"compliance", "operator"})
 _LINES_PER_HOP = 500
 
@@ -69,22 +69,30 @@ def _payload(text: str) -> dict[str, Any]:
 
 
 def _query(f: audit_pb2.EventFilter) -> EventQuery:
-    start = end = None
-    if f.HasField("time"):
-        if f.time.HasField("start"):
-            start = ts_to_datetime(f.time.start)
-        if f.time.HasField("end"):
-            end = ts_to_datetime(f.time.end)
-    return EventQuery(subject=f.subject, actor=f.actor, action=f.action, start=start, end=end)
+    return EventQuery(
+        subject=f.subject,
+        actor=f.actor,
+        action=f.action,
+        start=optional_datetime(f.time, "start", "filter.time.start"),
+        end=optional_datetime(f.time, "end", "filter.time.end"),
+    )
+
+
+def _range(request: audit_pb2.ExportEventsRequest | audit_pb2.VerifyChainRequest) -> tuple[int, int]:
+    return (
+        bounded_int(request.from_sequence, "from_sequence"),
+        bounded_int(request.to_sequence, "to_sequence"),
+    )
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "AppendEvent": _INTERNAL,
+        # closed: every component writes its own records to the database (services.audit.writer)
+        "AppendEvent": frozenset(),
         "QueryEvents": _READERS,
         "ExportEvents": _READERS,
         "VerifyChain": _READERS,
-        "CreateCheckpoint": _READERS,
+        "CreateCheckpoint": frozenset({"compliance"}),
     }
 
     def __init__(self, service: AuditService) -> None:
@@ -115,7 +123,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def ExportEvents(
         self, request: audit_pb2.ExportEventsRequest, context: Any
     ) -> AsyncIterator[audit_pb2.ExportEventsResponse]:
-        lines = self._service.export_lines(request.from_sequence, request.to_sequence)
+        lines = self._service.export_lines(*_range(request))
         while True:
             chunk = await asyncio.to_thread(lambda: list(islice(lines, _LINES_PER_HOP)))
             if not chunk:
@@ -126,9 +134,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def VerifyChain(
         self, request: audit_pb2.VerifyChainRequest, context: Any
     ) -> audit_pb2.VerifyChainResponse:
-        result, latest = await asyncio.to_thread(
-            self._service.verify, request.from_sequence, request.to_sequence
-        )
+        result, latest = await asyncio.to_thread(self._service.verify, *_range(request))
         return audit_pb2.VerifyChainResponse(
             ok=result.ok,
             records_checked=result.records_checked,

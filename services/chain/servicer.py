@@ -20,8 +20,7 @@ from services.runtime.convert import (
     spec_to_pb,
 )
 
-_BUILDERS = frozenset({"svc:worker", "svc:staking"})
-_READERS = frozenset({"operator", "compliance"})
+_WORKER = frozenset({"svc:worker"})
 
 _FAMILY_TO_PB = {
     ChainFamily.ETHEREUM: chain_pb2.CHAIN_FAMILY_ETHEREUM,
@@ -151,16 +150,19 @@ def _require_bytes(value: bytes, field: str) -> bytes:
 
 class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "ListChains": _BUILDERS | _READERS | {"svc:signer", "svc:policy"},
-        "ValidateIntent": _BUILDERS,
-        "BuildTransaction": _BUILDERS,
-        "DecodeTransaction": frozenset({"svc:signer"}) | _BUILDERS,
-        "BroadcastTransaction": _BUILDERS,
-        "GetTransactionStatus": _BUILDERS | _READERS,
-        "ReconcileVaults": _READERS,
+        "ListChains": _WORKER,
+        # the staking service checks chain-specific data before anyone is asked to approve
+        "ValidateIntent": frozenset({"svc:staking"}),
+        "BuildTransaction": _WORKER,
+        # closed: the signer decodes with its own copy of the decoder, trusting no service's
+        "DecodeTransaction": frozenset(),
+        "BroadcastTransaction": _WORKER,
+        "GetTransactionStatus": _WORKER,
+        # people look at reconciliation; only an operator closes an alert
+        "ReconcileVaults": frozenset({"operator", "compliance"}),
         "AcknowledgeReconcileAlert": frozenset({"operator"}),
         # the staking workflow gives back what a failed intent reserved
-        "ReleaseNonce": frozenset({"svc:worker"}),
+        "ReleaseNonce": _WORKER,
     }
 
     def __init__(self, service: ChainService, reconciler: Reconciler | None = None) -> None:

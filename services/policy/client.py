@@ -16,9 +16,10 @@ from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.policy.convert import STATE_TO_PB, change_from_pb, change_to_pb
 from services.policy.domain import ApproverInfo, ApproverKeyInfo, SignatureScheme
 from services.policy.evidence import PrivateKey, sign_approval
-from services.policy.governance import GOVERNANCE_VERSION, Change, ChangeState, new_request
+from services.policy.governance import GOVERNANCE_VERSION, Change, ChangeState, Entry, new_request
+from services.policy.log import read_entry
 from services.runtime.client import BaseClient
-from services.runtime.convert import approval_to_pb, ts_to_datetime
+from services.runtime.convert import approval_to_pb, optional_datetime, ts_to_datetime
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import Decision
 
@@ -111,6 +112,19 @@ class PolicyClient(BaseClient):
         )
         return resp
 
+    async def governance_entries(self) -> list[Entry]:
+        """The whole governance log, each entry parsed and checked against the hash served with it
+        (its signatures and links are the caller's to verify: ``GovernedState.apply``)."""
+        out: list[Entry] = []
+        while True:
+            request = policy_pb2.ListGovernanceEntriesRequest(after_sequence=len(out), page_size=500)
+            resp: policy_pb2.ListGovernanceEntriesResponse = await self.call("ListGovernanceEntries", request)
+            for e in resp.entries:
+                entry = read_entry(e.sequence, b"", e.hash, e.canonical, check_prev=False)
+                out.append(entry)
+            if len(resp.entries) < 500:
+                return out
+
     async def active_version(self) -> str:
         """The active policy version ("" before the first activation)."""
         return str((await self.governance()).active_policy_version)
@@ -132,11 +146,11 @@ def approver_from_pb(a: policy_pb2.Approver) -> ApproverInfo:
                 key_id=k.key_id,
                 scheme=_SCHEMES[k.scheme],
                 public_key=k.public_key,
-                created_at=ts_to_datetime(k.created_at),
-                revoked_at=ts_to_datetime(k.revoked_at) if k.HasField("revoked_at") else None,
+                created_at=ts_to_datetime(k.created_at, "key.created_at"),
+                revoked_at=optional_datetime(k, "revoked_at", "key.revoked_at"),
             )
             for k in a.keys
             if k.scheme in _SCHEMES
         ),
-        created_at=ts_to_datetime(a.created_at),
+        created_at=ts_to_datetime(a.created_at, "approver.created_at"),
     )

@@ -70,7 +70,7 @@ def change_from_pb(request: policy_pb2.ChangeRequest) -> ChangeRequest:
         change,
         change_id=require_id(request.change_id, "change_id"),
         proposer=require_id(request.proposer, "proposer"),
-        expires_at=ts_to_datetime(request.expires_at),
+        expires_at=ts_to_datetime(request.expires_at, "request.expires_at"),
     )
 
 

@@ -55,13 +55,18 @@ class Head:
     hash: bytes
 
 
-def read_entry(seq: int, prev_hash: bytes, digest: bytes, text: str) -> Entry:
-    """The entry stored in one row, checked against the row's own columns."""
+def read_entry(seq: int, prev_hash: bytes, digest: bytes, text: str, *, check_prev: bool = True) -> Entry:
+    """The entry stored in one row (or served by ``ListGovernanceEntries``), checked against the
+    sequence and hash stored with it (and the previous hash, when given)."""
     try:
         entry = entry_from_plain(json.loads(text))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise GovernanceInvalid(f"governance entry {seq} is not JSON") from None
-    if entry.seq != seq or entry.prev_hash != bytes(prev_hash) or entry.hash() != bytes(digest):
+    if (
+        entry.seq != seq
+        or entry.hash() != bytes(digest)
+        or (check_prev and entry.prev_hash != bytes(prev_hash))
+    ):
         raise GovernanceInvalid(f"governance entry {seq} does not match its stored hash or position")
     return entry
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+import yaml
+
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.policy.changes import ChangeView, Governance
@@ -25,17 +27,20 @@ from services.runtime.auth import current_principal
 from services.runtime.convert import (
     approval_from_pb,
     approval_to_pb,
+    bounded_int,
     datetime_to_ts,
+    optional_datetime,
     require_id,
     spec_from_pb,
     ts_to_datetime,
 )
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
-_SERVICES = frozenset({"svc:staking", "svc:worker", "svc:signer"})
-_READERS = frozenset({"policy-admin", "compliance", "operator", "approver"}) | _SERVICES
 _ADMIN = frozenset({"policy-admin"})
-_PEOPLE = frozenset({"policy-admin", "compliance", "operator", "approver"})
+_PEOPLE = frozenset({"policy-admin", "compliance"})
+#: Far deeper than a policy nests (rules, their conditions, a list in one: four or five).
+MAX_DOCUMENT_DEPTH = 32
+_WORKER = frozenset({"svc:worker"})
 
 _STATUS_TO_PB = {
     "PROPOSED": policy_pb2.POLICY_STATUS_PROPOSED,
@@ -124,6 +129,26 @@ def change_view_to_pb(v: ChangeView) -> policy_pb2.Change:
     return out
 
 
+def shallow_document(text: str) -> None:
+    """Refuses a document nested deeper than :data:`MAX_DOCUMENT_DEPTH` before it is parsed.
+
+    PyYAML composes nodes recursively: a document nested a thousand levels deep would end
+    in a RecursionError (INTERNAL), after seconds of work. Its event stream is iterative,
+    so the depth is counted there, and counting stops at the first level too many.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                depth += 1
+                if depth > MAX_DOCUMENT_DEPTH:
+                    raise InvalidArgument(f"document: nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # not YAML at all: the document's own parser says where
+
+
 def _offset(token: str) -> int:
     if not token:
         return 0
@@ -141,23 +166,27 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """Database work runs in a thread so the event loop keeps serving."""
 
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "EvaluateIntent": _SERVICES,
-        "GetPolicy": _READERS,
-        "ListPolicyVersions": _READERS,
+        "EvaluateIntent": _WORKER,
+        # the staking service pins the active version on each intent it records
+        "GetPolicy": _ADMIN | {"svc:staking"},
+        "ListPolicyVersions": _ADMIN,
         "ProposePolicy": _ADMIN,
-        "SimulatePolicy": frozenset({"policy-admin", "compliance", "operator"}),
-        "GetApprover": _READERS,
-        "ListApprovers": _READERS,
-        # Governed changes: admins sign them with their own keys, as the CLI does.
+        "SimulatePolicy": _ADMIN,
+        # the staking service refuses, before the workflow sees it, a key revoked now
+        "GetApprover": frozenset({"svc:staking"}),
+        # the staking service hands the registry to the workflow's approval validators
+        "ListApprovers": frozenset({"svc:staking"}),
+        # Governed changes: admins sign them with their own keys (custos admin); compliance reads
+        # them and verifies the log offline against its own copy of the trust file.
         "ProposeChange": _ADMIN,
         "DecideChange": _ADMIN,
         "GetChange": _PEOPLE,
         "ListChanges": _PEOPLE,
         "GetGovernance": _PEOPLE,
-        "ListGovernanceEntries": frozenset({"policy-admin", "compliance", "operator"}),
+        "ListGovernanceEntries": _PEOPLE,
         # The worker counts an intent once its approvals are in, and releases it when no funds moved.
-        "ReserveVelocity": frozenset({"svc:worker"}),
-        "ReleaseVelocity": frozenset({"svc:worker"}),
+        "ReserveVelocity": _WORKER,
+        "ReleaseVelocity": _WORKER,
     }
 
     def __init__(self, service: PolicyService, governance: Governance | None) -> None:
@@ -180,7 +209,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         spec = spec_from_pb(request.spec)
         initiator = require_id(request.initiator, "initiator")
         intent_id = require_id(request.intent_id, "intent_id") if request.intent_id else ""
-        at = ts_to_datetime(request.at) if request.HasField("at") else None
+        at = optional_datetime(request, "at", "at")
         decision, approvers = await self._run(
             self._svc.evaluate, spec, initiator, intent_id=intent_id, version=request.policy_version, at=at
         )
@@ -230,6 +259,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ProposePolicyRequest, context: Any
     ) -> policy_pb2.ProposePolicyResponse:
         by = current_principal().identity
+        await self._run(shallow_document, request.document)
         row = await self._run(
             self._svc.propose, request.document, description=request.description, proposed_by=by
         )
@@ -247,18 +277,23 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         kwargs: dict[str, Any] = (
             {"version": request.version} if proposal == "version" else {"document": request.document}
         )
+        if proposal == "document":
+            await self._run(shallow_document, request.document)
         if subject == "intent":
             i = request.intent
             kwargs["intent"] = (
                 spec_from_pb(i.spec),
                 require_id(i.initiator, "intent.initiator"),
-                ts_to_datetime(i.at) if i.HasField("at") else None,
+                optional_datetime(i, "at", "intent.at"),
             )
         else:
             r = request.recorded
             if not r.HasField("start") or not r.HasField("end"):
                 raise InvalidArgument("recorded needs start and end")
-            kwargs["recorded"] = (ts_to_datetime(r.start), ts_to_datetime(r.end))
+            kwargs["recorded"] = (
+                ts_to_datetime(r.start, "recorded.start"),
+                ts_to_datetime(r.end, "recorded.end"),
+            )
         results = await self._run(self._svc.simulate, **kwargs)
         return policy_pb2.SimulatePolicyResponse(
             results=[
@@ -352,7 +387,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ListGovernanceEntriesRequest, context: Any
     ) -> policy_pb2.ListGovernanceEntriesResponse:
         rows = await self._run(
-            self._governance().entries, after=int(request.after_sequence), limit=request.page_size
+            self._governance().entries,
+            after=bounded_int(request.after_sequence, "after_sequence"),
+            limit=request.page_size,
         )
         return policy_pb2.ListGovernanceEntriesResponse(
             entries=[

@@ -1,12 +1,13 @@
 """Conversions between the shared protobuf messages and the domain types.
 
 Servicers call these at the edge; bad input becomes ``InvalidArgument`` with a
-reason a person can act on, never a stack trace.
+reason a person can act on, never a stack trace. Numbers and times are bounded
+here, before anything computes with them or hands them to the database.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -39,9 +40,44 @@ _DECISION_TO_PB = {v: k for k, v in _DECISION_FROM_PB.items()}
 
 _MAX_ID = 128
 
+#: The largest integer SQLite's INTEGER and PostgreSQL's BIGINT hold (a uint64 field goes past it).
+MAX_INT64 = 2**63 - 1
+#: The largest PostgreSQL INTEGER: the bound of a value stored in one.
+MAX_INT32 = 2**31 - 1
+#: google.protobuf.Timestamp's range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z: Python's datetime's.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-def ts_to_datetime(ts: Timestamp) -> datetime:
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
+
+def ts_to_datetime(ts: Timestamp, field: str) -> datetime:
+    """The UTC time of ``ts`` (to the microsecond, as protobuf's ``ToDatetime``).
+
+    Raises InvalidArgument naming ``field`` outside the Timestamp range, where no
+    ``datetime`` exists.
+    """
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos <= 999_999_999):
+        raise InvalidArgument(
+            f"{field} must be a time from 0001-01-01 to 9999-12-31 UTC "
+            f"(got {ts.seconds} seconds and {ts.nanos} nanoseconds from 1970)"
+        )
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def optional_datetime(message: Any, name: str, field: str) -> datetime | None:
+    """:func:`ts_to_datetime` of ``message``'s Timestamp field ``name``; None when it is unset."""
+    return ts_to_datetime(getattr(message, name), field) if message.HasField(name) else None
+
+
+def bounded_int(value: int, field: str, *, minimum: int = 0, maximum: int = MAX_INT64) -> int:
+    """``value`` if ``minimum <= value <= maximum``, else InvalidArgument naming ``field``.
+
+    Every integer field of a request that becomes a sequence, a page size, an id or a
+    database value passes here: a uint64 or int64 holds more than the database does.
+    """
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(f"{field} must be between {minimum} and {maximum} (got {value})")
+    return value
 
 
 def datetime_to_ts(value: datetime | None) -> Timestamp:
@@ -178,7 +214,7 @@ def approval_from_pb(a: pb.Approval) -> Approval:
         decision=decision_from_pb(a.decision),
         intent_digest=a.intent_digest,
         policy_version=require_id(a.policy_version, "approval.policy_version"),
-        expires_at=ts_to_datetime(a.expires_at),
+        expires_at=ts_to_datetime(a.expires_at, "approval.expires_at"),
         signature=a.signature,
     )
 

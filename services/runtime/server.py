@@ -1,8 +1,9 @@
 """The gRPC server every custos service runs on.
 
 ``grpc.aio`` with mTLS (client certificates from the custos CA required),
-standard health checking and reflection, per-RPC role checks, the domain-error
-to status mapping, and graceful shutdown on SIGTERM/SIGINT.
+standard health checking and reflection, per-RPC role checks, request bodies
+parsed only once the caller is admitted, the domain-error to status mapping, and
+graceful shutdown on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -29,8 +31,8 @@ from services.runtime.auth import (
     reset_principal,
     set_principal,
 )
-from services.runtime.errors import CustosError, Unauthenticated
-from services.runtime.grpc_errors import ERROR_TRAILER, status_for
+from services.runtime.errors import CustosError, InvalidArgument, Unauthenticated
+from services.runtime.grpc_errors import ERROR_TRAILER, bounded_message, status_for
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.runtime.telemetry import annotate, annotate_message, mark_error, server_span, tracing_on
 
@@ -109,58 +111,95 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method
         admit = self._admit
+        inner: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary
+        inner = inner or handler.stream_stream
+        # The body arrives as bytes and is parsed once the caller is admitted: an unauthorised
+        # caller learns nothing from it, and one that does not parse is the caller's error.
+        parse = _parser(method, handler.request_deserializer)
+
+        def request_of(body: Any) -> Any:
+            return _parsed(body, parse) if handler.request_streaming else parse(body)
+
         # custos RPCs only (health checks and reflection would drown the traces), and only when on
         traced = method in self._roles and tracing_on()
+        behavior: Callable[..., Any]
+        if handler.response_streaming:
 
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream_response(body: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 async with _guarded(admit, method, context):
-                    return await inner_uu(request, cast(Any, context))
-
-            return grpc.unary_unary_rpc_method_handler(
-                _traced_unary(method, unary_unary) if traced else unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with _guarded(admit, method, context):
-                    async for item in _items(inner_us(request, cast(Any, context))):
+                    async for item in _items(inner(request_of(body), cast(Any, context))):
                         yield item
 
-            return grpc.unary_stream_rpc_method_handler(
-                _traced_stream(method, unary_stream) if traced else unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        # Streaming requests: only health/reflection use them; admit, then pass through.
-        if handler.stream_stream is not None:
-            inner_ss = handler.stream_stream
+            behavior = _traced_stream(method, stream_response) if traced else stream_response
+        else:
 
-            async def stream_stream(
-                request_iter: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                await admit(method, context)
-                async for item in _items(inner_ss(request_iter, cast(Any, context))):
-                    yield item
+            async def unary_response(body: Any, context: grpc.aio.ServicerContext) -> Any:
+                async with _guarded(admit, method, context):
+                    return await inner(request_of(body), cast(Any, context))
 
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            behavior = _traced_unary(method, unary_response) if traced else unary_response
+        make = _HANDLERS[(handler.request_streaming, handler.response_streaming)]
+        return make(behavior, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+_HANDLERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _parser(method: str, deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    rpc = method.rsplit("/", 1)[-1]
+
+    def parse(body: bytes) -> Any:
+        if deserialize is None:
+            return body
+        try:
+            request = deserialize(body)
+        except Exception:  # protobuf's DecodeError, or whatever a deserializer raises on bad bytes
+            raise InvalidArgument(f"the request body of {rpc} does not parse") from None
+        # a NUL in a string is a NUL byte in the body: most bodies skip the walk
+        if b"\x00" in body and isinstance(request, Message) and (where := _nul_field(request)):
+            raise InvalidArgument(f"{where} holds a NUL character")
+        annotate_message(request)  # the request's ids, on the server span when tracing
+        return request
+
+    return parse
+
+
+def _nul_field(message: Message, prefix: str = "") -> str:
+    """The first string field holding a NUL character ("" if none): PostgreSQL cannot store one
+    in text, nor compare with one, so it would end a query as INTERNAL."""
+    for field, value in message.ListFields():
+        if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue
+        entries = (
+            [*value.keys(), *value.values()] if _is_map(field) else value if field.is_repeated else [value]
+        )
+        for entry in entries:
+            if isinstance(entry, str) and "\x00" in entry:
+                return prefix + field.name
+            if isinstance(entry, Message) and (where := _nul_field(entry, f"{prefix}{field.name}.")):
+                return where
+    return ""
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
+
+
+async def _parsed(bodies: AsyncIterator[bytes], parse: Callable[[bytes], Any]) -> AsyncIterator[Any]:
+    async for body in bodies:
+        yield parse(body)
 
 
 def _traced_unary(method: str, call: Callable[[Any, Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """``call`` inside a SERVER span continuing the caller's trace; the response's ids go on it too."""
 
     async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with server_span(method, context.invocation_metadata(), request):
+        with server_span(method, context.invocation_metadata(), None):
             response = await call(request, context)
             annotate_message(response)
             return response
@@ -172,7 +211,7 @@ def _traced_stream(
     method: str, call: Callable[[Any, Any], AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def traced(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with server_span(method, context.invocation_metadata(), request):
+        with server_span(method, context.invocation_metadata(), None):
             async for item in call(request, context):
                 yield item
 
@@ -211,7 +250,7 @@ async def _abort(context: Any, error: CustosError) -> None:
     kind = type(error).__name__
     mark_error(status_for(error), kind)
     context.set_trailing_metadata(((ERROR_TRAILER, kind),))
-    await context.abort(status_for(error), error.message)
+    await context.abort(status_for(error), bounded_message(error.message))
 
 
 async def _internal(context: Any, method: str, error: Exception) -> None:

@@ -23,8 +23,6 @@ from services.signer.records import RecordFilter, SigningRecordInfo, list_signin
 from services.signer.service import KeyInfo, SignerService, SignInput
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
-_SERVICES = frozenset({"svc:staking", "svc:worker", "svc:policy", "svc:signer", "svc:chain", "svc:audit"})
-_KEY_READERS = frozenset({"operator", "compliance", "initiator", "approver"}) | _SERVICES
 _ALGORITHM_FROM_PB = {
     pb.KEY_ALGORITHM_SECP256K1: KeyAlgorithm.SECP256K1,
     pb.KEY_ALGORITHM_ED25519: KeyAlgorithm.ED25519,
@@ -85,18 +83,20 @@ def sign_input_from_pb(request: pb.SignRequest) -> SignInput:
 def _submitted_at(request: pb.SignRequest) -> datetime:
     if not request.HasField("submitted_at"):
         raise InvalidArgument("submitted_at is required: the approvals sign it")
-    return ts_to_datetime(request.submitted_at)
+    return ts_to_datetime(request.submitted_at, "submitted_at")
 
 
 class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "CreateKey": frozenset({"operator", "svc:worker"}),
-        # Public keys and addresses: initiators need the vault address for deposit data.
-        "GetKey": _KEY_READERS,
-        "ListKeys": _KEY_READERS,
+        "CreateKey": frozenset({"operator"}),
+        # A vault's address: for the staking service's and the worker's checks, and for the
+        # deposit data an initiator generates on a devnet.
+        "GetKey": frozenset({"initiator", "svc:staking", "svc:worker"}),
+        # keys list; the chain service's reconciliation finds the vaults' addresses
+        "ListKeys": frozenset({"operator", "svc:chain"}),
         "Sign": frozenset({"svc:worker"}),
-        # The chain service reconciles them against the chain; people read them.
-        "ListSigningRecords": frozenset({"svc:chain", "operator", "compliance"}),
+        # The chain service reconciles them against each vault's on-chain history.
+        "ListSigningRecords": frozenset({"svc:chain"}),
     }
 
     def __init__(self, service: SignerService, records: sessionmaker[Session]) -> None:

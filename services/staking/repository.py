@@ -133,8 +133,16 @@ def _token(row: IntentRow) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
+#: Longer than any token :func:`_token` makes (a time and a 128-character id). A longer one is
+#: not parsed at all: JSON nested deep enough recurses past the interpreter's limit, and past
+#: the C stack where a library has raised that limit (py_ecc sets 100000 on import).
+_MAX_TOKEN = 512
+
+
 def _untoken(token: str) -> tuple[datetime, str]:
     try:
+        if len(token) > _MAX_TOKEN:
+            raise ValueError("too long")
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         return datetime.fromisoformat(data["c"]), str(data["i"])
     except (ValueError, KeyError, TypeError):

@@ -36,7 +36,7 @@ from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.policy.client import PolicyClient
 from services.runtime.auth import Principal
-from services.runtime.convert import spec_to_pb, ts_to_datetime
+from services.runtime.convert import optional_datetime, spec_to_pb, ts_to_datetime
 from services.runtime.db import reading, transaction, utcnow
 from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.intent import (
@@ -228,12 +228,12 @@ class StakingService:
                                 key_id=k.key_id,
                                 scheme=_SCHEMES.get(k.scheme, "UNSPECIFIED"),
                                 public_key_hex=k.public_key.hex(),
-                                created_at=ts_to_datetime(k.created_at),
-                                revoked_at=ts_to_datetime(k.revoked_at) if k.HasField("revoked_at") else None,
+                                created_at=ts_to_datetime(k.created_at, "key.created_at"),
+                                revoked_at=optional_datetime(k, "revoked_at", "key.revoked_at"),
                             )
                             for k in a.keys
                         ],
-                        created_at=ts_to_datetime(a.created_at),
+                        created_at=ts_to_datetime(a.created_at, "approver.created_at"),
                     )
                 )
             token = resp.next_page_token

@@ -12,14 +12,16 @@ from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.policy.domain import ApprovalGroup
 from services.runtime.auth import current_principal
 from services.runtime.convert import (
+    MAX_INT32,
     action_from_pb,
     approval_from_pb,
+    bounded_int,
     datetime_to_ts,
     decision_to_pb,
+    optional_datetime,
     require_id,
     spec_from_pb,
     spec_to_pb,
-    ts_to_datetime,
 )
 from services.runtime.errors import InvalidArgument
 from services.runtime.intent import Decision, spec_from_plain
@@ -32,7 +34,10 @@ _STATE: dict[str, Any] = {
     name.removeprefix("INTENT_STATE_"): value for name, value in staking_pb2.IntentState.items()
 }
 _STATE_NAME: dict[Any, str] = {v: k for k, v in _STATE.items()}
-PEOPLE_READ = frozenset({"initiator", "approver", "compliance", "operator", "policy-admin"})
+#: An intent's transitions are numbered in an INTEGER column (``IntentEventRow.sequence``).
+MAX_SEQUENCE = MAX_INT32
+#: Who follows intents from the CLI (``intents list | watch``): initiators and operators.
+FOLLOWERS = frozenset({"initiator", "operator"})
 
 
 def intent_to_pb(v: IntentView) -> staking_pb2.Intent:
@@ -72,12 +77,12 @@ def transition_from_pb(r: staking_pb2.RecordTransitionRequest) -> Transition:
         raise InvalidArgument("state is required")
     return Transition(
         intent_id=require_id(r.intent_id, "intent_id"),
-        sequence=r.sequence,
+        sequence=bounded_int(r.sequence, "sequence", maximum=MAX_SEQUENCE),
         state=state,
         detail=r.detail,
         tx_hash=r.tx_hash,
         requirement=tuple(ApprovalGroup(g.name, g.threshold, frozenset(g.members)) for g in r.requirement),
-        approval_deadline=ts_to_datetime(r.approval_deadline) if r.HasField("approval_deadline") else None,
+        approval_deadline=optional_datetime(r, "approval_deadline", "approval_deadline"),
     )
 
 
@@ -93,13 +98,14 @@ def event_to_pb(intent_id: str, e: IntentEventRow) -> staking_pb2.IntentEvent:
 
 class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
     ROLES: ClassVar[dict[str, frozenset[str]]] = {
-        "SubmitIntent": frozenset({"initiator", "policy-admin"}),
-        "GetIntent": PEOPLE_READ,
-        "ListIntents": PEOPLE_READ,
+        "SubmitIntent": frozenset({"initiator"}),
+        # approvers read what they sign; policy-admins simulate a recorded intent
+        "GetIntent": FOLLOWERS | {"approver", "policy-admin"},
+        "ListIntents": FOLLOWERS,
         "ApproveIntent": frozenset({"approver"}),
         "RejectIntent": frozenset({"approver"}),
-        "CancelIntent": frozenset({"initiator", "operator", "policy-admin"}),
-        "WatchIntent": PEOPLE_READ,
+        "CancelIntent": FOLLOWERS,
+        "WatchIntent": FOLLOWERS,
         # the workflow's transitions: only the worker reports them
         "RecordTransition": frozenset({"svc:worker"}),
     }
@@ -136,8 +142,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
             chain=request.chain,
             vault_id=request.vault_id,
             initiator=request.initiator,
-            created_from=ts_to_datetime(request.created.start) if request.created.HasField("start") else None,
-            created_to=ts_to_datetime(request.created.end) if request.created.HasField("end") else None,
+            created_from=optional_datetime(request.created, "start", "created.start"),
+            created_to=optional_datetime(request.created, "end", "created.end"),
         )
         views, nxt = await self._svc.list_intents(f, size, request.page_token)
         return staking_pb2.ListIntentsResponse(intents=[intent_to_pb(v) for v in views], next_page_token=nxt)
@@ -179,8 +185,9 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         self, request: staking_pb2.WatchIntentRequest, context: Any
     ) -> AsyncIterator[staking_pb2.WatchIntentResponse]:
         intent_id = require_id(request.intent_id, "intent_id")
+        after = bounded_int(request.after_sequence, "after_sequence", maximum=MAX_SEQUENCE)
         # aclosing: a cancelled stream closes the watch at once, unregistering its wake-up
-        async with aclosing(self._svc.watch(intent_id, request.after_sequence)) as events:
+        async with aclosing(self._svc.watch(intent_id, after)) as events:
             async for e in events:
                 yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))
 

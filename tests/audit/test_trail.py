@@ -163,6 +163,16 @@ def test_queries_filter_and_page(audit: AuditService) -> None:
         audit.query(EventQuery(subject="intent:2"), page_size=2, page_token=token or "djE6MjoxMjM")
 
 
+def test_a_forged_page_token_past_the_database_range_is_refused(audit: AuditService) -> None:
+    """The token's sequence is the caller's to write (its fingerprint is a public hash): bounded."""
+    import base64
+
+    q = EventQuery(subject="intent:1")
+    forged = base64.urlsafe_b64encode(f"v1:{2**63}:{q.fingerprint()}".encode()).decode()
+    with pytest.raises(PayloadInvalid, match="page_token"):
+        audit.query(q, page_token=forged)
+
+
 def test_checkpoints_are_signed_by_the_hsm_key(
     audit: AuditService, checkpoint_signer: HsmCheckpointSigner
 ) -> None:

@@ -15,6 +15,7 @@ from services.chain.service import ChainService
 from services.chain.servicer import ChainServicer
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.convert import spec_to_pb
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
 from tests.chain.conftest import HsmVaultSigner, deposit_for, stake_spec
@@ -47,17 +48,16 @@ def _as(role: str) -> tuple[tuple[str, str]]:
 def test_every_rpc_declares_its_roles() -> None:
     methods = {m.name for m in chain_pb2.DESCRIPTOR.services_by_name["ChainService"].methods}
     assert set(ChainServicer.ROLES) == methods
-    assert "svc:signer" in ChainServicer.ROLES["DecodeTransaction"]
-    assert "svc:signer" not in ChainServicer.ROLES["BuildTransaction"]
-    assert "operator" not in ChainServicer.ROLES["BroadcastTransaction"]
+    assert ChainServicer.ROLES["DecodeTransaction"] == frozenset()  # the signer decodes on its own
+    assert ChainServicer.ROLES["BuildTransaction"] == frozenset({"svc:worker"})
 
 
 async def test_stake_end_to_end_over_grpc(
-    running: RunningServer, chain_config: ChainConfig, vault: HsmVaultSigner
+    running: RunningServer, service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     channel, stub = _stub(running)
     async with channel:
-        chains = await stub.ListChains(chain_pb2.ListChainsRequest(), metadata=_as("operator"))
+        chains = await stub.ListChains(chain_pb2.ListChainsRequest(), metadata=_as("svc:worker"))
         assert [c.name for c in chains.chains] == [chain_config.name]
         assert chains.chains[0].family == chain_pb2.CHAIN_FAMILY_ETHEREUM
 
@@ -70,9 +70,8 @@ async def test_stake_end_to_end_over_grpc(
             chain_pb2.BuildTransactionRequest(intent_id="grpc-1", spec=spec, vault_address=vault.address),
             metadata=_as("svc:worker"),
         )
-        decoded = await stub.DecodeTransaction(
-            chain_pb2.DecodeTransactionRequest(chain=chain_config.name, unsigned_tx=built.unsigned_tx),
-            metadata=_as("svc:signer"),
+        decoded = await ChainServicer(service).DecodeTransaction(  # closed over gRPC: nobody calls it
+            chain_pb2.DecodeTransactionRequest(chain=chain_config.name, unsigned_tx=built.unsigned_tx), None
         )
         assert decoded.decoded.stake == spec.stake
         assert decoded.decoded.amount == spec.amount == str(32 * ETHER)
@@ -87,7 +86,7 @@ async def test_stake_end_to_end_over_grpc(
         for _ in range(100):
             status = await stub.GetTransactionStatus(
                 chain_pb2.GetTransactionStatusRequest(chain=chain_config.name, tx_hash=first.tx_hash),
-                metadata=_as("compliance"),
+                metadata=_as("svc:worker"),
             )
             if status.state == chain_pb2.TRANSACTION_STATE_CONFIRMED:
                 break
@@ -98,7 +97,7 @@ async def test_stake_end_to_end_over_grpc(
 
 
 async def test_refusals_map_to_grpc_statuses(
-    running: RunningServer, chain_config: ChainConfig, vault: HsmVaultSigner
+    running: RunningServer, service: ChainService, chain_config: ChainConfig, vault: HsmVaultSigner
 ) -> None:
     gen = deposit_for(vault, chain_config)
     bad = replace(gen, data=replace(gen.data, deposit_data_root=bytes(32)))
@@ -125,14 +124,17 @@ async def test_refusals_map_to_grpc_statuses(
                 chain_pb2.DecodeTransactionRequest(chain=chain_config.name, unsigned_tx=b"\x02\x00"),
                 metadata=_as("svc:signer"),
             )
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
-        with pytest.raises(grpc.aio.AioRpcError) as e:
-            await stub.DecodeTransaction(
-                chain_pb2.DecodeTransactionRequest(chain="nope", unsigned_tx=b"\x02\x00"),
-                metadata=_as("svc:signer"),
-            )
-        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    servicer = ChainServicer(service)
+    with pytest.raises(InvalidArgument):
+        await servicer.DecodeTransaction(
+            chain_pb2.DecodeTransactionRequest(chain=chain_config.name, unsigned_tx=b"\x02\x00"), None
+        )
+    with pytest.raises(NotFound):
+        await servicer.DecodeTransaction(
+            chain_pb2.DecodeTransactionRequest(chain="nope", unsigned_tx=b"\x02\x00"), None
+        )
 
 
 async def test_only_the_worker_may_release_nonces(

@@ -291,7 +291,7 @@ async def test_governed_changes_through_the_cli(desk: Demo, tmp_path: Path) -> N
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    trust = json.loads((await desk.custos("ops", "-o", "json", "admin", "trust")).out)
+    trust = json.loads((await desk.custos("carol", "-o", "json", "admin", "trust")).out)
     assert trust["quorum"] == 1 and {a["admin_id"] for a in trust["admins"]} == {"dave", "erin"}
     dave, erin = (str(desk.person(n).key_file) for n in ("dave", "erin"))
     paula = ed25519.Ed25519PrivateKey.generate()
@@ -330,6 +330,20 @@ async def test_governed_changes_through_the_cli(desk: Demo, tmp_path: Path) -> N
     activation = json.loads(opened.out)["change"]["request"]["change_id"]
     rejected = await desk.custos("erin", "admin", "reject", activation, "--key", erin)
     assert rejected.code == 0 and "REJECTED" in rejected.out, rejected
+    trust_file = desk.stack.root / "trust.yaml"
+    verified = await desk.custos("carol", "admin", "verify-log", "--trust", str(trust_file))
+    assert verified.code == 0 and "governance log OK" in verified.out, verified
+    stranger = tmp_path / "stranger-trust.yaml"  # a trust root of other admins: nothing verifies
+    from services.policy.domain import SignatureScheme
+    from services.policy.governance import AdminKey, trust_root_yaml
+
+    others = [
+        AdminKey(n, SignatureScheme.ED25519, public_key_der(ed25519.Ed25519PrivateKey.generate()))
+        for n in ("dave", "erin")
+    ]
+    stranger.write_text(trust_root_yaml(others, 1))
+    refused = await desk.custos("carol", "admin", "verify-log", "--trust", str(stranger))
+    assert refused.code == 1 and "FAILED verification" in refused.out, refused
     no_key = await desk.custos(
         "olivia", "admin", "approve", activation, "--key", str(desk.person("olivia").key_file)
     )

@@ -36,6 +36,25 @@ def _as(identity: str) -> contextvars.Token[Principal | None]:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "deep", ["[" * 5000, "a:\n" + "".join(" " * i + "- b:\n" for i in range(2, 2000, 2))]
+)
+async def test_a_document_nested_too_deep_is_invalid_argument(
+    session_factory: sessionmaker[Session], deep: str
+) -> None:
+    """Flow or block style: a RecursionError (INTERNAL) in the YAML parser before this check."""
+    servicer = PolicyServicer(PolicyService(session_factory, clock=lambda: WED_10_UTC), None)
+    token = set_principal(Principal("adm0", frozenset({"policy-admin"})))
+    try:
+        with pytest.raises(InvalidArgument, match="nested deeper than 32 levels"):
+            await servicer.ProposePolicy(policy_pb2.ProposePolicyRequest(document=deep), None)
+        simulate = policy_pb2.SimulatePolicyRequest(document=deep, recorded=common_pb2.TimeRange())
+        with pytest.raises(InvalidArgument, match="nested deeper than 32 levels"):
+            await servicer.SimulatePolicy(simulate, None)
+    finally:
+        reset_principal(token)
+
+
 async def test_govern_register_evaluate(session_factory: sessionmaker[Session]) -> None:
     admins = Admins()
     gov = Governance(session_factory, admins.trust(), clock=lambda: WED_10_UTC)

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
+from services.pb.custos.common.v1 import common_pb2
 from services.runtime.auth import current_principal
 from services.runtime.client import BaseClient, channel_credentials
-from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from services.runtime.server import RunningServer, ServiceBinding, start_server
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.runtime.grpc_errors import MAX_STATUS_MESSAGE, bounded_message
+from services.runtime.server import (
+    AuthInterceptor,
+    RunningServer,
+    ServiceBinding,
+    server_credentials,
+    start_server,
+)
 from services.runtime.settings import ServiceSettings, TLSSettings
 from tests.fixtures.pki import person
 
@@ -52,7 +62,8 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         raise NotImplementedError
 
     async def GetTransactionStatus(self, request: Any, context: Any) -> Any:
-        raise NotImplementedError
+        # echoes what the caller sent, as many a refusal does
+        raise NotFound(f"no transaction {request.tx_hash!r} on chain {request.chain!r}")
 
     async def ReconcileVaults(self, request: Any, context: Any) -> Any:
         raise NotImplementedError
@@ -218,3 +229,161 @@ def test_failed_precondition_is_a_kind() -> None:
         pass
 
     assert status_for(Conflict("x")) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# --- bodies that do not parse, and bounded statuses ---------------------------------------------
+
+GARBAGE = b"\xff" * 11  # no protobuf message starts with an 11-byte varint tag
+LIST_CHAINS = "/custos.chain.v1.ChainService/ListChains"
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+async def test_a_body_that_does_not_parse_is_invalid_argument_once_the_caller_is_admitted(
+    pki_dir: Path, server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with _channel(pki_dir, server.port, "alice") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ch.unary_unary(LIST_CHAINS, None, None)(GARBAGE, timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == "the request body of ListChains does not parse"
+    # an unauthorised caller learns nothing from the body: refused before it is read
+    async with _channel(pki_dir, server.port, "bob") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ch.unary_unary(LIST_CHAINS, None, None)(GARBAGE, timeout=5)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _tracebacks(caplog) == []
+
+
+async def test_an_echoed_value_is_cut_and_the_status_bounded(pki_dir: Path, server: RunningServer) -> None:
+    huge = "0x" + "ab" * 10_000
+    request = chain_pb2.GetTransactionStatusRequest(chain="eth\nnet", tx_hash=huge)
+    async with _channel(pki_dir, server.port, "carol") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await chain_pb2_grpc.ChainServiceStub(ch).GetTransactionStatus(request, timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND  # not the RESOURCE_EXHAUSTED of a 20 KB status
+    details = e.value.details() or ""
+    assert details.startswith("no transaction '0xabab") and "…" in details
+    assert details.endswith("on chain 'eth\\nnet'")  # the rest of the message survives the cut
+    assert len(details) <= MAX_STATUS_MESSAGE
+
+
+async def test_a_string_holding_a_nul_is_invalid_argument_naming_the_field(
+    pki_dir: Path, server: RunningServer
+) -> None:
+    """PostgreSQL's text holds no NUL: as a query parameter it failed the query (INTERNAL)."""
+    async with _channel(pki_dir, server.port, "carol") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await chain_pb2_grpc.ChainServiceStub(ch).GetTransactionStatus(
+                chain_pb2.GetTransactionStatusRequest(chain="a\x00b", tx_hash="0x00"), timeout=5
+            )
+    assert (e.value.code(), e.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "chain holds a NUL character",
+    )
+    spec = common_pb2.IntentSpec(vault_id="vault\x00-1")
+    async with _channel(pki_dir, server.port, "alice") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await chain_pb2_grpc.ChainServiceStub(ch).BuildTransaction(
+                chain_pb2.BuildTransactionRequest(spec=spec), timeout=5
+            )
+    assert e.value.details() == "spec.vault_id holds a NUL character"
+
+
+def test_bounded_message() -> None:
+    assert bounded_message("deposit data root does not match") == "deposit data root does not match"
+    assert bounded_message("two\nlines\x00") == "two lines "
+    digest = "ab" * 32
+    assert bounded_message(f"version {digest} is ACTIVE") == f"version {digest} is ACTIVE"  # kept whole
+    spaced = bounded_message("word " * 1000)
+    assert len(spaced) == MAX_STATUS_MESSAGE and spaced.endswith("…")
+    assert bounded_message("x" * 5_000_000) == "x" * 127 + "…"  # one long word: an echoed value
+
+
+class _Probe:
+    """One RPC of each kind (protobuf Timestamps in, Timestamps out) behind the custos interceptor."""
+
+    KINDS = ("Unary", "ServerStream", "ClientStream", "BidiStream")
+
+    @staticmethod
+    async def unary(request: Timestamp, context: Any) -> Timestamp:
+        return request
+
+    @staticmethod
+    async def server_stream(request: Timestamp, context: Any) -> AsyncIterator[Timestamp]:
+        yield request
+
+    @staticmethod
+    async def client_stream(requests: AsyncIterator[Timestamp], context: Any) -> Timestamp:
+        return [r async for r in requests][-1]
+
+    @staticmethod
+    async def bidi_stream(requests: AsyncIterator[Timestamp], context: Any) -> AsyncIterator[Timestamp]:
+        async for r in requests:
+            yield r
+
+    @classmethod
+    def handler(cls) -> grpc.GenericRpcHandler:
+        parse, serialize = Timestamp.FromString, Timestamp.SerializeToString
+        return grpc.method_handlers_generic_handler(
+            "test.Probe",
+            {
+                "Unary": grpc.unary_unary_rpc_method_handler(cls.unary, parse, serialize),
+                "ServerStream": grpc.unary_stream_rpc_method_handler(cls.server_stream, parse, serialize),
+                "ClientStream": grpc.stream_unary_rpc_method_handler(cls.client_stream, parse, serialize),
+                "BidiStream": grpc.stream_stream_rpc_method_handler(cls.bidi_stream, parse, serialize),
+            },
+        )
+
+
+@pytest.fixture
+async def probe(pki_dir: Path) -> AsyncIterator[int]:
+    roles = {f"/test.Probe/{kind}": frozenset({"initiator"}) for kind in _Probe.KINDS}
+    server = grpc.aio.server(interceptors=[AuthInterceptor(roles)])
+    server.add_generic_rpc_handlers((_Probe.handler(),))
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(_settings(pki_dir).tls))
+    await server.start()
+    yield port
+    await server.stop(0)
+
+
+async def _call(channel: grpc.aio.Channel, kind: str, body: bytes) -> tuple[grpc.StatusCode, list[bytes]]:
+    """Sends ``body`` (as the one message of a stream, for streaming requests); the status and replies."""
+    path = f"/test.Probe/{kind}"
+
+    async def bodies() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        if kind == "Unary":
+            return grpc.StatusCode.OK, [await channel.unary_unary(path, None, None)(body, timeout=5)]
+        if kind == "ServerStream":
+            return grpc.StatusCode.OK, [
+                r async for r in channel.unary_stream(path, None, None)(body, timeout=5)
+            ]
+        if kind == "ClientStream":
+            return grpc.StatusCode.OK, [await channel.stream_unary(path, None, None)(bodies(), timeout=5)]
+        return grpc.StatusCode.OK, [
+            r async for r in channel.stream_stream(path, None, None)(bodies(), timeout=5)
+        ]
+    except grpc.aio.AioRpcError as e:
+        return e.code(), []
+
+
+@pytest.mark.parametrize("kind", _Probe.KINDS)
+async def test_every_kind_of_rpc_admits_the_caller_before_reading_the_body(
+    pki_dir: Path, probe: int, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unary and streaming alike: a client-streaming RPC used to pass the interceptor unchecked."""
+    caplog.set_level(logging.WARNING)
+    valid = Timestamp(seconds=42).SerializeToString()
+    async with _channel(pki_dir, probe, "alice") as ch:
+        assert await _call(ch, kind, valid) == (grpc.StatusCode.OK, [valid])
+        assert (await _call(ch, kind, GARBAGE))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    async with _channel(pki_dir, probe, "bob") as ch:
+        assert (await _call(ch, kind, valid))[0] == grpc.StatusCode.PERMISSION_DENIED
+        assert (await _call(ch, kind, GARBAGE))[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert _tracebacks(caplog) == []

@@ -77,10 +77,10 @@ def test_a_vault_gets_one_key_per_algorithm(rig: SignerRig) -> None:
 
 def test_roles() -> None:
     assert SignerServicer.ROLES["Sign"] == frozenset({"svc:worker"})
-    assert SignerServicer.ROLES["CreateKey"] == frozenset({"operator", "svc:worker"})
-    assert "compliance" in SignerServicer.ROLES["ListKeys"] and "svc:audit" in SignerServicer.ROLES["GetKey"]
-    # public keys and addresses are readable by initiators (deposit data needs the vault address)
-    assert "initiator" in SignerServicer.ROLES["GetKey"]
+    assert SignerServicer.ROLES["CreateKey"] == frozenset({"operator"})
+    assert SignerServicer.ROLES["ListKeys"] == frozenset({"operator", "svc:chain"})
+    # a vault's address: initiators generate deposit data paying out to it
+    assert SignerServicer.ROLES["GetKey"] == frozenset({"initiator", "svc:staking", "svc:worker"})
     assert "initiator" not in SignerServicer.ROLES["CreateKey"] | SignerServicer.ROLES["Sign"]
 
 

@@ -56,7 +56,7 @@ def _sign(
 def test_a_record_never_carries_the_signature() -> None:
     fields = set(pb.SigningRecord.DESCRIPTOR.fields_by_name)
     assert not fields & {"signature", "signed_tx", "payload_digest", "signing_digest", "intent_digest"}
-    assert set(SignerServicer.ROLES["ListSigningRecords"]) == {"svc:chain", "operator", "compliance"}
+    assert set(SignerServicer.ROLES["ListSigningRecords"]) == {"svc:chain"}
 
 
 async def test_records_in_nonce_order_with_their_replacement(rig: SignerRig, running: RunningServer) -> None:
@@ -100,18 +100,20 @@ async def test_pages_follow_on_without_gaps_or_repeats(rig: SignerRig, running: 
     seen: list[tuple[str, int]] = []
     token = ""
     while True:
-        page = await _list(running, pb.ListSigningRecordsRequest(page_size=2, page_token=token), "operator")
+        page = await _list(running, pb.ListSigningRecordsRequest(page_size=2, page_token=token))
         assert len(page.records) <= 2
         seen += [(r.key_id, r.nonce) for r in page.records]
         token = page.next_page_token
         if not token:
             break
     assert seen == [(rig.vault.key_id, n) for n in range(5)]
-    none = await _list(running, pb.ListSigningRecordsRequest(key_id=other.key_id), "compliance")
+    none = await _list(running, pb.ListSigningRecordsRequest(key_id=other.key_id))
     assert list(none.records) == []
 
 
-@pytest.mark.parametrize("role", ["initiator", "approver", "svc:worker", "svc:staking"])
+@pytest.mark.parametrize(
+    "role", ["initiator", "approver", "operator", "compliance", "svc:worker", "svc:staking"]
+)
 async def test_other_roles_are_refused(rig: SignerRig, running: RunningServer, role: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await _list(running, pb.ListSigningRecordsRequest(), role)

@@ -356,3 +356,19 @@ async def test_only_the_worker_may_record_transitions_and_malformed_ones_are_ref
                 assert e.value.code() == code, r
         ok = await stub.RecordTransition(request, metadata=WORKER)
         assert ok == staking_pb2.RecordTransitionResponse(recorded=True)
+
+
+async def test_a_watch_from_past_any_sequence_is_invalid_argument(
+    staking: Staking, session_factory: sessionmaker[Session]
+) -> None:
+    """Sequences are an INTEGER column: 2**31 failed in PostgreSQL (INTERNAL), 2**63 in both."""
+    intent_id = submitted(session_factory)
+    async with staking.channel() as channel:
+        stub = staking_pb2_grpc.StakingServiceStub(channel)
+        for after in (2**31, 2**64 - 1):
+            request = staking_pb2.WatchIntentRequest(intent_id=intent_id, after_sequence=after)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                async for _ in stub.WatchIntent(request, metadata=OPS, timeout=5):
+                    pass
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+            assert "after_sequence must be between 0 and 2147483647" in (e.value.details() or "")

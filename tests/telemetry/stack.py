@@ -6,7 +6,8 @@ port, as ``custos serve`` does (:func:`services.runtime.runner.start_service`); 
 worker is the one ``custos serve worker`` runs (:func:`workflows.staking.worker.build`).
 Around them the caller's fixtures give a Temporal server, the SoftHSM token, anvil
 and a migrated database. The audit service is left out: nothing in the staking flow
-calls it (each component writes its audit entries to the database itself).
+calls it (each component writes its audit entries to the database itself); ``audit_token``
+serves it too, on a token of its own (it refuses one holding vault keys).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from services.audit.main import AuditSettings
 from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.devnet import Devnet
 from services.chain.ethereum.deposit import generate_deposit_data
@@ -82,6 +84,8 @@ class InProcessStack:
     keys: dict[str, ed25519.Ed25519PrivateKey] = field(default_factory=dict)
     admin_keys: dict[str, ed25519.Ed25519PrivateKey] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
+    #: The roles of every RPC served (``/package.Service/Rpc``), as the servers enforce them.
+    roles: dict[str, frozenset[str]] = field(default_factory=dict)
     vault_address: str = ""
 
     @property
@@ -192,7 +196,13 @@ class InProcessStack:
 
 @asynccontextmanager
 async def in_process_stack(
-    root: Path, *, database_url: str, temporal_address: str, token: TokenConfig, devnet: Devnet
+    root: Path,
+    *,
+    database_url: str,
+    temporal_address: str,
+    token: TokenConfig,
+    devnet: Devnet,
+    audit_token: TokenConfig | None = None,
 ) -> AsyncIterator[InProcessStack]:
     """Starts the services and the worker in this process; stops them all on the way out."""
     pki = root / "pki"
@@ -223,14 +233,21 @@ async def in_process_stack(
         ),
         "chain": ChainSettings(**common, tls=TLSSettings(pki_dir=pki), chains=chains),
         "staking": StakingSettings(**common, tls=TLSSettings(pki_dir=pki)),
+        "audit": AuditSettings(
+            **common, tls=TLSSettings(pki_dir=pki), hsm=(audit_token or token).hsm_settings()
+        ),
     }
+    served = (*SERVICES, "audit") if audit_token is not None else SERVICES
+    declared: dict[str, frozenset[str]] = {}
     worker_settings = worker_main.WorkerSettings(**common, tls=TLSSettings(pki_dir=pki))
     async with AsyncExitStack() as exits:
-        for name in SERVICES:
+        for name in served:
             running, component = await start_service(name, settings[name])
+            for binding in component.bindings:
+                declared.update(binding.roles())
             exits.push_async_callback(component.close)
             exits.push_async_callback(running.stop, 0.5)
         worker, close_worker = await worker_main.build(worker_settings)
         exits.push_async_callback(close_worker)
         await exits.enter_async_context(worker)
-        yield InProcessStack(root, devnet, endpoints=endpoints, admin_keys=admin_keys)
+        yield InProcessStack(root, devnet, endpoints=endpoints, admin_keys=admin_keys, roles=declared)

@@ -288,3 +288,59 @@ def set_groups(cli: CliContext, approver_id: str, groups: tuple[str, ...], key_f
 def revoke_key(cli: CliContext, approver_id: str, key_id: str, reason: str, key_file: Path) -> None:
     """Revoke an approver's key at once: approvals made with it stop counting (one admin suffices)."""
     propose(cli, RevokeApproverKey(approver_id, key_id, reason), key_file)
+
+
+@admin.command("verify-log")
+@click.option(
+    "--trust",
+    "trust_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Your own copy of the trust file (the admins' keys and quorum), not one the server gives you.",
+)
+@pass_cli
+def verify_log(cli: CliContext, trust_file: Path) -> None:
+    """Replay the governance log against a trust file you hold, as the signer does.
+
+    Every entry must link to the one before and carry the signatures of its proposer and
+    quorum; the replayed head must be the head the policy service reports. Exit 1 otherwise.
+    """
+    from services.policy.client import PolicyClient
+    from services.policy.errors import GovernanceInvalid
+    from services.policy.governance import GovernedState, read_trust_file
+
+    trust = read_trust_file(trust_file)
+
+    async def go() -> tuple[list[Any], Any]:
+        async with cli.client(PolicyClient) as policy:
+            return await policy.governance_entries(), await policy.governance()
+
+    data: dict[str, Any] = {"ok": False, "entries": 0, "reason": ""}
+    try:
+        entries, served = run(go())
+        state = GovernedState()
+        for entry in entries:
+            state.apply(entry, trust)
+        view = state.view()
+        data.update(entries=len(entries), head=view.head_seq, active_policy=view.active_policy)
+        if (view.head_seq, view.head_hash) != (served.head_sequence, served.head_hash):
+            data["reason"] = (
+                f"the service reports head {served.head_sequence}, the log replays to {view.head_seq}"
+            )
+        else:
+            data["ok"] = True
+    except GovernanceInvalid as e:
+        data["reason"] = e.message
+    data["trust"] = trust.fingerprint()
+
+    def human(d: dict[str, Any]) -> list[str]:
+        if not d["ok"]:
+            return [f"governance log FAILED verification: {d['reason']}"]
+        return [
+            f"governance log OK: {d['entries']} entries signed by the quorum of {d['trust']}",
+            f"head entry {d['head']}; active policy {d['active_policy'][:16] or 'none'}",
+        ]
+
+    cli.emit(data, human)
+    if not data["ok"]:
+        raise SystemExit(1)

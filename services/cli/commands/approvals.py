@@ -51,7 +51,7 @@ async def decide(
         if state != "AWAITING_APPROVALS":
             raise FailedPrecondition(f"{intent_id} is {state}: it takes no decisions now")
         now = datetime.now(UTC)
-        submitted = ts_to_datetime(intent.created_at)
+        submitted = ts_to_datetime(intent.created_at, "intent.created_at")
         if submitted > now + SUBMISSION_SKEW:
             raise FailedPrecondition(f"{intent_id} claims to be submitted in the future; not signing")
         binding = IntentBinding(intent.intent_id, intent.initiator, submitted)
@@ -61,7 +61,7 @@ async def decide(
         # would not count it): submission + the rule's expiry, which the workflow publishes.
         expires_at = now + expires_in
         if decision is Decision.APPROVE and intent.HasField("approval_deadline"):
-            expires_at = min(expires_at, ts_to_datetime(intent.approval_deadline))
+            expires_at = min(expires_at, ts_to_datetime(intent.approval_deadline, "intent.approval_deadline"))
         if expires_at <= now:
             raise FailedPrecondition(f"{intent_id}: its approval window has closed")
         approval = approval_to_pb(
