@@ -12,6 +12,7 @@ from services.policy.evidence import public_key_der
 from services.policy.service import PolicyService
 from services.runtime.intent import Action, IntentSpec, UnstakeTarget
 from services.signer.policy_view import PolicyView
+from tests.fixtures.database import sql
 
 DOC = """\
 format: custos.policy/v1
@@ -61,22 +62,22 @@ def test_a_revocation_is_seen_by_the_next_call(session_factory: sessionmaker[Ses
 
 
 REVOKE_CAROL = (
-    "UPDATE policy_approver_keys SET revoked_at = '2020-01-01 00:00:00' WHERE approver_id = 'carol'"
+    "UPDATE {policy_approver_keys} SET revoked_at = '2020-01-01 00:00:00' WHERE approver_id = 'carol'"
 )
 
 
 def _revision(factory: sessionmaker[Session]) -> int:
     with factory() as s:
-        return int(s.scalar(text("SELECT revision FROM policy_registry_revision WHERE id = 1")))
+        return int(s.scalar(text(sql(s, "SELECT revision FROM {policy_registry_revision} WHERE id = 1"))))
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        "INSERT INTO policy_approver_groups (approver_id, group_name) VALUES ('carol', 'treasury')",
-        "DELETE FROM policy_approver_groups WHERE approver_id = 'carol'",
+        "INSERT INTO {policy_approver_groups} (approver_id, group_name) VALUES ('carol', 'treasury')",
+        "DELETE FROM {policy_approver_groups} WHERE approver_id = 'carol'",
         REVOKE_CAROL,
-        "UPDATE policy_approvers SET display_name = 'Carol' WHERE approver_id = 'carol'",
+        "UPDATE {policy_approvers} SET display_name = 'Carol' WHERE approver_id = 'carol'",
     ],
 )
 def test_any_write_to_the_registry_moves_the_revision_even_plain_sql(
@@ -87,7 +88,7 @@ def test_any_write_to_the_registry_moves_the_revision_even_plain_sql(
     view = PolicyView(session_factory)
     before = _revision(session_factory)
     with session_factory() as s, s.begin():
-        s.execute(text(change))
+        s.execute(text(sql(s, change)))
     assert _revision(session_factory) > before
     _, registry = view.requirement_and_registry(*_args(session_factory))
     assert dict(registry) == dict(PolicyService(session_factory).approver_registry())
@@ -101,7 +102,7 @@ def test_a_plain_sql_revocation_voids_the_key_at_the_next_call(
     _, before = view.requirement_and_registry(version, SPEC, "ivan")
     assert before["carol"].keys[0].revoked_at is None
     with session_factory() as s, s.begin():
-        s.execute(text(REVOKE_CAROL))
+        s.execute(text(sql(s, REVOKE_CAROL)))
     _, after = view.requirement_and_registry(version, SPEC, "ivan")
     assert after["carol"].keys[0].revoked_at is not None
 
@@ -117,5 +118,5 @@ def test_an_unchanged_registry_is_not_read_again(session_factory: sessionmaker[S
 
 def _args(factory: sessionmaker[Session]) -> tuple[str, IntentSpec, str]:
     with factory() as s:
-        version = s.scalar(text("SELECT version FROM policy_versions WHERE status = 'ACTIVE'"))
+        version = s.scalar(text(sql(s, "SELECT version FROM {policy_versions} WHERE status = 'ACTIVE'")))
     return str(version), SPEC, "ivan"
