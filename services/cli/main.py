@@ -16,6 +16,7 @@ import click
 
 from services.cli.commands.approvals import approve, reject
 from services.cli.commands.audit import audit
+from services.cli.commands.db import db
 from services.cli.commands.intents import intents
 from services.cli.commands.keys import keys
 from services.cli.commands.policy import policy
@@ -146,6 +147,7 @@ cli.add_command(reject)
 cli.add_command(policy)
 cli.add_command(keys)
 cli.add_command(audit)
+cli.add_command(db)
 
 
 @cli.command()

@@ -51,7 +51,8 @@ def target_metadata(dialect: str) -> MetaData:
         return metadata
     flat = MetaData(naming_convention=metadata.naming_convention)
     for table in metadata.sorted_tables:
-        table.to_metadata(flat, schema=None)
+        # None (documented, missing from the stub) takes the target's schema: none
+        table.to_metadata(flat, schema=None)  # type: ignore[arg-type]
     return flat
 
 
