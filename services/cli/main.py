@@ -183,13 +183,20 @@ _stack_option = click.option(
 @dev.command("up")
 @_stack_option
 @click.option("--no-devnet", is_flag=True, help="Do not start the Ethereum devnet.")
+@click.option(
+    "--postgres",
+    metavar="URL",
+    envvar="CUSTOS_DEV_POSTGRES",
+    help="Use this PostgreSQL database (a superuser's URL), each service as its own role "
+    "(custos db roles), instead of the stack's SQLite file. Env: CUSTOS_DEV_POSTGRES.",
+)
 @pass_cli
-def dev_up(cli: CliContext, name: str | None, no_devnet: bool) -> None:
+def dev_up(cli: CliContext, name: str | None, no_devnet: bool, postgres: str | None) -> None:
     """Start Temporal, the devnet, every service and the worker; wait until healthy."""
     from services.cli import devstack
 
     stack = _stack(cli, name)
-    config = devstack.up(stack, with_devnet=not no_devnet)
+    config = devstack.up(stack, with_devnet=not no_devnet, postgres=postgres)
     click.echo(f"stack {stack.root.name} is up; state in {stack.root}")
     for svc, addr in config["endpoints"].items():
         click.echo(f"  {svc:<8} {addr}")
