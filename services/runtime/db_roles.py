@@ -194,6 +194,9 @@ def _ensure_roles(conn: Connection, roles: Roles) -> None:
         conn.execute(
             text(f"ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
         )
+    if conn.execute(text("SELECT current_setting('server_version_num')::int")).scalar_one() < 150000:
+        # before PostgreSQL 15 every role may create tables in ``public``; since, only its owner
+        conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
     database = conn.execute(text("SELECT current_database()")).scalar_one()
     default = conn.execute(text("SELECT current_schema()")).scalar_one()
     conn.execute(text(f'GRANT CONNECT, CREATE ON DATABASE "{database}" TO {roles.owner}'))

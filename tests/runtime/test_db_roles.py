@@ -20,7 +20,7 @@ from sqlalchemy import Table
 from services.audit.writer import AuditWriter
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.db_roles import FOREIGN, OWN, Roles, check_declarations, privileges, provision
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, PermissionDenied
 from services.runtime.migrate import alembic_config, load_models, upgrade
 from services.runtime.settings import SERVICE_NAMES
 from tests.fixtures.database import PgRoles, create_pg_database, drop_pg_database
@@ -221,6 +221,11 @@ def test_a_table_a_later_migration_adds_is_its_service_s_at_once(
     finally:
         with psycopg.connect(pg_roles.admin_url) as conn:
             conn.execute("DROP TABLE policy.policy_later")
+
+
+def test_only_an_administrator_provisions(pg_roles: PgRoles) -> None:
+    with pytest.raises(PermissionDenied, match="superuser"):
+        provision(pg_roles.urls["policy"], Roles(f"custos_t_{uuid.uuid4().hex[:8]}"))
 
 
 def test_roles_refuse_sqlite_and_bad_prefixes() -> None:
