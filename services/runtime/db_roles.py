@@ -140,9 +140,10 @@ def role_url(url: str, role: str) -> str:
 def provision(admin_url: str, roles: Roles = Roles()) -> dict[str, str]:
     """Creates the roles and schemas, migrates as the owner, grants; returns each service's URL.
 
-    ``admin_url`` names a superuser (or the database's owner with CREATEROLE, holding
-    the custos tables). Safe to run twice; run it again after an upgrade that adds tables
-    to the audit trail (tables of other schemas are granted as they are created).
+    ``admin_url`` names a superuser of the database: it creates roles and takes over the
+    tables today's migrations made. Safe to run twice; run it again after an upgrade that
+    adds tables, so that :data:`CEILING` and table-level reaches cover them (a new table is
+    its own service's, and readable as a schema-wide reach says, as soon as it is created).
 
     Raises:
         InvalidArgument: not a PostgreSQL URL, or a bad prefix.

@@ -34,7 +34,7 @@ def migrate(url: str | None) -> None:
 
 
 @db.command("roles")
-@click.option("--url", required=True, help="PostgreSQL URL of a superuser (or the database owner).")
+@click.option("--url", required=True, help="PostgreSQL URL of the database, as a superuser.")
 @click.option("--prefix", default="custos", show_default=True, help="Role names are PREFIX_<service>.")
 def roles(url: str, prefix: str) -> None:
     """Create a login role per service, each writing only its own schema (safe to run twice).
