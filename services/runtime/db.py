@@ -1,8 +1,12 @@
 """Database plumbing shared by every service: declarative base, engines, sessions.
 
 SQLite (a file under the state folder) is the embedded default; PostgreSQL is
-reached through a URL. Each service owns its own tables (named with its prefix)
-in one schema, migrated by Alembic from ``services/runtime/migrations``.
+reached through a URL. Each service owns its own tables, named with its prefix and
+placed in the schema of its name (``policy.policy_versions``): on PostgreSQL each
+service's role writes only its own schema (``services.runtime.db_roles``). SQLite has
+no schemas: its engines drop them (``schema_translate_map``), so the file keeps one
+namespace, which the prefixes keep free of clashes. Migrated by Alembic from
+``services/runtime/migrations``.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, Table, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from services.runtime.settings import SERVICE_NAMES
+
 NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
+    # not %(column_0_label)s: that holds the schema, and the indexes were named before schemas
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -26,10 +33,43 @@ NAMING_CONVENTION = {
 }
 
 
+def service_schema(module: str, table: str) -> str:
+    """The schema of ``table`` declared in ``module``: the service whose package holds the model.
+
+    Raises:
+        TypeError: the model is outside a service package, or its name lacks the service's prefix.
+    """
+    parts = module.split(".")
+    service = parts[1] if len(parts) > 2 and parts[0] == "services" else ""
+    if service not in SERVICE_NAMES:
+        raise TypeError(f"table {table} is declared in {module}, outside a service's package")
+    if not table.startswith(f"{service}_"):
+        raise TypeError(f"table {table} of the {service} service must be named {service}_...")
+    return service
+
+
 class Base(DeclarativeBase):
-    """Declarative base of every custos model."""
+    """Declarative base of every custos model.
+
+    A model's table goes into the schema of the service whose package declares it
+    (:func:`service_schema`), so a new table is placed, and granted to its service
+    (``db_roles``), without a word in the model.
+    """
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    @classmethod
+    def __table_cls__(cls, name: str, metadata: MetaData, *args: Any, **kw: Any) -> Table:
+        schema = service_schema(cls.__module__, name)
+        if kw.setdefault("schema", schema) != schema:
+            raise TypeError(f"table {name} must live in the {schema} schema, not {kw['schema']}")
+        # A foreign key written "policy_versions.version" names a table of the same service:
+        # the metadata's default schema is what an unqualified target resolves in.
+        default, metadata.schema = metadata.schema, schema
+        try:
+            return Table(name, metadata, *args, **kw)
+        finally:
+            metadata.schema = default
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,7 +104,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     :func:`reading` begin a plain (deferred) read transaction instead.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        options = {"schema_translate_map": SQLITE_SCHEMAS, **kwargs.pop("execution_options", {})}
+        engine = create_engine(url, connect_args={"timeout": 30}, execution_options=options, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -89,6 +130,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 _READ_ONLY = "custos_read_only"
+#: SQLite has one namespace per file: every service schema maps to it.
+SQLITE_SCHEMAS: dict[str | None, str | None] = dict.fromkeys(SERVICE_NAMES)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

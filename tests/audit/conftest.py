@@ -14,8 +14,9 @@ from services.signer.hsm import Hsm
 
 @pytest.fixture(scope="session")
 def checkpoint_signer(audit_hsm: Hsm) -> HsmCheckpointSigner:
-    """The audit checkpoint key, generated in SoftHSM (Ed25519, sensitive, not extractable)."""
-    return HsmCheckpointSigner.ensure(audit_hsm, label="custos-audit-test")
+    """The audit checkpoint key, generated in SoftHSM (Ed25519, sensitive, not extractable), under
+    the label the audit service gives it: every audit service of the test session uses this one."""
+    return HsmCheckpointSigner.ensure(audit_hsm)
 
 
 @pytest.fixture

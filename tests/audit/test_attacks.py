@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import repository
@@ -29,11 +29,20 @@ from services.runtime.errors import FailedPrecondition
 _TABLES = ("audit_records", "audit_checkpoints", "audit_head")
 
 
+def _audit_search_path(dbapi_conn: Any, _record: Any) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET search_path TO audit, public")
+    dbapi_conn.commit()
+
+
 class Owner:
     """The attacker: raw SQL with the database owner's rights."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        if engine.dialect.name == "postgresql":  # the tables live in the audit schema there
+            engine.dispose()
+            event.listen(engine, "connect", _audit_search_path)
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 for table in ("audit_records", "audit_checkpoints"):

@@ -33,10 +33,12 @@ def old_trail(db_url: str, checkpoint_signer: HsmCheckpointSigner) -> Iterator[s
     command.downgrade(alembic_config(db_url), "audit_0001")
     engine = make_engine(db_url)
     factory = make_session_factory(engine)
-    writer = AuditWriter(factory, "svc:signer")
+    # the old service's tables sat in the default schema (PostgreSQL's schemas came later)
+    old = make_session_factory(engine.execution_options(schema_translate_map={"audit": None}))
+    writer = AuditWriter(old, "svc:signer")
     for i in range(10):
         writer.record("sign.granted", f"intent:{i % 3}", "ok", {"i": i})
-    with factory() as s:
+    with old() as s:
         records = repository.records_between(s, 1, 10)
     with engine.begin() as conn:
         for seq in (4, 8):
@@ -90,6 +92,7 @@ def test_an_old_trail_that_fails_its_old_checkpoints_is_not_adopted(
     engine = old_trail.kw["bind"]
     with engine.begin() as conn:  # the owner edits record 6, under the old checkpoint at 8
         if engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL search_path TO audit, public"))
             conn.execute(text("ALTER TABLE audit_records DISABLE TRIGGER USER"))
         else:
             conn.execute(text("DROP TRIGGER audit_records_no_update"))

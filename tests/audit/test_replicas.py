@@ -13,7 +13,7 @@ import multiprocessing
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit import repository
-from services.audit.hsm_signer import HsmCheckpointSigner, HsmHeadStore
+from services.audit.hsm_signer import DEFAULT_LABEL, HsmCheckpointSigner, HsmHeadStore
 from services.audit.service import AuditService
 from services.signer.softhsm import TokenConfig
 from tests.audit._appender import audit_replica
@@ -34,7 +34,7 @@ def test_replicas_race_to_checkpoint_and_keep_one_chain(
     token = {
         "label": audit_token.label,
         "pin": audit_token.pin.get_secret_value(),
-        "key_label": "custos-audit-test",
+        "key_label": DEFAULT_LABEL,
     }
     procs = [
         ctx.Process(target=audit_replica, args=(db_url, token, head_store.label, APPENDS, barrier))

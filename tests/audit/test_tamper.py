@@ -57,6 +57,8 @@ class Tamper:
         with self.engine.connect() as conn:
             trans = conn.begin()
             try:
+                # the tampering SQL below names the trail's tables as its owner's session would
+                conn.execute(text("SET LOCAL search_path TO audit"))
                 conn.execute(text("ALTER TABLE audit_records DISABLE TRIGGER USER"))
                 # A savepoint per session, so a refused checkpoint does not roll the tampering back.
                 factory = sessionmaker(bind=conn, join_transaction_mode="create_savepoint")

@@ -44,8 +44,8 @@ def test_the_signer_session_cannot_see_the_checkpoint_key_or_its_memory(
 ) -> None:
     head_store.store(SignedHead(7, bytes(32), bytes(32)))
     hsm_key_id = bytes.fromhex(checkpoint_signer.key_id.rsplit(":", 1)[1])
-    assert audit_hsm.find_key_ids("custos-audit-test") == [hsm_key_id]
-    assert hsm.find_key_ids("custos-audit-test") == [] and "custos-audit-test" not in hsm.private_key_labels()
+    assert audit_hsm.find_key_ids(DEFAULT_LABEL) == [hsm_key_id]
+    assert hsm.find_key_ids(DEFAULT_LABEL) == [] and DEFAULT_LABEL not in hsm.private_key_labels()
     with pytest.raises(HsmKeyNotFound):
         hsm.sign_ed25519(hsm_key_id, b"checkpoint")
     assert hsm.load_data(head_store.label) is None and audit_hsm.load_data(head_store.label) is not None

@@ -25,6 +25,7 @@ from services.audit.service import AuditService, EventQuery
 from services.audit.verify import main, verify_export, verify_parsed
 from services.audit.writer import AuditWriter
 from services.runtime.db import make_engine, make_session_factory, transaction
+from tests.fixtures.database import sql
 
 
 def fill(audit: AuditService, n: int) -> None:
@@ -130,15 +131,15 @@ def test_records_cannot_be_updated_or_deleted_through_the_database(
 ) -> None:
     fill(audit, 2)
     for stmt in (
-        "UPDATE audit_records SET actor = 'x' WHERE sequence = 1",
-        "DELETE FROM audit_records WHERE sequence = 2",
+        "UPDATE {audit_records} SET actor = 'x' WHERE sequence = 1",
+        "DELETE FROM {audit_records} WHERE sequence = 2",
     ):
-        with pytest.raises(DBAPIError), transaction(session_factory) as s:
-            s.execute(text(stmt))
+        with pytest.raises(DBAPIError, match="append-only"), transaction(session_factory) as s:
+            s.execute(text(sql(s, stmt)))
     audit.checkpoint()
-    for stmt in ("UPDATE audit_checkpoints SET sequence = 9", "DELETE FROM audit_checkpoints"):
-        with pytest.raises(DBAPIError), transaction(session_factory) as s:
-            s.execute(text(stmt))
+    for stmt in ("UPDATE {audit_checkpoints} SET sequence = 9", "DELETE FROM {audit_checkpoints}"):
+        with pytest.raises(DBAPIError, match="append-only"), transaction(session_factory) as s:
+            s.execute(text(sql(s, stmt)))
     assert audit.verify()[0].ok
 
 

@@ -44,9 +44,11 @@ from services.policy.log import VerifiedLog
 from services.policy.models import ApproverKeyRow, GovernanceEntryRow
 from services.policy.service import PolicyService
 from services.runtime.intent import Decision
+from tests.fixtures.database import sql
 from tests.policy.governed import Admins, govern
 from tests.policy.helpers import allow, doc
 
+APPEND_ONLY_TRIGGER = "policy_governance_log_append_only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
@@ -345,14 +347,14 @@ def test_the_log_is_append_only_and_a_rewrite_is_caught_on_replay(
     govern(gov, admins, _register(), NOW)
     govern(gov, admins, _register("oscar"), NOW)
     with pytest.raises(Exception, match="append-only"), session_factory.begin() as s:
-        s.execute(text("DELETE FROM policy_governance_log WHERE seq = 2"))
+        s.execute(text(sql(s, "DELETE FROM {policy_governance_log} WHERE seq = 2")))
     # someone who can drop the trigger (the database owner) rewrites an entry's row
     with session_factory.begin() as s:
         if s.get_bind().dialect.name == "sqlite":
             s.execute(text("DROP TRIGGER policy_governance_log_no_update"))
         else:
             s.execute(
-                text("ALTER TABLE policy_governance_log DISABLE TRIGGER policy_governance_log_append_only")
+                text(sql(s, "ALTER TABLE {policy_governance_log} DISABLE TRIGGER " + APPEND_ONLY_TRIGGER))
             )
         row = s.scalars(select(GovernanceEntryRow).where(GovernanceEntryRow.seq == 1)).one()
         data = json.loads(row.entry)

@@ -7,19 +7,23 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from services.runtime.db import make_engine
-from services.runtime.migrate import downgrade_all, load_models, upgrade
+from services.runtime.migrate import downgrade_all, target_metadata, upgrade
 
 
 def test_migrations_apply_twice_and_match_the_models(db_url: str) -> None:
     upgrade(db_url)  # the fixture already applied them once: this must be a no-op
     engine = make_engine(db_url)
     try:
+        dialect = engine.dialect.name
+        models = target_metadata(dialect)
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-            diffs = compare_metadata(ctx, load_models())
+            opts = {"compare_type": True, "include_schemas": dialect == "postgresql"}
+            ctx = MigrationContext.configure(conn, opts=opts)
+            diffs = compare_metadata(ctx, models)
         assert diffs == [], f"models and migrations differ: {diffs}"
-        tables = set(inspect(engine).get_table_names())
-        assert {t for t in load_models().tables} <= tables
+        found = inspect(engine)
+        for table in models.tables.values():
+            assert found.has_table(table.name, schema=table.schema), table.fullname
     finally:
         engine.dispose()
 

@@ -22,6 +22,7 @@ from services.signer.errors import (
 )
 from services.signer.models import SignerKey, SigningRecord
 from services.signer.types import KeyAlgorithm, KeyPurpose
+from tests.fixtures.database import sql
 from tests.signer.conftest import SUBMITTED, SignerRig, policy_document
 
 VALIDATOR = bytes.fromhex("a1" * 48)
@@ -70,7 +71,7 @@ def test_velocity_counts_what_the_signer_signed_not_a_ledger_others_write(rig: S
     assert _records(rig) == 1
     # the policy service's velocity ledger is not what the signer counts: resetting it changes nothing
     with rig.sessions.begin() as s:
-        s.execute(text("DELETE FROM policy_velocity"))
+        s.execute(text(sql(s, "DELETE FROM {policy_velocity}")))
     with pytest.raises(PolicyRefuses, match="velocity"):
         rig.service.sign_blocking(_request(rig, 32 * GWEI, "third", 2), "w")  # type: ignore[arg-type]
 

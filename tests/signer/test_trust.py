@@ -36,9 +36,11 @@ from services.signer.service import ChainConfig as SignerChains
 from services.signer.service import SignerService
 from services.signer.trust import GovernedPolicyView
 from services.signer.types import KeyAlgorithm, KeyPurpose
+from tests.fixtures.database import sql
 from tests.policy.governed import Admins, activate, govern, register
 from tests.signer.conftest import CHAIN, CHAIN_ID, POLICY_DOC, Approvers, SignerRig, policy_document
 
+APPEND_ONLY_TRIGGER = "policy_governance_log_append_only"
 VALIDATOR = bytes.fromhex("a1" * 48)
 
 
@@ -139,7 +141,9 @@ def test_a_version_written_by_sql_is_never_the_active_one(governed: Governed, st
     lax = replace(lax)  # the document parses; the attacker writes it and its status directly
     with rig.sessions.begin() as s:
         if status is VersionStatus.ACTIVE:
-            s.execute(text("UPDATE policy_versions SET status = 'SUPERSEDED' WHERE status = 'ACTIVE'"))
+            s.execute(
+                text(sql(s, "UPDATE {policy_versions} SET status = 'SUPERSEDED' WHERE status = 'ACTIVE'"))
+            )
         s.add(
             PolicyVersionRow(
                 version=lax.version,
@@ -213,10 +217,10 @@ def test_a_revocation_cut_from_the_log_is_noticed_after_a_restart(governed: Gove
             s.execute(text("DROP TRIGGER policy_governance_log_no_delete"))
         else:
             s.execute(
-                text("ALTER TABLE policy_governance_log DISABLE TRIGGER policy_governance_log_append_only")
+                text(sql(s, "ALTER TABLE {policy_governance_log} DISABLE TRIGGER " + APPEND_ONLY_TRIGGER))
             )
-        s.execute(text("DELETE FROM policy_governance_log WHERE seq = 6"))
-        s.execute(text("UPDATE policy_approver_keys SET revoked_at = NULL"))
+        s.execute(text(sql(s, "DELETE FROM {policy_governance_log} WHERE seq = 6")))
+        s.execute(text(sql(s, "UPDATE {policy_approver_keys} SET revoked_at = NULL")))
     restarted = governed.restarted(hsm)
     try:
         with pytest.raises(GovernanceUnverified, match="entries were removed"):

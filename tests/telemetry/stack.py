@@ -234,7 +234,11 @@ async def in_process_stack(
         "chain": ChainSettings(**common, tls=TLSSettings(pki_dir=pki), chains=chains),
         "staking": StakingSettings(**common, tls=TLSSettings(pki_dir=pki)),
         "audit": AuditSettings(
-            **common, tls=TLSSettings(pki_dir=pki), hsm=(audit_token or token).hsm_settings()
+            **common,
+            tls=TLSSettings(pki_dir=pki),
+            hsm=(audit_token or token).hsm_settings(),
+            # the token outlives this stack's database: remember this trail's head apart
+            checkpoint_head_label=f"stack-head-{uuid.uuid4().hex[:12]}",
         ),
     }
     served = (*SERVICES, "audit") if audit_token is not None else SERVICES
