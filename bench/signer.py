@@ -244,7 +244,7 @@ def requests(env: Env, count: int) -> list[Any]:
             )
         )
         out.append(
-            SignInput(intent_id, "withdrawal", spec, INITIATOR, env.policy_version, approvals, tx, submitted)
+            SignInput(intent_id, "unstake", spec, INITIATOR, env.policy_version, approvals, tx, submitted)
         )
     return out
 

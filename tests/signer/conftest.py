@@ -201,7 +201,7 @@ class SignerRig:
         approvals: tuple[Approval, ...] | None = None,
         *,
         intent_id: str = "intent-1",
-        step: str = "withdrawal",
+        step: str = "unstake",
     ) -> SignInput:
         if approvals is None:
             approvals = tuple(

@@ -78,7 +78,7 @@ async def test_records_in_nonce_order_with_their_replacement(rig: SignerRig, run
         first.signing_record_id,
         first.tx_hash,
         "i-0",
-        "withdrawal",
+        "unstake",
     )
     assert (r0.key_id, r0.vault_id, r0.chain) == (rig.vault.key_id, rig.vault.vault_id, CHAIN)
     assert r0.created_at.seconds > 0 and r0.replaces_record_id == ""

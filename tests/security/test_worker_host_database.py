@@ -1,0 +1,421 @@
+"""The worker host writes the database: the approver registry, policy versions, the signer's
+ledger, the governance log.
+
+The database URL gives full write access (the embedded SQLite file; on PostgreSQL today
+one role for everything), so nothing there may be what the signer trusts: the registry
+and the active policy come from the governance log verified against the admins pinned
+in the signer's trust file, and the head it verified is remembered on its HSM token.
+
+Before the insider-proof approvals (d6b3e87), plain SQL got signatures that landed on
+anvil: approver keys added to real approvers, a policy version inserted PROPOSED or made
+ACTIVE, keys injected and deleted again (the signer kept its cached copy).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from services.pb.custos.staking.v1 import staking_pb2
+from services.policy.document import parse_policy
+from services.policy.domain import SignatureScheme, key_id_for
+from services.policy.evidence import public_key_der, sign_approval
+from services.policy.governance import (
+    GOVERNANCE_VERSION,
+    AddApproverKey,
+    Entry,
+    entry_from_plain,
+    new_request,
+)
+from services.runtime.intent import Approval, Decision, IntentBinding, IntentSpec, intent_digest
+from tests.security.insiders import WorkerHost, assert_refused
+from tests.security.stack import LOG, POLICY, Real, SecurityStack, World
+from workflows.staking.types import ApprovalData
+
+
+def planted_keys(stack: SecurityStack, *approvers: str) -> dict[str, ed25519.Ed25519PrivateKey]:
+    """The attacker's own keys, written into the registry tables for real approvers."""
+    keys = {who: ed25519.Ed25519PrivateKey.generate() for who in approvers}
+    for who, key in keys.items():
+        der = public_key_der(key)
+        stack.sql(
+            "INSERT INTO policy_approver_keys (key_id, approver_id, scheme, public_key, created_at) "
+            "VALUES (:k, :a, 'ED25519', :p, :t)",
+            {"k": key_id_for(der), "a": who, "p": der, "t": datetime.now(UTC)},
+        )
+    return keys
+
+
+def remove_keys(stack: SecurityStack, keys: dict[str, ed25519.Ed25519PrivateKey]) -> None:
+    for key in keys.values():
+        stack.sql(
+            "DELETE FROM policy_approver_keys WHERE key_id = :k", {"k": key_id_for(public_key_der(key))}
+        )
+
+
+def forged(
+    keys: dict[str, ed25519.Ed25519PrivateKey],
+    spec: IntentSpec,
+    version: str,
+    binding: IntentBinding,
+) -> list[Approval]:
+    """Approvals the attacker signs as ``keys``' approvers over an intent of their making."""
+    digest = intent_digest(spec, version, binding)
+    expires = binding.submitted_at + timedelta(hours=1)
+    return [
+        sign_approval(
+            key,
+            approver_id=who,
+            intent_digest=digest,
+            policy_version=version,
+            decision=Decision.APPROVE,
+            expires_at=expires,
+        )
+        for who, key in keys.items()
+    ]
+
+
+def made_up(real: Real, version: str | None = None) -> tuple[str, IntentBinding, str]:
+    intent_id = f"int-{uuid.uuid4().hex}"
+    return (
+        intent_id,
+        IntentBinding(intent_id, "alice", datetime.now(UTC)),
+        version or real.intent.policy_version,
+    )
+
+
+async def test_approver_keys_written_into_the_registry_tables(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """The attacker's keys, inserted as olivia's and oscar's, sign a made-up exit: the signer
+    knows its approvers from the governance log only. The keys deleted again afterwards change
+    nothing either (the signer keeps no copy of what the tables said)."""
+    u = world.u
+    keys = planted_keys(stack, "olivia", "oscar")
+    try:
+        intent_id, binding, version = made_up(u)
+        approvals = forged(keys, u.spec, version, binding)
+        before = await stack.evidence()
+        error = await worker_host.refused(
+            u,
+            intent_id=intent_id,
+            submitted_at=binding.submitted_at,
+            approvals=approvals,
+            tx=worker_host.tx(u.spec, nonce=before.nonce),
+        )
+        record = await assert_refused(
+            stack,
+            before,
+            error,
+            status="PERMISSION_DENIED",
+            error_type="ApprovalsInsufficient",
+            subject=f"intent:{intent_id}",
+        )
+        assert record["payload"]["not_counted"] == [
+            "olivia: key is not registered to this approver",
+            "oscar: key is not registered to this approver",
+        ]
+    finally:
+        remove_keys(stack, keys)
+    before = await stack.evidence()
+    error = await worker_host.refused(
+        u,
+        intent_id=intent_id,
+        submitted_at=binding.submitted_at,
+        approvals=approvals,
+        tx=worker_host.tx(u.spec, nonce=before.nonce),
+    )
+    await assert_refused(
+        stack,
+        before,
+        error,
+        status="PERMISSION_DENIED",
+        error_type="ApprovalsInsufficient",
+        subject=f"intent:{intent_id}",
+    )
+
+
+async def test_planted_keys_pass_the_workflow_but_not_the_signer(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """Defence in depth, one layer down: the staking service pins the registry tables into a new
+    intent's workflow, so planted keys get the attacker's Temporal updates accepted and the
+    intent APPROVED; the signer, which reads the governance log, refuses, and the intent FAILS."""
+    keys = planted_keys(stack, "olivia", "oscar")
+    try:
+        spec = stack.unstake_spec(world.u.spec.target.validator)  # type: ignore[union-attr]
+        intent = await stack.submit(spec)
+        before = await stack.evidence()
+        handle = (await stack.temporal()).get_workflow_handle(intent.intent_id)
+        for who, key in keys.items():
+            a = stack.approval(intent, who, key=key)
+            await handle.execute_update(
+                "approve",
+                ApprovalData(
+                    a.approver_id,
+                    a.key_id,
+                    a.decision.value,
+                    a.intent_digest.hex(),
+                    a.policy_version,
+                    a.expires_at,
+                    a.signature.hex(),
+                ),
+            )
+        ended = (await stack.wait_for(intent.intent_id, {"FAILED", "CONFIRMED"})).intent
+    finally:
+        remove_keys(stack, keys)
+    assert ended.state == staking_pb2.INTENT_STATE_FAILED
+    assert "ApprovalsInsufficient" in ended.reason or "approvals do not meet" in ended.reason, ended.reason
+    after = await stack.evidence()
+    assert (after.records, after.nonce) == (before.records, before.nonce)
+    refusals = [r for r in stack.audit_since(before, "signer.sign") if r["outcome"] == "refused"]
+    assert [r["payload"]["error"] for r in refusals] == ["ApprovalsInsufficient"]
+
+
+async def test_a_policy_version_written_into_the_tables(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """A one-approver policy inserted as a row, left PROPOSED, then made the ACTIVE row: the
+    signer takes the active version from the governance log, so approvals under it count for
+    nothing (and the attacker's planted key signs them)."""
+    u = world.u
+    policy = parse_policy(POLICY.replace("threshold: 2", "threshold: 1"))
+    active = u.intent.policy_version
+    stack.sql(
+        "INSERT INTO policy_versions (version, document, canonical, description, status, parent_version, "
+        "proposed_by, created_at) VALUES (:v, :d, :c, '', 'PROPOSED', :p, 'dave', :t)",
+        {
+            "v": policy.version,
+            "d": POLICY,
+            "c": policy.canonical.decode(),
+            "p": active,
+            "t": datetime.now(UTC),
+        },
+    )
+    keys = planted_keys(stack, "olivia")
+    try:
+        for status in ("PROPOSED", "ACTIVE"):
+            if status == "ACTIVE":
+                stack.sql(
+                    "UPDATE policy_versions SET status = 'SUPERSEDED' WHERE version = :v", {"v": active}
+                )
+                stack.sql(
+                    "UPDATE policy_versions SET status = 'ACTIVE' WHERE version = :v", {"v": policy.version}
+                )
+            intent_id, binding, version = made_up(u, policy.version)
+            before = await stack.evidence()
+            error = await worker_host.refused(
+                u,
+                intent_id=intent_id,
+                policy_version=version,
+                submitted_at=binding.submitted_at,
+                approvals=forged(keys, u.spec, version, binding),
+                tx=worker_host.tx(u.spec, nonce=before.nonce),
+            )
+            record = await assert_refused(
+                stack,
+                before,
+                error,
+                status="PERMISSION_DENIED",
+                error_type="PolicyNotActive",
+                subject=f"intent:{intent_id}",
+            )
+            assert (record["payload"]["named"], record["payload"]["active"]) == (policy.version, active)
+    finally:
+        remove_keys(stack, keys)
+        stack.sql("UPDATE policy_versions SET status = 'PROPOSED' WHERE version = :v", {"v": policy.version})
+        stack.sql("UPDATE policy_versions SET status = 'ACTIVE' WHERE version = :v", {"v": active})
+        stack.sql("DELETE FROM policy_versions WHERE version = :v", {"v": policy.version})
+
+
+async def test_a_forged_governance_entry(stack: SecurityStack, world: World, worker_host: WorkerHost) -> None:
+    """An entry appended to the log by hand, adding the attacker's key to olivia and 'signed' by
+    dave and erin with keys the attacker made: it does not verify against the signer's trust
+    root, and a log that does not verify signs nothing at all, until an operator restores it."""
+    u = world.u
+    head = stack.log_rows()[-1]
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    request = new_request(
+        AddApproverKey("olivia", SignatureScheme.ED25519, public_key_der(attacker)),
+        change_id=f"chg-{uuid.uuid4().hex[:24]}",
+        proposer="dave",
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    fake_admins = [
+        sign_approval(
+            ed25519.Ed25519PrivateKey.generate(),
+            approver_id=admin,
+            intent_digest=request.digest(),
+            policy_version=GOVERNANCE_VERSION,
+            decision=Decision.APPROVE,
+            expires_at=request.expires_at,
+        )
+        for admin in ("dave", "erin")
+    ]
+    entry = Entry(head.seq + 1, bytes(head.hash), request, tuple(fake_admins), datetime.now(UTC))
+    stack.put_log_row(
+        {
+            "seq": entry.seq,
+            "change_id": request.change_id,
+            "prev_hash": entry.prev_hash,
+            "hash": entry.hash(),
+            "entry": entry.canonical().decode(),
+            "applied_at": entry.applied_at,
+        }
+    )
+    try:
+        for approvals in ([stack.approval(u.intent, "olivia", key=attacker), u.approvals[1]], u.approvals):
+            before = await stack.evidence()
+            error = await worker_host.refused(
+                u, approvals=approvals, tx=worker_host.tx(u.spec, nonce=before.nonce)
+            )
+            record = await assert_refused(
+                stack,
+                before,
+                error,
+                status="FAILED_PRECONDITION",
+                error_type="GovernanceUnverified",
+                subject=f"intent:{u.id}",
+            )
+            assert "not signed by the admin quorum" in record["payload"]["reason"]
+    finally:
+        with stack.log_unlocked():
+            stack.sql(f"DELETE FROM {LOG} WHERE seq = :s", {"s": entry.seq})
+        await stack.restart("signer")
+    await _signer_judges_again(stack, world, worker_host)
+
+
+async def test_a_rewritten_governance_entry(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """olivia's registration rewritten in place to carry the attacker's key, with its row's hash
+    recomputed to match: a signer that verified it once never reads it again, and a restarted
+    one finds the admins' signatures no longer cover it."""
+    u = world.u
+    rows = stack.log_rows()
+    original = next(r for r in rows if '"approver_id":"olivia"' in r.entry and "approver.register" in r.entry)
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    data = json.loads(original.entry)
+    data["request"]["change"]["public_key"] = public_key_der(attacker).hex()
+    rewritten = entry_from_plain(data)
+    approvals = [stack.approval(u.intent, "olivia", key=attacker), u.approvals[1]]
+    with stack.log_unlocked():
+        stack.sql(
+            f"UPDATE {LOG} SET entry = :e, hash = :h WHERE seq = :s",
+            {"e": rewritten.canonical().decode(), "h": rewritten.hash(), "s": original.seq},
+        )
+    try:
+        before = await stack.evidence()
+        error = await worker_host.refused(
+            u, approvals=approvals, tx=worker_host.tx(u.spec, nonce=before.nonce)
+        )
+        await assert_refused(
+            stack,
+            before,
+            error,
+            status="PERMISSION_DENIED",
+            error_type="ApprovalsInsufficient",
+            subject=f"intent:{u.id}",
+        )
+        await stack.restart("signer")
+        before = await stack.evidence()
+        error = await worker_host.refused(
+            u, approvals=approvals, tx=worker_host.tx(u.spec, nonce=before.nonce)
+        )
+        await assert_refused(
+            stack,
+            before,
+            error,
+            status="FAILED_PRECONDITION",
+            error_type="GovernanceUnverified",
+            subject=f"intent:{u.id}",
+        )
+    finally:
+        with stack.log_unlocked():
+            stack.sql(f"DELETE FROM {LOG} WHERE seq >= :s", {"s": original.seq})
+            for row in rows[original.seq - 1 :]:
+                stack.put_log_row(row)
+        await stack.restart("signer")
+    await _signer_judges_again(stack, world, worker_host)
+
+
+async def test_a_revocation_cut_off_the_log(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """paula's key is revoked (one admin may), and the signer has seen it. The attacker deletes
+    the revocation entry: the running signer still refuses her approvals, and a restarted one
+    refuses everything, because the log no longer reaches the head its HSM remembers."""
+    u = world.u
+    await stack.revoke("paula")
+    approvals = [stack.approval(u.intent, "paula"), u.approvals[0]]
+    before = await stack.evidence()
+    error = await worker_host.refused(u, approvals=approvals, tx=worker_host.tx(u.spec, nonce=before.nonce))
+    await assert_refused(
+        stack,
+        before,
+        error,
+        status="PERMISSION_DENIED",
+        error_type="ApprovalsInsufficient",
+        subject=f"intent:{u.id}",
+    )
+    revocation = stack.log_rows()[-1]
+    assert "approver.revoke_key" in revocation.entry
+    with stack.log_unlocked():
+        stack.sql(f"DELETE FROM {LOG} WHERE seq = :s", {"s": revocation.seq})
+    stack.sql("UPDATE policy_approver_keys SET revoked_at = NULL WHERE approver_id = 'paula'")
+    try:
+        before = await stack.evidence()
+        error = await worker_host.refused(
+            u, approvals=approvals, tx=worker_host.tx(u.spec, nonce=before.nonce)
+        )
+        record = await assert_refused(
+            stack,
+            before,
+            error,
+            status="PERMISSION_DENIED",
+            error_type="ApprovalsInsufficient",
+            subject=f"intent:{u.id}",
+        )
+        assert "paula: key revoked" in record["payload"]["not_counted"]
+        await stack.restart("signer")
+        before = await stack.evidence()
+        error = await worker_host.refused(
+            u, approvals=approvals, tx=worker_host.tx(u.spec, nonce=before.nonce)
+        )
+        record = await assert_refused(
+            stack,
+            before,
+            error,
+            status="FAILED_PRECONDITION",
+            error_type="GovernanceUnverified",
+            subject=f"intent:{u.id}",
+        )
+        assert "entries were removed" in record["payload"]["reason"]
+    finally:
+        stack.put_log_row(revocation)
+        stack.sql(
+            "UPDATE policy_approver_keys SET revoked_at = :t WHERE approver_id = 'paula'",
+            {"t": datetime.now(UTC)},
+        )
+        await stack.restart("signer")
+    await _signer_judges_again(stack, world, worker_host)
+
+
+async def _signer_judges_again(stack: SecurityStack, world: World, worker_host: WorkerHost) -> None:
+    """After the log was restored: the signer answers again, with its ordinary refusal."""
+    u = world.u
+    before = await stack.evidence()
+    error = await worker_host.refused(
+        u, approvals=u.approvals[:1], tx=worker_host.tx(u.spec, nonce=before.nonce)
+    )
+    await assert_refused(
+        stack,
+        before,
+        error,
+        status="PERMISSION_DENIED",
+        error_type="ApprovalsInsufficient",
+        subject=f"intent:{u.id}",
+    )
