@@ -165,6 +165,19 @@ class WorkerHost:
         return inp
 
 
+def approval_data(a: Approval) -> ApprovalData:
+    """An approval as a workflow's ``approve`` update carries it."""
+    return ApprovalData(
+        a.approver_id,
+        a.key_id,
+        a.decision.value,
+        a.intent_digest.hex(),
+        a.policy_version,
+        a.expires_at,
+        a.signature.hex(),
+    )
+
+
 async def assert_refused(
     stack: SecurityStack,
     before: Evidence,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.pb.custos.staking.v1 import staking_pb2
@@ -31,9 +33,8 @@ from services.policy.governance import (
     new_request,
 )
 from services.runtime.intent import Approval, Decision, IntentBinding, IntentSpec, intent_digest
-from tests.security.insiders import WorkerHost, assert_refused
+from tests.security.insiders import WorkerHost, approval_data, assert_refused
 from tests.security.stack import LOG, POLICY, Real, SecurityStack, World
-from workflows.staking.types import ApprovalData
 
 
 def planted_keys(stack: SecurityStack, *approvers: str) -> dict[str, ed25519.Ed25519PrivateKey]:
@@ -151,19 +152,7 @@ async def test_planted_keys_pass_the_workflow_but_not_the_signer(
         before = await stack.evidence()
         handle = (await stack.temporal()).get_workflow_handle(intent.intent_id)
         for who, key in keys.items():
-            a = stack.approval(intent, who, key=key)
-            await handle.execute_update(
-                "approve",
-                ApprovalData(
-                    a.approver_id,
-                    a.key_id,
-                    a.decision.value,
-                    a.intent_digest.hex(),
-                    a.policy_version,
-                    a.expires_at,
-                    a.signature.hex(),
-                ),
-            )
+            await handle.execute_update("approve", approval_data(stack.approval(intent, who, key=key)))
         ended = (await stack.wait_for(intent.intent_id, {"FAILED", "CONFIRMED"})).intent
     finally:
         remove_keys(stack, keys)
@@ -182,14 +171,17 @@ async def test_a_policy_version_written_into_the_tables(
     signer takes the active version from the governance log, so approvals under it count for
     nothing (and the attacker's planted key signs them)."""
     u = world.u
-    policy = parse_policy(POLICY.replace("threshold: 2", "threshold: 1"))
+    document = POLICY.replace("threshold: 2", "threshold: 1").replace(
+        "default: deny", "default: deny\ndescription: written by hand"
+    )
+    policy = parse_policy(document)
     active = u.intent.policy_version
     stack.sql(
         "INSERT INTO policy_versions (version, document, canonical, description, status, parent_version, "
         "proposed_by, created_at) VALUES (:v, :d, :c, '', 'PROPOSED', :p, 'dave', :t)",
         {
             "v": policy.version,
-            "d": POLICY,
+            "d": document,
             "c": policy.canonical.decode(),
             "p": active,
             "t": datetime.now(UTC),
@@ -419,3 +411,109 @@ async def _signer_judges_again(stack: SecurityStack, world: World, worker_host: 
         error_type="ApprovalsInsufficient",
         subject=f"intent:{u.id}",
     )
+
+
+# --- open findings: ways in that still work (see the README of this directory) ------------------
+
+LEDGER_FINDING = (
+    "finding (open): the signer's ledger (what it signed, which intents' steps, how much per vault) "
+    "is rows of signer_signing_records, which the database writer deletes or rewrites; nothing "
+    "outside the database remembers them"
+)
+
+
+def _records_of(stack: SecurityStack, intent_id: str) -> list[Any]:
+    return list(stack.sql("SELECT * FROM signer_signing_records WHERE intent_id = :i", {"i": intent_id}))
+
+
+def _put_records(stack: SecurityStack, rows: list[Any]) -> None:
+    for row in rows:
+        values = dict(row._mapping)
+        columns, params = ", ".join(values), ", ".join(f":{k}" for k in values)
+        stack.sql(f"INSERT INTO signer_signing_records ({columns}) VALUES ({params})", values)
+
+
+@pytest.mark.xfail(strict=True, reason=LEDGER_FINDING)
+async def test_the_signers_velocity_ledger_rewritten(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """d's approvals from its history are refused for velocity (x's 32 ETH is counted). The
+    attacker sets x's signed amount to 0 in the signer's own records and asks again: it must
+    still be refused. (Today it is signed, and the 40 ETH deposit lands on anvil.)"""
+    x, d = world.x, world.d
+    kept = _records_of(stack, x.id)
+    stack.sql("UPDATE signer_signing_records SET amount = '0' WHERE intent_id = :i", {"i": x.id})
+    try:
+        stolen = Real(d.intent, d.spec, await worker_host.approvals_in_history(d.id))
+        before = await stack.evidence()
+        error = await worker_host.refused(stolen, tx=worker_host.tx(d.spec, nonce=before.nonce))
+        await assert_refused(
+            stack,
+            before,
+            error,
+            status="FAILED_PRECONDITION",
+            error_type="PolicyRefuses",
+            subject=f"intent:{d.id}",
+        )
+    finally:  # the stack as it was for the next test (the signature obtained is never sent)
+        stack.sql("DELETE FROM signer_signing_records WHERE intent_id IN (:x, :d)", {"x": x.id, "d": d.id})
+        _put_records(stack, kept)
+
+
+@pytest.mark.xfail(strict=True, reason=LEDGER_FINDING)
+async def test_the_signers_record_of_a_step_deleted(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """x's signing record deleted, x's approvals ask for x's step again at the next nonce: it must
+    still be refused. (Today it is signed, and a second 32 ETH deposit lands on anvil.)"""
+    x = world.x
+    kept = _records_of(stack, x.id)
+    stack.sql("DELETE FROM signer_signing_records WHERE intent_id = :i", {"i": x.id})
+    try:
+        before = await stack.evidence()
+        error = await worker_host.refused(x, tx=worker_host.tx(x.spec, nonce=before.nonce))
+        await assert_refused(
+            stack,
+            before,
+            error,
+            status="FAILED_PRECONDITION",
+            error_type="ConflictingSignature",
+            subject=f"intent:{x.id}",
+        )
+    finally:
+        stack.sql("DELETE FROM signer_signing_records WHERE intent_id = :i", {"i": x.id})
+        _put_records(stack, kept)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding (open): a revocation counts at the signer only once the signer has read it from the "
+    "database; the database writer deletes it (or makes its insert a no-op with a trigger) first",
+)
+async def test_a_revocation_cut_before_the_signer_read_it(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """quinn approved an exit before her key was revoked (the worker host saw the approval reach
+    the workflow). The revocation is appended, and deleted before any Sign made the signer read
+    the log: quinn's approval must not count. (Today it does, and the exit lands on anvil.)"""
+    spec = stack.unstake_spec(world.u.spec.target.validator)  # type: ignore[union-attr]
+    intent = await stack.submit(spec)
+    real = Real(intent, spec, [stack.approval(intent, "quinn"), stack.approval(intent, "olivia")])
+    await stack.revoke("quinn")
+    revocation = stack.log_rows()[-1]
+    with stack.log_unlocked():
+        stack.sql(f"DELETE FROM {LOG} WHERE seq = :s", {"s": revocation.seq})
+    try:
+        before = await stack.evidence()
+        error = await worker_host.refused(real, tx=worker_host.tx(spec, nonce=before.nonce))
+        await assert_refused(
+            stack,
+            before,
+            error,
+            status="PERMISSION_DENIED",
+            error_type="ApprovalsInsufficient",
+            subject=f"intent:{intent.intent_id}",
+        )
+    finally:
+        stack.sql("DELETE FROM signer_signing_records WHERE intent_id = :i", {"i": intent.intent_id})
+        stack.put_log_row(revocation)
