@@ -50,7 +50,6 @@ from services.signer.errors import (
     BadSignRequest,
     ConflictingSignature,
     FeeAboveCap,
-    HsmOperationFailed,
     KeyBindingInvalid,
     KeyExists,
     KeyNotFound,
@@ -396,6 +395,11 @@ class SignerService:
                     raise KeyBindingInvalid(
                         f"the HSM key registered for vault {spec.vault_id!r} is not bound to it"
                     )
+                # ...and its public half, which names the sender the transaction is checked against
+                if self._hsm.public_key(key.hsm_id)[1] != key.public_key:
+                    raise KeyBindingInvalid(
+                        f"the public key registered for vault {spec.vault_id!r} is not its HSM key's"
+                    )
                 self._vault_keys[spec.vault_id] = key
                 return key
         raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
@@ -490,9 +494,6 @@ class SignerService:
             )
 
         digest = eip1559.signing_hash(request.unsigned_tx)
-        _, hsm_public = self._hsm.public_key(key.hsm_id)
-        if hsm_public != key.public_key:
-            raise HsmOperationFailed("the HSM key does not match the registered public key")
         sig = self._hsm.sign_secp256k1(key.hsm_id, digest)
         signed_tx, tx_hash = eip1559.encode_signed(request.unsigned_tx, sig)
         record = SigningRecord(

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.document import parse_policy
 from services.policy.domain import SignatureScheme, key_id_for
@@ -33,6 +35,8 @@ from services.policy.governance import (
     new_request,
 )
 from services.runtime.intent import Approval, Decision, IntentBinding, IntentSpec, intent_digest
+from services.signer.client import SignerClient
+from services.staking.client import StakingClient
 from tests.security.insiders import WorkerHost, approval_data, assert_refused
 from tests.security.stack import LOG, POLICY, Real, SecurityStack, World
 
@@ -221,6 +225,101 @@ async def test_a_policy_version_written_into_the_tables(
         stack.sql("UPDATE policy_versions SET status = 'PROPOSED' WHERE version = :v", {"v": policy.version})
         stack.sql("UPDATE policy_versions SET status = 'ACTIVE' WHERE version = :v", {"v": active})
         stack.sql("DELETE FROM policy_versions WHERE version = :v", {"v": policy.version})
+
+
+async def test_the_policy_services_velocity_ledger_reset(stack: SecurityStack, world: World) -> None:
+    """The policy service counts velocity in its own table: reset, it lets a 40 ETH stake through
+    evaluation and the reservation at quorum (32 + 40 > 70 ETH). The signer counts from what it
+    signed itself and refuses; the intent FAILS."""
+    kept = list(stack.sql("SELECT * FROM policy_velocity"))
+    stack.sql("DELETE FROM policy_velocity")
+    try:
+        spec = stack.stake_spec(40)
+        intent = await stack.submit(spec)
+        assert intent.state == staking_pb2.INTENT_STATE_AWAITING_APPROVALS, intent.reason
+        before = await stack.evidence()
+        for who in ("olivia", "oscar"):
+            await stack.approve(intent, who)
+        ended = (await stack.wait_for(intent.intent_id, {"FAILED", "CONFIRMED", "DENIED"})).intent
+    finally:
+        stack.sql("DELETE FROM policy_velocity")
+        for row in kept:
+            values = dict(row._mapping)
+            columns, params = ", ".join(values), ", ".join(f":{k}" for k in values)
+            stack.sql(f"INSERT INTO policy_velocity ({columns}) VALUES ({params})", values)
+    assert ended.state == staking_pb2.INTENT_STATE_FAILED, ended.reason
+    after = await stack.evidence()
+    assert (after.records, after.nonce) == (before.records, before.nonce)
+    (refusal,) = [
+        r
+        for r in stack.audit_since(before, "signer.sign")
+        if r["subject"] == f"intent:{intent.intent_id}" and r["outcome"] == "refused"
+    ]
+    assert refusal["payload"]["error"] == "PolicyRefuses"
+    assert any("velocity" in reason for reason in refusal["payload"]["reasons"])
+
+
+async def test_a_vault_key_row_pointed_elsewhere(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """vault-2's key row rewritten before the signer first used it: with vault-1's HSM key id (so a
+    vault-2 intent would sign with vault-1's key), or with vault-1's public key (so it would name
+    vault-1's address). The token binds each key to its vault and holds its public half: refused,
+    as a state the signer will not sign in, before any approval is looked at."""
+    async with stack.client(SignerClient, "ops") as signer:
+        created = await signer.call(
+            "CreateKey",
+            signer_pb2.CreateKeyRequest(
+                vault_id="vault-2",
+                algorithm=signer_pb2.KEY_ALGORITHM_SECP256K1,
+                purpose=signer_pb2.KEY_PURPOSE_VAULT,
+            ),
+        )
+    spec = replace(world.u.spec, vault_id="vault-2")
+    intent = await stack.submit(spec)
+    real = Real(intent, spec, [stack.approval(intent, who) for who in ("olivia", "oscar")])
+    ((hsm_1, public_1),) = stack.sql("SELECT hsm_id, public_key FROM signer_keys WHERE vault_id = 'vault-1'")
+    ((hsm_2, public_2),) = stack.sql("SELECT hsm_id, public_key FROM signer_keys WHERE vault_id = 'vault-2'")
+    assert bytes(public_2) == created.key.public_key
+    Rewrite = list[tuple[str, dict[str, Any]]]
+    pointed: Rewrite = [
+        # the unique hsm_id moves out of vault-1's row first
+        ("UPDATE signer_keys SET hsm_id = :x WHERE vault_id = 'vault-1'", {"x": b"moved-aside"}),
+        ("UPDATE signer_keys SET hsm_id = :h WHERE vault_id = 'vault-2'", {"h": hsm_1}),
+    ]
+    renamed: Rewrite = [
+        ("UPDATE signer_keys SET public_key = :p WHERE vault_id = 'vault-2'", {"p": public_1})
+    ]
+    try:
+        for rewrite in (pointed, renamed):
+            for statement, params in rewrite:
+                stack.sql(statement, params)
+            try:
+                before = await stack.evidence()
+                error = await worker_host.refused(real, tx=worker_host.tx(spec, nonce=before.nonce))
+                await assert_refused(
+                    stack,
+                    before,
+                    error,
+                    status="FAILED_PRECONDITION",
+                    error_type="KeyBindingInvalid",
+                    subject=f"intent:{intent.intent_id}",
+                )
+            finally:
+                stack.sql(
+                    "UPDATE signer_keys SET hsm_id = :h, public_key = :p WHERE vault_id = 'vault-2'",
+                    {"h": hsm_2, "p": public_2},
+                )
+                stack.sql(
+                    "UPDATE signer_keys SET hsm_id = :h, public_key = :p WHERE vault_id = 'vault-1'",
+                    {"h": hsm_1, "p": public_1},
+                )
+    finally:
+        async with stack.client(StakingClient, "alice") as staking:
+            await staking.call(
+                "CancelIntent",
+                staking_pb2.CancelIntentRequest(intent_id=intent.intent_id, reason="test over"),
+            )
 
 
 async def test_a_forged_governance_entry(stack: SecurityStack, world: World, worker_host: WorkerHost) -> None:
