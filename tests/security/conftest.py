@@ -20,7 +20,8 @@ from services.signer.softhsm import TokenConfig
 from tests.fixtures.database import PG_ADMIN_URL, create_pg_database, drop_pg_database
 from tests.fixtures.temporal import _binary
 from tests.security.insiders import WorkerHost
-from tests.security.stack import SecurityStack, World, build_world, security_stack
+from tests.security.stack import SecurityStack, security_stack
+from tests.security.world import World, build_world
 
 _HERE = Path(__file__).parent
 
@@ -73,7 +74,7 @@ async def stack(
 
 @pytest.fixture
 def world(stack: SecurityStack) -> World:
-    assert stack.world is not None
+    assert isinstance(stack.world, World)
     return stack.world
 
 

@@ -201,3 +201,20 @@ async def assert_refused(
     ]
     assert refusals, f"no {action} refusal audited for {subject}"
     return refusals[-1]
+
+
+async def signer_judges_again(stack: SecurityStack, u: Real, worker_host: WorkerHost) -> None:
+    """After the database was put back: the signer answers again, with its ordinary refusal
+    (one approval of the two ``u`` needs)."""
+    before = await stack.evidence()
+    error = await worker_host.refused(
+        u, approvals=u.approvals[:1], tx=worker_host.tx(u.spec, nonce=before.nonce)
+    )
+    await assert_refused(
+        stack,
+        before,
+        error,
+        status="PERMISSION_DENIED",
+        error_type="ApprovalsInsufficient",
+        subject=f"intent:{u.id}",
+    )

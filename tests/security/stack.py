@@ -116,8 +116,15 @@ rules:
       groups: [{{name: operations, threshold: 2, approvers: [{", ".join(APPROVERS)}]}}]
       expiry: 24h
 """
-#: The governance log's table, append-only through triggers (policy_0003).
+# The tables the attacks write, named once: per-service schemas on PostgreSQL (branch
+# storage-roles) change these names and nothing else here.
+#: The governance log, append-only through triggers (policy_0003).
 LOG = "policy_governance_log"
+APPROVER_KEYS = "policy_approver_keys"
+POLICY_VERSIONS = "policy_versions"
+POLICY_VELOCITY = "policy_velocity"
+SIGNING_RECORDS = "signer_signing_records"
+SIGNER_KEYS = "signer_keys"
 #: The vault holds enough for every attack to be about custos, not the balance.
 VAULT_FUNDS = 5_000 * ETH
 #: A failed intent's nonce goes to the next one this soon (600 s in production).
@@ -173,8 +180,8 @@ class SecurityStack:
     admin_keys: dict[str, ed25519.Ed25519PrivateKey] = field(default_factory=dict)
     vault_address: str = ""
     task_queue: str = ""
-    #: What honest people did before the attacks (``build_world``).
-    world: World | None = None
+    #: What honest people did before the attacks (``tests.security.world``).
+    world: Any = None
     _settings: dict[str, ServiceSettings] = field(default_factory=dict)
     _running: dict[str, tuple[RunningServer, Component]] = field(default_factory=dict)
     _engine: Engine | None = None
@@ -480,46 +487,3 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
 async def _stop_all(stack: SecurityStack) -> None:
     for name in reversed(list(stack._running)):
         await stack.stop(name)
-
-
-@dataclass
-class World:
-    """What honest people did on the stack before any insider moves.
-
-    ``x``: a 32 ETH stake, approved by olivia and oscar, signed, mined, CONFIRMED.
-    ``d``: a 40 ETH stake submitted beside it, approved by the same two, then DENIED when
-    its quorum met the vault's velocity limit (32 + 40 > 70 ETH): its approvals stay
-    in the workflow's history. ``u`` (a full exit of x's validator) and ``r`` (a
-    consolidation of it into an honest validator): awaiting approvals, with the
-    approvals olivia and oscar signed (the worker host sees them as they reach the
-    workflow, before it acts on them).
-    """
-
-    x: Real
-    d: Real
-    u: Real
-    r: Real
-    honest_validator: str
-
-
-async def build_world(stack: SecurityStack) -> World:
-    x_spec, d_spec = stack.stake_spec(32), stack.stake_spec(40)
-    x = Real(await stack.submit(x_spec), x_spec)
-    d = Real(await stack.submit(d_spec), d_spec)  # evaluated before x counts against velocity
-    for real in (x, d):
-        for who in ("olivia", "oscar"):
-            real.approvals.append(stack.approval(real.intent, who))
-    for a in x.approvals:
-        await stack.approve(x.intent, a.approver_id, a)
-    x.intent = (await stack.wait_for(x.id, {"CONFIRMED"})).intent
-    for a in d.approvals:
-        await stack.approve(d.intent, a.approver_id, a)
-    d.intent = (await stack.wait_for(d.id, {"DENIED"})).intent
-    validator = x_spec.target.validator  # type: ignore[union-attr]
-    honest = validator_pubkey("honest")
-    u_spec, r_spec = stack.unstake_spec(validator), stack.restake_spec(validator, honest)
-    u = Real(await stack.submit(u_spec), u_spec)
-    r = Real(await stack.submit(r_spec), r_spec)
-    for real in (u, r):
-        real.approvals = [stack.approval(real.intent, who) for who in ("olivia", "oscar")]
-    return World(x, d, u, r, honest)

@@ -9,7 +9,8 @@ for a transaction.
 from __future__ import annotations
 
 from services.audit.records import signature_ref
-from tests.security.stack import ADMINS, APPROVERS, Evidence, SecurityStack, World
+from tests.security.stack import ADMINS, APPROVERS, Evidence, SecurityStack
+from tests.security.world import World
 
 EVERYTHING = Evidence(records=0, nonce=0, audit_seq=0)
 

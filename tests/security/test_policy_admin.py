@@ -42,7 +42,8 @@ from services.runtime.errors import CustosError
 from services.runtime.grpc_errors import RemoteError
 from services.runtime.intent import Decision, IntentBinding, intent_digest
 from tests.security.insiders import WorkerHost, assert_refused
-from tests.security.stack import POLICY, Evidence, Real, SecurityStack, World
+from tests.security.stack import POLICY, Evidence, Real, SecurityStack
+from tests.security.world import World
 
 SCHEME = SignatureScheme.ED25519
 

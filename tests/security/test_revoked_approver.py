@@ -25,6 +25,7 @@ from services.runtime.errors import CustosError
 from services.runtime.grpc_errors import RemoteError
 from tests.security.insiders import approval_data
 from tests.security.stack import Evidence, SecurityStack
+from tests.security.world import World
 
 
 @dataclass
@@ -38,8 +39,9 @@ class Revoked:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def revoked(stack: SecurityStack) -> AsyncIterator[Revoked]:
-    assert stack.world is not None
-    spec = stack.unstake_spec(stack.world.u.spec.target.validator)  # type: ignore[union-attr]
+    world = stack.world
+    assert isinstance(world, World)
+    spec = stack.unstake_spec(world.u.spec.target.validator)  # type: ignore[union-attr]
     intents = Revoked(*[await stack.submit(spec) for _ in range(3)])
     await stack.revoke("otto")
     yield intents

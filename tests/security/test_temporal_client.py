@@ -22,7 +22,8 @@ from services.policy.domain import key_id_for
 from services.policy.evidence import public_key_der
 from services.runtime.intent import spec_to_plain
 from tests.security.insiders import WorkerHost, approval_data
-from tests.security.stack import Evidence, SecurityStack, World
+from tests.security.stack import Evidence, SecurityStack
+from tests.security.world import World
 from workflows.staking.types import ApproverData, ApproverKeyData, IntentInput, IntentResult
 
 

@@ -22,7 +22,8 @@ from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.ethereum.deposit import generate_deposit_data
 from services.runtime.intent import Action, IntentSpec, StakeTarget
 from tests.security.insiders import WorkerHost, assert_refused
-from tests.security.stack import CHAIN, ETH, VAULT, Real, SecurityStack, World, validator_pubkey
+from tests.security.stack import CHAIN, ETH, VAULT, Real, SecurityStack, validator_pubkey
+from tests.security.world import World
 
 #: Where the attacker would like funds and validators to end up.
 ATTACKER = "0x" + "a7" * 20
