@@ -1,4 +1,5 @@
-"""One real stack per database for the whole directory (see stack.py), in one event loop.
+"""One real stack per database for the whole directory (see stack.py), in one event loop;
+both are stopped once the directory has run.
 
 Starting the stack and playing the honest flows (World) takes seconds; every test
 then plays one attack against it and leaves it as it found it, so the stack is
@@ -27,14 +28,14 @@ _HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here runs in the session's event loop, the one the stacks live in."""
-    marker = pytest.mark.asyncio(loop_scope="session")
+    """Every test here runs in the package's event loop, the one the stacks live in."""
+    marker = pytest.mark.asyncio(loop_scope="package")
     for item in items:
         if _HERE in Path(str(item.fspath)).parents and pytest_asyncio.is_async_test(item):
             item.add_marker(marker, append=False)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def temporal_address() -> AsyncIterator[str]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=_binary("temporal"),
@@ -46,7 +47,7 @@ async def temporal_address() -> AsyncIterator[str]:
         await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session", params=["sqlite", "postgresql"])
+@pytest_asyncio.fixture(scope="package", loop_scope="package", params=["sqlite", "postgresql"])
 async def stack(
     request: pytest.FixtureRequest,
     temporal_address: str,

@@ -37,7 +37,7 @@ class Revoked:
     refused_at_the_door: Any
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
 async def revoked(stack: SecurityStack) -> AsyncIterator[Revoked]:
     world = stack.world
     assert isinstance(world, World)
