@@ -34,6 +34,7 @@ from services.policy.errors import (
     ChangeNotFound,
     ChangeRefused,
     ChangeStateConflict,
+    PolicyError,
     PolicyNotFound,
 )
 from services.policy.governance import (
@@ -196,8 +197,53 @@ class Governance:
         """Opens ``request`` with its proposer's signature; applies it at once if that suffices.
 
         Idempotent: the same request (same id and content) proposed again returns the
-        change as it stands.
+        change as it stands. A refusal is audited (``governance.propose_refused``).
         """
+        try:
+            return self._propose(request, approval, caller=caller)
+        except PolicyError as e:
+            self._refused("governance.propose_refused", request.change_id, approval, e, caller, request)
+            raise
+
+    def decide(self, change_id: str, approval: Approval, *, caller: str) -> ChangeView:
+        """Adds an admin's signed approval or rejection; applies the change once the quorum is met.
+
+        A refusal is audited (``governance.approve_refused`` / ``governance.reject_refused``).
+        """
+        try:
+            return self._decide(change_id, approval, caller=caller)
+        except PolicyError as e:
+            verb = "approve" if approval.decision is Decision.APPROVE else "reject"
+            self._refused(f"governance.{verb}_refused", change_id, approval, e, caller)
+            raise
+
+    def _refused(
+        self,
+        action: str,
+        change_id: str,
+        approval: Approval,
+        error: PolicyError,
+        caller: str,
+        request: ChangeRequest | None = None,
+    ) -> None:
+        """The audit record of a refused proposal or decision, in its own transaction (the
+        refused one rolled back). Says who asked, signing as whom, and why not."""
+        if self._audit is None:
+            return
+        payload: dict[str, Any] = {
+            "error": type(error).__name__,
+            "reason": error.message[:500],
+            "signed_as": approval.approver_id[:128],
+            "key_id": approval.key_id[:64],
+        }
+        if request is not None:
+            payload |= {"kind": kind_of(request.change).value, "what": describe(request)}
+        try:
+            self._audit.record(action, f"change:{change_id[:128]}", "refused", payload, actor=caller)
+        except Exception:  # the caller hears the refusal whatever the audit trail does
+            log.exception("could not audit the refusal of change %s", change_id[:128])
+
+    def _propose(self, request: ChangeRequest, approval: Approval, *, caller: str) -> ChangeView:
         now = self._clock()
         if caller != request.proposer or approval.approver_id != request.proposer:
             raise ChangeRefused(f"{caller} cannot propose a change as {request.proposer}")
@@ -243,8 +289,7 @@ class Governance:
             self._apply_if_met(s, row, request, now)
             return self._view(s, row)
 
-    def decide(self, change_id: str, approval: Approval, *, caller: str) -> ChangeView:
-        """Adds an admin's signed approval or rejection; applies the change once the quorum is met."""
+    def _decide(self, change_id: str, approval: Approval, *, caller: str) -> ChangeView:
         now = self._clock()
         if caller != approval.approver_id:
             raise ChangeRefused(f"{caller} cannot submit a decision signed as {approval.approver_id}")
@@ -262,18 +307,7 @@ class Governance:
                 raise ChangeStateConflict(f"change {change_id} is {row.state}: it takes no more decisions")
             if s.get(GovernanceSignatureRow, (change_id, approval.approver_id)) is not None:
                 raise ChangeStateConflict(f"{approval.approver_id} has already decided on change {change_id}")
-            try:
-                self._check_signature(request, approval, decision=approval.decision)
-            except ChangeRefused as e:
-                self._record(
-                    s,
-                    f"governance.{'approve' if approval.decision is Decision.APPROVE else 'reject'}_refused",
-                    request,
-                    "refused",
-                    {"reason": e.message, "key_id": approval.key_id},
-                    actor=caller,
-                )
-                raise
+            self._check_signature(request, approval, decision=approval.decision)
             self._store_signature(s, change_id, approval, now)
             verb = "approved_by" if approval.decision is Decision.APPROVE else "rejected_by"
             self._record(

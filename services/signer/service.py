@@ -50,7 +50,6 @@ from services.signer.errors import (
     BadSignRequest,
     ConflictingSignature,
     FeeAboveCap,
-    HsmOperationFailed,
     KeyBindingInvalid,
     KeyExists,
     KeyNotFound,
@@ -111,6 +110,11 @@ class SignInput:
         return Request(
             self.intent_id, self.initiator, self.submitted_at, self.spec, self.policy_version, self.approvals
         )
+
+
+def ethereum_step(spec: IntentSpec) -> str:
+    """The one step of an Ethereum action, as the workflow and the chain service name it."""
+    return spec.action.value.lower()
 
 
 def vault_binding(vault_id: str) -> bytes:
@@ -391,6 +395,11 @@ class SignerService:
                     raise KeyBindingInvalid(
                         f"the HSM key registered for vault {spec.vault_id!r} is not bound to it"
                     )
+                # ...and its public half, which names the sender the transaction is checked against
+                if self._hsm.public_key(key.hsm_id)[1] != key.public_key:
+                    raise KeyBindingInvalid(
+                        f"the public key registered for vault {spec.vault_id!r} is not its HSM key's"
+                    )
                 self._vault_keys[spec.vault_id] = key
                 return key
         raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
@@ -406,6 +415,14 @@ class SignerService:
         chain = request.spec.chain
         if chain not in self._chains.ethereum:
             raise UnsupportedAlgorithm(f"signing on chain {chain!r} is not configured")
+        step = ethereum_step(request.spec)
+        if request.step != step:
+            # Records are unique per (intent, step): a step name of the caller's choosing would be
+            # a second transaction under the same approvals (another deposit of the same amount).
+            raise BadSignRequest(
+                f"an Ethereum {request.spec.action.value} is one transaction, step {step!r}, "
+                f"not {request.step[:64]!r}"
+            )
         tx = eip1559.decode_unsigned(request.unsigned_tx)
         if tx.chain_id != self._chains.ethereum[chain]:
             raise TransactionMismatch(f"transaction is for chain id {tx.chain_id}, not {chain}")
@@ -483,9 +500,6 @@ class SignerService:
             )
 
         digest = eip1559.signing_hash(request.unsigned_tx)
-        _, hsm_public = self._hsm.public_key(key.hsm_id)
-        if hsm_public != key.public_key:
-            raise HsmOperationFailed("the HSM key does not match the registered public key")
         sig = self._hsm.sign_secp256k1(key.hsm_id, digest)
         signed_tx, tx_hash = eip1559.encode_signed(request.unsigned_tx, sig)
         record = SigningRecord(

@@ -341,6 +341,31 @@ def test_audit_records_name_the_people_who_made_the_change(
     assert by_action["governance.approved_by"].actor == "adm1"
 
 
+def test_refused_proposals_and_decisions_are_audited(
+    session_factory: sessionmaker[Session], gov: Governance, admins: Admins
+) -> None:
+    """Each in its own transaction: the refused one rolls back (it once took its record with it)."""
+    request = admins.request(_register(), NOW)
+    with pytest.raises(ChangeRefused):
+        gov.propose(request, admins.sign("adm0", request), caller="adm1")
+    gov.propose(request, admins.sign("adm0", request), caller="adm0")
+    forged = Admins({"adm1": ed25519.Ed25519PrivateKey.generate()}).sign("adm1", request)
+    with pytest.raises(ChangeRefused):
+        gov.decide(request.change_id, forged, caller="adm1")
+    with pytest.raises(ChangeStateConflict):
+        gov.decide(request.change_id, admins.sign("adm0", request), caller="adm0")
+    with session_factory() as s:
+        records = audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)
+    refused = [
+        (r.action, r.actor, json.loads(r.payload_json)["error"]) for r in records if r.outcome == "refused"
+    ]
+    assert refused == [
+        ("governance.propose_refused", "adm1", "ChangeRefused"),
+        ("governance.approve_refused", "adm1", "ChangeRefused"),
+        ("governance.approve_refused", "adm0", "ChangeStateConflict"),
+    ]
+
+
 def test_the_log_is_append_only_and_a_rewrite_is_caught_on_replay(
     session_factory: sessionmaker[Session], gov: Governance, admins: Admins
 ) -> None:
