@@ -112,11 +112,6 @@ class SignInput:
         )
 
 
-def ethereum_step(spec: IntentSpec) -> str:
-    """The one step of an Ethereum action, as the workflow and the chain service name it."""
-    return spec.action.value.lower()
-
-
 def vault_binding(vault_id: str) -> bytes:
     """What a vault key carries as its (unmodifiable) CKA_SUBJECT on the token: its vault."""
     return b"custos-vault:" + vault_id.encode()
@@ -415,14 +410,6 @@ class SignerService:
         chain = request.spec.chain
         if chain not in self._chains.ethereum:
             raise UnsupportedAlgorithm(f"signing on chain {chain!r} is not configured")
-        step = ethereum_step(request.spec)
-        if request.step != step:
-            # Records are unique per (intent, step): a step name of the caller's choosing would be
-            # a second transaction under the same approvals (another deposit of the same amount).
-            raise BadSignRequest(
-                f"an Ethereum {request.spec.action.value} is one transaction, step {step!r}, "
-                f"not {request.step[:64]!r}"
-            )
         tx = eip1559.decode_unsigned(request.unsigned_tx)
         if tx.chain_id != self._chains.ethereum[chain]:
             raise TransactionMismatch(f"transaction is for chain id {tx.chain_id}, not {chain}")

@@ -116,8 +116,8 @@ rules:
       groups: [{{name: operations, threshold: 2, approvers: [{", ".join(APPROVERS)}]}}]
       expiry: 24h
 """
-# The tables the attacks write, named once: per-service schemas on PostgreSQL (branch
-# storage-roles) change these names and nothing else here.
+# The tables the attacks write, named once (on PostgreSQL :meth:`SecurityStack.sql` reaches
+# them in their services' schemas).
 #: The governance log, append-only through triggers (policy_0003).
 LOG = "policy_governance_log"
 APPROVER_KEYS = "policy_approver_keys"
@@ -160,7 +160,7 @@ class Real:
 
     @property
     def submitted_at(self) -> datetime:
-        return ts_to_datetime(self.intent.created_at)
+        return ts_to_datetime(self.intent.created_at, "intent.created_at")
 
     @property
     def step(self) -> str:
@@ -347,7 +347,7 @@ class SecurityStack:
     ) -> Approval:
         """``who``'s approval of ``intent``, signed with their key (or ``key``), as their CLI signs it."""
         if expires_at is None:
-            submitted = ts_to_datetime(intent.created_at)
+            submitted = ts_to_datetime(intent.created_at, "intent.created_at")
             expires_at = min(datetime.now(UTC) + timedelta(hours=1), submitted + timedelta(hours=24))
         return sign_approval(
             key or self.approver_keys[who],
@@ -413,6 +413,8 @@ class SecurityStack:
     def sql(self, statement: str, params: Mapping[str, Any] | None = None) -> Any:
         """Plain SQL in its own transaction, as the holder of the database URL can run it."""
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":  # each service's tables sit in a schema of its name
+                conn.execute(text("SET LOCAL search_path TO policy, signer, chain, staking, audit, public"))
             result = conn.execute(text(statement), dict(params or {}))
             return result.all() if result.returns_rows else result.rowcount
 

@@ -32,7 +32,6 @@ from tests.security.world import World
 class Revoked:
     """Intents submitted while otto's key was good; the key, revoked after."""
 
-    through_staking: Any
     through_temporal: Any
     refused_at_the_door: Any
 
@@ -42,7 +41,7 @@ async def revoked(stack: SecurityStack) -> AsyncIterator[Revoked]:
     world = stack.world
     assert isinstance(world, World)
     spec = stack.unstake_spec(world.u.spec.target.validator)  # type: ignore[union-attr]
-    intents = Revoked(*[await stack.submit(spec) for _ in range(3)])
+    intents = Revoked(*[await stack.submit(spec) for _ in range(2)])
     await stack.revoke("otto")
     yield intents
 
@@ -61,16 +60,6 @@ async def _signer_refused_otto(stack: SecurityStack, before: Evidence, intent: A
     assert "otto: key revoked" in refusal["payload"]["not_counted"]
 
 
-async def test_approve_intent_after_the_revocation(stack: SecurityStack, revoked: Revoked) -> None:
-    """ApproveIntent relays otto's approval to a workflow that still knows his key: the
-    workflow counts it, the signer does not."""
-    intent = revoked.through_staking
-    before = await stack.evidence()
-    await stack.approve(intent, "otto")
-    await stack.approve(intent, "olivia")
-    await _signer_refused_otto(stack, before, intent)
-
-
 async def test_straight_to_temporal_after_the_revocation(stack: SecurityStack, revoked: Revoked) -> None:
     """otto sends his approval as an update straight to the workflow's frontend: the same."""
     intent = revoked.through_temporal
@@ -81,12 +70,6 @@ async def test_straight_to_temporal_after_the_revocation(stack: SecurityStack, r
     await _signer_refused_otto(stack, before, intent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (item 7, open): ApproveIntent checks a revoked key only against the registry the "
-    "workflow pinned at submission; the pre-check against the current registry lands with branch "
-    "worker-nonces, and this test with it",
-)
 async def test_approve_intent_refuses_a_key_revoked_after_submission(
     stack: SecurityStack, revoked: Revoked
 ) -> None:
@@ -96,7 +79,7 @@ async def test_approve_intent_refuses_a_key_revoked_after_submission(
         await stack.approve(intent, "otto")
     error = caught.value
     assert isinstance(error, RemoteError)
-    assert (error.status.name, error.remote_type) == ("FAILED_PRECONDITION", "ApprovalRefused")
+    assert (error.status.name, error.remote_type) == ("FAILED_PRECONDITION", "ApprovalKeyRefused")
     assert [r["payload"]["key_id"] for r in stack.audit_since(before, "approve.refused")]
     got = (await stack.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent
     assert got.state == staking_pb2.INTENT_STATE_AWAITING_APPROVALS

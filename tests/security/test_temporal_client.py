@@ -142,7 +142,7 @@ async def test_a_workflow_for_an_intent_nobody_submitted(stack: SecurityStack, w
                 failure = pending[0].last_failure.message
                 break
             await asyncio.sleep(0.1)
-        assert "unknown intent" in failure, failure
+        assert "no intent" in failure, failure  # RecordTransition: the staking service knows no such intent
         assert desc.status == WorkflowExecutionStatus.RUNNING
         after = await stack.evidence()
         assert (after.records, after.nonce) == (before.records, before.nonce)
