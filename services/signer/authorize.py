@@ -1,7 +1,7 @@
 """Sign's authorisation: the signer decides on its own whether an intent may be signed now.
 
 From the facts the admin quorum proved (the active policy, the approver registry:
-``PolicySource``) and its own ledger (what it signed: ``repository.signed_amounts``)
+``PolicySource``) and its own ledger (what it signed: ``services.signer.ledger``)
 it evaluates the intent as the policy service would, now: every rule's limits
 (amount caps, allowlists, time windows, velocity), then judges the approvals
 against the requirement of the matching rule. Nothing the caller says is taken on
@@ -13,19 +13,15 @@ trust but the intent itself, which the approvals' signatures bind:
 * none claims to count beyond the intent's approval window (submission + the rule's
   expiry), and the submission time is not in the future;
 * the vault's signed amount in each velocity window leaves room for this one; the
-  committing transaction checks that again under a lock (:meth:`Authorizer.guard`),
-  so two concurrent Signs cannot both take the last room.
+  committing transaction checks that again holding the ledger lock
+  (:meth:`Authorizer.guard`), so two concurrent Signs cannot both take the last room.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from sqlalchemy import Connection, text
-from sqlalchemy.engine import Engine
 
 from services.audit.records import signature_ref
 from services.policy import engine
@@ -42,11 +38,11 @@ from services.signer.errors import (
     SignerError,
     VelocityExceeded,
 )
+from services.signer.ledger import SignedAmount
 from services.signer.ports import PolicySource
-from services.signer.repository import SignedAmount, signed_amounts
 
-# First key of the two-key advisory lock that serialises a vault's velocity check on PostgreSQL.
-_VELOCITY_LOCK = 0x7369676E  # "sign"
+#: What the ledger says was signed for a vault after a time: (vault id, since) -> first signatures.
+Amounts = Callable[[str, datetime], list[SignedAmount]]
 
 
 @dataclass(frozen=True)
@@ -103,9 +99,9 @@ def _used(
 class Authorizer:
     """Decides whether a request may be signed (see the module docstring)."""
 
-    def __init__(self, policy: PolicySource, reads: Engine, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, policy: PolicySource, amounts: Amounts, *, clock: Callable[[], datetime]) -> None:
         self._policy = policy
-        self._reads = reads
+        self._amounts = amounts
         self._clock = clock
 
     def authorize(self, request: Request, digest: bytes, now: datetime) -> Grant:
@@ -129,7 +125,7 @@ class Authorizer:
         keys = engine.velocity_keys(policy, spec)
         used: dict[engine.VelocityKey, int] = {}
         if keys:
-            amounts = self._amounts(spec.vault_id, now, max(w for w, _ in keys))
+            amounts = self._amounts(spec.vault_id, now - timedelta(seconds=max(w for w, _ in keys)))
             used = {k: _used(amounts, k[0], k[1], now, request.intent_id) for k in keys}
         decision = engine.evaluate(
             policy, spec, request.initiator, (), now, used, directory=governed.directory
@@ -177,26 +173,19 @@ class Authorizer:
             governance_entry=governed.head_seq,
         )
 
-    def _amounts(self, vault_id: str, now: datetime, window: int) -> list[SignedAmount]:
-        with self._reads.connect() as conn:
-            return signed_amounts(conn, vault_id=vault_id, since=now - timedelta(seconds=window))
-
     @staticmethod
-    def guard(conn: Connection, request: Request, limits: tuple[VelocityLimit, ...], now: datetime) -> None:
+    def guard(
+        amounts: list[SignedAmount], request: Request, limits: tuple[VelocityLimit, ...], now: datetime
+    ) -> None:
         """The velocity check again, inside the transaction that stores the signature.
 
-        Runs with the vault locked (an advisory lock on PostgreSQL; SQLite's write
-        transaction excludes every other writer), after the records of the same batch,
-        so racing Signs are counted against each other. Raises VelocityExceeded.
+        ``amounts`` is what the whole ledger holds for the vault, read with the ledger lock
+        held, plus what the same batch chained before: racing Signs are counted against
+        each other. Raises VelocityExceeded.
         """
         if not limits:
             return
         spec = request.spec
-        if conn.dialect.name == "postgresql":
-            key = int.from_bytes(hashlib.sha256(spec.vault_id.encode()).digest()[:4], "big", signed=True)
-            conn.execute(text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": _VELOCITY_LOCK, "k": key})
-        window = max(limit.window_seconds for limit in limits)
-        amounts = signed_amounts(conn, vault_id=spec.vault_id, since=now - timedelta(seconds=window))
         for limit in limits:
             if limit.action is not None and limit.action != spec.action.value:
                 continue

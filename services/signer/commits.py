@@ -65,6 +65,8 @@ class GroupCommitter:
         window: Longest wait, in seconds, for more units after the first of a batch,
             and only while ``pending()`` says more are coming (0: never wait).
         pending: How many units are on their way (default: none).
+        after_commit: Called, before the callers are released, with the committed session's
+            ``info`` (what the units left there for after the commit: the signer's ledger entries).
     """
 
     def __init__(
@@ -74,11 +76,13 @@ class GroupCommitter:
         max_batch: int = 64,
         window: float = 0.0,
         pending: Callable[[], int] = lambda: 0,
+        after_commit: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._max_batch = max_batch
         self._window = window
         self._pending = pending
+        self._after_commit = after_commit
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -145,6 +149,7 @@ class GroupCommitter:
         try:
             with transaction(self._sessions) as session:
                 results = [job.work(session) for job in batch]
+                info = session.info
         except Exception as e:
             if len(batch) == 1:
                 batch[0].future.set_exception(e)
@@ -152,5 +157,10 @@ class GroupCommitter:
             for job in batch:  # each alone: the one at fault fails, the others commit
                 self._commit([job])
             return
+        if self._after_commit is not None:
+            try:
+                self._after_commit(info)
+            except Exception:  # committed is committed: the callers get their results
+                log.exception("the after-commit hook failed")
         for job, result in zip(batch, results, strict=True):
             job.future.set_result(result)

@@ -121,3 +121,8 @@ class KeyBindingInvalid(SignerError, FailedPrecondition):
 
 class BadListRequest(SignerError, InvalidArgument):
     """A listing names an impossible filter or a page token this signer did not issue."""
+
+
+class LedgerUnverified(SignerError, FailedPrecondition):
+    """The signing records do not verify (removed, altered, or short of the head the HSM anchored):
+    the signer signs nothing until they do."""

@@ -29,6 +29,7 @@ from services.runtime.settings import HsmSettings, ServiceSettings
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
 from services.signer.errors import HsmTokenShared
 from services.signer.hsm import Hsm
+from services.signer.ledger import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
 from services.signer.trust import GovernedPolicyView
@@ -43,6 +44,9 @@ class SignerSettings(ServiceSettings):
     decide_threads: int = Field(default=1, ge=0, le=32)
     #: Seconds a group commit waits for Signs still being checked (see signer.commits); 0: never.
     commit_window: float = Field(default=0.005, ge=0, le=0.1)
+    #: The token data object that remembers the signing ledger's head (one per installation
+    #: sharing a token: installations must not share one).
+    ledger_head_label: str = LEDGER_HEAD_LABEL
 
 
 SETTINGS = SignerSettings
@@ -66,6 +70,8 @@ def make_service(
         reads=reads,
         # the HSM remembers the governance head this installation verified (no rollback)
         policy=GovernedPolicyView(reads, trust, store=hsm),
+        ledger_store=hsm,  # the HSM remembers the head of the signing ledger too
+        ledger_label=settings.ledger_head_label,
         decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
         audit=audit_in_transaction(AuditWriter(sessions, actor="svc:signer")),
         chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),

@@ -83,3 +83,8 @@ class SigningRecord(Base):
     vault_id: Mapped[str] = mapped_column(String(128), default="")
     action: Mapped[str] = mapped_column(String(16), default="")
     amount: Mapped[str] = mapped_column(String(78), default="0")
+    #: Its place in the signer's ledger: records form a hash chain (``services.signer.ledger``),
+    #: so a record removed or altered by whoever can write the database is noticed.
+    ledger_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    record_hash: Mapped[bytes] = mapped_column(LargeBinary(32))

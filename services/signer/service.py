@@ -30,7 +30,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -53,11 +53,14 @@ from services.signer.errors import (
     KeyBindingInvalid,
     KeyExists,
     KeyNotFound,
+    LedgerUnverified,
     NonceReused,
     TransactionMismatch,
     UnsupportedAlgorithm,
 )
 from services.signer.hsm import Hsm
+from services.signer.ledger import HEAD_LABEL as LEDGER_HEAD_LABEL
+from services.signer.ledger import DataStore, HeadAnchor, Ledger, LedgerRace
 from services.signer.models import SignerKey, SigningRecord
 from services.signer.ports import AuditWriterFactory, PolicySource, TransactionDecoder
 from services.signer.types import KeyAlgorithm, KeyPurpose
@@ -141,6 +144,8 @@ class SignerService:
         chains: ChainConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
         reads: sessionmaker[Session] | None = None,
+        ledger_store: DataStore | None = None,
+        ledger_label: str = LEDGER_HEAD_LABEL,
         max_batch: int = 64,
         decide_threads: int = 1,
         commit_window: float = 0.0,
@@ -149,7 +154,16 @@ class SignerService:
         self._sessions = sessions
         self._reads = reads or sessions
         self._read_engine = self._reads.kw["bind"]  # statements without the ORM, on the hot path
-        self._authorizer = Authorizer(policy, self._read_engine, clock=clock)
+        # What it signed, verified against its chain and the head the HSM anchored: the signer
+        # answers "already signed?" and "how much this window?" from here, not from rows.
+        anchor = HeadAnchor(ledger_store, label=ledger_label) if ledger_store is not None else None
+        self._ledger = Ledger(anchor)
+        try:
+            with self._read_engine.connect() as conn:
+                self._ledger.load(conn)
+        except LedgerUnverified as e:  # it starts, and refuses every Sign with the reason
+            log.critical("the signer will sign nothing: %s", e.message)
+        self._authorizer = Authorizer(policy, self._ledger.signed_amounts, clock=clock)
         self._decoder = decoder
         self._audit = audit
         self._chains = chains or ChainConfig()
@@ -158,7 +172,11 @@ class SignerService:
         # some are, a batch waits up to ``commit_window`` for them (only touched on the loop).
         self._deciding = 0
         self._commits = GroupCommitter(
-            sessions, max_batch=max_batch, window=commit_window, pending=lambda: self._deciding
+            sessions,
+            max_batch=max_batch,
+            window=commit_window,
+            pending=lambda: self._deciding,
+            after_commit=self._ledger_committed,
         )
         # Where sign() runs its checks and the HSM call: n worker threads, or the event loop (0).
         self._decider = ThreadPoolExecutor(decide_threads, "signer-decide") if decide_threads else None
@@ -167,10 +185,14 @@ class SignerService:
         self._senders: dict[bytes, str] = {}
 
     def close(self) -> None:
-        """Commits what is queued and stops the commit thread."""
+        """Commits what is queued, stops the commit thread and anchors the ledger's head."""
         if self._decider is not None:
             self._decider.shutdown()
         self._commits.close()
+        self._ledger.close()
+
+    def _ledger_committed(self, info: dict[str, Any]) -> None:
+        self._ledger.committed(info)
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -301,7 +323,7 @@ class SignerService:
                     self._deciding -= 1
                 try:
                     await self._acommit(write.work)
-                except IntegrityError:
+                except (IntegrityError, LedgerRace):
                     write = await self._off_loop(self._after_race, write, actor, subject)
                     await self._acommit(write.work)
             except CustosError as e:
@@ -329,7 +351,7 @@ class SignerService:
             write = self._decide(request, actor, subject)
             try:
                 self._commit(write.work)
-            except IntegrityError:
+            except (IntegrityError, LedgerRace):
                 write = self._after_race(write, actor, subject)
                 self._commit(write.work)
             return write.output
@@ -360,7 +382,7 @@ class SignerService:
         """
         try:
             self._commits.run(work)
-        except (CustosError, IntegrityError):
+        except (CustosError, IntegrityError, LedgerRace):
             raise
         except SQLAlchemyError as e:
             cause = type(getattr(e, "orig", None) or e).__name__
@@ -370,7 +392,7 @@ class SignerService:
         """:meth:`_commit`, awaited on the event loop."""
         try:
             await asyncio.wrap_future(self._commits.submit(work))
-        except (CustosError, IntegrityError):
+        except (CustosError, IntegrityError, LedgerRace):
             raise
         except SQLAlchemyError as e:
             cause = type(getattr(e, "orig", None) or e).__name__
@@ -460,17 +482,15 @@ class SignerService:
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
         chain = request.spec.chain
 
-        # (d) conflicts, decided before the HSM is asked; the unique constraints decide races.
+        # (d) conflicts, decided before the HSM is asked, from the verified ledger; the committing
+        # transaction checks again holding the ledger lock, so races are decided there.
         attempt, replaces = 0, None
         with self._read_engine.connect() as conn:
-            prior, by_nonce = repository.conflicts(
-                conn,
-                intent_id=request.intent_id,
-                step=request.step,
-                key_id=key.key_id,
-                chain=chain,
-                nonce=tx.nonce,
+            self._ledger.sync(conn)
+            prior_entry, by_nonce = self._ledger.conflicts(
+                intent_id=request.intent_id, step=request.step, key_id=key.key_id, chain=chain, nonce=tx.nonce
             )
+            prior = self._ledger.fetch(conn, prior_entry.record_id) if prior_entry is not None else None
         if prior is not None:
             if prior.payload_digest == payload_digest:
                 return self._replay(prior, actor, subject, grant)
@@ -505,7 +525,7 @@ class SignerService:
             tx_hash=tx_hash,
             replacement=attempt > 0,
             replaces_id=replaces,
-            created_at=now,
+            created_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
             vault_id=request.spec.vault_id,
             action=request.spec.action.value,
             amount=str(request.spec.amount),
@@ -516,9 +536,17 @@ class SignerService:
         authorization = request.authorization()
 
         def work(s: Session) -> None:
+            ledger = self._ledger
+            ledger.lock(s)  # the whole ledger, as of now, and nobody else appends until we commit
+            if ledger.taken(s, record):
+                raise LedgerRace(f"{subject} step {record.step} or its nonce was signed meanwhile")
             if attempt == 0:  # a replacement moves nothing more than what it replaces
-                Authorizer.guard(s.connection(), authorization, grant.limits, now)
-            repository.insert_record(s, record)
+                since = now - timedelta(seconds=max((lim.window_seconds for lim in grant.limits), default=0))
+                amounts = ledger.signed_amounts(record.vault_id, since) + ledger.pending_amounts(
+                    s, record.vault_id
+                )
+                Authorizer.guard(amounts, authorization, grant.limits, now)
+            repository.insert_record(s, ledger.chain(s, record))
             self._write_audit(s, actor, ACTION_SIGN, subject, outcome, payload)
 
         return _Write(work, _output(record, replayed=False), record, grant)
@@ -527,15 +555,24 @@ class SignerService:
         """Another call stored its record first: that signature is the one, ours never leaves."""
         record = lost.record
         assert record is not None
-        with self._sessions() as s:  # the writers' engine: sees every committed winner
-            winner = repository.record_like(s, record)
-        if winner is None:
-            raise AuditUnavailable("the signing record could not be stored")
-        if (winner.intent_id, winner.step) != (record.intent_id, record.step):
-            raise NonceReused(
-                f"nonce {record.nonce} of key {record.key_id} on {record.chain} is already signed",
-                details={"record_id": winner.record_id},
+        with self._read_engine.connect() as conn:
+            self._ledger.sync(conn)
+            by_step, by_nonce = self._ledger.conflicts(
+                intent_id=record.intent_id,
+                step=record.step,
+                key_id=record.key_id,
+                chain=record.chain,
+                nonce=record.nonce,
             )
+            won = by_step if by_step is not None and by_step.attempt >= record.attempt else None
+            if won is None and by_nonce is not None and by_nonce.attempt >= record.attempt:
+                raise NonceReused(
+                    f"nonce {record.nonce} of key {record.key_id} on {record.chain} is already signed",
+                    details={"record_id": by_nonce.record_id},
+                )
+            if won is None:
+                raise AuditUnavailable("the signing record could not be stored")
+            winner = self._ledger.fetch(conn, won.record_id)
         if winner.payload_digest != record.payload_digest:
             raise ConflictingSignature(
                 f"{subject} was already signed over another payload", details={"record_id": winner.record_id}

@@ -18,8 +18,14 @@ def append_many(url: str, actor: str, count: int, barrier: Any) -> None:
     engine.dispose()
 
 
-def audit_replica(url: str, token: dict[str, str], head_label: str, count: int, barrier: Any) -> None:
-    """An audit replica: appends and checkpoints, sharing the token and the database with the others."""
+def audit_replica(
+    url: str, token: dict[str, str], head_label: str, count: int, barrier: Any, opening: Any
+) -> None:
+    """An audit replica: appends and checkpoints, sharing the token and the database with the others.
+
+    The replicas open the token one at a time (``opening``): SoftHSM's file store is not safe to
+    read while another process writes it, and logging in writes it (seen here: NoSuchToken).
+    """
     from pydantic import SecretStr
 
     from services.audit.hsm_signer import HsmCheckpointSigner, HsmHeadStore
@@ -28,8 +34,9 @@ def audit_replica(url: str, token: dict[str, str], head_label: str, count: int, 
     from services.signer.hsm import Hsm
 
     engine = make_engine(url)
-    hsm = Hsm(HsmSettings(token_label=token["label"], pin=SecretStr(token["pin"]))).open()
-    signer = HsmCheckpointSigner.ensure(hsm, label=token["key_label"])
+    with opening:
+        hsm = Hsm(HsmSettings(token_label=token["label"], pin=SecretStr(token["pin"]))).open()
+        signer = HsmCheckpointSigner.ensure(hsm, label=token["key_label"])
     audit = AuditService(
         make_session_factory(engine),
         signer=signer,

@@ -30,14 +30,14 @@ def test_replicas_race_to_checkpoint_and_keep_one_chain(
     head_store: HsmHeadStore,
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(REPLICAS)
+    barrier, opening = ctx.Barrier(REPLICAS), ctx.Lock()
     token = {
         "label": audit_token.label,
         "pin": audit_token.pin.get_secret_value(),
         "key_label": DEFAULT_LABEL,
     }
     procs = [
-        ctx.Process(target=audit_replica, args=(db_url, token, head_store.label, APPENDS, barrier))
+        ctx.Process(target=audit_replica, args=(db_url, token, head_store.label, APPENDS, barrier, opening))
         for _ in range(REPLICAS)
     ]
     for p in procs:

@@ -229,7 +229,12 @@ class SecurityStack:
         self._settings = {
             "policy": PolicySettings(**common, tls=TLSSettings(pki_dir=self.pki)),
             "signer": SignerSettings(
-                **common, tls=TLSSettings(pki_dir=self.pki), hsm=self.token.hsm_settings(), chains=chains
+                **common,
+                tls=TLSSettings(pki_dir=self.pki),
+                hsm=self.token.hsm_settings(),
+                chains=chains,
+                # the session's token outlives this stack's database: its ledger head apart
+                ledger_head_label=f"stack-ledger-{uuid.uuid4().hex[:12]}",
             ),
             "chain": ChainSettings(**common, tls=TLSSettings(pki_dir=self.pki), chains=chains),
             "staking": StakingSettings(**common, tls=TLSSettings(pki_dir=self.pki)),

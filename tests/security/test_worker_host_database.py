@@ -18,7 +18,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.pb.custos.signer.v1 import signer_pb2
@@ -368,11 +367,20 @@ async def test_a_vault_key_row_pointed_elsewhere(
 
 # --- open findings: ways in that still work (see the README of this directory) ------------------
 
-LEDGER_FINDING = (
-    "finding (open): the signer's ledger (what it signed, which intents' steps, how much per vault) "
-    "is rows of signer_signing_records, which the database writer deletes or rewrites; nothing "
-    "outside the database remembers them"
-)
+
+async def _restarted_signer_refuses(stack: SecurityStack, worker_host: WorkerHost, case: Real) -> None:
+    """A signer started on the altered ledger replays it, finds the break, and signs nothing."""
+    await stack.restart("signer")
+    before = await stack.evidence()
+    error = await worker_host.refused(case, tx=worker_host.tx(case.spec, nonce=before.nonce))
+    await assert_refused(
+        stack,
+        before,
+        error,
+        status="FAILED_PRECONDITION",
+        error_type="LedgerUnverified",
+        subject=f"intent:{case.id}",
+    )
 
 
 def _records_of(stack: SecurityStack, intent_id: str) -> list[Any]:
@@ -386,13 +394,14 @@ def _put_records(stack: SecurityStack, rows: list[Any]) -> None:
         stack.sql(f"INSERT INTO {SIGNING_RECORDS} ({columns}) VALUES ({params})", values)
 
 
-@pytest.mark.xfail(strict=True, reason=LEDGER_FINDING)
 async def test_the_signers_velocity_ledger_rewritten(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
     """d's approvals from its history are refused for velocity (x's 32 ETH is counted). The
-    attacker sets x's signed amount to 0 in the signer's own records and asks again: it must
-    still be refused. (Today it is signed, and the 40 ETH deposit lands on anvil.)"""
+    attacker sets x's signed amount to 0 in the signer's own records and asks again: still
+    refused (the running signer answers from the ledger it verified), and a signer restarted on
+    the altered records refuses everything. (Before the ledger was chained, the 40 ETH deposit
+    landed on anvil.)"""
     x, d = world.x, world.d
     kept = _records_of(stack, x.id)
     stack.sql(f"UPDATE {SIGNING_RECORDS} SET amount = '0' WHERE intent_id = :i", {"i": x.id})
@@ -408,17 +417,20 @@ async def test_the_signers_velocity_ledger_rewritten(
             error_type="PolicyRefuses",
             subject=f"intent:{d.id}",
         )
+        await _restarted_signer_refuses(stack, worker_host, stolen)
     finally:  # the stack as it was for the next test (the signature obtained is never sent)
         stack.sql(f"DELETE FROM {SIGNING_RECORDS} WHERE intent_id IN (:x, :d)", {"x": x.id, "d": d.id})
         _put_records(stack, kept)
+        await stack.restart("signer")
 
 
-@pytest.mark.xfail(strict=True, reason=LEDGER_FINDING)
 async def test_the_signers_record_of_a_step_deleted(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
-    """x's signing record deleted, x's approvals ask for x's step again at the next nonce: it must
-    still be refused. (Today it is signed, and a second 32 ETH deposit lands on anvil.)"""
+    """x's signing record deleted, x's approvals ask for x's step again at the next nonce: the
+    running signer knows x's step is signed and finds its record gone (the ledger does not verify:
+    it signs nothing more), and a restarted signer finds the gap in the chain. (Before the ledger
+    was chained, a second 32 ETH deposit landed on anvil.)"""
     x = world.x
     kept = _records_of(stack, x.id)
     stack.sql(f"DELETE FROM {SIGNING_RECORDS} WHERE intent_id = :i", {"i": x.id})
@@ -430,9 +442,11 @@ async def test_the_signers_record_of_a_step_deleted(
             before,
             error,
             status="FAILED_PRECONDITION",
-            error_type="ConflictingSignature",
+            error_type="LedgerUnverified",
             subject=f"intent:{x.id}",
         )
+        await _restarted_signer_refuses(stack, worker_host, x)
     finally:
         stack.sql(f"DELETE FROM {SIGNING_RECORDS} WHERE intent_id = :i", {"i": x.id})
         _put_records(stack, kept)
+        await stack.restart("signer")

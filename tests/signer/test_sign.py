@@ -268,15 +268,19 @@ def test_unique_constraints_hold_without_the_service(rig: SignerRig) -> None:
         signed_tx=b"t",
         tx_hash="0x",
         replacement=False,
+        prev_hash=bytes(32),
+        record_hash=bytes(32),
     )
     with rig.sessions() as s, s.begin():
-        s.add(SigningRecord(record_id="a", intent_id="i", step="x", attempt=0, nonce=1, **base))
-    for clash in (dict(intent_id="i", step="x", nonce=2), dict(intent_id="j", step="x", nonce=1)):
+        s.add(SigningRecord(record_id="a", intent_id="i", step="x", attempt=0, nonce=1, ledger_seq=1, **base))
+    for seq, clash in enumerate(
+        (dict(intent_id="i", step="x", nonce=2), dict(intent_id="j", step="x", nonce=1)), 2
+    ):
         with pytest.raises(IntegrityError), rig.sessions() as s, s.begin():
-            s.add(SigningRecord(record_id=secrets.token_hex(4), attempt=0, **clash, **base))
+            s.add(SigningRecord(record_id=secrets.token_hex(4), attempt=0, ledger_seq=seq, **clash, **base))
     with (
         pytest.raises(IntegrityError),
         rig.sessions() as s,
         s.begin(),
     ):  # a replacement must name its original
-        s.add(SigningRecord(record_id="c", intent_id="i", step="x", attempt=1, nonce=1, **base))
+        s.add(SigningRecord(record_id="c", intent_id="i", step="x", attempt=1, nonce=1, ledger_seq=9, **base))
