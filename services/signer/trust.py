@@ -17,7 +17,8 @@ and remembers the head on the token. An anchored entry the log does not hold (de
 first, or its insert turned into a no-op) is remembered too, and nothing is signed until
 the log holds it. Only the holder of ``svc:policy`` can name an entry that was never
 written, which stops signing (it never enables any) until an operator removes the token
-object.
+object. With several signer processes on one token, the one the policy service reached
+keeps the anchor; the others read the token again when their own head moves, or at start.
 """
 
 from __future__ import annotations
