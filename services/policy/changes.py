@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -90,6 +90,14 @@ class ChangeView:
     created_at: datetime
     closed_at: datetime | None
     entry_seq: int | None
+    #: The hash of the entry this answer appended (None when it appended none).
+    entry_hash: bytes | None = None
+    #: The signer confirmed it holds the log through this entry (``services.policy.anchoring``).
+    anchored: bool = False
+    #: The head the signer last said it holds (0: not heard from it).
+    signer_head: int = 0
+    #: Why the signer did not anchor it, when this answer asked and it failed.
+    anchor_error: str = ""
 
 
 def _approval(row: GovernanceSignatureRow, digest: bytes) -> Approval:
@@ -162,7 +170,7 @@ class Governance:
             ).all()
         return [(seq, bytes(h), entry) for seq, h, entry in rows]
 
-    def _view(self, s: Session, row: GovernanceChangeRow) -> ChangeView:
+    def _view(self, s: Session, row: GovernanceChangeRow, appended: Entry | None = None) -> ChangeView:
         request = request_from_plain(json.loads(row.request))
         signatures = tuple(
             _approval(r, row.digest)
@@ -179,7 +187,7 @@ class Governance:
         judged = judge_change(
             request, signatures, self.trust, now=now if state is ChangeState.PROPOSED else None
         )
-        return ChangeView(
+        view = ChangeView(
             request,
             row.digest,
             state,
@@ -190,6 +198,7 @@ class Governance:
             row.closed_at,
             row.entry_seq,
         )
+        return view if appended is None else replace(view, entry_hash=appended.hash())
 
     # --- proposing and deciding ------------------------------------------------------------------
 
@@ -286,8 +295,8 @@ class Governance:
                 {"digest": digest.hex(), "expires_at": request.expires_at.isoformat()},
                 actor=caller,
             )
-            self._apply_if_met(s, row, request, now)
-            return self._view(s, row)
+            entry = self._apply_if_met(s, row, request, now)
+            return self._view(s, row, entry)
 
     def _decide(self, change_id: str, approval: Approval, *, caller: str) -> ChangeView:
         now = self._clock()
@@ -323,7 +332,7 @@ class Governance:
                 row.reason = f"rejected by {approval.approver_id}"
             else:
                 self._log.advance(s)
-                self._apply_if_met(s, row, request, now)
+                return self._view(s, row, self._apply_if_met(s, row, request, now))
             return self._view(s, row)
 
     def _check_signature(self, request: ChangeRequest, approval: Approval, *, decision: Decision) -> None:
@@ -366,7 +375,8 @@ class Governance:
 
     def _apply_if_met(
         self, s: Session, row: GovernanceChangeRow, request: ChangeRequest, now: datetime
-    ) -> None:
+    ) -> Entry | None:
+        """Appends the entry applying ``request`` when the signatures meet the quorum; returns it."""
         signatures = [
             _approval(r, row.digest)
             for r in s.scalars(
@@ -375,7 +385,7 @@ class Governance:
         ]
         judged = judge_change(request, signatures, self.trust, now=now)
         if not judged.met:
-            return
+            return None
         entry = self._log.next_entry(request, signatures, now)  # verified against the trust root
         s.add(
             GovernanceEntryRow(
@@ -399,6 +409,7 @@ class Governance:
             {"entry": entry.seq, "entry_hash": entry.hash().hex(), "signed_by": people},
             actor=request.proposer,
         )
+        return entry
 
     def _project(self, s: Session, entry: Entry) -> None:
         """Writes what ``entry`` changes into the tables evaluations read, with its audit record."""

@@ -125,6 +125,11 @@ class PolicyClient(BaseClient):
             if len(resp.entries) < 500:
                 return out
 
+    async def anchor_log(self) -> policy_pb2.AnchorLogResponse:
+        """Has the policy service ask the signer to anchor the governance log through its head."""
+        resp: policy_pb2.AnchorLogResponse = await self.call("AnchorLog", policy_pb2.AnchorLogRequest())
+        return resp
+
     async def active_version(self) -> str:
         """The active policy version ("" before the first activation)."""
         return str((await self.governance()).active_policy_version)

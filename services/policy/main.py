@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.audit.writer import AuditWriter
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
+from services.policy.anchoring import AnchoredGovernance
 from services.policy.changes import Governance
 from services.policy.governance import read_trust_file
 from services.policy.service import PolicyService
@@ -13,9 +14,13 @@ from services.runtime.db import make_engine, make_session_factory
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import ServiceSettings
+from services.signer.client import SignerClient
 
 
 class PolicySettings(ServiceSettings):
+    """The policy service anchors each governed change it applies at the signer
+    (``endpoints.signer``), calling with its own ``svc:policy`` certificate."""
+
     service = "policy"
 
 
@@ -28,7 +33,10 @@ async def build(settings: ServiceSettings) -> Component:
     audit = AuditWriter(sessions, actor="svc:policy")
     # Without a trust root, governed changes are refused (reads and evaluations still work).
     trust = read_trust_file(settings.trust_file) if settings.trust_file else None
-    governance = Governance(sessions, trust, audit=audit) if trust else None
+    signer = SignerClient.connect(settings) if trust else None
+    governance = (
+        AnchoredGovernance(Governance(sessions, trust, audit=audit), signer, audit=audit) if trust else None
+    )
     binding = ServiceBinding(
         policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
         policy_pb2_grpc.add_PolicyServiceServicer_to_server,
@@ -36,6 +44,8 @@ async def build(settings: ServiceSettings) -> Component:
     )
 
     async def dispose() -> None:
+        if signer is not None:
+            await signer.close()
         engine.dispose()
 
     return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])

@@ -9,6 +9,7 @@ import yaml
 
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
+from services.policy.anchoring import AnchoredGovernance, LogAnchor
 from services.policy.changes import ChangeView, Governance
 from services.policy.convert import (
     SCHEME_TO_PB,
@@ -123,10 +124,23 @@ def change_view_to_pb(v: ChangeView) -> policy_pb2.Change:
         created_at=datetime_to_ts(v.created_at),
         entry_sequence=v.entry_seq or 0,
         summary=describe(v.request),
+        anchored=v.anchored,
+        signer_head_sequence=v.signer_head,
+        anchor_error=v.anchor_error,
     )
     if v.closed_at is not None:
         out.closed_at.CopyFrom(datetime_to_ts(v.closed_at))
     return out
+
+
+def log_anchor_to_pb(a: LogAnchor) -> policy_pb2.AnchorLogResponse:
+    return policy_pb2.AnchorLogResponse(
+        head_sequence=a.head.seq,
+        head_hash=a.head.hash,
+        anchored=a.anchored,
+        signer_head_sequence=a.signer_head,
+        error=a.error,
+    )
 
 
 def shallow_document(text: str) -> None:
@@ -184,16 +198,19 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         "ListChanges": _PEOPLE,
         "GetGovernance": _PEOPLE,
         "ListGovernanceEntries": _PEOPLE,
+        # an admin has the signer anchor what was applied while it could not be reached
+        "AnchorLog": _ADMIN,
         # The worker counts an intent once its approvals are in, and releases it when no funds moved.
         "ReserveVelocity": _WORKER,
         "ReleaseVelocity": _WORKER,
     }
 
-    def __init__(self, service: PolicyService, governance: Governance | None) -> None:
+    def __init__(self, service: PolicyService, governance: AnchoredGovernance | Governance | None) -> None:
+        """A ``Governance`` alone is served with no signer to anchor its changes at."""
         self._svc = service
-        self._gov = governance
+        self._gov = AnchoredGovernance(governance, None) if isinstance(governance, Governance) else governance
 
-    def _governance(self) -> Governance:
+    def _governance(self) -> AnchoredGovernance:
         if self._gov is None:
             raise FailedPrecondition(
                 "this policy service has no trust root (set trust_file): governed changes are unavailable"
@@ -334,7 +351,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         change = change_from_pb(request.request)
         approval = approval_from_pb(request.approval)
         caller = current_principal().identity
-        view = await self._run(self._governance().propose, change, approval, caller=caller)
+        view = await self._governance().propose(change, approval, caller=caller)
         return policy_pb2.ProposeChangeResponse(change=change_view_to_pb(view))
 
     async def DecideChange(
@@ -345,13 +362,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         change_id = require_id(request.change_id, "change_id")
         approval = approval_from_pb(request.approval)
         caller = current_principal().identity
-        view = await self._run(self._governance().decide, change_id, approval, caller=caller)
+        view = await self._governance().decide(change_id, approval, caller=caller)
         return policy_pb2.DecideChangeResponse(change=change_view_to_pb(view))
 
     async def GetChange(
         self, request: policy_pb2.GetChangeRequest, context: Any
     ) -> policy_pb2.GetChangeResponse:
-        view = await self._run(self._governance().get, require_id(request.change_id, "change_id"))
+        view = await self._governance().get(require_id(request.change_id, "change_id"))
         return policy_pb2.GetChangeResponse(change=change_view_to_pb(view))
 
     async def ListChanges(
@@ -361,9 +378,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         state = STATE_FROM_PB.get(request.state) if request.state else None
         if request.state and state is None:
             raise InvalidArgument("state must be a ChangeState")
-        views = await self._run(
-            self._governance().list_changes, state=state, page_size=request.page_size, offset=offset
-        )
+        views = await self._governance().list_changes(state=state, page_size=request.page_size, offset=offset)
         return policy_pb2.ListChangesResponse(
             changes=[change_view_to_pb(v) for v in views],
             next_page_token=_next(offset, len(views), request.page_size),
@@ -373,7 +388,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.GetGovernanceRequest, context: Any
     ) -> policy_pb2.GetGovernanceResponse:
         gov = self._governance()
-        view = await self._run(gov.current)
+        view = await self._run(gov.governance.current)
         return policy_pb2.GetGovernanceResponse(
             admins=trust_to_pb(gov.trust),
             quorum=gov.trust.quorum,
@@ -387,7 +402,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.ListGovernanceEntriesRequest, context: Any
     ) -> policy_pb2.ListGovernanceEntriesResponse:
         rows = await self._run(
-            self._governance().entries,
+            self._governance().governance.entries,
             after=bounded_int(request.after_sequence, "after_sequence"),
             limit=request.page_size,
         )
@@ -396,3 +411,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 policy_pb2.GovernanceEntry(sequence=seq, hash=h, canonical=text) for seq, h, text in rows
             ]
         )
+
+    async def AnchorLog(
+        self, request: policy_pb2.AnchorLogRequest, context: Any
+    ) -> policy_pb2.AnchorLogResponse:
+        anchored = await self._governance().anchor_log(caller=current_principal().identity)
+        return log_anchor_to_pb(anchored)

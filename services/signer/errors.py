@@ -111,6 +111,11 @@ class GovernanceUnverified(SignerError, FailedPrecondition):
     """The governance log does not verify against the signer's trust root, or was cut short."""
 
 
+class GovernanceAnchorMismatch(SignerError, FailedPrecondition):
+    """The governance log does not hold the entry the policy service anchored: it is missing, or
+    another entry stands at its sequence. The signer signs nothing until the log holds it."""
+
+
 class NoActivePolicy(SignerError, FailedPrecondition):
     """The admin quorum has not activated any policy version yet."""
 

@@ -32,7 +32,7 @@ from services.signer.hsm import Hsm
 from services.signer.ledger import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
-from services.signer.trust import GovernedPolicyView
+from services.signer.trust import GovernanceAnchors, GovernedPolicyView
 
 
 class SignerSettings(ServiceSettings):
@@ -52,24 +52,35 @@ class SignerSettings(ServiceSettings):
 SETTINGS = SignerSettings
 
 
+def governed_view(settings: SignerSettings, reads: sessionmaker[Session], hsm: Hsm) -> GovernedPolicyView:
+    """The governance log as the signer reads it, against its own trust root."""
+    if settings.trust_file is None:
+        raise InvalidArgument("the signer needs its trust root: set trust_file (CUSTOS_TRUST_FILE)")
+    # the HSM remembers the governance head this installation verified (no rollback)
+    return GovernedPolicyView(reads, read_trust_file(settings.trust_file), store=hsm)
+
+
 def make_service(
-    settings: SignerSettings, sessions: sessionmaker[Session], reads: sessionmaker[Session], hsm: Hsm
+    settings: SignerSettings,
+    sessions: sessionmaker[Session],
+    reads: sessionmaker[Session],
+    hsm: Hsm,
+    *,
+    policy: GovernedPolicyView | None = None,
 ) -> SignerService:
     """The signer as it runs in production (the benchmarks build theirs with this too).
 
     ``reads`` serves what only reads: the governance log, the policy documents and the
-    conflict check before the HSM is asked (see ``runtime.db.read_only``).
+    conflict check before the HSM is asked (see ``runtime.db.read_only``); ``policy``,
+    the governance log's view (:func:`governed_view` when not given).
     """
-    if settings.trust_file is None:
-        raise InvalidArgument("the signer needs its trust root: set trust_file (CUSTOS_TRUST_FILE)")
-    trust = read_trust_file(settings.trust_file)
+    policy = policy or governed_view(settings, reads, hsm)
     ethereum = {c.name: c for c in settings.chains if c.family.value.lower() == "ethereum"}
     return SignerService(
         hsm=hsm,
         sessions=sessions,
         reads=reads,
-        # the HSM remembers the governance head this installation verified (no rollback)
-        policy=GovernedPolicyView(reads, trust, store=hsm),
+        policy=policy,
         ledger_store=hsm,  # the HSM remembers the head of the signing ledger too
         ledger_label=settings.ledger_head_label,
         decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
@@ -93,11 +104,13 @@ async def build(settings: ServiceSettings) -> Component:
         raise HsmTokenShared(
             f"token {hsm.token_label!r} holds the audit checkpoint key: give the signer its own"
         )
-    service = make_service(settings, sessions, make_session_factory(read_only(engine)), hsm)
+    reads = make_session_factory(read_only(engine))
+    governance = governed_view(settings, reads, hsm)  # one view: Sign and AnchorGovernance share it
+    service = make_service(settings, sessions, reads, hsm, policy=governance)
     binding = ServiceBinding(
         signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
         signer_pb2_grpc.add_SignerServiceServicer_to_server,
-        SignerServicer(service, sessions),
+        SignerServicer(service, sessions, GovernanceAnchors(governance, audit)),
     )
 
     async def dispose() -> None:

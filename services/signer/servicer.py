@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.pb.custos.signer.v1 import signer_pb2 as pb
 from services.pb.custos.signer.v1 import signer_pb2_grpc
+from services.policy.log import Head
 from services.runtime.auth import current_principal
 from services.runtime.convert import (
     approval_from_pb,
@@ -18,9 +19,10 @@ from services.runtime.convert import (
     spec_from_pb,
     ts_to_datetime,
 )
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.signer.records import RecordFilter, SigningRecordInfo, list_signing_records
 from services.signer.service import KeyInfo, SignerService, SignInput
+from services.signer.trust import GovernanceAnchors
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
 _ALGORITHM_FROM_PB = {
@@ -80,6 +82,14 @@ def sign_input_from_pb(request: pb.SignRequest) -> SignInput:
     )
 
 
+def anchor_from_pb(request: pb.AnchorGovernanceRequest) -> Head:
+    if not 0 < request.sequence < 2**63:
+        raise InvalidArgument("sequence must be a governance log entry's (1 or more)")
+    if len(request.hash) != 32:
+        raise InvalidArgument("hash must be the entry's SHA-256 (32 bytes)")
+    return Head(request.sequence, request.hash)
+
+
 def _submitted_at(request: pb.SignRequest) -> datetime:
     if not request.HasField("submitted_at"):
         raise InvalidArgument("submitted_at is required: the approvals sign it")
@@ -97,12 +107,21 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         "Sign": frozenset({"svc:worker"}),
         # The chain service reconciles them against each vault's on-chain history.
         "ListSigningRecords": frozenset({"svc:chain"}),
+        # The policy service anchors each governance entry it appends.
+        "AnchorGovernance": frozenset({"svc:policy"}),
     }
 
-    def __init__(self, service: SignerService, records: sessionmaker[Session]) -> None:
-        """``records``: sessions the signing-record listing reads through."""
+    def __init__(
+        self,
+        service: SignerService,
+        records: sessionmaker[Session],
+        anchors: GovernanceAnchors | None = None,
+    ) -> None:
+        """``records``: sessions the signing-record listing reads through; ``anchors``: the
+        governance log's (None where the signer runs on fixed facts, in tests)."""
         self._service = service
         self._records = records
+        self._anchors = anchors
 
     async def CreateKey(self, request: pb.CreateKeyRequest, context: Any) -> pb.CreateKeyResponse:
         algorithm = _ALGORITHM_FROM_PB.get(request.algorithm)
@@ -163,3 +182,11 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         return pb.ListSigningRecordsResponse(
             records=[record_to_pb(r) for r in records], next_page_token=token
         )
+
+    async def AnchorGovernance(
+        self, request: pb.AnchorGovernanceRequest, context: Any
+    ) -> pb.AnchorGovernanceResponse:
+        if self._anchors is None:
+            raise FailedPrecondition("this signer reads no governance log")
+        held = await self._anchors.anchor(anchor_from_pb(request), actor=current_principal().identity)
+        return pb.AnchorGovernanceResponse(head_sequence=held.seq, head_hash=held.hash)

@@ -311,6 +311,7 @@ async def test_governed_changes_through_the_cli(desk: Demo, tmp_path: Path) -> N
     assert "already decided" in one_error(alone, "FAILED_PRECONDITION")
     applied = await desk.custos("erin", "admin", "approve", cid, "--key", erin)
     assert applied.code == 0 and "applied as governance entry" in applied.out, applied
+    assert "anchored in the signer: yes: the signer holds the log through entry" in applied.out, applied
     listed = json.loads(
         (await desk.custos("carol", "-o", "json", "admin", "changes", "--state", "applied")).out
     )
@@ -323,6 +324,9 @@ async def test_governed_changes_through_the_cli(desk: Demo, tmp_path: Path) -> N
         "erin", "admin", "revoke-key", "paula", key_id, "--reason", "left", "--key", erin
     )
     assert revoked.code == 0 and "applied" in revoked.out, revoked
+    assert "anchored in the signer: yes" in revoked.out, revoked
+    anchored = json.loads((await desk.custos("dave", "-o", "json", "admin", "anchor")).out)
+    assert anchored["anchored"] and anchored["signer_head_sequence"] == anchored["head_sequence"], anchored
     stricter = tmp_path / "stricter.yaml"
     stricter.write_text(POLICY.replace("description: >-", "description: >-\n  stricter:"))
     opened = await desk.custos("dave", "-o", "json", "policy", "propose", str(stricter), "--key", dave)

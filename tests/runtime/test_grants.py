@@ -72,6 +72,7 @@ GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "ListChanges": roles("compliance", "policy-admin"),  # admin changes
         "GetGovernance": roles("compliance", "policy-admin"),  # admin trust, verify-log; policy propose
         "ListGovernanceEntries": roles("compliance", "policy-admin"),  # admin verify-log
+        "AnchorLog": roles("policy-admin"),  # admin anchor
         "ReserveVelocity": roles("svc:worker"),  # ReserveVelocity
         "ReleaseVelocity": roles("svc:worker"),  # ReleaseVelocity
     },
@@ -82,6 +83,7 @@ GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "ListKeys": roles("operator", "svc:chain"),  # keys list; reconciliation's vaults
         "Sign": roles("svc:worker"),  # SignTransaction
         "ListSigningRecords": roles("svc:chain"),  # reconciliation
+        "AnchorGovernance": roles("svc:policy"),  # each governed change the policy service applies
     },
     "custos.staking.v1.StakingService": {
         "SubmitIntent": roles("initiator"),  # intents submit

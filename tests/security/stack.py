@@ -282,9 +282,10 @@ class SecurityStack:
                 proposed.request.change_id, self.admin_keys["erin"], admin="erin", decision=Decision.APPROVE
             )
 
-    async def revoke(self, approver: str, reason: str = "key reported lost") -> Any:
-        """One admin revokes ``approver``'s key: it takes power away, so no quorum is needed."""
-        key_id = key_id_for(public_key_der(self.approver_keys[approver]))
+    async def revoke(self, approver: str, reason: str = "key reported lost", *, key: Any = None) -> Any:
+        """One admin revokes ``approver``'s key (or ``key``, another of theirs): it takes power away,
+        so no quorum is needed."""
+        key_id = key_id_for(public_key_der(key or self.approver_keys[approver]))
         async with self.client(PolicyClient, "dave") as dave:
             return await dave.propose_change(
                 RevokeApproverKey(approver, key_id, reason), self.admin_keys["dave"], proposer="dave"
@@ -446,6 +447,41 @@ class SecurityStack:
                     self.sql(create)
             else:
                 self.sql(f"ALTER TABLE {LOG} ENABLE TRIGGER USER")
+
+    @contextmanager
+    def log_inserts_swallowed(self) -> Iterator[list[Any]]:
+        """Inserts into the governance log turned into no-ops by a trigger, as the database owner
+        can; what they would have inserted is kept aside, and given (as :meth:`log_rows` rows)
+        in the list this yields once the trigger is dropped again."""
+        columns = "seq, change_id, prev_hash, hash, entry, applied_at"
+        new = ", ".join(f"NEW.{c.strip()}" for c in columns.split(","))
+        if self.dialect == "sqlite":
+            self.sql(f"CREATE TABLE swallowed AS SELECT {columns} FROM {LOG} WHERE 0")
+            self.sql(
+                f"CREATE TRIGGER swallow BEFORE INSERT ON {LOG} BEGIN "
+                f"INSERT INTO swallowed ({columns}) VALUES ({new}); SELECT RAISE(IGNORE); END"
+            )
+        else:
+            self.sql(f"CREATE TABLE policy.swallowed AS SELECT {columns} FROM {LOG} WITH NO DATA")
+            self.sql(
+                "CREATE FUNCTION policy.swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"INSERT INTO policy.swallowed ({columns}) VALUES ({new}); RETURN NULL; END $$"
+            )
+            self.sql(
+                f"CREATE TRIGGER swallow BEFORE INSERT ON {LOG} "
+                "FOR EACH ROW EXECUTE FUNCTION policy.swallow()"
+            )
+        swallowed: list[Any] = []
+        try:
+            yield swallowed
+        finally:
+            if self.dialect == "sqlite":
+                self.sql("DROP TRIGGER swallow")
+            else:
+                self.sql(f"DROP TRIGGER swallow ON {LOG}")
+                self.sql("DROP FUNCTION policy.swallow()")
+            swallowed += self.sql(f"SELECT {columns} FROM swallowed ORDER BY seq")
+            self.sql("DROP TABLE swallowed")
 
     def log_rows(self) -> list[Any]:
         """The governance log as stored: (seq, change_id, prev_hash, hash, entry, applied_at) rows."""

@@ -3,9 +3,11 @@ dropping the append-only triggers first, as the database owner can.
 
 The signer replays the log and verifies every entry against the admins pinned in its trust
 file; entries it verified are never read again, and the head it reached is remembered on
-its HSM token, so a log cut short is refused after a restart. Before the insider-proof
-approvals (d6b3e87) there was no log: the registry and the active policy were the rows the
-attacks of test_worker_host_database.py write, and those got signatures.
+its HSM token, so a log cut short is refused after a restart. The policy service has the
+signer anchor each entry it appends before it answers, so an entry cut before the signer's
+next Sign is no gap either. Before the insider-proof approvals (d6b3e87) there was no log:
+the registry and the active policy were the rows the attacks of test_worker_host_database.py
+write, and those got signatures.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.policy.domain import SignatureScheme
@@ -205,28 +206,30 @@ async def test_a_revocation_cut_off_the_log(
     await signer_judges_again(stack, world.u, worker_host)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (open): a revocation counts at the signer only once the signer has read it from the "
-    "database; the database writer deletes it (or makes its insert a no-op with a trigger) first",
-)
 async def test_a_revocation_cut_before_the_signer_read_it(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
     """quinn approved an exit before her key was revoked (the worker host saw the approval reach
-    the workflow). The revocation is appended, and deleted before any Sign made the signer read
-    the log: quinn's approval must not count. (Today it does, and the exit lands on anvil.)"""
+    the workflow). The revocation is appended and deleted before any Sign made the signer read
+    the log. The policy service had the signer anchor it before answering: the running signer
+    refuses quinn's approval, and a restarted one refuses everything. (Before AnchorGovernance
+    quinn's approval counted, and the exit landed on anvil.)"""
     spec = stack.unstake_spec(world.u.spec.target.validator)  # type: ignore[union-attr]
     intent = await stack.submit(spec)
     real = Real(intent, spec, [stack.approval(intent, "quinn"), stack.approval(intent, "olivia")])
-    await stack.revoke("quinn")
+    before = await stack.evidence()
+    revoked = await stack.revoke("quinn")
+    assert revoked.anchored and revoked.signer_head_sequence == revoked.entry_sequence, revoked
+    (anchored,) = stack.audit_since(before, "governance.anchored")
+    assert anchored["payload"]["entry"] == str(revoked.entry_sequence)  # the trail keeps numbers as text
     revocation = stack.log_rows()[-1]
     with stack.log_unlocked():
         stack.sql(f"DELETE FROM {LOG} WHERE seq = :s", {"s": revocation.seq})
+    stack.sql(f"UPDATE {APPROVER_KEYS} SET revoked_at = NULL WHERE approver_id = 'quinn'")
     try:
         before = await stack.evidence()
         error = await worker_host.refused(real, tx=worker_host.tx(spec, nonce=before.nonce))
-        await assert_refused(
+        record = await assert_refused(
             stack,
             before,
             error,
@@ -234,6 +237,85 @@ async def test_a_revocation_cut_before_the_signer_read_it(
             error_type="ApprovalsInsufficient",
             subject=f"intent:{intent.intent_id}",
         )
+        assert "quinn: key revoked" in record["payload"]["not_counted"]
+        await stack.restart("signer")
+        before = await stack.evidence()
+        error = await worker_host.refused(real, tx=worker_host.tx(spec, nonce=before.nonce))
+        record = await assert_refused(
+            stack,
+            before,
+            error,
+            status="FAILED_PRECONDITION",
+            error_type="GovernanceUnverified",
+            subject=f"intent:{intent.intent_id}",
+        )
+        assert "entries were removed" in record["payload"]["reason"]
     finally:
         stack.sql(f"DELETE FROM {SIGNING_RECORDS} WHERE intent_id = :i", {"i": intent.intent_id})
         stack.put_log_row(revocation)
+        stack.sql(
+            f"UPDATE {APPROVER_KEYS} SET revoked_at = :t WHERE approver_id = 'quinn'",
+            {"t": datetime.now(UTC)},
+        )
+        await stack.restart("signer")
+    await signer_judges_again(stack, world.u, worker_host)
+
+
+async def test_a_revocation_whose_insert_was_made_a_no_op(
+    stack: SecurityStack, world: World, worker_host: WorkerHost
+) -> None:
+    """olivia holds a second key, and approved an exit with it (with oscar); then that key is
+    revoked, but a trigger the database owner put on the log swallows the entry's insert (the
+    change is APPLIED, its projection written, the log one entry short). The signer, asked to
+    anchor an entry its log does not hold, says so: the change comes back not anchored, and the
+    signer signs nothing (a restarted one neither) until the log holds the revocation. Put back,
+    the revoked key's approval is refused. (Before AnchorGovernance the exit was signed.)"""
+    spare = ed25519.Ed25519PrivateKey.generate()
+    await stack.govern(AddApproverKey("olivia", SignatureScheme.ED25519, public_key_der(spare)))
+    spec = stack.unstake_spec(world.u.spec.target.validator)  # type: ignore[union-attr]
+    intent = await stack.submit(spec)
+    real = Real(intent, spec, [stack.approval(intent, "olivia", key=spare), stack.approval(intent, "oscar")])
+    before = await stack.evidence()
+    with stack.log_inserts_swallowed() as swallowed:
+        revoked = await stack.revoke("olivia", key=spare)
+    (revocation,) = swallowed
+    assert revoked.entry_sequence == revocation.seq and stack.log_rows()[-1].seq == revocation.seq - 1
+    assert not revoked.anchored
+    assert f"the policy service anchored entry {revocation.seq}: entries were removed" in revoked.anchor_error
+    (failed,) = stack.audit_since(before, "governance.anchor_failed")
+    assert (failed["payload"]["entry"], failed["payload"]["error"]) == (
+        str(revocation.seq),
+        "GovernanceAnchorMismatch",
+    )
+    (refused,) = stack.audit_since(before, "signer.anchor_governance")
+    assert (refused["outcome"], refused["actor"]) == ("refused", "svc:policy")
+    try:
+        for restart in (False, True):
+            if restart:
+                await stack.restart("signer")
+            before = await stack.evidence()
+            error = await worker_host.refused(real, tx=worker_host.tx(spec, nonce=before.nonce))
+            record = await assert_refused(
+                stack,
+                before,
+                error,
+                status="FAILED_PRECONDITION",
+                error_type="GovernanceUnverified",
+                subject=f"intent:{intent.intent_id}",
+            )
+            assert f"the policy service anchored entry {revocation.seq}" in record["payload"]["reason"]
+    finally:
+        stack.sql(f"DELETE FROM {SIGNING_RECORDS} WHERE intent_id = :i", {"i": intent.intent_id})
+        stack.put_log_row(revocation)
+    before = await stack.evidence()
+    error = await worker_host.refused(real, tx=worker_host.tx(spec, nonce=before.nonce))
+    record = await assert_refused(
+        stack,
+        before,
+        error,
+        status="PERMISSION_DENIED",
+        error_type="ApprovalsInsufficient",
+        subject=f"intent:{intent.intent_id}",
+    )
+    assert "olivia: key revoked" in record["payload"]["not_counted"]
+    await signer_judges_again(stack, world.u, worker_host)

@@ -8,6 +8,7 @@ admin and applies at once.
     custos --as dave admin register-approver olivia --group operations --public-key olivia.pub --key dave.pem
     custos --as erin admin approve chg-... --key erin.pem
     custos --as dave admin revoke-key olivia k1234... --reason "laptop lost" --key dave.pem
+    custos --as dave admin anchor     # the signer anchors what it could not be reached for
 """
 
 from __future__ import annotations
@@ -59,16 +60,28 @@ def change_lines(c: dict[str, Any]) -> list[str]:
             ("still needed", str(c["missing"]) if c["state"] == "PROPOSED" else ""),
             ("expires", req["expires_at"]),
             ("log entry", c["entry_sequence"] or ""),
+            ("anchored", _anchoring(c) if c["state"] == "APPLIED" else ""),
             ("reason", c["reason"]),
             ("digest", c["digest"]),
         ]
     )
 
 
+def _anchoring(c: dict[str, Any]) -> str:
+    """Whether the signer holds the change's entry (so it can no longer be cut from the log)."""
+    if c["anchored"]:
+        return f"yes: the signer holds the log through entry {c['signer_head_sequence']}"
+    why = f": {c['anchor_error']}" if c["anchor_error"] else " (as far as the policy service knows)"
+    return f"NOT YET in the signer{why}; run `custos admin anchor`"
+
+
 def _outcome(c: dict[str, Any]) -> str:
     cid = c["request"]["change_id"]
     if c["state"] == "APPLIED":
-        return f"{cid} applied as governance entry {c['entry_sequence']}: {c['summary']}"
+        return (
+            f"{cid} applied as governance entry {c['entry_sequence']}: {c['summary']}\n"
+            f"anchored in the signer: {_anchoring(c)}"
+        )
     if c["state"] == "PROPOSED":
         need = c["missing"]
         return f"{cid} open: {c['summary']} ({need} more admin approval{'s' if need != 1 else ''} needed)"
@@ -288,6 +301,36 @@ def set_groups(cli: CliContext, approver_id: str, groups: tuple[str, ...], key_f
 def revoke_key(cli: CliContext, approver_id: str, key_id: str, reason: str, key_file: Path) -> None:
     """Revoke an approver's key at once: approvals made with it stop counting (one admin suffices)."""
     propose(cli, RevokeApproverKey(approver_id, key_id, reason), key_file)
+
+
+@admin.command("anchor")
+@pass_cli
+def anchor(cli: CliContext) -> None:
+    """Have the signer anchor the governance log through its head.
+
+    The policy service does it for each change it applies; a change applied while the
+    signer could not be reached stays unanchored (an attacker who can write the database
+    could still cut it from the log) until the next change, or this. Exit 1 if not anchored.
+    """
+    from services.policy.client import PolicyClient
+
+    async def go() -> dict[str, Any]:
+        async with cli.client(PolicyClient) as policy:
+            return to_json(await policy.anchor_log())
+
+    data = run(go())
+
+    def human(d: dict[str, Any]) -> list[str]:
+        if d["anchored"]:
+            return [
+                f"governance log anchored in the signer through entry {d['head_sequence']} "
+                f"(the signer holds entry {d['signer_head_sequence']})"
+            ]
+        return [f"governance log NOT anchored through entry {d['head_sequence']}: {d['error']}"]
+
+    cli.emit(data, human)
+    if not data["anchored"]:
+        raise SystemExit(1)
 
 
 @admin.command("verify-log")

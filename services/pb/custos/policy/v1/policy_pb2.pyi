@@ -970,6 +970,9 @@ class Change(_message.Message):
     CLOSED_AT_FIELD_NUMBER: _builtins.int
     ENTRY_SEQUENCE_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    ANCHORED_FIELD_NUMBER: _builtins.int
+    SIGNER_HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ANCHOR_ERROR_FIELD_NUMBER: _builtins.int
     digest: _builtins.bytes
     """SHA-256 of the canonical request: what admins sign. Recompute it before signing."""
     state: Global___ChangeState.ValueType
@@ -980,6 +983,16 @@ class Change(_message.Message):
     """The governance log entry that applied it (0 until applied)."""
     summary: _builtins.str
     """One line a person reads: what the change does."""
+    anchored: _builtins.bool
+    """The signer confirmed to this policy service that it holds the governance log through this
+    entry (it can no longer be cut from the log unnoticed). False until then: while the signer
+    could not be reached or refused (anchor_error says why), and for a change applied before
+    this policy service last started (custos admin anchor asks the signer again).
+    """
+    signer_head_sequence: _builtins.int
+    """The head of the governance log the signer last said it holds (0: not heard from it)."""
+    anchor_error: _builtins.str
+    """Why the signer did not anchor this change, when this answer asked it and it failed."""
     @_builtins.property
     def request(self) -> Global___ChangeRequest: ...
     @_builtins.property
@@ -1003,10 +1016,13 @@ class Change(_message.Message):
         closed_at: _timestamp_pb2.Timestamp | None = ...,
         entry_sequence: _builtins.int = ...,
         summary: _builtins.str = ...,
+        anchored: _builtins.bool = ...,
+        signer_head_sequence: _builtins.int = ...,
+        anchor_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "created_at", b"created_at", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "created_at", b"created_at", "digest", b"digest", "entry_sequence", b"entry_sequence", "missing", b"missing", "reason", b"reason", "request", b"request", "signatures", b"signatures", "state", b"state", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_error", b"anchor_error", "anchored", b"anchored", "closed_at", b"closed_at", "created_at", b"created_at", "digest", b"digest", "entry_sequence", b"entry_sequence", "missing", b"missing", "reason", b"reason", "request", b"request", "signatures", b"signatures", "signer_head_sequence", b"signer_head_sequence", "state", b"state", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1274,6 +1290,57 @@ class GetGovernanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetGovernanceResponse: _TypeAlias = GetGovernanceResponse  # noqa: Y015
+
+@_typing.final
+class AnchorLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnchorLogRequest: _TypeAlias = AnchorLogRequest  # noqa: Y015
+
+@_typing.final
+class AnchorLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HEAD_HASH_FIELD_NUMBER: _builtins.int
+    ANCHORED_FIELD_NUMBER: _builtins.int
+    SIGNER_HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    head_sequence: _builtins.int
+    """The head of the governance log as the policy service verified it: the entry it asked the
+    signer to anchor (0 for an empty log).
+    """
+    head_hash: _builtins.bytes
+    anchored: _builtins.bool
+    signer_head_sequence: _builtins.int
+    """The head the signer last said it holds (0: not heard from it)."""
+    error: _builtins.str
+    """Why the signer did not anchor it (empty when anchored)."""
+    def __init__(
+        self,
+        *,
+        head_sequence: _builtins.int = ...,
+        head_hash: _builtins.bytes = ...,
+        anchored: _builtins.bool = ...,
+        signer_head_sequence: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchored", b"anchored", "error", b"error", "head_hash", b"head_hash", "head_sequence", b"head_sequence", "signer_head_sequence", b"signer_head_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnchorLogResponse: _TypeAlias = AnchorLogResponse  # noqa: Y015
 
 @_typing.final
 class GovernanceEntry(_message.Message):

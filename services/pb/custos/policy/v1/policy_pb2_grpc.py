@@ -99,6 +99,11 @@ class PolicyServiceStub:
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesRequest.SerializeToString,
                 response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesResponse.FromString,
                 _registered_method=True)
+        self.AnchorLog = channel.unary_unary(
+                '/custos.policy.v1.PolicyService/AnchorLog',
+                request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.AnchorLogRequest.SerializeToString,
+                response_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.AnchorLogResponse.FromString,
+                _registered_method=True)
         self.ReserveVelocity = channel.unary_unary(
                 '/custos.policy.v1.PolicyService/ReserveVelocity',
                 request_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ReserveVelocityRequest.SerializeToString,
@@ -200,6 +205,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnchorLog(self, request, context):
+        """Asks the signer to anchor the governance log through its head (custos admin anchor): what a
+        change applied while the signer could not be reached still needs. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReserveVelocity(self, request, context):
         """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
         intent); FAILED_PRECONDITION when a limit would be exceeded.
@@ -282,6 +295,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.ListGovernanceEntries,
                     request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesRequest.FromString,
                     response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesResponse.SerializeToString,
+            ),
+            'AnchorLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnchorLog,
+                    request_deserializer=custos_dot_policy_dot_v1_dot_policy__pb2.AnchorLogRequest.FromString,
+                    response_serializer=custos_dot_policy_dot_v1_dot_policy__pb2.AnchorLogResponse.SerializeToString,
             ),
             'ReserveVelocity': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveVelocity,
@@ -645,6 +663,33 @@ class PolicyService:
             '/custos.policy.v1.PolicyService/ListGovernanceEntries',
             custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesRequest.SerializeToString,
             custos_dot_policy_dot_v1_dot_policy__pb2.ListGovernanceEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnchorLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.policy.v1.PolicyService/AnchorLog',
+            custos_dot_policy_dot_v1_dot_policy__pb2.AnchorLogRequest.SerializeToString,
+            custos_dot_policy_dot_v1_dot_policy__pb2.AnchorLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

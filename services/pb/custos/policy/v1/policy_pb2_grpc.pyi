@@ -58,6 +58,10 @@ class PolicyServiceStub:
     """The pinned trust root (admins, quorum, fingerprint) and the head of the governance log."""
     ListGovernanceEntries: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ListGovernanceEntriesRequest, _policy_pb2.ListGovernanceEntriesResponse]
     """Entries of the governance log, to verify offline against a trust root."""
+    AnchorLog: _grpc.UnaryUnaryMultiCallable[_policy_pb2.AnchorLogRequest, _policy_pb2.AnchorLogResponse]
+    """Asks the signer to anchor the governance log through its head (custos admin anchor): what a
+    change applied while the signer could not be reached still needs. Idempotent.
+    """
     ReserveVelocity: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ReserveVelocityRequest, _policy_pb2.ReserveVelocityResponse]
     """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
     intent); FAILED_PRECONDITION when a limit would be exceeded.
@@ -90,6 +94,10 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """The pinned trust root (admins, quorum, fingerprint) and the head of the governance log."""
     ListGovernanceEntries: _aio.UnaryUnaryMultiCallable[_policy_pb2.ListGovernanceEntriesRequest, _policy_pb2.ListGovernanceEntriesResponse]  # type: ignore[assignment]
     """Entries of the governance log, to verify offline against a trust root."""
+    AnchorLog: _aio.UnaryUnaryMultiCallable[_policy_pb2.AnchorLogRequest, _policy_pb2.AnchorLogResponse]  # type: ignore[assignment]
+    """Asks the signer to anchor the governance log through its head (custos admin anchor): what a
+    change applied while the signer could not be reached still needs. Idempotent.
+    """
     ReserveVelocity: _aio.UnaryUnaryMultiCallable[_policy_pb2.ReserveVelocityRequest, _policy_pb2.ReserveVelocityResponse]  # type: ignore[assignment]
     """Counts an approved intent against its vault's rolling-window velocity limits (idempotent per
     intent); FAILED_PRECONDITION when a limit would be exceeded.
@@ -197,6 +205,16 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.ListGovernanceEntriesResponse, _abc.Awaitable[_policy_pb2.ListGovernanceEntriesResponse]]:
         """Entries of the governance log, to verify offline against a trust root."""
+
+    @_abc_1.abstractmethod
+    def AnchorLog(
+        self,
+        request: _policy_pb2.AnchorLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.AnchorLogResponse, _abc.Awaitable[_policy_pb2.AnchorLogResponse]]:
+        """Asks the signer to anchor the governance log through its head (custos admin anchor): what a
+        change applied while the signer could not be reached still needs. Idempotent.
+        """
 
     @_abc_1.abstractmethod
     def ReserveVelocity(

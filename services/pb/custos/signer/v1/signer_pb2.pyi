@@ -480,3 +480,49 @@ class ListSigningRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSigningRecordsResponse: _TypeAlias = ListSigningRecordsResponse  # noqa: Y015
+
+@_typing.final
+class AnchorGovernanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The entry's sequence in the governance log (from 1) and its SHA-256 hash, as appended."""
+    hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnchorGovernanceRequest: _TypeAlias = AnchorGovernanceRequest  # noqa: Y015
+
+@_typing.final
+class AnchorGovernanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HEAD_HASH_FIELD_NUMBER: _builtins.int
+    head_sequence: _builtins.int
+    """The head of the governance log the signer holds now: the entry anchored or a later one."""
+    head_hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        head_sequence: _builtins.int = ...,
+        head_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_hash", b"head_hash", "head_sequence", b"head_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnchorGovernanceResponse: _TypeAlias = AnchorGovernanceResponse  # noqa: Y015

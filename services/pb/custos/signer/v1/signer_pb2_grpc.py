@@ -59,6 +59,11 @@ class SignerServiceStub:
                 request_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsRequest.SerializeToString,
                 response_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsResponse.FromString,
                 _registered_method=True)
+        self.AnchorGovernance = channel.unary_unary(
+                '/custos.signer.v1.SignerService/AnchorGovernance',
+                request_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.AnchorGovernanceRequest.SerializeToString,
+                response_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.AnchorGovernanceResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServiceServicer:
@@ -97,6 +102,17 @@ class SignerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnchorGovernance(self, request, context):
+        """The policy service hands over each governance log entry it appended: the signer reads and
+        verifies the log through it, checks the entry's hash and remembers the head on its HSM token,
+        so the entry can no longer be cut from the log unnoticed. Idempotent. FAILED_PRECONDITION
+        when the log does not verify, or does not hold that entry (the signer then signs nothing
+        until it does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +140,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.ListSigningRecords,
                     request_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsRequest.FromString,
                     response_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsResponse.SerializeToString,
+            ),
+            'AnchorGovernance': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnchorGovernance,
+                    request_deserializer=custos_dot_signer_dot_v1_dot_signer__pb2.AnchorGovernanceRequest.FromString,
+                    response_serializer=custos_dot_signer_dot_v1_dot_signer__pb2.AnchorGovernanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +282,33 @@ class SignerService:
             '/custos.signer.v1.SignerService/ListSigningRecords',
             custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsRequest.SerializeToString,
             custos_dot_signer_dot_v1_dot_signer__pb2.ListSigningRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnchorGovernance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.signer.v1.SignerService/AnchorGovernance',
+            custos_dot_signer_dot_v1_dot_signer__pb2.AnchorGovernanceRequest.SerializeToString,
+            custos_dot_signer_dot_v1_dot_signer__pb2.AnchorGovernanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class SignerServiceStub:
     """Signs an unsigned transaction for an approved intent, or refuses with a typed reason."""
     ListSigningRecords: _grpc.UnaryUnaryMultiCallable[_signer_pb2.ListSigningRecordsRequest, _signer_pb2.ListSigningRecordsResponse]
     """The signing records: what was signed with which key, at which nonce (never the signature)."""
+    AnchorGovernance: _grpc.UnaryUnaryMultiCallable[_signer_pb2.AnchorGovernanceRequest, _signer_pb2.AnchorGovernanceResponse]
+    """The policy service hands over each governance log entry it appended: the signer reads and
+    verifies the log through it, checks the entry's hash and remembers the head on its HSM token,
+    so the entry can no longer be cut from the log unnoticed. Idempotent. FAILED_PRECONDITION
+    when the log does not verify, or does not hold that entry (the signer then signs nothing
+    until it does).
+    """
 
 @_typing.type_check_only
 class SignerServiceAsyncStub(SignerServiceStub):
@@ -54,6 +61,13 @@ class SignerServiceAsyncStub(SignerServiceStub):
     """Signs an unsigned transaction for an approved intent, or refuses with a typed reason."""
     ListSigningRecords: _aio.UnaryUnaryMultiCallable[_signer_pb2.ListSigningRecordsRequest, _signer_pb2.ListSigningRecordsResponse]  # type: ignore[assignment]
     """The signing records: what was signed with which key, at which nonce (never the signature)."""
+    AnchorGovernance: _aio.UnaryUnaryMultiCallable[_signer_pb2.AnchorGovernanceRequest, _signer_pb2.AnchorGovernanceResponse]  # type: ignore[assignment]
+    """The policy service hands over each governance log entry it appended: the signer reads and
+    verifies the log through it, checks the entry's hash and remembers the head on its HSM token,
+    so the entry can no longer be cut from the log unnoticed. Idempotent. FAILED_PRECONDITION
+    when the log does not verify, or does not hold that entry (the signer then signs nothing
+    until it does).
+    """
 
 class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +107,18 @@ class SignerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_signer_pb2.ListSigningRecordsResponse, _abc.Awaitable[_signer_pb2.ListSigningRecordsResponse]]:
         """The signing records: what was signed with which key, at which nonce (never the signature)."""
+
+    @_abc_1.abstractmethod
+    def AnchorGovernance(
+        self,
+        request: _signer_pb2.AnchorGovernanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signer_pb2.AnchorGovernanceResponse, _abc.Awaitable[_signer_pb2.AnchorGovernanceResponse]]:
+        """The policy service hands over each governance log entry it appended: the signer reads and
+        verifies the log through it, checks the entry's hash and remembers the head on its HSM token,
+        so the entry can no longer be cut from the log unnoticed. Idempotent. FAILED_PRECONDITION
+        when the log does not verify, or does not hold that entry (the signer then signs nothing
+        until it does).
+        """
 
 def add_SignerServiceServicer_to_server(servicer: SignerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
