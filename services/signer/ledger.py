@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -373,12 +374,16 @@ class HeadAnchor:
 
     A token write takes milliseconds (measured: about 3 ms on SoftHSM here), more than a
     group commit: the commit thread hands the head over and goes on; this thread writes
-    the newest head it was given, coalescing the ones in between.
+    the newest head it was given, coalescing the ones in between. Writes are at least
+    ``min_interval`` seconds apart: a token write holds the HSM session that signing needs,
+    so under load the anchor lags the ledger by at most that window (plus one write).
     """
 
-    def __init__(self, store: DataStore, *, label: str = HEAD_LABEL) -> None:
+    def __init__(self, store: DataStore, *, label: str = HEAD_LABEL, min_interval: float = 0.1) -> None:
         self._store = store
         self._label = label
+        self._min_interval = min_interval
+        self._last_write = float("-inf")
         self._cond = threading.Condition()
         self._wanted: tuple[int, bytes] | None = None
         self._closed = False
@@ -403,6 +408,12 @@ class HeadAnchor:
                     self._cond.wait()
                 if self._wanted is None:
                     return
+                # coalesce: wait out the interval since the last write unless closing
+                while not self._closed:
+                    remaining = self._last_write + self._min_interval - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 wanted, self._wanted = self._wanted, None
             if self.anchored is not None and wanted[0] <= self.anchored[0]:
                 continue
@@ -412,6 +423,8 @@ class HeadAnchor:
                 self.anchored = wanted
             except Exception as e:  # the next commit anchors again; never stop the writer
                 log.error("could not anchor the signing ledger's head on the HSM: %s", type(e).__name__)
+            finally:
+                self._last_write = time.monotonic()
 
     def close(self) -> None:
         """Writes what is pending, then stops."""

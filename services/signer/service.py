@@ -146,6 +146,7 @@ class SignerService:
         reads: sessionmaker[Session] | None = None,
         ledger_store: DataStore | None = None,
         ledger_label: str = LEDGER_HEAD_LABEL,
+        ledger_anchor_interval: float = 0.1,
         max_batch: int = 64,
         decide_threads: int = 1,
         commit_window: float = 0.0,
@@ -156,7 +157,11 @@ class SignerService:
         self._read_engine = self._reads.kw["bind"]  # statements without the ORM, on the hot path
         # What it signed, verified against its chain and the head the HSM anchored: the signer
         # answers "already signed?" and "how much this window?" from here, not from rows.
-        anchor = HeadAnchor(ledger_store, label=ledger_label) if ledger_store is not None else None
+        anchor = (
+            HeadAnchor(ledger_store, label=ledger_label, min_interval=ledger_anchor_interval)
+            if ledger_store is not None
+            else None
+        )
         self._ledger = Ledger(anchor)
         try:
             with self._read_engine.connect() as conn:

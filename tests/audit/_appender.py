@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from services.audit.writer import AuditWriter
 from services.runtime.db import make_engine, make_session_factory
+
+BARRIER_TIMEOUT = 60.0  # a sibling that died before the barrier breaks it instead of hanging the rest
 
 
 def append_many(url: str, actor: str, count: int, barrier: Any) -> None:
     engine = make_engine(url)
     writer = AuditWriter(make_session_factory(engine), actor)
     writer.record("process.started", f"process:{actor}", "ok")  # connect before the race starts
-    barrier.wait()
+    barrier.wait(BARRIER_TIMEOUT)
     for i in range(count - 1):
         writer.record("step.done", f"intent:{i % 7}", "ok", {"i": i})
     engine.dispose()
@@ -43,10 +47,29 @@ def audit_replica(
         policy=CheckpointPolicy(every_records=3, every_seconds=3600),
         head_store=HsmHeadStore(hsm, label=head_label),
     )
-    barrier.wait()
+    barrier.wait(BARRIER_TIMEOUT)
     for i in range(count):
         audit.append("svc:audit", "step.done", f"intent:{i % 5}", "ok", {"i": i})
         if i % 4 == 0:
             audit.checkpoint()
     hsm.close()
     engine.dispose()
+
+
+def run_all(procs: Sequence[Any], timeout: float) -> list[int | None]:
+    """Starts the processes, waits up to ``timeout`` for all, kills stragglers, returns the exit codes.
+
+    A straggler left alive would keep pytest from exiting (multiprocessing joins its children at exit).
+    """
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    return [p.exitcode for p in procs]

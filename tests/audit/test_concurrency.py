@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit import repository
 from services.audit.service import AuditService
 from services.audit.signing import SoftwareCheckpointSigner
-from tests.audit._appender import append_many
+from tests.audit._appender import append_many, run_all
 
 PROCESSES = 4
 APPENDS = 50
@@ -24,11 +24,7 @@ def test_concurrent_processes_never_fork_or_skip(db_url: str, session_factory: s
         ctx.Process(target=append_many, args=(db_url, f"svc:writer{i}", APPENDS, barrier))
         for i in range(PROCESSES)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0] * PROCESSES
+    assert run_all(procs, timeout=120) == [0] * PROCESSES
 
     total = PROCESSES * APPENDS
     with session_factory() as s:

@@ -16,7 +16,7 @@ from services.audit import repository
 from services.audit.hsm_signer import DEFAULT_LABEL, HsmCheckpointSigner, HsmHeadStore
 from services.audit.service import AuditService
 from services.signer.softhsm import TokenConfig
-from tests.audit._appender import audit_replica
+from tests.audit._appender import audit_replica, run_all
 
 REPLICAS = 3
 APPENDS = 24
@@ -40,11 +40,7 @@ def test_replicas_race_to_checkpoint_and_keep_one_chain(
         ctx.Process(target=audit_replica, args=(db_url, token, head_store.label, APPENDS, barrier, opening))
         for _ in range(REPLICAS)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-    assert [p.exitcode for p in procs] == [0] * REPLICAS
+    assert run_all(procs, timeout=180) == [0] * REPLICAS
 
     audit = AuditService(session_factory, signer=checkpoint_signer, head_store=head_store)
     with session_factory() as s:

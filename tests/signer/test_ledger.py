@@ -9,6 +9,7 @@ other's records. On SQLite and PostgreSQL, with the real HSM.
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from collections.abc import Iterator
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.runtime.migrate import alembic_config, upgrade
 from services.signer.errors import LedgerUnverified, NonceReused
 from services.signer.hsm import Hsm
-from services.signer.ledger import GENESIS, Ledger, record_hash
+from services.signer.ledger import GENESIS, HeadAnchor, Ledger, record_hash
 from services.signer.models import SigningRecord
 from services.signer.service import SignerService
 from tests.fixtures.database import sql
@@ -168,3 +169,30 @@ def test_records_made_before_the_chain_are_chained_by_the_migration(db_url: str,
     with rig.sessions() as s:
         ledger.load(s)
     assert ledger.head[0] == 3
+
+
+class _CountingStore:
+    """A token data store that counts writes (the HSM's own is tested in tests/signer/test_hsm)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.writes = 0
+
+    def load_data(self, label: str) -> bytes | None:
+        return self.values.get(label)
+
+    def store_data(self, label: str, value: bytes) -> None:
+        self.writes += 1
+        self.values[label] = value
+
+
+def test_the_anchor_coalesces_heads_and_writes_the_last_on_close() -> None:
+    """A token write holds the HSM the signatures need: heads in between are skipped, never the last."""
+    store = _CountingStore()
+    anchor = HeadAnchor(store, label="h", min_interval=60.0)
+    for seq in range(1, 201):
+        anchor.advance(seq, seq.to_bytes(32, "big"))
+    anchor.close()
+    assert store.writes <= 2  # the first head at once, then nothing until the interval or close
+    assert json.loads(store.values["h"]) == {"seq": 200, "hash": (200).to_bytes(32, "big").hex()}
+    assert anchor.anchored == (200, (200).to_bytes(32, "big"))
