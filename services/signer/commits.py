@@ -17,7 +17,8 @@ A lone caller never waits: with nothing pending it commits at once.
 
 Failure semantics, which the signer's "recorded before returned" rests on:
 
-* a unit's result is released only after the transaction that ran it committed;
+* a unit's result is released only after the transaction that ran it committed and
+  ``after_commit`` returned;
 * when a batch fails (any unit raised, or the commit did), nothing of it is kept, and
   each of its units is run again alone, in its own transaction, so that each caller
   gets its own outcome: the unit at fault fails, the others commit. If the database
@@ -67,6 +68,8 @@ class GroupCommitter:
         pending: How many units are on their way (default: none).
         after_commit: Called, before the callers are released, with the committed session's
             ``info`` (what the units left there for after the commit: the signer's ledger entries).
+            If it raises, the batch stays committed and every caller gets its error instead of
+            its result (the signer: no signature leaves before its record is anchored).
     """
 
     def __init__(
@@ -160,7 +163,10 @@ class GroupCommitter:
         if self._after_commit is not None:
             try:
                 self._after_commit(info)
-            except Exception:  # committed is committed: the callers get their results
-                log.exception("the after-commit hook failed")
+            except Exception as e:  # committed, but not released: each caller gets the hook's error
+                log.error("the after-commit hook failed: %s", type(e).__name__)
+                for job in batch:
+                    job.future.set_exception(e)
+                return
         for job, result in zip(batch, results, strict=True):
             job.future.set_result(result)

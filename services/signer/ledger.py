@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -147,7 +146,7 @@ class LedgerRace(Exception):
 class DataStore(Protocol):
     def load_data(self, label: str) -> bytes | None: ...
 
-    def store_data(self, label: str, value: bytes) -> None: ...
+    def store_data(self, label: str, value: bytes, *, generation: int | None = None) -> None: ...
 
 
 @dataclass
@@ -345,7 +344,8 @@ class Ledger:
 
     def committed(self, info: dict[str, Any]) -> None:
         """The transaction holding ``info['ledger_pending']`` committed: its records join the ledger
-        (unless a sync read them already) and the new head goes to the HSM."""
+        (unless a sync read them already) and the new head goes to the HSM before any of their
+        signatures leaves (raises the HSM's error when it cannot: the callers are refused)."""
         pending: list[SigningRecord] = info.get("ledger_pending", [])
         if not pending:
             return
@@ -355,11 +355,16 @@ class Ledger:
                     self._add(_entry(r))
             head = self.head
         if self._anchor is not None:
-            self._anchor.advance(*head)
+            self._anchor.ensure(*head)
 
-    def close(self) -> None:
+    def ensure_anchored(self, seq: int) -> None:
+        """Before a replay hands out record ``seq``'s signature: the token holds a head covering it
+        (its signer process may have committed it and failed to anchor, or crashed in between)."""
         if self._anchor is not None:
-            self._anchor.close()
+            head_seq, digest = self.head  # the ledger holds the record: its head is at seq or later
+            if seq > head_seq:
+                raise LedgerUnverified(f"signing record {seq} is past the verified head {head_seq}")
+            self._anchor.ensure(head_seq, digest)
 
 
 def replace_record(r: SigningRecord, **changes: Any) -> SigningRecord:
@@ -370,65 +375,47 @@ def replace_record(r: SigningRecord, **changes: Any) -> SigningRecord:
 
 
 class HeadAnchor:
-    """Writes the ledger head to the HSM token, never backwards, off the commit path.
+    """Keeps the ledger head on the HSM token, never backwards.
 
-    A token write takes milliseconds (measured: about 3 ms on SoftHSM here), more than a
-    group commit: the commit thread hands the head over and goes on; this thread writes
-    the newest head it was given, coalescing the ones in between. Writes are at least
-    ``min_interval`` seconds apart: a token write holds the HSM session that signing needs,
-    so under load the anchor lags the ledger by at most that window (plus one write).
+    A signature leaves the signer only once the head covering its record is on the token
+    (:meth:`ensure`, called after each group commit and before a replay answers): whoever can
+    write the database cannot cut a record the signer released, even across a crash. One
+    token write per batch (measured: about 3 ms on SoftHSM here). Several signer processes
+    write the same label in any order: the token keeps the highest sequence
+    (``Hsm.store_data``'s ``generation``).
     """
 
-    def __init__(self, store: DataStore, *, label: str = HEAD_LABEL, min_interval: float = 0.1) -> None:
+    #: Token writes tried before a Sign is refused (SoftHSM's file store, written by several
+    #: processes at once, sometimes fails one).
+    ATTEMPTS = 3
+
+    def __init__(self, store: DataStore, *, label: str = HEAD_LABEL) -> None:
         self._store = store
         self._label = label
-        self._min_interval = min_interval
-        self._last_write = float("-inf")
-        self._cond = threading.Condition()
-        self._wanted: tuple[int, bytes] | None = None
-        self._closed = False
+        self._lock = threading.Lock()
         raw = store.load_data(label)
         self.anchored: tuple[int, bytes] | None = None
         if raw is not None:
             data = json.loads(raw)
             self.anchored = (int(data["seq"]), bytes.fromhex(data["hash"]))
-        self._thread = threading.Thread(target=self._run, name="signer-ledger-anchor", daemon=True)
-        self._thread.start()
 
-    def advance(self, seq: int, digest: bytes) -> None:
-        with self._cond:
-            if self._wanted is None or seq > self._wanted[0]:
-                self._wanted = (seq, digest)
-                self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._wanted is None and not self._closed:
-                    self._cond.wait()
-                if self._wanted is None:
-                    return
-                # coalesce: wait out the interval since the last write unless closing
-                while not self._closed:
-                    remaining = self._last_write + self._min_interval - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                wanted, self._wanted = self._wanted, None
-            if self.anchored is not None and wanted[0] <= self.anchored[0]:
-                continue
-            try:
-                value = json.dumps({"seq": wanted[0], "hash": wanted[1].hex()}, sort_keys=True).encode()
-                self._store.store_data(self._label, value)
-                self.anchored = wanted
-            except Exception as e:  # the next commit anchors again; never stop the writer
-                log.error("could not anchor the signing ledger's head on the HSM: %s", type(e).__name__)
-            finally:
-                self._last_write = time.monotonic()
-
-    def close(self) -> None:
-        """Writes what is pending, then stops."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
+    def ensure(self, seq: int, digest: bytes) -> None:
+        """Returns once the token holds a head at ``seq`` or later; raises the HSM's error if it cannot."""
+        with self._lock:
+            if self.anchored is not None and seq <= self.anchored[0]:
+                return
+            value = json.dumps({"seq": seq, "hash": digest.hex()}, sort_keys=True).encode()
+            for attempt in range(1, self.ATTEMPTS + 1):
+                try:
+                    self._store.store_data(self._label, value, generation=seq)
+                    break
+                except Exception as e:
+                    log.warning(
+                        "could not anchor the signing ledger's head on the HSM (attempt %d of %d): %s",
+                        attempt,
+                        self.ATTEMPTS,
+                        type(e).__name__,
+                    )
+                    if attempt == self.ATTEMPTS:
+                        raise
+            self.anchored = (seq, digest)

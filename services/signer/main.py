@@ -47,10 +47,6 @@ class SignerSettings(ServiceSettings):
     #: The token data object that remembers the signing ledger's head (one per installation
     #: sharing a token: installations must not share one).
     ledger_head_label: str = LEDGER_HEAD_LABEL
-    #: Seconds between two writes of that head: a token write holds the HSM the signatures
-    #: need, so the head is written at most this often (the window a cut tail could hide in
-    #: before a restart: records signed in it are still in the audit trail and on the chain).
-    ledger_anchor_interval: float = Field(default=0.1, ge=0, le=5)
 
 
 SETTINGS = SignerSettings
@@ -87,7 +83,6 @@ def make_service(
         policy=policy,
         ledger_store=hsm,  # the HSM remembers the head of the signing ledger too
         ledger_label=settings.ledger_head_label,
-        ledger_anchor_interval=settings.ledger_anchor_interval,
         decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
         audit=audit_in_transaction(AuditWriter(sessions, actor="svc:signer")),
         chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),

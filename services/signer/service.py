@@ -146,7 +146,6 @@ class SignerService:
         reads: sessionmaker[Session] | None = None,
         ledger_store: DataStore | None = None,
         ledger_label: str = LEDGER_HEAD_LABEL,
-        ledger_anchor_interval: float = 0.1,
         max_batch: int = 64,
         decide_threads: int = 1,
         commit_window: float = 0.0,
@@ -157,11 +156,7 @@ class SignerService:
         self._read_engine = self._reads.kw["bind"]  # statements without the ORM, on the hot path
         # What it signed, verified against its chain and the head the HSM anchored: the signer
         # answers "already signed?" and "how much this window?" from here, not from rows.
-        anchor = (
-            HeadAnchor(ledger_store, label=ledger_label, min_interval=ledger_anchor_interval)
-            if ledger_store is not None
-            else None
-        )
+        anchor = HeadAnchor(ledger_store, label=ledger_label) if ledger_store is not None else None
         self._ledger = Ledger(anchor)
         try:
             with self._read_engine.connect() as conn:
@@ -190,11 +185,10 @@ class SignerService:
         self._senders: dict[bytes, str] = {}
 
     def close(self) -> None:
-        """Commits what is queued, stops the commit thread and anchors the ledger's head."""
+        """Commits what is queued and stops the commit thread."""
         if self._decider is not None:
             self._decider.shutdown()
         self._commits.close()
-        self._ledger.close()
 
     def _ledger_committed(self, info: dict[str, Any]) -> None:
         self._ledger.committed(info)
@@ -585,6 +579,7 @@ class SignerService:
         return self._replay(winner, actor, subject, lost.grant)
 
     def _replay(self, record: SigningRecord, actor: str, subject: str, grant: Grant | None) -> _Write:
+        self._ledger.ensure_anchored(int(record.ledger_seq))  # its signature leaves again: anchored first
         payload = {**_record_payload(record), **(grant.audit_fields() if grant is not None else {})}
         return _Write(
             lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", payload),

@@ -19,9 +19,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.migrate import alembic_config, upgrade
-from services.signer.errors import LedgerUnverified, NonceReused
+from services.signer.errors import HsmUnavailable, LedgerUnverified, NonceReused
 from services.signer.hsm import Hsm
-from services.signer.ledger import GENESIS, HeadAnchor, Ledger, record_hash
+from services.signer.ledger import GENESIS, DataStore, HeadAnchor, Ledger, record_hash
 from services.signer.models import SigningRecord
 from services.signer.service import SignerService
 from tests.fixtures.database import sql
@@ -37,7 +37,7 @@ def _sign(rig: SignerRig, service: SignerService, i: int, *, nonce: int | None =
     return service.sign_blocking(rig.request(spec, tx, intent_id=f"intent-{i}"), "w")
 
 
-def _twin(rig: SignerRig, hsm: Hsm, label: str) -> SignerService:
+def _twin(rig: SignerRig, hsm: Hsm, label: str, store: DataStore | None = None) -> SignerService:
     """Another signer process on the same database and token (same wiring as the rig's)."""
     return SignerService(
         hsm=hsm,
@@ -46,7 +46,7 @@ def _twin(rig: SignerRig, hsm: Hsm, label: str) -> SignerService:
         decoder=rig.service._decoder,
         audit=rig.audit,
         chains=rig.service._chains,
-        ledger_store=hsm,
+        ledger_store=store or hsm,
         ledger_label=label,
     )
 
@@ -112,7 +112,7 @@ def test_a_signer_started_on_an_altered_ledger_signs_nothing(
 ) -> None:
     for i in range(3):
         _sign(rig, anchored, i)
-    anchored.close()  # its anchor writes the head before it stops
+    # no close(): the signer may crash right after answering, its last record is anchored already
     _owner(rig.sessions, tamper)
     restarted = _twin(rig, hsm, label)
     try:
@@ -171,28 +171,65 @@ def test_records_made_before_the_chain_are_chained_by_the_migration(db_url: str,
     assert ledger.head[0] == 3
 
 
-class _CountingStore:
-    """A token data store that counts writes (the HSM's own is tested in tests/signer/test_hsm)."""
+def _anchored_head(hsm: Hsm, label: str) -> int:
+    raw = hsm.load_data(label)
+    assert raw is not None
+    return int(json.loads(raw)["seq"])
 
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-        self.writes = 0
+
+def test_a_signature_leaves_only_once_its_record_is_anchored(
+    rig: SignerRig, hsm: Hsm, anchored: SignerService, label: str
+) -> None:
+    for i in range(3):
+        _sign(rig, anchored, i)
+        assert _anchored_head(hsm, label) == i + 1  # read as it answers, not after a close
+
+
+def test_the_token_keeps_the_highest_head_whatever_the_order(hsm: Hsm, label: str) -> None:
+    """Two signer processes anchor after their commits, in any order: the head never goes back."""
+    first, second = HeadAnchor(hsm, label=label), HeadAnchor(hsm, label=label)
+    first.ensure(5, bytes([5]) * 32)
+    second.ensure(3, bytes([3]) * 32)  # the other process, late with an older head
+    assert _anchored_head(hsm, label) == 5
+    assert HeadAnchor(hsm, label=label).anchored == (5, bytes([5]) * 32)
+
+
+class _FailingStoreFake:
+    """The token's data store, failing its writes while ``failing`` (an HSM that stops answering)."""
+
+    def __init__(self, hsm: Hsm) -> None:
+        self._hsm = hsm
+        self.failing = False
 
     def load_data(self, label: str) -> bytes | None:
-        return self.values.get(label)
+        return self._hsm.load_data(label)
 
-    def store_data(self, label: str, value: bytes) -> None:
-        self.writes += 1
-        self.values[label] = value
+    def store_data(self, label: str, value: bytes, *, generation: int | None = None) -> None:
+        if self.failing:
+            raise HsmUnavailable("the token did not answer")
+        self._hsm.store_data(label, value, generation=generation)
 
 
-def test_the_anchor_coalesces_heads_and_writes_the_last_on_close() -> None:
-    """A token write holds the HSM the signatures need: heads in between are skipped, never the last."""
-    store = _CountingStore()
-    anchor = HeadAnchor(store, label="h", min_interval=60.0)
-    for seq in range(1, 201):
-        anchor.advance(seq, seq.to_bytes(32, "big"))
-    anchor.close()
-    assert store.writes <= 2  # the first head at once, then nothing until the interval or close
-    assert json.loads(store.values["h"]) == {"seq": 200, "hash": (200).to_bytes(32, "big").hex()}
-    assert anchor.anchored == (200, (200).to_bytes(32, "big"))
+def test_a_signature_whose_record_cannot_be_anchored_does_not_leave(
+    rig: SignerRig, hsm: Hsm, label: str
+) -> None:
+    """The record is committed but the head cannot reach the token: the caller is refused; asked
+    again once the token answers, the signer anchors it and replays the same signature."""
+    store = _FailingStoreFake(hsm)
+    service = _twin(rig, hsm, label, store)
+    try:
+        spec = rig.unstake_spec(VALIDATOR, GWEI)
+        request = rig.request(spec, rig.unstake_tx(VALIDATOR, GWEI, nonce=0), intent_id="intent-0")
+        store.failing = True
+        with pytest.raises(HsmUnavailable):
+            service.sign_blocking(request, "w")
+        assert hsm.load_data(label) is None
+        assert rig.audit_rows("refused")[-1].payload_json.count("HsmUnavailable") == 1
+        with pytest.raises(HsmUnavailable):  # a retry while it still fails gets no signature either
+            service.sign_blocking(request, "w")
+        store.failing = False
+        out = service.sign_blocking(request, "w")
+        assert out.replayed
+        assert _anchored_head(hsm, label) == 1
+    finally:
+        service.close()
