@@ -94,6 +94,18 @@ def recovery_id(digest: bytes, r: int, s: int, public_key: bytes) -> int:
     raise HsmOperationFailed("HSM signature does not recover to the key's public key")
 
 
+def made_secp256k1(digest: bytes, signature: bytes, public_key: bytes) -> bool:
+    """Whether ``signature`` (65 bytes ``r || s || v``) over ``digest`` recovers ``public_key``."""
+    if len(signature) != 65 or len(digest) != 32 or signature[64] > 1:
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+    try:
+        sig = _keys.Signature(vrs=(signature[64], r, s))
+        return bool(sig.recover_public_key_from_msg_hash(digest).to_bytes() == public_key[1:])
+    except (BadSignature, ValueError):
+        return False
+
+
 class Hsm:
     """A logged-in session on one PKCS#11 token.
 

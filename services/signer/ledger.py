@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -102,6 +103,7 @@ class Entry:
     chain: str
     nonce: int
     payload_digest: bytes
+    signing_digest: bytes
     hash: bytes
     vault_id: str
     action: str
@@ -120,6 +122,7 @@ def _entry(r: SigningRecord) -> Entry:
         chain=r.chain,
         nonce=int(r.nonce),
         payload_digest=bytes(r.payload_digest),
+        signing_digest=bytes(r.signing_digest),
         hash=bytes(r.record_hash),
         vault_id=r.vault_id,
         action=r.action,
@@ -136,6 +139,11 @@ class SignedAmount:
     action: str
     amount: int
     created_at: datetime
+
+
+#: Whether a record's signature is one the signer's HSM made over its signing digest, with the
+#: key the record names: a problem ("names a key the HSM does not hold"), or None.
+RecordCheck = Callable[[SigningRecord], "str | None"]
 
 
 class LedgerRace(Exception):
@@ -156,21 +164,32 @@ class _State:
     by_step: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
     by_nonce: dict[tuple[str, str, int], list[Entry]] = field(default_factory=dict)
     by_id: dict[str, Entry] = field(default_factory=dict)
+    #: Signing digests of the records: each signature is in the ledger once.
+    digests: set[bytes] = field(default_factory=set)
     amounts: dict[str, dict[str, SignedAmount]] = field(default_factory=dict)
 
 
 class Ledger:
     """The verified signing records of this installation, in memory (thread-safe).
 
+    The hash chain and the anchored head stop a record from being altered or removed; the
+    chain's hash is no secret, though, so whoever writes the database could append a record
+    of their own. ``check`` stops that: a record read from the database counts only if its
+    signature is the HSM's over a digest no other record holds, and only the signer has the
+    HSM sign, recording each signature it releases once.
+
     Args:
         anchor: Writes the head to the HSM token (None: nothing outside the database
             remembers it, for tests that do not play a truncated ledger).
+        check: Whether a record's signature is the HSM's (None: not checked, for tests
+            of the chain alone).
     """
 
-    def __init__(self, anchor: HeadAnchor | None = None) -> None:
+    def __init__(self, anchor: HeadAnchor | None = None, check: RecordCheck | None = None) -> None:
         self._state = _State()
         self._lock = threading.RLock()
         self._anchor = anchor
+        self._check = check
         self.broken: str | None = None
         #: While loading: (the anchored sequence, where to put the hash found there).
         self._watch: tuple[int, list[bytes]] | None = None
@@ -230,6 +249,10 @@ class Ledger:
             problem = f"signing record {r.ledger_seq} does not link to the one before it"
         elif r.record_hash is None or bytes(r.record_hash) != record_hash(r):
             problem = f"signing record {r.ledger_seq} was altered (its hash does not match)"
+        elif bytes(r.signing_digest) in s.digests:
+            problem = f"signing record {r.ledger_seq} repeats a signature already in the ledger"
+        elif self._check is not None and (why := self._check(r)) is not None:
+            problem = f"signing record {r.ledger_seq} is not the signer's: {why}"
         if problem is not None:
             self.broken = problem
             log.critical("ALERT: the signer's ledger does not verify: %s", problem)
@@ -243,6 +266,7 @@ class Ledger:
         s.by_step.setdefault((e.intent_id, e.step), []).append(e)
         s.by_nonce.setdefault((e.key_id, e.chain, e.nonce), []).append(e)
         s.by_id[e.record_id] = e
+        s.digests.add(e.signing_digest)
         if e.attempt == 0 and e.vault_id:
             s.amounts.setdefault(e.vault_id, {}).setdefault(
                 e.intent_id, SignedAmount(e.intent_id, e.action, e.amount, e.created_at)

@@ -50,6 +50,7 @@ from services.signer.errors import (
     BadSignRequest,
     ConflictingSignature,
     FeeAboveCap,
+    HsmKeyNotFound,
     KeyBindingInvalid,
     KeyExists,
     KeyNotFound,
@@ -58,7 +59,7 @@ from services.signer.errors import (
     TransactionMismatch,
     UnsupportedAlgorithm,
 )
-from services.signer.hsm import Hsm
+from services.signer.hsm import Hsm, made_secp256k1
 from services.signer.ledger import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.ledger import DataStore, HeadAnchor, Ledger, LedgerRace
 from services.signer.models import SignerKey, SigningRecord
@@ -157,7 +158,7 @@ class SignerService:
         # What it signed, verified against its chain and the head the HSM anchored: the signer
         # answers "already signed?" and "how much this window?" from here, not from rows.
         anchor = HeadAnchor(ledger_store, label=ledger_label) if ledger_store is not None else None
-        self._ledger = Ledger(anchor)
+        self._ledger = Ledger(anchor, check=self._made_here)
         try:
             with self._read_engine.connect() as conn:
                 self._ledger.load(conn)
@@ -192,6 +193,22 @@ class SignerService:
 
     def _ledger_committed(self, info: dict[str, Any]) -> None:
         self._ledger.committed(info)
+
+    def _made_here(self, record: SigningRecord) -> str | None:
+        """Whether ``record``'s signature is this HSM's, by the key it names, over its signing digest
+        (a record appended by whoever writes the database is not: ``Ledger``'s ``check``)."""
+        hsm_id = _hsm_id(record.key_id)
+        if hsm_id is None:
+            return f"key {record.key_id!r} is not a key of the HSM"
+        try:
+            algorithm, public = self._hsm.public_key(hsm_id)
+        except HsmKeyNotFound:
+            return f"key {record.key_id!r} is not on the HSM"
+        if algorithm is not KeyAlgorithm.SECP256K1 or not made_secp256k1(
+            bytes(record.signing_digest), bytes(record.signature), public
+        ):
+            return "its signature is not the HSM key's over its signing digest"
+        return None
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -238,7 +255,7 @@ class SignerService:
         binding = vault_binding(vault_id) if purpose is KeyPurpose.VAULT else None
         public = self._hsm.generate_keypair(algorithm, label, hsm_id, binding=binding)
         key = SignerKey(
-            key_id="key_" + hsm_id.hex(),
+            key_id=_key_id(hsm_id),
             label=label,
             hsm_id=hsm_id,
             vault_id=vault_id,
@@ -405,6 +422,10 @@ class SignerService:
             keys = repository.keys_for_vault(s, spec.vault_id, KeyPurpose.VAULT.value)
         for key in keys:
             if key.algorithm == KeyAlgorithm.SECP256K1:
+                if key.key_id != _key_id(key.hsm_id):  # the ledger's records name the HSM key
+                    raise KeyBindingInvalid(
+                        f"the key registered for vault {spec.vault_id!r} is not named after its HSM key"
+                    )
                 # The row says which HSM key is the vault's; the token, which only the signer
                 # can write, must say so too: a row pointed at another vault's key signs nothing.
                 if self._hsm.key_binding(key.hsm_id) != vault_binding(spec.vault_id):
@@ -597,6 +618,21 @@ class _Write:
     record: SigningRecord | None = None
     #: What the checks granted (the approvals accepted), for the record of a lost race.
     grant: Grant | None = None
+
+
+def _key_id(hsm_id: bytes) -> str:
+    """The signer's name for the HSM key with CKA_ID ``hsm_id``."""
+    return "key_" + hsm_id.hex()
+
+
+def _hsm_id(key_id: str) -> bytes | None:
+    """The CKA_ID a key name stands for (None when it is no such name)."""
+    if not key_id.startswith("key_"):
+        return None
+    try:
+        return bytes.fromhex(key_id[4:])
+    except ValueError:
+        return None
 
 
 def _is_fee_bump(prior: SigningRecord, tx: eip1559.Eip1559Tx, key_id: str, chain: str) -> bool:

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 
 import pytest
 from alembic import command
+from eth_keys import KeyAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.migrate import alembic_config, upgrade
 from services.signer.errors import HsmUnavailable, LedgerUnverified, NonceReused
 from services.signer.hsm import Hsm
-from services.signer.ledger import GENESIS, DataStore, HeadAnchor, Ledger, record_hash
+from services.signer.ledger import GENESIS, DataStore, HeadAnchor, Ledger, record_hash, replace_record
 from services.signer.models import SigningRecord
 from services.signer.service import SignerService
 from tests.fixtures.database import sql
@@ -233,3 +234,41 @@ def test_a_signature_whose_record_cannot_be_anchored_does_not_leave(
         assert _anchored_head(hsm, label) == 1
     finally:
         service.close()
+
+
+@pytest.mark.parametrize(
+    ("how", "refusal"),
+    [("own-signature", "is not the signer's"), ("copied-signature", "repeats a signature")],
+)
+def test_a_record_appended_by_the_database_writer_is_refused(
+    rig: SignerRig, anchored: SignerService, how: str, refusal: str
+) -> None:
+    """The chain's hash is no secret: whoever writes the database can append a well-linked record
+    (an earlier "first signature" of an intent with amount 0, so its real one would count as a
+    fee bump outside velocity). It is not the HSM's signature over a new digest: nothing signs."""
+    _sign(rig, anchored, 0)
+    with rig.sessions() as s:
+        real = s.scalars(select(SigningRecord)).one()
+    forged = replace_record(
+        real,
+        record_id="sig_forged",
+        intent_id="intent-9",
+        nonce=9,
+        amount="0",
+        ledger_seq=2,
+        prev_hash=bytes(real.record_hash),
+    )
+    if how == "own-signature":  # a digest of their own, signed with a key of their own
+        forged.signing_digest = secrets.token_bytes(32)
+        forged.signature = (
+            KeyAPI()
+            .PrivateKey(secrets.token_bytes(32))
+            .sign_msg_hash(bytes(forged.signing_digest))
+            .to_bytes()
+        )
+    forged.record_hash = record_hash(forged)
+    with rig.sessions.begin() as s:
+        s.add(forged)
+    with pytest.raises(LedgerUnverified, match=refusal):
+        _sign(rig, anchored, 1)
+    assert rig.audit_rows("refused")[-1].payload_json.count("LedgerUnverified") == 1
