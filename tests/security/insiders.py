@@ -57,8 +57,10 @@ class WorkerHost:
         initiator: str | None = None,
         policy_version: str | None = None,
         submitted_at: datetime | None = None,
+        at: str | None = None,
     ) -> Any:
-        """``Sign`` as ``svc:worker`` with ``real``'s fields, each one replaceable."""
+        """``Sign`` as ``svc:worker`` with ``real``'s fields, each one replaceable (``at``: the
+        address of another signer process of the installation)."""
         request = signer_pb2.SignRequest(
             intent_id=intent_id or real.id,
             step=step or real.step,
@@ -69,7 +71,8 @@ class WorkerHost:
             unsigned_tx=tx,
             submitted_at=datetime_to_ts(submitted_at or real.submitted_at),
         )
-        async with self.stack.client(SignerClient, "worker") as signer:
+        client = self.stack.signer_at(at, "worker") if at else self.stack.client(SignerClient, "worker")
+        async with client as signer:
             return await signer.call("Sign", request)
 
     async def refused(self, real: Real, **kwargs: Any) -> RemoteError:

@@ -73,6 +73,8 @@ from services.runtime.settings import ServiceSettings, TLSSettings
 from services.signer.client import SignerClient
 from services.signer.main import SignerSettings
 from services.signer.models import SigningRecord
+from services.signer.service import SignerService
+from services.signer.servicer import SignerServicer
 from services.signer.softhsm import TokenConfig
 from services.staking.client import StakingClient
 from services.staking.main import StakingSettings
@@ -254,6 +256,32 @@ class SecurityStack:
         nothing it verified survives but what it keeps outside the database)."""
         await self.stop(name)
         await self.start(name)
+
+    def signer_service(self) -> SignerService:
+        """The running signer's service object, for the stand-ins of what a test cannot do to a
+        service living in this process (kill it at one precise moment)."""
+        _, component = self._running["signer"]
+        servicer = component.bindings[0].servicer
+        assert isinstance(servicer, SignerServicer)
+        return servicer._service
+
+    @asynccontextmanager
+    async def second_signer(self) -> AsyncIterator[str]:
+        """Another signer process of this installation (same database, token, ledger label and
+        trust file) on a port of its own, as one scales the signer; yields its address."""
+        settings = self._settings["signer"].model_copy(update={"listen": f"127.0.0.1:{free_port()}"})
+        running, component = await start_service("signer", settings)
+        try:
+            yield settings.listen
+        finally:
+            await running.stop(0.5)
+            await component.close()
+
+    def signer_at(self, address: str, person: str) -> SignerClient:
+        """A signer client for the process at ``address`` (see :meth:`second_signer`)."""
+        tls = TLSSettings(pki_dir=self.pki, ca_cert=self.pki / "ca.crt")
+        channel = open_channel(address, tls, cert=self.pki / f"{person}.crt", key=self.pki / f"{person}.key")
+        return SignerClient(channel, deadline=15)
 
     # --- calling ----------------------------------------------------------------------------
 
