@@ -10,21 +10,26 @@ each plays the attack, which works today (see the README of this directory).
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
 from services.chain.ethereum.transactions import UnsignedTransaction
+from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.runtime.errors import CustosError
 from services.runtime.grpc_errors import RemoteError
 from services.signer import eip1559
+from services.signer.client import SignerClient
 from services.signer.ledger import record_hash, replace_record
 from services.signer.models import SigningRecord
 from services.staking.client import StakingClient
 from tests.security.insiders import WorkerHost, assert_refused
-from tests.security.stack import SIGNING_RECORDS, Real, SecurityStack
+from tests.security.stack import CHAIN, ETH, SIGNING_RECORDS, Real, SecurityStack
 from tests.security.world import World
 
 
@@ -53,6 +58,27 @@ def _records_of(stack: SecurityStack, intent_id: str) -> list[Any]:
             f"SELECT * FROM {SIGNING_RECORDS} WHERE intent_id = :i ORDER BY ledger_seq", {"i": intent_id}
         )
     )
+
+
+async def _funded_vault(stack: SecurityStack) -> tuple[str, str]:
+    """A new vault: its key made by ops in the HSM, its address funded on anvil."""
+    vault = f"vault-{uuid.uuid4().hex[:8]}"
+    async with stack.client(SignerClient, "ops") as signer:
+        key = await signer.call(
+            "CreateKey",
+            signer_pb2.CreateKeyRequest(
+                vault_id=vault,
+                algorithm=signer_pb2.KEY_ALGORITHM_SECP256K1,
+                purpose=signer_pb2.KEY_PURPOSE_VAULT,
+            ),
+        )
+    address = next(a.address for a in key.key.addresses if a.chain == CHAIN)
+    await asyncio.to_thread(stack.devnet.fund, address, 100 * ETH)
+    return vault, str(address)
+
+
+async def _nonce(stack: SecurityStack, address: str) -> int:
+    return int(await stack.devnet.rpc.call("eth_getTransactionCount", address, "pending"), 16)
 
 
 def _stored(stack: SecurityStack, record_id: str) -> SigningRecord:
@@ -102,17 +128,18 @@ async def _cancel(stack: SecurityStack, real: Real) -> None:
 async def test_a_signature_read_before_its_head_reached_the_token(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
-    """The worker host asks for z (a 32 ETH stake with olivia's and oscar's approvals) and kills the
-    signer the moment z's record is committed, before the group commit's token write. z's signed
-    transaction is in the database, which the worker host reads and broadcasts; it deletes the
-    record (the tail the token never covered), starts the signer again and asks for z at the next
-    nonce: z's step is free again, and velocity no longer counts z. Today the second deposit is
-    signed and mined: 64 ETH left the vault for one 32 ETH approval set, 96 ETH in the window of 70."""
-    z = await _honest(stack, stack.stake_spec(32))
+    """The worker host asks for z (a 32 ETH stake from a vault of its own, approvals olivia and
+    oscar) and kills the signer the moment z's record is committed, before the group commit's token
+    write. z's signed transaction is in the database, which the worker host reads and broadcasts;
+    it deletes the record (the tail the token never covered), starts the signer again and asks for
+    z at the next nonce: z's step is free again, and the cut record no longer counts for velocity.
+    Today the second deposit is signed and mined: 64 ETH left the vault for one 32 ETH approval set."""
+    vault, address = await _funded_vault(stack)  # its own velocity: vault-1's is the other tests'
+    z = await _honest(stack, replace(stack.stake_spec(32, withdrawal_to=address), vault_id=vault))
     service = stack.signer_service()
     anchor = service._ledger._anchor
     assert anchor is not None
-    start = await stack.vault_nonce()
+    start = await _nonce(stack, address)
     cut: list[Any] = []
     got: list[bytes] = []
     try:
@@ -128,11 +155,11 @@ async def test_a_signature_read_before_its_head_reached_the_token(
         stack.sql(f"DELETE FROM {SIGNING_RECORDS} WHERE intent_id = :i", {"i": z.id})
         await stack.start("signer")
         before = await stack.evidence()
-        answer = await _sign_or_refusal(worker_host, z, tx=worker_host.tx(z.spec, nonce=before.nonce))
+        answer = await _sign_or_refusal(worker_host, z, tx=worker_host.tx(z.spec, nonce=start + len(got)))
         if not isinstance(answer, RemoteError):
             got.append(answer.signed_tx)
             await worker_host.broadcast(answer.signed_tx)  # it lands: anvil's nonce stays the ledger's
-            assert await stack.vault_nonce() == start + 2
+            assert await _nonce(stack, address) == start + 2  # two 32 ETH deposits mined
         assert isinstance(answer, RemoteError), f"{len(got)} signed transactions for z's one step"
         await assert_refused(
             stack,
