@@ -66,6 +66,9 @@ class GroupCommitter:
         window: Longest wait, in seconds, for more units after the first of a batch,
             and only while ``pending()`` says more are coming (0: never wait).
         pending: How many units are on their way (default: none).
+        before_commit: Called inside each transaction after its units ran, with the session's
+            ``info``; if it raises, the transaction rolls back as if a unit had (the signer writes
+            its ledger head to the HSM token here, before the database holds the batch).
         after_commit: Called, before the callers are released, with the committed session's
             ``info`` (what the units left there for after the commit: the signer's ledger entries).
             If it raises, the batch stays committed and every caller gets its error instead of
@@ -79,12 +82,14 @@ class GroupCommitter:
         max_batch: int = 64,
         window: float = 0.0,
         pending: Callable[[], int] = lambda: 0,
+        before_commit: Callable[[dict[str, Any]], None] | None = None,
         after_commit: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._max_batch = max_batch
         self._window = window
         self._pending = pending
+        self._before_commit = before_commit
         self._after_commit = after_commit
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -153,6 +158,8 @@ class GroupCommitter:
             with transaction(self._sessions) as session:
                 results = [job.work(session) for job in batch]
                 info = session.info
+                if self._before_commit is not None:
+                    self._before_commit(info)
         except Exception as e:
             if len(batch) == 1:
                 batch[0].future.set_exception(e)

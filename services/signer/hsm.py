@@ -322,23 +322,17 @@ class Hsm:
             found = self._data_objects(s, label)
         return found[-1][1] if found else None
 
-    def store_data(self, label: str, value: bytes, *, generation: int | None = None) -> None:
+    def store_data(self, label: str, value: bytes) -> None:
         """Replaces the value under ``label``.
 
         Tokens keep a data object's CKA_VALUE read-only (SoftHSM 2.6.1 refuses the
         change), so the new value is a new object with the next generation, created
         before the older ones are destroyed: a crash in between leaves both, and
-        :meth:`load_data` takes the newer. With ``generation`` (for a value that only
-        moves forward, written by several processes in any order) the value is stored
-        only when its generation is higher than the token's: the highest one wins.
+        :meth:`load_data` takes the newer.
         """
         with self.session() as s:
             found = self._data_objects(s, label)
-            newest = found[-1][0] if found else 0
-            if generation is None:
-                generation = newest + 1
-            elif generation <= newest:
-                return
+            generation = found[-1][0] + 1 if found else 1
             s.create_object(
                 {
                     Attribute.CLASS: ObjectClass.DATA,

@@ -9,10 +9,11 @@ So the signing records form a chain: each carries its place (``ledger_seq``), th
 hash of the record before it and its own hash over every field. The signer keeps in
 memory a summary of every record it verified (:class:`Ledger`), and answers from it;
 records other signer processes add are read as they come (:meth:`Ledger.sync`), each
-checked against the chain. The head (sequence and hash) is written to the HSM token
-after each commit (a background writer coalesces them: :class:`HeadAnchor`), so a
-signer that starts afresh replays the chain and refuses one that is shorter than, or
-differs from, the head it anchored.
+checked against the chain and against the HSM (its signature must be the HSM key's,
+over a digest no other record holds). Before each batch is committed, its head goes to
+the HSM token (:mod:`services.signer.anchor`): no signature is in the database, let
+alone released, before the token covers it, and a signer that finds the chain shorter
+than, or different from, the token's head signs nothing.
 
 Appends are serialised: the committing transaction holds the ledger lock (a
 transaction-scoped advisory lock on PostgreSQL; SQLite's write transaction excludes
@@ -23,25 +24,24 @@ velocity against the whole ledger, then chains its records.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from services.runtime.intent import canonical_json
+from services.signer.anchor import HeadAnchor, TokenHead
+from services.signer.entries import Entry, SignedAmount, entry_of
 from services.signer.errors import LedgerUnverified
 from services.signer.models import SigningRecord
 
 RECORD_DOMAIN = "custos.signer.record.v1"
 GENESIS = bytes(32)
-#: The token data object holding the ledger head this installation anchored.
-HEAD_LABEL = "custos.signer.ledger-head"
 #: Velocity windows are at most this long (the policy document's own bound): older amounts are dropped.
 KEEP_AMOUNTS = timedelta(days=367)
 # First key of the two-key advisory lock that serialises appends on PostgreSQL.
@@ -90,57 +90,6 @@ def record_hash(r: SigningRecord) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """What the ledger keeps of one record: enough to answer, and its hash to check the rest."""
-
-    seq: int
-    record_id: str
-    intent_id: str
-    step: str
-    attempt: int
-    key_id: str
-    chain: str
-    nonce: int
-    payload_digest: bytes
-    signing_digest: bytes
-    hash: bytes
-    vault_id: str
-    action: str
-    amount: int
-    created_at: datetime
-
-
-def _entry(r: SigningRecord) -> Entry:
-    return Entry(
-        seq=int(r.ledger_seq),
-        record_id=r.record_id,
-        intent_id=r.intent_id,
-        step=r.step,
-        attempt=r.attempt,
-        key_id=r.key_id,
-        chain=r.chain,
-        nonce=int(r.nonce),
-        payload_digest=bytes(r.payload_digest),
-        signing_digest=bytes(r.signing_digest),
-        hash=bytes(r.record_hash),
-        vault_id=r.vault_id,
-        action=r.action,
-        amount=int(r.amount or 0),
-        created_at=r.created_at,
-    )
-
-
-@dataclass(frozen=True)
-class SignedAmount:
-    """One intent's first signature for a vault: what velocity counts."""
-
-    intent_id: str
-    action: str
-    amount: int
-    created_at: datetime
-
-
 #: Whether a record's signature is one the signer's HSM made over its signing digest, with the
 #: key the record names: a problem ("names a key the HSM does not hold"), or None.
 RecordCheck = Callable[[SigningRecord], "str | None"]
@@ -149,12 +98,6 @@ RecordCheck = Callable[[SigningRecord], "str | None"]
 class LedgerRace(Exception):
     """Inside the committing transaction: another Sign took this step or nonce since the checks ran.
     The caller reads the winner (a replay of the same payload, or a refusal)."""
-
-
-class DataStore(Protocol):
-    def load_data(self, label: str) -> bytes | None: ...
-
-    def store_data(self, label: str, value: bytes, *, generation: int | None = None) -> None: ...
 
 
 @dataclass
@@ -167,6 +110,8 @@ class _State:
     #: Signing digests of the records: each signature is in the ledger once.
     digests: set[bytes] = field(default_factory=set)
     amounts: dict[str, dict[str, SignedAmount]] = field(default_factory=dict)
+    #: Records the token names that the database lacks, by (intent, step, attempt, payload).
+    lost: dict[tuple[str, str, int, bytes], Entry] = field(default_factory=dict)
 
 
 class Ledger:
@@ -197,28 +142,52 @@ class Ledger:
     # --- reading the chain ----------------------------------------------------------------
 
     def load(self, conn: Connection | Session) -> None:
-        """Replays the whole chain and checks it against the anchored head (at start-up)."""
-        anchored = self._anchor.anchored if self._anchor is not None else None
-        seen_at_anchor: list[bytes] = []
+        """Replays the whole chain and checks it against the head on the HSM token (at start-up).
+
+        The token is read first: a batch another process has written to the token but not yet
+        committed is then at worst taken for lost, and its records resolve it as they come.
+        """
+        token = self._anchor.read() if self._anchor is not None else None
+        seen_at_token: list[bytes] = []
         with self._lock:
-            self._watch = (anchored[0], seen_at_anchor) if anchored is not None else None
+            self._watch = (token.seq, seen_at_token) if token is not None else None
             try:
                 self.sync(conn)
             finally:
                 self._watch = None
-            if anchored is None:
-                return
-            seq, digest = anchored
-            if self._state.head_seq < seq:
-                self.broken = (
-                    f"the signing records end at {self._state.head_seq}, but the HSM remembers {seq}: "
-                    "records were removed"
-                )
-            elif seen_at_anchor != [digest]:
-                self.broken = f"signing record {seq} differs from the one anchored on the HSM"
-            if self.broken is not None:
-                log.critical("ALERT: the signer's ledger does not verify: %s", self.broken)
-                raise LedgerUnverified(self.broken)
+            self._settle(token, seen_at_token[0] if seen_at_token else None)
+
+    def _settle(self, token: TokenHead | None, hash_at_token: bytes | None) -> None:
+        """The chain as read against the token's head (see :mod:`services.signer.anchor`)."""
+        if token is None:
+            return
+        s = self._state
+        if s.head_seq >= token.seq:
+            if hash_at_token != token.hash:
+                self._break(f"signing record {token.seq} differs from the one the HSM holds")
+        elif token.prev_seq == s.head_seq and token.prev_hash == s.head_hash:
+            for e in token.batch:
+                if self._add_lost(e.as_lost()):
+                    log.warning(
+                        "signing record %s (intent %s, step %s) is on the HSM but not in the database: "
+                        "the signer stopped before its commit, or it was removed; only the same "
+                        "transaction may be signed for that step again",
+                        e.seq,
+                        e.intent_id,
+                        e.step,
+                    )
+        else:
+            self._break(
+                f"the signing records end at {s.head_seq}, but the HSM holds a head at {token.seq}: "
+                "records were removed"
+            )
+        for e in token.lost:
+            self._add_lost(e)
+
+    def _break(self, problem: str) -> None:
+        self.broken = problem
+        log.critical("ALERT: the signer's ledger does not verify: %s", problem)
+        raise LedgerUnverified(problem)
 
     def sync(self, conn: Connection | Session) -> None:
         """Reads and verifies the records appended after the last one seen.
@@ -254,38 +223,57 @@ class Ledger:
         elif self._check is not None and (why := self._check(r)) is not None:
             problem = f"signing record {r.ledger_seq} is not the signer's: {why}"
         if problem is not None:
-            self.broken = problem
-            log.critical("ALERT: the signer's ledger does not verify: %s", problem)
-            raise LedgerUnverified(problem)
+            self._break(problem)
         if self._watch is not None and r.ledger_seq == self._watch[0]:
             self._watch[1].append(bytes(r.record_hash))
-        self._add(_entry(r))
+        self._add(entry_of(r))
 
     def _add(self, e: Entry) -> None:
         s = self._state
-        s.by_step.setdefault((e.intent_id, e.step), []).append(e)
-        s.by_nonce.setdefault((e.key_id, e.chain, e.nonce), []).append(e)
+        self._index(e)
         s.by_id[e.record_id] = e
         s.digests.add(e.signing_digest)
+        s.lost.pop((e.intent_id, e.step, e.attempt, e.payload_digest), None)  # it did reach the database
+        s.head_seq, s.head_hash = e.seq, e.hash
+
+    def _add_lost(self, e: Entry) -> bool:
+        """Keeps a lost record's step, nonce and amount taken; False if it was known already."""
+        s = self._state
+        key = (e.intent_id, e.step, e.attempt, e.payload_digest)
+        stored = (x for x in s.by_step.get((e.intent_id, e.step), []) if not x.lost)
+        if key in s.lost or any(
+            x.attempt == e.attempt and x.same_transaction(e.intent_id, e.step, e.payload_digest)
+            for x in stored
+        ):
+            return False
+        s.lost[key] = e
+        self._index(e)
+        return True
+
+    def _index(self, e: Entry) -> None:
+        s = self._state
+        s.by_step.setdefault((e.intent_id, e.step), []).append(e)
+        s.by_nonce.setdefault((e.key_id, e.chain, e.nonce), []).append(e)
         if e.attempt == 0 and e.vault_id:
             s.amounts.setdefault(e.vault_id, {}).setdefault(
                 e.intent_id, SignedAmount(e.intent_id, e.action, e.amount, e.created_at)
             )
-        s.head_seq, s.head_hash = e.seq, e.hash
 
     # --- answering ------------------------------------------------------------------------
 
     def conflicts(
         self, *, intent_id: str, step: str, key_id: str, chain: str, nonce: int
     ) -> tuple[Entry | None, Entry | None]:
-        """The newest signature of the intent step, and the newest for (key, chain, nonce)."""
+        """The newest signature of the intent step, and the newest for (key, chain, nonce).
+
+        Either may be a lost entry (``Entry.lost``: no record to read, only its payload)."""
         with self._lock:
             s = self._state
             for_step = s.by_step.get((intent_id, step), [])
             for_nonce = s.by_nonce.get((key_id, chain, nonce), [])
             return (
-                max(for_step, key=lambda e: e.attempt, default=None),
-                max(for_nonce, key=lambda e: e.attempt, default=None),
+                max(for_step, key=_newest, default=None),
+                max(for_nonce, key=_newest, default=None),
             )
 
     def signed_amounts(self, vault_id: str, since: datetime) -> list[SignedAmount]:
@@ -328,6 +316,18 @@ class Ledger:
             session.execute(text("SELECT pg_advisory_xact_lock(:c, 0)"), {"c": _LEDGER_LOCK})
         # SQLite: the committing transaction began with BEGIN IMMEDIATE (runtime.db)
         self.sync(session)
+        if self._anchor is not None:
+            # Every batch wrote the token before its commit, holding this lock: the chain ends
+            # at the token's head, or where its batch began if that batch never committed.
+            token = self._anchor.read()
+            with self._lock:
+                head_seq, head_hash = self.head
+                if token is not None and head_seq > token.seq:
+                    self._break(
+                        f"signing records past {token.seq}, the head the HSM holds, were not written "
+                        "by a signer"
+                    )
+                self._settle(token, head_hash if token is not None and head_seq == token.seq else None)
         session.info["ledger_locked"] = True
 
     def chain(self, session: Session, record: SigningRecord) -> SigningRecord:
@@ -353,42 +353,61 @@ class Ledger:
 
     def taken(self, session: Session, record: SigningRecord) -> bool:
         """Whether the ledger (or what ``session`` chained before) holds a record with ``record``'s
-        (intent, step, attempt) or (key, chain, nonce, attempt): another Sign got there first."""
+        (intent, step, attempt) or (key, chain, nonce, attempt): another Sign got there first.
+        A lost record of the same transaction is not in the way: this one signs it again."""
         step = (record.intent_id, record.step, record.attempt)
         nonce = (record.key_id, record.chain, record.nonce, record.attempt)
         for r in session.info.get("ledger_pending", []):
             if (r.intent_id, r.step, r.attempt) == step or (r.key_id, r.chain, r.nonce, r.attempt) == nonce:
                 return True
+        payload = bytes(record.payload_digest)
+
+        def in_the_way(e: Entry) -> bool:
+            return e.attempt == record.attempt and not (
+                e.lost and e.same_transaction(record.intent_id, record.step, payload)
+            )
+
         with self._lock:
             s = self._state
-            return any(e.attempt == record.attempt for e in s.by_step.get(step[:2], [])) or any(
-                e.attempt == record.attempt
-                for e in s.by_nonce.get((record.key_id, record.chain, record.nonce), [])
+            return any(in_the_way(e) for e in s.by_step.get(step[:2], [])) or any(
+                in_the_way(e) for e in s.by_nonce.get((record.key_id, record.chain, record.nonce), [])
             )
+
+    def before_commit(self, info: dict[str, Any]) -> None:
+        """Inside the committing transaction, holding the ledger lock: the token gets the head the
+        batch in ``info['ledger_pending']`` ends at, before the database does. Raises the HSM's
+        error when it cannot (the transaction then rolls back: nothing of the batch is kept)."""
+        pending: list[SigningRecord] = info.get("ledger_pending", [])
+        if not pending or self._anchor is None:
+            return
+        with self._lock:
+            prev_seq, prev_hash = self.head
+            lost = tuple(self._state.lost.values())
+        last = pending[-1]
+        self._anchor.write(
+            TokenHead(
+                seq=int(last.ledger_seq),
+                hash=bytes(last.record_hash),
+                prev_seq=prev_seq,
+                prev_hash=prev_hash,
+                batch=tuple(entry_of(r) for r in pending),
+                lost=lost,
+            )
+        )
 
     def committed(self, info: dict[str, Any]) -> None:
         """The transaction holding ``info['ledger_pending']`` committed: its records join the ledger
-        (unless a sync read them already) and the new head goes to the HSM before any of their
-        signatures leaves (raises the HSM's error when it cannot: the callers are refused)."""
+        (unless a sync read them already)."""
         pending: list[SigningRecord] = info.get("ledger_pending", [])
-        if not pending:
-            return
         with self._lock:
             for r in pending:
                 if r.ledger_seq == self._state.head_seq + 1:
-                    self._add(_entry(r))
-            head = self.head
-        if self._anchor is not None:
-            self._anchor.ensure(*head)
+                    self._add(entry_of(r))
 
-    def ensure_anchored(self, seq: int) -> None:
-        """Before a replay hands out record ``seq``'s signature: the token holds a head covering it
-        (its signer process may have committed it and failed to anchor, or crashed in between)."""
-        if self._anchor is not None:
-            head_seq, digest = self.head  # the ledger holds the record: its head is at seq or later
-            if seq > head_seq:
-                raise LedgerUnverified(f"signing record {seq} is past the verified head {head_seq}")
-            self._anchor.ensure(head_seq, digest)
+
+def _newest(e: Entry) -> tuple[int, bool]:
+    """Order of precedence: the highest attempt, a stored record before a lost one."""
+    return e.attempt, not e.lost
 
 
 def replace_record(r: SigningRecord, **changes: Any) -> SigningRecord:
@@ -396,50 +415,3 @@ def replace_record(r: SigningRecord, **changes: Any) -> SigningRecord:
     values = {c.key: getattr(r, c.key) for c in SigningRecord.__table__.columns}
     values.update(changes)
     return SigningRecord(**values)
-
-
-class HeadAnchor:
-    """Keeps the ledger head on the HSM token, never backwards.
-
-    A signature leaves the signer only once the head covering its record is on the token
-    (:meth:`ensure`, called after each group commit and before a replay answers): whoever can
-    write the database cannot cut a record the signer released, even across a crash. One
-    token write per batch (measured: about 3 ms on SoftHSM here). Several signer processes
-    write the same label in any order: the token keeps the highest sequence
-    (``Hsm.store_data``'s ``generation``).
-    """
-
-    #: Token writes tried before a Sign is refused (SoftHSM's file store, written by several
-    #: processes at once, sometimes fails one).
-    ATTEMPTS = 3
-
-    def __init__(self, store: DataStore, *, label: str = HEAD_LABEL) -> None:
-        self._store = store
-        self._label = label
-        self._lock = threading.Lock()
-        raw = store.load_data(label)
-        self.anchored: tuple[int, bytes] | None = None
-        if raw is not None:
-            data = json.loads(raw)
-            self.anchored = (int(data["seq"]), bytes.fromhex(data["hash"]))
-
-    def ensure(self, seq: int, digest: bytes) -> None:
-        """Returns once the token holds a head at ``seq`` or later; raises the HSM's error if it cannot."""
-        with self._lock:
-            if self.anchored is not None and seq <= self.anchored[0]:
-                return
-            value = json.dumps({"seq": seq, "hash": digest.hex()}, sort_keys=True).encode()
-            for attempt in range(1, self.ATTEMPTS + 1):
-                try:
-                    self._store.store_data(self._label, value, generation=seq)
-                    break
-                except Exception as e:
-                    log.warning(
-                        "could not anchor the signing ledger's head on the HSM (attempt %d of %d): %s",
-                        attempt,
-                        self.ATTEMPTS,
-                        type(e).__name__,
-                    )
-                    if attempt == self.ATTEMPTS:
-                        raise
-            self.anchored = (seq, digest)

@@ -27,9 +27,9 @@ from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
 from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.anchor import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.errors import HsmTokenShared
 from services.signer.hsm import Hsm
-from services.signer.ledger import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.service import ChainConfig, SignerService
 from services.signer.servicer import SignerServicer
 from services.signer.trust import GovernanceAnchors, GovernedPolicyView

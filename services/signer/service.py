@@ -43,6 +43,8 @@ from services.runtime.intent import Approval, IntentBinding, IntentSpec, intent_
 from services.runtime.telemetry import sign_timer
 from services.signer import eip1559, repository
 from services.signer.addresses import cosmos_address, ethereum_address, solana_address
+from services.signer.anchor import HEAD_LABEL as LEDGER_HEAD_LABEL
+from services.signer.anchor import DataStore, HeadAnchor
 from services.signer.authorize import Authorizer, Grant, Request
 from services.signer.commits import GroupCommitter
 from services.signer.errors import (
@@ -60,8 +62,7 @@ from services.signer.errors import (
     UnsupportedAlgorithm,
 )
 from services.signer.hsm import Hsm, made_secp256k1
-from services.signer.ledger import HEAD_LABEL as LEDGER_HEAD_LABEL
-from services.signer.ledger import DataStore, HeadAnchor, Ledger, LedgerRace
+from services.signer.ledger import Ledger, LedgerRace
 from services.signer.models import SignerKey, SigningRecord
 from services.signer.ports import AuditWriterFactory, PolicySource, TransactionDecoder
 from services.signer.types import KeyAlgorithm, KeyPurpose
@@ -177,7 +178,8 @@ class SignerService:
             max_batch=max_batch,
             window=commit_window,
             pending=lambda: self._deciding,
-            after_commit=self._ledger_committed,
+            before_commit=self._ledger.before_commit,
+            after_commit=self._ledger.committed,
         )
         # Where sign() runs its checks and the HSM call: n worker threads, or the event loop (0).
         self._decider = ThreadPoolExecutor(decide_threads, "signer-decide") if decide_threads else None
@@ -190,9 +192,6 @@ class SignerService:
         if self._decider is not None:
             self._decider.shutdown()
         self._commits.close()
-
-    def _ledger_committed(self, info: dict[str, Any]) -> None:
-        self._ledger.committed(info)
 
     def _made_here(self, record: SigningRecord) -> str | None:
         """Whether ``record``'s signature is this HSM's, by the key it names, over its signing digest
@@ -510,6 +509,18 @@ class SignerService:
             prior_entry, by_nonce = self._ledger.conflicts(
                 intent_id=request.intent_id, step=request.step, key_id=key.key_id, chain=chain, nonce=tx.nonce
             )
+            if prior_entry is not None and prior_entry.lost:
+                # Signed before a crash, or its record removed after it was read: its signature
+                # may be out there, so only the same transaction (same nonce) is signed again.
+                lost, same = prior_entry, (request.intent_id, request.step, payload_digest)
+                if not lost.same_transaction(*same):
+                    raise ConflictingSignature(
+                        f"{subject} was signed over another payload (its record is not in the database)",
+                        details={"nonce": lost.nonce},
+                    )
+                attempt, replaces, prior_entry = lost.attempt, lost.replaces_id, None
+                if by_nonce is not None and by_nonce.lost and by_nonce.same_transaction(*same):
+                    by_nonce = None
             prior = self._ledger.fetch(conn, prior_entry.record_id) if prior_entry is not None else None
         if prior is not None:
             if prior.payload_digest == payload_digest:
@@ -600,7 +611,6 @@ class SignerService:
         return self._replay(winner, actor, subject, lost.grant)
 
     def _replay(self, record: SigningRecord, actor: str, subject: str, grant: Grant | None) -> _Write:
-        self._ledger.ensure_anchored(int(record.ledger_seq))  # its signature leaves again: anchored first
         payload = {**_record_payload(record), **(grant.audit_fields() if grant is not None else {})}
         return _Write(
             lambda s: self._write_audit(s, actor, ACTION_SIGN, subject, "replayed", payload),

@@ -73,8 +73,6 @@ from services.runtime.settings import ServiceSettings, TLSSettings
 from services.signer.client import SignerClient
 from services.signer.main import SignerSettings
 from services.signer.models import SigningRecord
-from services.signer.service import SignerService
-from services.signer.servicer import SignerServicer
 from services.signer.softhsm import TokenConfig
 from services.staking.client import StakingClient
 from services.staking.main import StakingSettings
@@ -256,14 +254,6 @@ class SecurityStack:
         nothing it verified survives but what it keeps outside the database)."""
         await self.stop(name)
         await self.start(name)
-
-    def signer_service(self) -> SignerService:
-        """The running signer's service object, for the stand-ins of what a test cannot do to a
-        service living in this process (kill it at one precise moment)."""
-        _, component = self._running["signer"]
-        servicer = component.bindings[0].servicer
-        assert isinstance(servicer, SignerServicer)
-        return servicer._service
 
     @asynccontextmanager
     async def second_signer(self) -> AsyncIterator[str]:

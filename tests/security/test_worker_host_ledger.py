@@ -1,11 +1,11 @@
-"""The worker host against the signer's ledger: records read, rewritten, appended and cut between
-the database commit and the token write, a crash, and a second signer process of the installation.
+"""The worker host against the signer's ledger: records read, rewritten, appended and cut around
+a crash, and a second signer process of the installation.
 
-The ledger's promise (``services.signer.ledger``): no signature leaves the signer before the head
-covering its record is on the HSM token, and "already signed?" and velocity come from records the
-signer verified. The worker host holds the database as its owner, ``svc:worker`` (it calls ``Sign``
-and ``BroadcastTransaction``) and may kill the signer. The two open findings here are strict xfails:
-each plays the attack, which works today (see the README of this directory).
+The ledger's promise (``services.signer.ledger``, ``services.signer.anchor``): no record is in the
+database before the head covering it is on the HSM token, and "already signed?" and velocity come
+from records the signer verified against the chain, the HSM and that head. The worker host holds
+the database as its owner, ``svc:worker`` (it calls ``Sign`` and ``BroadcastTransaction``) and may
+kill the signer. Findings 3 and 4 of this directory's README (closed) are the first two tests.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from sqlalchemy.orm import Session
 
 from services.chain.ethereum.transactions import UnsignedTransaction
@@ -31,25 +30,6 @@ from services.staking.client import StakingClient
 from tests.security.insiders import WorkerHost, assert_refused
 from tests.security.stack import CHAIN, ETH, SIGNING_RECORDS, Real, SecurityStack
 from tests.security.world import World
-
-
-class _Killed(Exception):
-    """The signer process died here (SIGKILL)."""
-
-
-class _KilledBeforeTokenWriteFake:
-    """The token's data store of a signer process killed after its group commit, before its token
-    write: an in-process service cannot be SIGKILLed at one moment, so the write never happens
-    and the process is then stopped. Reads are the real token's."""
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-
-    def load_data(self, label: str) -> bytes | None:
-        return self._real.load_data(label)
-
-    def store_data(self, label: str, value: bytes, *, generation: int | None = None) -> None:
-        raise _Killed
 
 
 def _records_of(stack: SecurityStack, intent_id: str) -> list[Any]:
@@ -120,34 +100,25 @@ async def _cancel(stack: SecurityStack, real: Real) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (open): a signed transaction is in the database before its ledger head is on the "
-    "token; killed in between, the signer restarts on the tail cut and signs the step again",
-)
 async def test_a_signature_read_before_its_head_reached_the_token(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
     """The worker host asks for z (a 32 ETH stake from a vault of its own, approvals olivia and
-    oscar) and kills the signer the moment z's record is committed, before the group commit's token
-    write. z's signed transaction is in the database, which the worker host reads and broadcasts;
-    it deletes the record (the tail the token never covered), starts the signer again and asks for
-    z at the next nonce: z's step is free again, and the cut record no longer counts for velocity.
-    Today the second deposit is signed and mined: 64 ETH left the vault for one 32 ETH approval set."""
+    oscar) and kills the signer the moment z's record is committed. z's signed transaction is in
+    the database, which the worker host reads and broadcasts; it deletes the record, starts the
+    signer again and asks for z at the next nonce. Before the fix the token's head was written
+    after the commit: killed in between, the cut record left no trace, z's step was free again and
+    a second 32 ETH deposit was signed and mined. The head now reaches the token before the
+    database: the restarted signer finds z's batch on the token but not in the database, and signs
+    z's step only as the same transaction, at the same nonce."""
     vault, address = await _funded_vault(stack)  # its own velocity: vault-1's is the other tests'
     z = await _honest(stack, replace(stack.stake_spec(32, withdrawal_to=address), vault_id=vault))
-    service = stack.signer_service()
-    anchor = service._ledger._anchor
-    assert anchor is not None
     start = await _nonce(stack, address)
     cut: list[Any] = []
     got: list[bytes] = []
     try:
-        anchor._store = _KilledBeforeTokenWriteFake(anchor._store)
-        with pytest.raises(Exception) as died:  # the caller's connection drops with the process
-            await worker_host.sign(z, tx=worker_host.tx(z.spec, nonce=start))
-        assert not isinstance(died.value, AssertionError)
-        await stack.stop("signer")  # dead: nothing of it runs again
+        await worker_host.sign(z, tx=worker_host.tx(z.spec, nonce=start))  # committed, then killed
+        await stack.stop("signer")
         cut = _records_of(stack, z.id)
         got += [bytes(r.signed_tx) for r in cut]  # read as the database owner
         for signed in got:
@@ -166,7 +137,7 @@ async def test_a_signature_read_before_its_head_reached_the_token(
             before,
             answer,
             status="FAILED_PRECONDITION",
-            error_type="LedgerUnverified",
+            error_type="ConflictingSignature",
             subject=f"intent:{z.id}",
         )
     finally:
@@ -178,12 +149,6 @@ async def test_a_signature_read_before_its_head_reached_the_token(
         await _cancel(stack, z)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (open): a second signer process verifies the records it reads from the database "
-    "against the chain and the HSM signature only, never the token's head: a record rewritten before "
-    "it reads it counts as written, and the step it held signs again",
-)
 async def test_another_signer_process_reads_a_rewritten_record(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
@@ -191,10 +156,10 @@ async def test_another_signer_process_reads_a_rewritten_record(
     process A sign w (a consolidation, approvals olivia and oscar) and broadcasts it; before process
     B reads w's record, it rewrites the record's intent id (the amount, vault or time would do for
     velocity) and recomputes its hash, which is no secret. B checks the link, the hash and the HSM's
-    signature over the record's signing digest, none of which binds the intent, so it counts the
-    record as another intent's, signs w again at the next nonce and anchors its head on the token,
-    chained over the rewrite: A stops at its next read, but a restarted A verifies the laundered
-    chain. Today both consolidation requests are signed and mined."""
+    signature over the record's signing digest, none of which binds the intent. Before the fix it
+    counted the record as another intent's, signed w again at the next nonce, and both requests
+    were mined. Now B compares the chain with the head A wrote to the token before its commit,
+    when it takes the ledger lock to commit its own: they differ, and nothing of B's leaves."""
     validator = world.x.spec.target.validator  # type: ignore[union-attr]
     w = await _honest(stack, stack.restake_spec(validator, world.honest_validator))
     rewritten: list[Any] = []

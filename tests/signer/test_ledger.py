@@ -20,11 +20,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.migrate import alembic_config, upgrade
-from services.signer.errors import HsmUnavailable, LedgerUnverified, NonceReused
+from services.signer.anchor import DataStore
+from services.signer.errors import ConflictingSignature, HsmUnavailable, LedgerUnverified, NonceReused
 from services.signer.hsm import Hsm
-from services.signer.ledger import GENESIS, DataStore, HeadAnchor, Ledger, record_hash, replace_record
+from services.signer.ledger import GENESIS, Ledger, record_hash, replace_record
 from services.signer.models import SigningRecord
-from services.signer.service import SignerService
+from services.signer.service import SignerService, SignOutput
 from tests.fixtures.database import sql
 from tests.signer.conftest import SignerRig
 
@@ -32,7 +33,7 @@ VALIDATOR = bytes.fromhex("a1" * 48)
 GWEI = 10**9
 
 
-def _sign(rig: SignerRig, service: SignerService, i: int, *, nonce: int | None = None) -> object:
+def _sign(rig: SignerRig, service: SignerService, i: int, *, nonce: int | None = None) -> SignOutput:
     spec = rig.unstake_spec(VALIDATOR, (i + 1) * GWEI)
     tx = rig.unstake_tx(VALIDATOR, (i + 1) * GWEI, nonce=i if nonce is None else nonce)
     return service.sign_blocking(rig.request(spec, tx, intent_id=f"intent-{i}"), "w")
@@ -104,7 +105,7 @@ def test_two_signers_on_one_database_see_each_others_records(
     [
         "UPDATE {signer_signing_records} SET amount = '0' WHERE ledger_seq = 1",
         "DELETE FROM {signer_signing_records} WHERE ledger_seq = 2",
-        "DELETE FROM {signer_signing_records} WHERE ledger_seq = 3",  # the tail: only the anchor knows
+        "DELETE FROM {signer_signing_records} WHERE ledger_seq >= 2",  # the tail: only the token knows
     ],
     ids=["altered", "removed", "cut"],
 )
@@ -123,7 +124,7 @@ def test_a_signer_started_on_an_altered_ledger_signs_nothing(
     finally:
         restarted.close()
     with rig.sessions() as s:
-        assert s.scalar(select(func.max(SigningRecord.ledger_seq))) in (2, 3)  # nothing added
+        assert s.scalar(select(func.max(SigningRecord.ledger_seq))) in (1, 2, 3)  # nothing added
 
 
 def test_the_anchor_is_what_catches_a_cut_tail(rig: SignerRig, hsm: Hsm, label: str) -> None:
@@ -186,15 +187,6 @@ def test_a_signature_leaves_only_once_its_record_is_anchored(
         assert _anchored_head(hsm, label) == i + 1  # read as it answers, not after a close
 
 
-def test_the_token_keeps_the_highest_head_whatever_the_order(hsm: Hsm, label: str) -> None:
-    """Two signer processes anchor after their commits, in any order: the head never goes back."""
-    first, second = HeadAnchor(hsm, label=label), HeadAnchor(hsm, label=label)
-    first.ensure(5, bytes([5]) * 32)
-    second.ensure(3, bytes([3]) * 32)  # the other process, late with an older head
-    assert _anchored_head(hsm, label) == 5
-    assert HeadAnchor(hsm, label=label).anchored == (5, bytes([5]) * 32)
-
-
 class _FailingStoreFake:
     """The token's data store, failing its writes while ``failing`` (an HSM that stops answering)."""
 
@@ -205,17 +197,17 @@ class _FailingStoreFake:
     def load_data(self, label: str) -> bytes | None:
         return self._hsm.load_data(label)
 
-    def store_data(self, label: str, value: bytes, *, generation: int | None = None) -> None:
+    def store_data(self, label: str, value: bytes) -> None:
         if self.failing:
             raise HsmUnavailable("the token did not answer")
-        self._hsm.store_data(label, value, generation=generation)
+        self._hsm.store_data(label, value)
 
 
-def test_a_signature_whose_record_cannot_be_anchored_does_not_leave(
+def test_a_batch_whose_head_cannot_reach_the_token_is_not_committed(
     rig: SignerRig, hsm: Hsm, label: str
 ) -> None:
-    """The record is committed but the head cannot reach the token: the caller is refused; asked
-    again once the token answers, the signer anchors it and replays the same signature."""
+    """The head goes to the token before the database: when the token does not take it, the
+    transaction rolls back and the caller is refused; asked again once it answers, it signs."""
     store = _FailingStoreFake(hsm)
     service = _twin(rig, hsm, label, store)
     try:
@@ -225,15 +217,99 @@ def test_a_signature_whose_record_cannot_be_anchored_does_not_leave(
         with pytest.raises(HsmUnavailable):
             service.sign_blocking(request, "w")
         assert hsm.load_data(label) is None
+        assert _count(rig) == 0  # nothing of the batch in the database
         assert rig.audit_rows("refused")[-1].payload_json.count("HsmUnavailable") == 1
-        with pytest.raises(HsmUnavailable):  # a retry while it still fails gets no signature either
-            service.sign_blocking(request, "w")
         store.failing = False
-        out = service.sign_blocking(request, "w")
-        assert out.replayed
-        assert _anchored_head(hsm, label) == 1
+        assert not service.sign_blocking(request, "w").replayed
+        assert _anchored_head(hsm, label) == 1 and _count(rig) == 1
     finally:
         service.close()
+
+
+class _StopsAfterTokenWriteFake:
+    """The token's data store of a signer process that stops right after writing its head, before
+    its commit: the write happens, then the process is gone (its transaction never commits)."""
+
+    def __init__(self, hsm: Hsm) -> None:
+        self._hsm = hsm
+
+    def load_data(self, label: str) -> bytes | None:
+        return self._hsm.load_data(label)
+
+    def store_data(self, label: str, value: bytes) -> None:
+        self._hsm.store_data(label, value)
+        raise HsmUnavailable("the signer process stopped here")
+
+
+def _count(rig: SignerRig) -> int:
+    with rig.sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(SigningRecord)) or 0)
+
+
+@pytest.mark.parametrize("how", ["stopped-before-commit", "committed-then-cut"])
+def test_a_batch_on_the_token_but_not_in_the_database_binds_its_steps(
+    rig: SignerRig, hsm: Hsm, label: str, how: str
+) -> None:
+    """The token names a batch the database lacks: the signer stopped between the two writes, or
+    the database writer read its signatures and removed it (it cannot tell which). Restarted, the
+    signer signs that step again only as the same transaction, at the same nonce: a second spend of
+    the approvals at another nonce, or another intent at that nonce, is refused."""
+    _sign(rig, rig.service, 0)  # seq 1, anchored by nobody: the rig's own signer has no token head
+    if how == "stopped-before-commit":
+        stopped = _twin(rig, hsm, label, _StopsAfterTokenWriteFake(hsm))
+        with pytest.raises(HsmUnavailable):
+            _sign(rig, stopped, 1)
+        stopped.close()
+    else:
+        first = _twin(rig, hsm, label)
+        _sign(rig, first, 1)
+        first.close()
+        _owner(rig.sessions, "DELETE FROM {signer_signing_records} WHERE ledger_seq = 2")
+    assert _count(rig) == 1 and _anchored_head(hsm, label) == 2
+    restarted = _twin(rig, hsm, label)
+    try:
+        with pytest.raises(ConflictingSignature, match="not in the database"):
+            _sign(rig, restarted, 1, nonce=7)  # intent-1's approvals at another nonce
+        with pytest.raises(NonceReused):
+            _sign(rig, restarted, 2, nonce=1)  # another intent at the nonce intent-1 may have used
+        again = _sign(rig, restarted, 1)  # the same transaction: one nonce, one spend
+        assert not again.replayed
+        assert _count(rig) == 2
+    finally:
+        restarted.close()
+    again_restarted = _twin(rig, hsm, label)  # the stored record resolves the lost one for good
+    try:
+        assert _sign(rig, again_restarted, 1).replayed
+        _sign(rig, again_restarted, 3)
+    finally:
+        again_restarted.close()
+
+
+def test_a_second_signer_reading_a_rewritten_record_signs_nothing(
+    rig: SignerRig, hsm: Hsm, anchored: SignerService, label: str
+) -> None:
+    """Process A signs intent-0; the database writer rewrites that record as another intent's
+    (recomputing its hash, which is no secret) before process B reads it. B's checks see a chain
+    that links and a genuine signature, and no signature for intent-0: at its commit the token's
+    head, written by A before its own commit, does not match, and nothing of B's leaves."""
+    other = _twin(rig, hsm, label)
+    try:
+        _sign(rig, anchored, 0)
+        with rig.sessions() as s:
+            record = s.scalars(select(SigningRecord)).one()
+            s.expunge(record)
+        moved = replace_record(record, intent_id="intent-void")
+        moved.record_hash = record_hash(moved)
+        with rig.sessions.begin() as s:
+            s.execute(
+                text(sql(s, "UPDATE {signer_signing_records} SET intent_id = :i, record_hash = :h")),
+                {"i": moved.intent_id, "h": moved.record_hash},
+            )
+        with pytest.raises(LedgerUnverified, match="differs from the one the HSM holds"):
+            _sign(rig, other, 0, nonce=1)
+        assert _count(rig) == 1
+    finally:
+        other.close()
 
 
 @pytest.mark.parametrize(
