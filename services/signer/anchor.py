@@ -2,17 +2,22 @@
 
 Before a group commit stores its signing records, the committing signer writes to its
 token the head the batch ends at, the head it extends, and the batch's records (without
-their signatures). Every signer process of the installation writes it holding the ledger
-lock, so the token's head is the newest batch, committed or not. A signer compares the
-database's chain with it whenever it takes the lock, and at start-up:
+their signatures). A signer compares the database's chain with the token's heads whenever
+it takes the ledger lock, and at start-up. Each head is
 
-* the chain ends at the token's head, with its hash: all is well;
-* the chain ends where the token's batch began: that batch never reached the database
-  (the signer stopped between the two writes, or a commit failed), or someone removed it
-  after reading its signatures. The ledger cannot tell which, so it keeps the batch's
-  records as *lost* (:class:`~services.signer.entries.Entry`): their steps and nonces
-  stay bound to their payloads, for ever (lost entries are carried in every later head);
-* anything else: records were removed or rewritten, and the signer signs nothing.
+* *committed*: the chain holds its record at its sequence, with its hash;
+* *lost*: the chain holds the head it extends but not its batch. The batch never reached the
+  database (the signer stopped between the two writes, a commit failed, or a process lost the
+  database lock to another), or someone removed it after reading its signatures. The ledger
+  cannot tell which, so it keeps the batch's records as *lost*
+  (:class:`~services.signer.entries.Entry`): their steps stay bound to their transactions,
+  and their amounts count, for ever (lost entries are carried in every later head);
+* anything else: records were removed or rewritten, and the signer signs nothing. The chain
+  must also end at a committed head, or where a lost one began.
+
+Writers serialise on the database's ledger lock, which the database's owner can break (end the
+session holding it). So a writer never destroys a head it did not read: two writes that raced
+both stay on the token, and the next reader settles both.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,9 +38,9 @@ log = logging.getLogger(__name__)
 
 
 class DataStore(Protocol):
-    def load_data(self, label: str) -> bytes | None: ...
+    def load_all_data(self, label: str) -> list[bytes]: ...
 
-    def store_data(self, label: str, value: bytes) -> None: ...
+    def replace_data(self, label: str, value: bytes, replaces: Collection[bytes]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,17 +92,18 @@ class HeadAnchor:
         self._label = label
         self._lock = threading.Lock()
 
-    def read(self) -> TokenHead | None:
-        raw = self._store.load_data(self._label)
-        return TokenHead.from_bytes(raw) if raw is not None else None
+    def read(self) -> list[tuple[bytes, TokenHead]]:
+        """Every head on the token (usually one), with the stored value it was read from."""
+        return [(raw, TokenHead.from_bytes(raw)) for raw in self._store.load_all_data(self._label)]
 
-    def write(self, head: TokenHead) -> None:
-        """Stores ``head``; raises the HSM's error when it cannot (the batch is then not committed)."""
+    def write(self, head: TokenHead, replaces: Collection[bytes]) -> None:
+        """Stores ``head`` in place of the values ``replaces`` (the heads it settled); raises the
+        HSM's error when it cannot (the batch is then not committed)."""
         value = head.to_bytes()
         with self._lock:
             for attempt in range(1, self.ATTEMPTS + 1):
                 try:
-                    self._store.store_data(self._label, value)
+                    self._store.replace_data(self._label, value, replaces)
                     return
                 except Exception as e:
                     log.warning(

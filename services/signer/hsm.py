@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -348,6 +348,37 @@ class Hsm:
                     obj.destroy()
                 except p11.ObjectHandleInvalid:  # another process destroyed it first
                     pass
+
+    def load_all_data(self, label: str) -> list[bytes]:
+        """Every value stored under ``label``, oldest generation first (see :meth:`replace_data`)."""
+        with self.session() as s:
+            return [value for _, value, _ in self._data_objects(s, label)]
+
+    def replace_data(self, label: str, value: bytes, replaces: Collection[bytes]) -> None:
+        """Adds ``value`` under ``label`` and destroys only the objects holding one of ``replaces``.
+
+        For a value several processes write, each after reading it: a writer removes what it read,
+        never what another wrote meanwhile, so two writes that raced both stay for the next reader.
+        """
+        with self.session() as s:
+            found = self._data_objects(s, label)
+            generation = found[-1][0] + 1 if found else 1
+            s.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.LABEL: label,
+                    Attribute.APPLICATION: "custos",
+                    Attribute.VALUE: generation.to_bytes(8, "big") + value,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                }
+            )
+            for _, old, obj in found:
+                if old in replaces:
+                    try:
+                        obj.destroy()
+                    except p11.ObjectHandleInvalid:  # another process destroyed it first
+                        pass
 
     @staticmethod
     def _data_objects(s: pkcs11.Session, label: str) -> list[tuple[int, bytes, Any]]:

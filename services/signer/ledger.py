@@ -107,6 +107,8 @@ class _State:
     by_step: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
     by_nonce: dict[tuple[str, str, int], list[Entry]] = field(default_factory=dict)
     by_id: dict[str, Entry] = field(default_factory=dict)
+    #: Record hashes by sequence: the token's heads are checked against them.
+    hashes: dict[int, bytes] = field(default_factory=dict)
     #: Signing digests of the records: each signature is in the ledger once.
     digests: set[bytes] = field(default_factory=set)
     amounts: dict[str, dict[str, SignedAmount]] = field(default_factory=dict)
@@ -136,37 +138,44 @@ class Ledger:
         self._anchor = anchor
         self._check = check
         self.broken: str | None = None
-        #: While loading: (the anchored sequence, where to put the hash found there).
-        self._watch: tuple[int, list[bytes]] | None = None
 
     # --- reading the chain ----------------------------------------------------------------
 
     def load(self, conn: Connection | Session) -> None:
-        """Replays the whole chain and checks it against the head on the HSM token (at start-up).
+        """Replays the whole chain and checks it against the heads on the HSM token (at start-up).
 
-        The token is read first: a batch another process has written to the token but not yet
-        committed is then at worst taken for lost, and its records resolve it as they come.
+        The chain is read first: a batch another process writes to the token meanwhile is at
+        worst taken for lost, and its records resolve it when they are read.
         """
-        token = self._anchor.read() if self._anchor is not None else None
-        seen_at_token: list[bytes] = []
         with self._lock:
-            self._watch = (token.seq, seen_at_token) if token is not None else None
-            try:
-                self.sync(conn)
-            finally:
-                self._watch = None
-            self._settle(token, seen_at_token[0] if seen_at_token else None)
+            self.sync(conn)
+            self._settle([head for _, head in self._anchor.read()] if self._anchor is not None else [])
 
-    def _settle(self, token: TokenHead | None, hash_at_token: bytes | None) -> None:
-        """The chain as read against the token's head (see :mod:`services.signer.anchor`)."""
-        if token is None:
+    def _settle(self, heads: list[TokenHead]) -> None:
+        """The chain as read, against the token's heads (see :mod:`services.signer.anchor`)."""
+        if not heads:
             return
         s = self._state
-        if s.head_seq >= token.seq:
-            if hash_at_token != token.hash:
-                self._break(f"signing record {token.seq} differs from the one the HSM holds")
-        elif token.prev_seq == s.head_seq and token.prev_hash == s.head_hash:
-            for e in token.batch:
+
+        def in_chain(seq: int, digest: bytes | None) -> bool:
+            return (seq == 0 and digest == GENESIS) or (digest is not None and s.hashes.get(seq) == digest)
+
+        ends, lost = False, []
+        for head in heads:
+            if in_chain(head.seq, head.hash):
+                ends = ends or head.seq == s.head_seq
+            elif head.prev_seq is not None and in_chain(head.prev_seq, head.prev_hash):
+                ends = ends or head.prev_seq == s.head_seq
+                lost.append(head)
+            else:
+                self._break(f"signing record {head.seq} differs from the one the HSM holds, or is missing")
+        if not ends:
+            self._break(
+                f"the signing records end at {s.head_seq}, where no head the HSM holds ends or begins: "
+                "records were removed, or added by someone other than a signer"
+            )
+        for head in lost:
+            for e in head.batch:
                 if self._add_lost(e.as_lost()):
                     log.warning(
                         "signing record %s (intent %s, step %s) is on the HSM but not in the database: "
@@ -176,13 +185,9 @@ class Ledger:
                         e.intent_id,
                         e.step,
                     )
-        else:
-            self._break(
-                f"the signing records end at {s.head_seq}, but the HSM holds a head at {token.seq}: "
-                "records were removed"
-            )
-        for e in token.lost:
-            self._add_lost(e)
+        for head in heads:
+            for e in head.lost:
+                self._add_lost(e)
 
     def _break(self, problem: str) -> None:
         self.broken = problem
@@ -224,20 +229,21 @@ class Ledger:
             problem = f"signing record {r.ledger_seq} is not the signer's: {why}"
         if problem is not None:
             self._break(problem)
-        if self._watch is not None and r.ledger_seq == self._watch[0]:
-            self._watch[1].append(bytes(r.record_hash))
         self._add(entry_of(r))
 
     def _add(self, e: Entry) -> None:
         s = self._state
         self._index(e)
         s.by_id[e.record_id] = e
+        s.hashes[e.seq] = e.hash
         s.digests.add(e.signing_digest)
         s.lost.pop((e.intent_id, e.step, e.attempt, e.payload_digest), None)  # it did reach the database
         s.head_seq, s.head_hash = e.seq, e.hash
 
     def _add_lost(self, e: Entry) -> bool:
-        """Keeps a lost record's step, nonce and amount taken; False if it was known already."""
+        """Keeps a lost record's step bound to its transaction and its amount counted; False if it
+        was known already. Not its nonce: another approved transaction may take it (only one of the
+        two can land), or a lost signature whose approvals expired would block the vault for good."""
         s = self._state
         key = (e.intent_id, e.step, e.attempt, e.payload_digest)
         stored = (x for x in s.by_step.get((e.intent_id, e.step), []) if not x.lost)
@@ -253,7 +259,8 @@ class Ledger:
     def _index(self, e: Entry) -> None:
         s = self._state
         s.by_step.setdefault((e.intent_id, e.step), []).append(e)
-        s.by_nonce.setdefault((e.key_id, e.chain, e.nonce), []).append(e)
+        if not e.lost:
+            s.by_nonce.setdefault((e.key_id, e.chain, e.nonce), []).append(e)
         if e.attempt == 0 and e.vault_id:
             s.amounts.setdefault(e.vault_id, {}).setdefault(
                 e.intent_id, SignedAmount(e.intent_id, e.action, e.amount, e.created_at)
@@ -317,17 +324,12 @@ class Ledger:
         # SQLite: the committing transaction began with BEGIN IMMEDIATE (runtime.db)
         self.sync(session)
         if self._anchor is not None:
-            # Every batch wrote the token before its commit, holding this lock: the chain ends
-            # at the token's head, or where its batch began if that batch never committed.
-            token = self._anchor.read()
+            # Every batch wrote its head to the token before its commit: the chain must end at a
+            # head, or where one began if that batch never committed (or was cut).
+            heads = self._anchor.read()
             with self._lock:
-                head_seq, head_hash = self.head
-                if token is not None and head_seq > token.seq:
-                    self._break(
-                        f"signing records past {token.seq}, the head the HSM holds, were not written "
-                        "by a signer"
-                    )
-                self._settle(token, head_hash if token is not None and head_seq == token.seq else None)
+                self._settle([head for _, head in heads])
+            session.info["ledger_heads"] = [raw for raw, _ in heads]  # what this commit's head replaces
         session.info["ledger_locked"] = True
 
     def chain(self, session: Session, record: SigningRecord) -> SigningRecord:
@@ -392,7 +394,8 @@ class Ledger:
                 prev_hash=prev_hash,
                 batch=tuple(entry_of(r) for r in pending),
                 lost=lost,
-            )
+            ),
+            replaces=info.get("ledger_heads", []),
         )
 
     def committed(self, info: dict[str, Any]) -> None:

@@ -519,8 +519,6 @@ class SignerService:
                         details={"nonce": lost.nonce},
                     )
                 attempt, replaces, prior_entry = lost.attempt, lost.replaces_id, None
-                if by_nonce is not None and by_nonce.lost and by_nonce.same_transaction(*same):
-                    by_nonce = None
             prior = self._ledger.fetch(conn, prior_entry.record_id) if prior_entry is not None else None
         if prior is not None:
             if prior.payload_digest == payload_digest:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -93,11 +93,11 @@ class _StopsAfterTokenWriteFake:
     def __init__(self, hsm: Hsm) -> None:
         self._hsm = hsm
 
-    def load_data(self, label: str) -> bytes | None:
-        return self._hsm.load_data(label)
+    def load_all_data(self, label: str) -> list[bytes]:
+        return self._hsm.load_all_data(label)
 
-    def store_data(self, label: str, value: bytes) -> None:
-        self._hsm.store_data(label, value)
+    def replace_data(self, label: str, value: bytes, replaces: Collection[bytes]) -> None:
+        self._hsm.replace_data(label, value, replaces)
         raise HsmUnavailable("the signer process stopped here")
 
 
@@ -112,36 +112,30 @@ class _PausedBeforeTokenWriteFake:
         self.reached = threading.Event()
         self.go = threading.Event()
 
-    def load_data(self, label: str) -> bytes | None:
-        return self._hsm.load_data(label)
+    def load_all_data(self, label: str) -> list[bytes]:
+        return self._hsm.load_all_data(label)
 
-    def store_data(self, label: str, value: bytes) -> None:
+    def replace_data(self, label: str, value: bytes, replaces: Collection[bytes]) -> None:
         if self.armed:
             self.armed = False
             self.reached.set()
             assert self.go.wait(30)
-        self._hsm.store_data(label, value)
+        self._hsm.replace_data(label, value, replaces)
 
 
-# --- works today: strict xfails ------------------------------------------------------------------
+# --- findings 6 and 7 (closed) ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (open): the token write is serialised only by the database lock; a process "
-    "that loses that lock before its write lands overwrites a newer head, whose batch can then be cut",
-)
-def test_a_signer_that_loses_its_ledger_lock_overwrites_a_newer_head(
-    rig: SignerRig, hsm: Hsm, label: str
-) -> None:
+def test_a_signer_that_loses_its_ledger_lock_leaves_both_heads(rig: SignerRig, hsm: Hsm, label: str) -> None:
     """Process A holds the advisory lock and stalls before its token write; the database owner
     ends A's session (``pg_terminate_backend``, or an ``idle_in_transaction_session_timeout`` set
     on the database), so the lock is free; process B signs intent-2 (nonce 2), writes its head and
-    commits: its signature leaves. A resumes and writes its own head over B's (A's commit then
-    fails). The token now names A's batch, the database holds B's: the owner deletes B's record,
-    restarts the signer, which finds the chain ending where A's batch began (A's batch is "lost",
-    B's record is nowhere), and intent-2's approvals sign again at nonce 3: a second spend."""
+    commits: its signature leaves. A resumes and writes its own head (A's commit then fails); the
+    owner deletes B's record and restarts the signer. At 1ab006e A's write replaced B's head, the
+    chain ended where A's batch began, B's record was nowhere, and intent-2's approvals signed again
+    at nonce 3. A writer now destroys only the heads it read: B's stays beside A's, and both batches
+    are lost, so intent-2 signs again only as the same transaction."""
     pause = _PausedBeforeTokenWriteFake(hsm)
     a = _process(rig, hsm, label, pause)
     b = _process(rig, hsm, label)
@@ -185,13 +179,7 @@ class _Clock:
         return self.now
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NonceReused,
-    reason="finding (open): a lost entry binds its nonce for good; once its approvals expire nothing "
-    "can sign that nonce again, and the vault's later transactions never mine",
-)
-def test_a_lost_nonce_outlives_its_approvals(rig: SignerRig, hsm: Hsm, label: str) -> None:
+def test_a_lost_entry_does_not_hold_its_nonce(rig: SignerRig, hsm: Hsm, label: str) -> None:
     """The worker host kills the signer between its token write and its commit (on PostgreSQL a
     deferred constraint trigger failing the commit does the same, deterministically), and keeps it
     down, or failing, past the approvals' expiry. intent-0 can no longer be signed again (its
@@ -274,7 +262,7 @@ def test_a_cut_signature_appended_again_past_the_token_head_is_refused(
         forged.record_hash = record_hash(forged)
         with rig.sessions.begin() as s:
             s.add(forged)
-        with pytest.raises(LedgerUnverified, match="were not written by a signer"):
+        with pytest.raises(LedgerUnverified, match="added by someone other than a signer"):
             _sign(rig, running, 4, nonce=4)
     finally:
         running.close()
@@ -296,7 +284,9 @@ def test_a_lost_transaction_is_neither_bumped_nor_taken_by_an_identical_intent(
     transaction (its signature may be out: the bump would be a second one at that nonce, which is
     harmless, but "the same transaction" is what the token holds); another intent approved with
     exactly intent-0's terms asks for the very same bytes (same payload digest, another intent):
-    the first is ConflictingSignature, the second NonceReused; nothing is signed."""
+    the first is ConflictingSignature; the second is signed, the very transaction intent-0's lost
+    signature would put on chain (a lost entry does not hold its nonce: finding 7), so whichever
+    lands, one transaction moves funds once."""
     killed = _process(rig, hsm, label, _StopsAfterTokenWriteFake(hsm))
     with pytest.raises(HsmUnavailable):
         _sign(rig, killed, 0, nonce=0)
@@ -308,11 +298,12 @@ def test_a_lost_transaction_is_neither_bumped_nor_taken_by_an_identical_intent(
         same_terms = rig.unstake_spec(VALIDATOR, GWEI)  # intent-0's spec, under another intent id
         twin = rig.request(same_terms, rig.unstake_tx(VALIDATOR, GWEI, nonce=0), intent_id="intent-twin")
         assert twin.unsigned_tx == _request(rig, 0, nonce=0).unsigned_tx
-        with pytest.raises(NonceReused):
-            restarted.sign_blocking(twin, "svc:worker")
+        assert not restarted.sign_blocking(twin, "svc:worker").replayed
+        with pytest.raises(NonceReused):  # intent-0 itself, now that the nonce is another's record
+            _sign(rig, restarted, 0, nonce=0)
     finally:
         restarted.close()
-    assert _count(rig) == 0
+    assert _count(rig) == 1
 
 
 def test_a_kill_loop_at_the_token_write_neither_frees_the_step_nor_grows_the_head(
