@@ -97,7 +97,7 @@ def _settings(env: Env) -> Any:
     from pydantic import SecretStr
 
     from bench._grpc import server_tls
-    from services.chain.config import ChainConfig
+    from services.families.config import ChainConfig
     from services.runtime.settings import HsmSettings
     from services.signer.main import SignerSettings
 
@@ -194,7 +194,8 @@ def requests(env: Env, count: int) -> list[Any]:
     """``count`` distinct sign requests: own validator, approvals, nonce and intent id each."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from services.chain.ethereum import contracts
+    from services.families.ethereum import contracts
+    from services.families.ethereum.transactions import UnsignedTransaction
     from services.policy.evidence import sign_approval
     from services.runtime.intent import (
         Action,
@@ -205,7 +206,6 @@ def requests(env: Env, count: int) -> list[Any]:
         intent_digest,
         submission_time,
     )
-    from services.signer import eip1559
     from services.signer.service import SignInput
 
     keys = [(n, Ed25519PrivateKey.from_private_bytes(raw)) for n, raw in env.approvers]
@@ -230,19 +230,16 @@ def requests(env: Env, count: int) -> list[Any]:
             )
             for n, k in keys
         )
-        tx = eip1559.encode_unsigned(
-            eip1559.Eip1559Tx(
-                CHAIN_ID,
-                nonce,
-                GWEI,
-                2 * GWEI,
-                200_000,
-                contracts.WITHDRAWAL_REQUEST_CONTRACT,
-                1,
-                contracts.withdrawal_request_calldata(validator, 32 * 10**9),
-                (),
-            )
-        )
+        tx = UnsignedTransaction(
+            CHAIN_ID,
+            nonce,
+            GWEI,
+            2 * GWEI,
+            200_000,
+            bytes.fromhex(contracts.WITHDRAWAL_REQUEST_CONTRACT[2:]),
+            1,
+            contracts.withdrawal_request_calldata(validator, 32 * 10**9),
+        ).encode()
         out.append(
             SignInput(intent_id, "unstake", spec, INITIATOR, env.policy_version, approvals, tx, submitted)
         )

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from services.chain.config import HOODI_GENESIS_FORK_VERSION, ChainConfig, ChainFamily
 from services.chain.ethereum.rpc import JsonRpcClient
+from services.families.config import HOODI_GENESIS_FORK_VERSION, ChainConfig, ChainFamily
 from services.runtime.errors import FailedPrecondition, Unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

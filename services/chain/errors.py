@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.families.errors import DepositDataInvalid, FamilyError, IntentInvalid, TransactionInvalid
 from services.runtime.errors import (
     CustosError,
     FailedPrecondition,
@@ -12,23 +13,11 @@ from services.runtime.errors import (
 
 
 class ChainError(CustosError):
-    """Base of every error the chain service raises."""
+    """Base of every error the chain service raises (with the families' errors, re-exported here)."""
 
 
 class UnknownChain(ChainError, NotFound):
     """The chain name is not in the registry."""
-
-
-class IntentInvalid(ChainError, InvalidArgument):
-    """The intent cannot be carried out on this chain as written (shape, amount, target)."""
-
-
-class DepositDataInvalid(IntentInvalid):
-    """ETH deposit data failed verification: signature, root, credentials, pubkey or amount."""
-
-
-class TransactionInvalid(ChainError, InvalidArgument):
-    """Transaction bytes that custos did not build, or that do not decode strictly."""
 
 
 class NodeUnavailable(ChainError, Unavailable):
@@ -65,3 +54,22 @@ class ReconcileNotConfigured(ChainError, FailedPrecondition):
 
 class InsufficientFunds(ChainError, FailedPrecondition):
     """The vault cannot pay the transaction's value and maximum fee: the node would refuse it."""
+
+
+__all__ = [
+    "AlertAlreadyAcknowledged",
+    "AlertNotFound",
+    "BroadcastRejected",
+    "ChainError",
+    "DepositDataInvalid",
+    "FamilyError",
+    "FeesAboveCap",
+    "InsufficientFunds",
+    "IntentInvalid",
+    "NodeError",
+    "NodeUnavailable",
+    "ReconcileNotConfigured",
+    "ReconcileRequestInvalid",
+    "TransactionInvalid",
+    "UnknownChain",
+]

@@ -8,11 +8,11 @@ import contextlib
 from pydantic import Field
 
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig
 from services.chain.reconcile import Reconciler, reconcilable
 from services.chain.service import ChainService
 from services.chain.servicer import ChainServicer
 from services.chain.signer_view import SignerView
+from services.families.config import ChainConfig
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory

@@ -43,11 +43,17 @@ from opentelemetry import metrics
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig
-from services.chain.errors import ChainError, NodeUnavailable, ReconcileRequestInvalid, UnknownChain
+from services.chain.errors import (
+    ChainError,
+    FamilyError,
+    NodeUnavailable,
+    ReconcileRequestInvalid,
+    UnknownChain,
+)
 from services.chain.models import ReconcileAlertRow
 from services.chain.reconcile_repository import ReconcileRepository
 from services.chain.types import SeenTransaction
+from services.families.config import ChainConfig
 from services.runtime.db import utcnow
 from services.runtime.errors import CustosError, Unavailable
 
@@ -378,7 +384,7 @@ class Reconciler:
             row = await asyncio.to_thread(
                 self._store.acknowledge, alert_id, actor=actor, reason=text, now=now, audit=audit
             )
-        except ChainError as e:
+        except (ChainError, FamilyError) as e:
             known = await asyncio.to_thread(self._store.get, alert_id)
             subject = f"vault:{known.vault_id}" if known else f"alert:{alert_id}"
             payload = {"alert_id": alert_id, "error": type(e).__name__, "reason": e.message}

@@ -20,7 +20,6 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.chain.config import ChainConfig, ChainFamily
 from services.chain.errors import BroadcastRejected, IntentInvalid, UnknownChain
 from services.chain.ethereum.adapter import EthereumAdapter
 from services.chain.repository import NonceRepository
@@ -33,6 +32,7 @@ from services.chain.types import (
     TransactionStatus,
     TxState,
 )
+from services.families.config import ChainConfig, ChainFamily
 from services.runtime.db import utcnow
 from services.runtime.intent import IntentSpec
 
@@ -42,7 +42,8 @@ Prepared = TypeVar("Prepared")
 
 
 class ChainAdapter(Protocol[Prepared]):
-    """What ChainService needs from one chain family."""
+    """What ChainService needs of one chain's node adapter: the I/O half of its family
+    (the pure half, decoding and checking, is ``services.families``)."""
 
     config: ChainConfig
 

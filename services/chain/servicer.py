@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from services.chain.config import ChainConfig, ChainFamily
 from services.chain.errors import IntentInvalid, ReconcileNotConfigured
 from services.chain.reconcile import AlertKind, ReconcileAlert, Reconciler, Status, VaultReconciliation
 from services.chain.service import ChainService
 from services.chain.types import ChainEvent, DecodedTransaction, TransactionStatus, TxState
+from services.families.config import ChainConfig, ChainFamily
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.auth import current_principal
 from services.runtime.convert import (
@@ -51,8 +51,11 @@ def chain_to_pb(config: ChainConfig) -> chain_pb2.Chain:
         family=_FAMILY_TO_PB[config.family],
         chain_id=str(config.chain_id),
         confirmations=config.confirmations,
-        max_fee_per_gas_cap=str(config.max_fee_per_gas_cap),
         unbonding_seconds=config.unbonding_seconds,
+        max_fee=str(config.max_fee_wei),
+        denom=config.denom,
+        display_unit=config.display()[0],
+        display_exponent=config.display()[1],
     )
 
 
@@ -65,13 +68,10 @@ def decoded_to_pb(d: DecodedTransaction) -> chain_pb2.DecodedTransaction:
         value=str(d.value),
         amount=str(d.amount),
         nonce=d.nonce,
-        fees=chain_pb2.Fees(
-            max_fee_per_gas=str(d.fees.max_fee_per_gas),
-            max_priority_fee_per_gas=str(d.fees.max_priority_fee_per_gas),
-            gas_limit=d.fees.gas_limit,
-        ),
+        fee_ceiling=str(d.fee_ceiling),
         signing_digest=d.signing_digest,
         summary=d.summary,
+        step=d.step,
     )
     fill_target(out, d.target)
     return out

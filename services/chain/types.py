@@ -11,21 +11,15 @@ ChainTarget = StakeTarget | UnstakeTarget | RestakeTarget
 
 
 @dataclass(frozen=True)
-class Fees:
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-    gas_limit: int
-
-
-@dataclass(frozen=True)
 class DecodedTransaction:
     """An unsigned transaction read back into the intent fields the signer compares.
 
     ``amount`` is what the intent moves (wei staked, unstaked; 0 for a consolidation,
     which moves the whole source balance); ``value`` is the ether the transaction sends
-    (the deposit, or the request fee). ``target`` uses the intent's own target types so
-    the signer can compare it with ``==``. ``from_address`` is empty when decoding bytes
-    alone: an unsigned transaction does not name its sender, the signing key does.
+    (the deposit, or the request fee). ``nonce`` is the family's replay key. ``target`` uses
+    the intent's own target types so the signer can compare it with ``==``. ``from_address``
+    is empty when decoding bytes alone: an unsigned transaction does not name its sender, the
+    signing key does.
     """
 
     chain: str
@@ -36,9 +30,11 @@ class DecodedTransaction:
     amount: int
     target: ChainTarget
     nonce: int
-    fees: Fees
+    #: The most the transaction can pay in network fees (base units).
+    fee_ceiling: int
     signing_digest: bytes
     summary: str
+    step: str
 
 
 @dataclass(frozen=True)

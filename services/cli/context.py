@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 from google.protobuf.message import Message
 
+from services.families.config import ChainConfig
 from services.runtime.client import BaseClient
 from services.runtime.errors import CustosError, InvalidArgument
 from services.runtime.grpc_errors import RemoteError, status_for
@@ -114,6 +115,15 @@ class CliContext:
         out = self._settings[cls]
         assert isinstance(out, cls)
         return out
+
+    def chains(self) -> dict[str, ChainConfig]:
+        """The chain registry of the settings file (the chains the services are configured with)."""
+        from services.chain.main import ChainSettings
+
+        return {c.name: c for c in self.settings_as(ChainSettings).chains}
+
+    def display_units(self) -> dict[str, DisplayUnit]:
+        return {name: c.display() for name, c in self.chains().items()}
 
     def credentials(self) -> tuple[Path, Path]:
         """The caller's certificate and key: ``--cert``/``--key-file``, ``--as``, or the settings."""
@@ -235,7 +245,10 @@ def to_json(msg: Message) -> dict[str, Any]:
         if oneof is not None and msg.WhichOneof(oneof.name) != f.name:
             continue
         value = getattr(msg, f.name)
-        if f.is_repeated:
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            value_field = f.message_type.fields_by_name["value"]
+            out[f.name] = {str(k): _scalar(value_field, value[k]) for k in sorted(value)}
+        elif f.is_repeated:
             out[f.name] = [_scalar(f, v) for v in value]
         elif f.type == f.TYPE_MESSAGE and not msg.HasField(f.name):
             out[f.name] = None
@@ -411,11 +424,18 @@ class When(click.ParamType):
         return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def eth_text(chain: str, amount: str) -> str:
-    """An amount as people read it: ``32 ETH`` on Ethereum chains, base units elsewhere."""
+#: How amounts of a chain are shown: (unit, exponent), e.g. ("ETH", 18) (``ChainConfig.display``).
+DisplayUnit = tuple[str, int]
+
+
+def amount_text(amount: str, unit: DisplayUnit | None) -> str:
+    """An amount of base units as people read it (``32 ETH``), exactly; without a unit, as is."""
     if not amount.isdigit():
         return amount
-    if not chain.startswith("ethereum"):
+    if unit is None:
         return f"{amount} base units"
-    whole, frac = divmod(int(amount), 10**18)
-    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".") + " ETH"
+    name, exponent = unit
+    if exponent == 0:
+        return f"{amount} {name}"
+    whole, frac = divmod(int(amount), 10**exponent)
+    return f"{whole}.{frac:0{exponent}d}".rstrip("0").rstrip(".") + f" {name}"

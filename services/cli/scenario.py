@@ -18,12 +18,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.audit.client import AuditClient
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.ethereum.rpc import JsonRpcClient
 from services.cli.commands.intents import devnet_deposit, timeline_lines
 from services.cli.context import load_settings, to_json
 from services.cli.devstack import Stack
 from services.cli.people import Person
+from services.families.config import HOODI_GENESIS_FORK_VERSION
 from services.pb.custos.audit.v1 import audit_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2

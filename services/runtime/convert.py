@@ -7,6 +7,7 @@ here, before anything computes with them or hands them to the database.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,12 @@ from services.runtime.intent import (
     Action,
     Approval,
     Decision,
-    DepositData,
     IntentSpec,
     PolicyChangeTarget,
     RestakeTarget,
     StakeTarget,
     Target,
+    TargetParams,
     UnstakeTarget,
     parse_amount,
 )
@@ -129,26 +130,48 @@ def _target_from_pb(spec: pb.IntentSpec, action: Action) -> Target:
     if kind != expected:
         raise InvalidArgument(f"a {action} intent needs the '{expected}' target, got {kind or 'none'}")
     if kind == "stake":
-        deposit = None
-        if spec.stake.HasField("deposit_data"):
-            d = spec.stake.deposit_data
-            deposit = DepositData(
-                pubkey=d.pubkey,
-                withdrawal_credentials=d.withdrawal_credentials,
-                signature=d.signature,
-                deposit_data_root=d.deposit_data_root,
-            )
-        return StakeTarget(validator=spec.stake.validator, deposit_data=deposit)
+        return StakeTarget(validator=spec.stake.validator, params=_params_from_pb(spec.stake, "stake"))
     if kind == "unstake":
-        return UnstakeTarget(validator=require_id(spec.unstake.validator, "unstake.validator"))
+        return UnstakeTarget(
+            validator=require_id(spec.unstake.validator, "unstake.validator"),
+            params=_params_from_pb(spec.unstake, "unstake"),
+        )
     if kind == "restake":
         return RestakeTarget(
             source_validator=require_id(spec.restake.source_validator, "restake.source_validator"),
             target_validator=require_id(spec.restake.target_validator, "restake.target_validator"),
+            params=_params_from_pb(spec.restake, "restake"),
         )
     return PolicyChangeTarget(
         policy_version=require_id(spec.policy_change.policy_version, "policy_change.policy_version")
     )
+
+
+#: Bounds on a target's params: a family needs a few short fields (Ethereum's largest is 96 bytes).
+MAX_PARAMS = 16
+MAX_PARAM_BYTES = 1024
+_PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _params_from_pb(target: Any, field: str) -> TargetParams | None:
+    if not target.HasField("params"):
+        return None
+    fields = dict(target.params.fields)
+    if len(fields) > MAX_PARAMS:
+        raise InvalidArgument(f"{field}.params has more than {MAX_PARAMS} fields")
+    for name, value in fields.items():
+        if not _PARAM_NAME.match(name):
+            raise InvalidArgument(f"{field}.params: {name[:64]!r} is not a param name (lowercase, digits, _)")
+        if len(value) > MAX_PARAM_BYTES:
+            raise InvalidArgument(f"{field}.params.{name} is longer than {MAX_PARAM_BYTES} bytes")
+    return TargetParams.of(fields)
+
+
+def _fill_params(out: Any, params: TargetParams | None) -> None:
+    if params is not None:
+        out.params.SetInParent()
+        for name, value in params.fields:
+            out.params.fields[name] = value
 
 
 def spec_from_pb(spec: pb.IntentSpec) -> IntentSpec:
@@ -175,20 +198,14 @@ def fill_target(out: Any, t: Target) -> None:
     """Sets the ``target`` oneof of ``out`` (an IntentSpec or a DecodedTransaction) from ``t``."""
     if isinstance(t, StakeTarget):
         out.stake.validator = t.validator
-        if t.deposit_data is not None:
-            out.stake.deposit_data.CopyFrom(
-                pb.DepositData(
-                    pubkey=t.deposit_data.pubkey,
-                    withdrawal_credentials=t.deposit_data.withdrawal_credentials,
-                    signature=t.deposit_data.signature,
-                    deposit_data_root=t.deposit_data.deposit_data_root,
-                )
-            )
+        _fill_params(out.stake, t.params)
     elif isinstance(t, UnstakeTarget):
         out.unstake.validator = t.validator
+        _fill_params(out.unstake, t.params)
     elif isinstance(t, RestakeTarget):
         out.restake.source_validator = t.source_validator
         out.restake.target_validator = t.target_validator
+        _fill_params(out.restake, t.params)
     else:
         out.policy_change.policy_version = t.policy_version
 

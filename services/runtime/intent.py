@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,7 +27,8 @@ PolicyVersion = NewType("PolicyVersion", str)
 MAX_AMOUNT = 2**256 - 1
 #: How far a submission time may lie ahead of a verifier's clock (the CLI, the signer).
 SUBMISSION_SKEW = timedelta(minutes=5)
-INTENT_DOMAIN = "custos.intent.v2"
+#: v3: a target's chain-specific data is its family's ``params`` (v2 nested Ethereum deposit data).
+INTENT_DOMAIN = "custos.intent.v3"
 APPROVAL_DOMAIN = "custos.approval.v1"
 
 
@@ -43,30 +45,52 @@ class Decision(StrEnum):
 
 
 @dataclass(frozen=True)
-class DepositData:
-    """Ethereum deposit data, exactly as it goes into ``deposit(...)``."""
+class TargetParams:
+    """What a chain's family needs of a target beyond its validators, as named byte strings.
 
-    pubkey: bytes
-    withdrawal_credentials: bytes
-    signature: bytes
-    deposit_data_root: bytes
+    Ethereum's stake carries its deposit data here, a Solana unstake its stake account; the
+    family reads, validates and checks them (``services.families``), approvers approve them as
+    they are, and nothing else in custos looks inside.
+    """
+
+    fields: tuple[tuple[str, bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [n for n, _ in self.fields]
+        if names != sorted(set(names)):
+            raise ValueError("target params must be sorted by name, each name once")
+        for name, value in self.fields:
+            if not isinstance(name, str) or not name or not isinstance(value, bytes):
+                raise ValueError("target params map non-empty names to bytes")
+
+    @classmethod
+    def of(cls, values: Mapping[str, bytes]) -> TargetParams:
+        return cls(tuple(sorted(values.items())))
+
+    def get(self, name: str) -> bytes | None:
+        return dict(self.fields).get(name)
+
+    def names(self) -> frozenset[str]:
+        return frozenset(n for n, _ in self.fields)
 
 
 @dataclass(frozen=True)
 class StakeTarget:
     validator: str
-    deposit_data: DepositData | None = None
+    params: TargetParams | None = None
 
 
 @dataclass(frozen=True)
 class UnstakeTarget:
     validator: str
+    params: TargetParams | None = None
 
 
 @dataclass(frozen=True)
 class RestakeTarget:
     source_validator: str
     target_validator: str
+    params: TargetParams | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,8 @@ def _plain(value: Any) -> Any:
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, str) or value is None:
         return value
+    if isinstance(value, TargetParams):
+        return {name: field.hex() for name, field in value.fields}
     if hasattr(value, "__dataclass_fields__"):
         out = {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
         if isinstance(value, (StakeTarget, UnstakeTarget, RestakeTarget, PolicyChangeTarget)):
@@ -249,28 +275,35 @@ def _b(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
+def _params(target: dict[str, Any], *known: str) -> TargetParams | None:
+    """A plain target's params; in intents recorded before families (``custos.intent.v2``) a
+    family's data was a nested object of hex fields under its own name: read as the params."""
+    raw = target.get("params")
+    legacy = [v for k, v in target.items() if k not in {"kind", "params", *known} and isinstance(v, dict)]
+    if raw is None and len(legacy) == 1:
+        raw = legacy[0]
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("target params must be an object of hex strings")
+    return TargetParams.of({str(k): _b(str(v)) for k, v in raw.items()})
+
+
 def spec_from_plain(data: dict[str, Any]) -> IntentSpec:
     """Inverse of :func:`spec_to_plain`; raises ValueError on malformed input."""
     t = dict(data["target"])
     kind = t.pop("kind")
     target: Target
     if kind == "StakeTarget":
-        dd = t.get("deposit_data")
-        target = StakeTarget(
-            validator=t["validator"],
-            deposit_data=None
-            if dd is None
-            else DepositData(
-                pubkey=_b(dd["pubkey"]),
-                withdrawal_credentials=_b(dd["withdrawal_credentials"]),
-                signature=_b(dd["signature"]),
-                deposit_data_root=_b(dd["deposit_data_root"]),
-            ),
-        )
+        target = StakeTarget(validator=t["validator"], params=_params(t, "validator"))
     elif kind == "UnstakeTarget":
-        target = UnstakeTarget(validator=t["validator"])
+        target = UnstakeTarget(validator=t["validator"], params=_params(t, "validator"))
     elif kind == "RestakeTarget":
-        target = RestakeTarget(source_validator=t["source_validator"], target_validator=t["target_validator"])
+        target = RestakeTarget(
+            source_validator=t["source_validator"],
+            target_validator=t["target_validator"],
+            params=_params(t, "source_validator", "target_validator"),
+        )
     elif kind == "PolicyChangeTarget":
         target = PolicyChangeTarget(policy_version=t["policy_version"])
     else:

@@ -12,9 +12,15 @@ trust but the intent itself, which the approvals' signatures bind:
   intent (its id, initiator, submission time, spec and policy version);
 * none claims to count beyond the intent's approval window (submission + the rule's
   expiry), and the submission time is not in the future;
-* the vault's signed amount in each velocity window leaves room for this one; the
-  committing transaction checks that again holding the ledger lock
-  (:meth:`Authorizer.guard`), so two concurrent Signs cannot both take the last room.
+* the vault's signed amount on the intent's chain in each velocity window leaves room
+  for this one (amounts of two chains are never added); the committing transaction
+  checks that again holding the ledger lock (:meth:`Authorizer.guard`), so two
+  concurrent Signs cannot both take the last room.
+
+The facts rules see (validators, payout addresses, the unit of the amount) come from the
+family of the intent's chain, as the signer itself configures it: an intent on a chain the
+signer does not know is refused (``PolicyRefuses``, the policy's ``unknown-chain`` DENY),
+as the policy service denies it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.audit.records import signature_ref
+from services.families.config import ChainConfig
 from services.policy import engine
 from services.policy.domain import Requirement, VelocityLimit
 from services.policy.evidence import check_approvals
@@ -41,8 +48,11 @@ from services.signer.errors import (
 from services.signer.ledger import SignedAmount
 from services.signer.ports import PolicySource
 
-#: What the ledger says was signed for a vault after a time: (vault id, since) -> first signatures.
-Amounts = Callable[[str, datetime], list[SignedAmount]]
+#: What the ledger says was signed for a vault on a chain after a time: (vault id, chain, since) ->
+#: first signatures.
+Amounts = Callable[[str, str, datetime], list[SignedAmount]]
+#: The signer's own configuration of a chain, by name (None: it has none).
+ChainLookup = Callable[[str], ChainConfig | None]
 
 
 @dataclass(frozen=True)
@@ -99,9 +109,12 @@ def _used(
 class Authorizer:
     """Decides whether a request may be signed (see the module docstring)."""
 
-    def __init__(self, policy: PolicySource, amounts: Amounts, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, policy: PolicySource, amounts: Amounts, chains: ChainLookup, *, clock: Callable[[], datetime]
+    ) -> None:
         self._policy = policy
         self._amounts = amounts
+        self._chains = chains
         self._clock = clock
 
     def authorize(self, request: Request, digest: bytes, now: datetime) -> Grant:
@@ -125,10 +138,19 @@ class Authorizer:
         keys = engine.velocity_keys(policy, spec)
         used: dict[engine.VelocityKey, int] = {}
         if keys:
-            amounts = self._amounts(spec.vault_id, now - timedelta(seconds=max(w for w, _ in keys)))
-            used = {k: _used(amounts, k[0], k[1], now, request.intent_id) for k in keys}
+            since = now - timedelta(seconds=max(k.window_seconds for k in keys))
+            amounts = self._amounts(spec.vault_id, spec.chain, since)
+            used = {k: _used(amounts, k.window_seconds, k.action, now, request.intent_id) for k in keys}
+        chain = self._chains(spec.chain)
         decision = engine.evaluate(
-            policy, spec, request.initiator, (), now, used, directory=governed.directory
+            policy,
+            spec,
+            request.initiator,
+            (),
+            now,
+            used,
+            chains={chain.name: chain} if chain is not None else {},
+            directory=governed.directory,
         )
         if not decision.allowed or decision.requirement is None:
             raise PolicyRefuses(
@@ -179,9 +201,9 @@ class Authorizer:
     ) -> None:
         """The velocity check again, inside the transaction that stores the signature.
 
-        ``amounts`` is what the whole ledger holds for the vault, read with the ledger lock
-        held, plus what the same batch chained before: racing Signs are counted against
-        each other. Raises VelocityExceeded.
+        ``amounts`` is what the whole ledger holds for the vault on the intent's chain, read
+        with the ledger lock held, plus what the same batch chained before: racing Signs are
+        counted against each other. Raises VelocityExceeded.
         """
         if not limits:
             return
@@ -192,7 +214,7 @@ class Authorizer:
             used = _used(amounts, limit.window_seconds, limit.action, now, request.intent_id)
             if used + spec.amount > limit.max_amount:
                 raise VelocityExceeded(
-                    f"the signer has signed {used} for vault {spec.vault_id!r} within "
+                    f"the signer has signed {used} for vault {spec.vault_id!r} on {spec.chain!r} within "
                     f"{limit.window_seconds}s: {spec.amount} more is above the limit of {limit.max_amount}",
                     details={
                         "used": str(used),

@@ -21,15 +21,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import pkcs11
-from eth_keys import KeyAPI
-from eth_keys.exceptions import BadSignature
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from services.families import secp256k1
+from services.families.base import Mechanism as FamilyMechanism
+from services.families.base import SigningPayload
+from services.families.errors import FamilyError
 from services.runtime.settings import HsmSettings
 from services.runtime.telemetry import hsm_operation
-from services.signer.addresses import SECP256K1_N, check_secp256k1_point, unwrap_ec_point
 from services.signer.errors import (
     HsmKeyNotFound,
     HsmLoginFailed,
@@ -38,15 +39,13 @@ from services.signer.errors import (
     InvalidPublicKey,
     SignerError,
 )
-from services.signer.types import EcdsaSignature, KeyAlgorithm
+from services.signer.types import KeyAlgorithm
 
 log = logging.getLogger(__name__)
 
 # DER of OID 1.3.101.112 (id-Ed25519); asn1crypto's named curves do not list it.
 ED25519_PARAMS = bytes.fromhex("06032b6570")
 SECP256K1_PARAMS = encode_named_curve_parameters("secp256k1")
-_HALF_N = SECP256K1_N // 2
-_keys = KeyAPI()
 
 _LOGIN = (
     p11.PinIncorrect,
@@ -73,37 +72,19 @@ _GONE = (
 )
 
 
-def normalise_low_s(r: int, s: int) -> tuple[int, int, bool]:
-    """Returns ``(r, s', flipped)`` with ``s' <= n/2`` (EIP-2); ``flipped`` if s changed."""
-    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
-        raise HsmOperationFailed("HSM returned an out-of-range ECDSA signature")
-    if s > _HALF_N:
-        return r, SECP256K1_N - s, True
-    return r, s, False
+def unwrap_ec_point(value: bytes, size: int) -> bytes:
+    """Returns the raw point from ``CKA_EC_POINT``, DER OCTET STRING-wrapped or not.
 
-
-def recovery_id(digest: bytes, r: int, s: int, public_key: bytes) -> int:
-    """Finds v in {0, 1} such that (r, s, v) recovers ``public_key`` (65-byte point)."""
-    for v in (0, 1):
-        try:
-            sig = _keys.Signature(vrs=(v, r, s))
-            if sig.recover_public_key_from_msg_hash(digest).to_bytes() == public_key[1:]:
-                return v
-        except BadSignature:
-            continue
-    raise HsmOperationFailed("HSM signature does not recover to the key's public key")
-
-
-def made_secp256k1(digest: bytes, signature: bytes, public_key: bytes) -> bool:
-    """Whether ``signature`` (65 bytes ``r || s || v``) over ``digest`` recovers ``public_key``."""
-    if len(signature) != 65 or len(digest) != 32 or signature[64] > 1:
-        return False
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
-    try:
-        sig = _keys.Signature(vrs=(signature[64], r, s))
-        return bool(sig.recover_public_key_from_msg_hash(digest).to_bytes() == public_key[1:])
-    except (BadSignature, ValueError):
-        return False
+    SoftHSM wraps it (``04 41 04 ...`` for secp256k1, ``04 20 ...`` for Ed25519);
+    other HSMs return it raw. ``size`` is the raw length (65 or 32).
+    """
+    if len(value) == size and (size != 65 or value[0] == 0x04):
+        return value
+    if len(value) == size + 2 and value[0] == 0x04 and value[1] == size:
+        return value[2:]
+    if len(value) == size + 3 and value[0] == 0x04 and value[1] == 0x81 and value[2] == size:
+        return value[3:]
+    raise InvalidPublicKey(f"unexpected CKA_EC_POINT encoding ({len(value)} bytes)")
 
 
 class Hsm:
@@ -257,7 +238,10 @@ class Hsm:
         size = 65 if algorithm is KeyAlgorithm.SECP256K1 else 32
         raw = unwrap_ec_point(bytes(pub[Attribute.EC_POINT]), size)
         if algorithm is KeyAlgorithm.SECP256K1:
-            check_secp256k1_point(raw)
+            try:
+                secp256k1.check_point(raw)
+            except FamilyError as e:
+                raise InvalidPublicKey(e.message) from None
         return raw
 
     def public_key(self, key_id: bytes) -> tuple[KeyAlgorithm, bytes]:
@@ -383,12 +367,20 @@ class Hsm:
     @staticmethod
     def _data_objects(s: pkcs11.Session, label: str) -> list[tuple[int, bytes, Any]]:
         """(generation, value, object) of the data objects labelled ``label``, oldest first."""
-        out = []
-        for obj in s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}):
-            raw = bytes(obj[Attribute.VALUE])
-            if len(raw) >= 8:
-                out.append((int.from_bytes(raw[:8], "big"), raw[8:], obj))
-        return sorted(out, key=lambda t: t[0])
+        for attempt in range(8):
+            try:
+                out = []
+                for obj in s.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}):
+                    raw = bytes(obj[Attribute.VALUE])
+                    if len(raw) >= 8:
+                        out.append((int.from_bytes(raw[:8], "big"), raw[8:], obj))
+                return sorted(out, key=lambda t: t[0])
+            except p11.ObjectHandleInvalid:
+                # Another process replaced and destroyed an object between the search and the
+                # read (SoftHSM shares token objects between processes): search again.
+                if attempt == 7:
+                    raise
+        raise AssertionError("unreachable")
 
     # --- signing --------------------------------------------------------------------------
 
@@ -401,18 +393,24 @@ class Hsm:
         ):
             return bytes(self._private_key(s, key_id).sign(data, mechanism=mechanism))
 
-    def sign_secp256k1(self, key_id: bytes, digest: bytes) -> EcdsaSignature:
-        """``CKM_ECDSA`` over a 32-byte digest, normalised to low-S, with its recovery id."""
+    def sign(self, key_id: bytes, payload: SigningPayload) -> bytes:
+        """Signs a chain family's payload with the mechanism it names."""
+        if payload.mechanism is FamilyMechanism.ECDSA_SECP256K1:
+            return self.sign_secp256k1(key_id, payload.data)
+        return self.sign_ed25519(key_id, payload.data)
+
+    def sign_secp256k1(self, key_id: bytes, digest: bytes) -> bytes:
+        """``CKM_ECDSA`` over a 32-byte digest: 64 bytes ``r || s``, normalised to low-S."""
         if len(digest) != 32:
             raise HsmOperationFailed("CKM_ECDSA signs a 32-byte digest")
-        algorithm, public = self.public_key(key_id)
+        algorithm, _ = self.public_key(key_id)
         if algorithm is not KeyAlgorithm.SECP256K1:
             raise InvalidPublicKey("key is not secp256k1")
         raw = self.sign_raw(key_id, digest, Mechanism.ECDSA)
-        if len(raw) != 64:
-            raise HsmOperationFailed("CKM_ECDSA returned a signature that is not r||s")
-        r, s, _ = normalise_low_s(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        return EcdsaSignature(r=r, s=s, v=recovery_id(digest, r, s, public))
+        try:
+            return secp256k1.low_s(raw)
+        except FamilyError:
+            raise HsmOperationFailed("CKM_ECDSA returned a signature that is not r||s in range") from None
 
     def sign_ed25519(self, key_id: bytes, message: bytes) -> bytes:
         """``CKM_EDDSA`` (pure Ed25519) over ``message``; 64 bytes."""

@@ -111,7 +111,8 @@ class _State:
     hashes: dict[int, bytes] = field(default_factory=dict)
     #: Signing digests of the records: each signature is in the ledger once.
     digests: set[bytes] = field(default_factory=set)
-    amounts: dict[str, dict[str, SignedAmount]] = field(default_factory=dict)
+    #: (vault, chain) -> intent -> its first signature: velocity never adds two chains' base units.
+    amounts: dict[tuple[str, str], dict[str, SignedAmount]] = field(default_factory=dict)
     #: Records the token names that the database lacks, by (intent, step, attempt, payload).
     lost: dict[tuple[str, str, int, bytes], Entry] = field(default_factory=dict)
 
@@ -262,7 +263,7 @@ class Ledger:
         if not e.lost:
             s.by_nonce.setdefault((e.key_id, e.chain, e.nonce), []).append(e)
         if e.attempt == 0 and e.vault_id:
-            s.amounts.setdefault(e.vault_id, {}).setdefault(
+            s.amounts.setdefault((e.vault_id, e.chain), {}).setdefault(
                 e.intent_id, SignedAmount(e.intent_id, e.action, e.amount, e.created_at)
             )
 
@@ -283,10 +284,11 @@ class Ledger:
                 max(for_nonce, key=_newest, default=None),
             )
 
-    def signed_amounts(self, vault_id: str, since: datetime) -> list[SignedAmount]:
-        """What was signed for ``vault_id`` after ``since``: each intent once (its first signature)."""
+    def signed_amounts(self, vault_id: str, chain: str, since: datetime) -> list[SignedAmount]:
+        """What was signed for ``vault_id`` on ``chain`` after ``since``: each intent once (its
+        first signature)."""
         with self._lock:
-            found = self._state.amounts.get(vault_id, {})
+            found = self._state.amounts.get((vault_id, chain), {})
             return [a for a in found.values() if a.created_at > since]
 
     def entry(self, record_id: str) -> Entry | None:
@@ -345,12 +347,12 @@ class Ledger:
         pending.append(placed)
         return placed
 
-    def pending_amounts(self, session: Session, vault_id: str) -> list[SignedAmount]:
-        """First signatures for ``vault_id`` chained in ``session`` but not yet committed."""
+    def pending_amounts(self, session: Session, vault_id: str, chain: str) -> list[SignedAmount]:
+        """First signatures for ``vault_id`` on ``chain`` chained in ``session`` but not yet committed."""
         return [
             SignedAmount(r.intent_id, r.action, int(r.amount), r.created_at)
             for r in session.info.get("ledger_pending", [])
-            if r.vault_id == vault_id and r.attempt == 0
+            if r.vault_id == vault_id and r.chain == chain and r.attempt == 0
         ]
 
     def taken(self, session: Session, record: SigningRecord) -> bool:

@@ -3,7 +3,7 @@
 The signer takes the approver registry and the active policy only from the
 governance log, replayed and verified against the admin keys pinned in its own
 trust file (never from the caller, the policy service's answers or the registry
-tables), decodes the transaction with its own copy of the chain decoder, and
+tables), decodes the transaction with its own copy of the chain's family (services.families), and
 records each signature with its audit entry in one transaction.
 """
 
@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.hsm_signer import DEFAULT_LABEL as CHECKPOINT_KEY_LABEL
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig as ChainEntry
-from services.chain.ethereum.adapter import EthereumAdapter
+from services.families.config import ChainConfig
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
 from services.policy.governance import read_trust_file
 from services.runtime.audit_hook import denial_recorder
@@ -26,11 +25,11 @@ from services.runtime.errors import InvalidArgument
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
-from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.adapters import audit_in_transaction
 from services.signer.anchor import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.errors import HsmTokenShared
 from services.signer.hsm import Hsm
-from services.signer.service import ChainConfig, SignerService
+from services.signer.service import SignerService
 from services.signer.servicer import SignerServicer
 from services.signer.trust import GovernanceAnchors, GovernedPolicyView
 
@@ -38,7 +37,7 @@ from services.signer.trust import GovernanceAnchors, GovernedPolicyView
 class SignerSettings(ServiceSettings):
     service = "signer"
     hsm: HsmSettings = Field(default_factory=HsmSettings)
-    chains: list[ChainEntry] = Field(default_factory=list)
+    chains: list[ChainConfig] = Field(default_factory=list)
     #: Threads that run Sign's checks and HSM call (0: on the event loop). One keeps the
     #: loop free for gRPC and the database's round trips, without threads contending.
     decide_threads: int = Field(default=1, ge=0, le=32)
@@ -75,7 +74,6 @@ def make_service(
     the governance log's view (:func:`governed_view` when not given).
     """
     policy = policy or governed_view(settings, reads, hsm)
-    ethereum = {c.name: c for c in settings.chains if c.family.value.lower() == "ethereum"}
     return SignerService(
         hsm=hsm,
         sessions=sessions,
@@ -83,9 +81,8 @@ def make_service(
         policy=policy,
         ledger_store=hsm,  # the HSM remembers the head of the signing ledger too
         ledger_label=settings.ledger_head_label,
-        decoder=EthereumIntentCheck({name: EthereumAdapter(c) for name, c in ethereum.items()}),
         audit=audit_in_transaction(AuditWriter(sessions, actor="svc:signer")),
-        chains=ChainConfig(ethereum={name: c.evm_chain_id for name, c in ethereum.items()}),
+        chains=settings.chains,
         decide_threads=settings.decide_threads,
         commit_window=settings.commit_window,
     )

@@ -69,7 +69,8 @@ class SigningRecord(Base):
     #: SHA-256 of the exact unsigned payload (what "same request" means).
     payload_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     #: What the HSM signed (e.g. the EIP-1559 signing hash).
-    signing_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    #: What the HSM signed: a digest (ECDSA) or a whole message (EdDSA), as the family says.
+    signing_digest: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary(128))
     signed_tx: Mapped[bytes] = mapped_column(LargeBinary)
     tx_hash: Mapped[str] = mapped_column(String(130))

@@ -3,7 +3,7 @@
 The signer trusts no caller: it takes the active policy and the approver registry
 from what the admin quorum proved (through :class:`PolicySource`), evaluates the
 intent and judges the approvals itself, decodes the transaction itself
-(through :class:`TransactionDecoder`), and writes its audit entry in the same
+(with its own copy of the chain's family, ``services.families``), and writes its audit entry in the same
 database transaction as the signing record (through :class:`AuditWriter`).
 Implementations live with their owners; tests supply real ones where they exist.
 """
@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from services.policy.document import Policy
 from services.policy.domain import ApproverInfo
 from services.policy.governance import GovernedView
-from services.runtime.intent import IntentSpec
 from services.signer.trust import Authority
 
 
@@ -32,29 +31,6 @@ class PolicySource(Protocol):
         Current as of the call (a revocation committed before it is seen). Raises a
         ``CustosError`` when they cannot be established (the log does not verify, no
         policy is active yet).
-        """
-        ...
-
-
-@dataclass(frozen=True)
-class CheckedTransaction:
-    """What the decoder found the transaction to do beyond the intent itself."""
-
-    #: The most the transaction can pay in network fees (base units).
-    fee_ceiling: int
-    #: The replay key of the transaction on its chain (an account nonce on Ethereum).
-    nonce: int
-
-
-class TransactionDecoder(Protocol):
-    """The chain's decoder: is this unsigned transaction exactly the approved intent?"""
-
-    def check(self, *, chain: str, unsigned_tx: bytes, spec: IntentSpec, sender: str) -> CheckedTransaction:
-        """Returns when ``unsigned_tx``, sent by ``sender``, is exactly ``spec``, within the chain's bounds.
-
-        Raises a ``CustosError`` saying what differs (recipient contract, value,
-        calldata: validator pubkey, withdrawal credentials, amount...) or what is out
-        of bounds (a request fee or a network fee above the chain's cap).
         """
         ...
 

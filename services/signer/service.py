@@ -27,22 +27,28 @@ import contextvars
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.families import secp256k1
+from services.families.base import Decoded, Family, StepKind
+from services.families.config import ChainConfig
+from services.families.errors import FamilyError, TransactionInvalid, UnknownFamily
+from services.families.errors import FeeAboveCap as ChainFeeAboveCap
+from services.families.errors import TransactionMismatch as ChainMismatch
+from services.families.registry import family_of
 from services.runtime.convert import require_id
 from services.runtime.db import transaction, utcnow
-from services.runtime.errors import CustosError, InvalidArgument, Unavailable
-from services.runtime.intent import Approval, IntentBinding, IntentSpec, intent_digest, steps_of
+from services.runtime.errors import CustosError, InvalidArgument
+from services.runtime.intent import Approval, IntentBinding, IntentSpec, intent_digest
 from services.runtime.telemetry import sign_timer
-from services.signer import eip1559, repository
-from services.signer.addresses import cosmos_address, ethereum_address, solana_address
+from services.signer import repository
 from services.signer.anchor import HEAD_LABEL as LEDGER_HEAD_LABEL
 from services.signer.anchor import DataStore, HeadAnchor
 from services.signer.authorize import Authorizer, Grant, Request
@@ -53,6 +59,7 @@ from services.signer.errors import (
     ConflictingSignature,
     FeeAboveCap,
     HsmKeyNotFound,
+    HsmOperationFailed,
     KeyBindingInvalid,
     KeyExists,
     KeyNotFound,
@@ -61,10 +68,10 @@ from services.signer.errors import (
     TransactionMismatch,
     UnsupportedAlgorithm,
 )
-from services.signer.hsm import Hsm, made_secp256k1
+from services.signer.hsm import Hsm
 from services.signer.ledger import Ledger, LedgerRace
 from services.signer.models import SignerKey, SigningRecord
-from services.signer.ports import AuditWriterFactory, PolicySource, TransactionDecoder
+from services.signer.ports import AuditWriterFactory, PolicySource
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
 log = logging.getLogger(__name__)
@@ -72,19 +79,15 @@ log = logging.getLogger(__name__)
 ACTION_SIGN = "signer.sign"
 ACTION_CREATE_KEY = "signer.create_key"
 MAX_PAGE = 500
+MAX_REPLAY_KEY = 2**63 - 1
 
 
 @dataclass(frozen=True)
-class ChainConfig:
-    """Which chains the signer derives addresses for and signs on.
+class _Chain:
+    """A chain the signer signs on, with its family (the signer's own decoder and encoder)."""
 
-    ``ethereum`` maps chain name -> EIP-155 chain id (the transaction's must match);
-    ``cosmos`` maps chain name -> bech32 prefix; ``solana`` lists chain names.
-    """
-
-    ethereum: Mapping[str, int] = field(default_factory=lambda: {"ethereum-devnet": 31337})
-    cosmos: Mapping[str, str] = field(default_factory=lambda: {"cosmoshub": "cosmos"})
-    solana: tuple[str, ...] = ("solana",)
+    config: ChainConfig
+    family: Family
 
 
 @dataclass(frozen=True)
@@ -141,9 +144,8 @@ class SignerService:
         hsm: Hsm,
         sessions: sessionmaker[Session],
         policy: PolicySource,
-        decoder: TransactionDecoder,
         audit: AuditWriterFactory,
-        chains: ChainConfig | None = None,
+        chains: Iterable[ChainConfig] = (),
         clock: Callable[[], datetime] = utcnow,
         reads: sessionmaker[Session] | None = None,
         ledger_store: DataStore | None = None,
@@ -165,10 +167,20 @@ class SignerService:
                 self._ledger.load(conn)
         except LedgerUnverified as e:  # it starts, and refuses every Sign with the reason
             log.critical("the signer will sign nothing: %s", e.message)
-        self._authorizer = Authorizer(policy, self._ledger.signed_amounts, clock=clock)
-        self._decoder = decoder
+        self._authorizer = Authorizer(
+            policy,
+            self._ledger.signed_amounts,
+            lambda name: c.config if (c := self._chains.get(name)) is not None else None,
+            clock=clock,
+        )
         self._audit = audit
-        self._chains = chains or ChainConfig()
+        # The chains it signs on, each with its family: the signer's own copy of the codec.
+        self._chains: dict[str, _Chain] = {}
+        for chain in chains:
+            try:
+                self._chains[chain.name] = _Chain(chain, family_of(chain))
+            except UnknownFamily:
+                log.warning("chain %s of family %s: the signer cannot sign for it", chain.name, chain.family)
         self._clock = clock
         # Calls of sign() between arrival and handing their write to the committer: while
         # some are, a batch waits up to ``commit_window`` for them (only touched on the loop).
@@ -184,8 +196,8 @@ class SignerService:
         # Where sign() runs its checks and the HSM call: n worker threads, or the event loop (0).
         self._decider = ThreadPoolExecutor(decide_threads, "signer-decide") if decide_threads else None
         # Registered keys never change (a key is only ever added): found ones are kept.
-        self._vault_keys: dict[str, SignerKey] = {}
-        self._senders: dict[bytes, str] = {}
+        self._vault_keys: dict[tuple[str, KeyAlgorithm], SignerKey] = {}
+        self._senders: dict[tuple[str, bytes], str] = {}
 
     def close(self) -> None:
         """Commits what is queued and stops the commit thread."""
@@ -203,7 +215,7 @@ class SignerService:
             algorithm, public = self._hsm.public_key(hsm_id)
         except HsmKeyNotFound:
             return f"key {record.key_id!r} is not on the HSM"
-        if algorithm is not KeyAlgorithm.SECP256K1 or not made_secp256k1(
+        if algorithm is not KeyAlgorithm.SECP256K1 or not secp256k1.verify(
             bytes(record.signing_digest), bytes(record.signature), public
         ):
             return "its signature is not the HSM key's over its signing digest"
@@ -212,13 +224,12 @@ class SignerService:
     # --- keys -----------------------------------------------------------------------------
 
     def addresses(self, algorithm: KeyAlgorithm, public_key: bytes) -> tuple[tuple[str, str], ...]:
-        if algorithm is KeyAlgorithm.SECP256K1:
-            eth = ethereum_address(public_key)
-            return tuple((c, str(eth)) for c in self._chains.ethereum) + tuple(
-                (c, str(cosmos_address(public_key, prefix))) for c, prefix in self._chains.cosmos.items()
-            )
-        sol = solana_address(public_key)
-        return tuple((c, str(sol)) for c in self._chains.solana)
+        """The key's address on each chain it signs for (its family's key algorithm)."""
+        return tuple(
+            (name, c.family.address(c.config, public_key))
+            for name, c in self._chains.items()
+            if c.family.key_algorithm is algorithm
+        )
 
     def _info(self, key: SignerKey) -> KeyInfo:
         algorithm = KeyAlgorithm(key.algorithm)
@@ -413,14 +424,20 @@ class SignerService:
             cause = type(getattr(e, "orig", None) or e).__name__
             raise AuditUnavailable(f"the signing transaction could not be committed ({cause})") from e
 
-    def _vault_key(self, spec: IntentSpec) -> SignerKey:
-        key = self._vault_keys.get(spec.vault_id)
-        if key is not None:
-            return key
+    def _chain(self, spec: IntentSpec) -> _Chain:
+        chain = self._chains.get(spec.chain)
+        if chain is None:
+            raise UnsupportedAlgorithm(f"signing on chain {spec.chain!r} is not configured")
+        return chain
+
+    def _vault_key(self, spec: IntentSpec, algorithm: KeyAlgorithm) -> SignerKey:
+        cached = self._vault_keys.get((spec.vault_id, algorithm))
+        if cached is not None:
+            return cached
         with self._reads() as s:
             keys = repository.keys_for_vault(s, spec.vault_id, KeyPurpose.VAULT.value)
         for key in keys:
-            if key.algorithm == KeyAlgorithm.SECP256K1:
+            if key.algorithm == algorithm:
                 if key.key_id != _key_id(key.hsm_id):  # the ledger's records name the HSM key
                     raise KeyBindingInvalid(
                         f"the key registered for vault {spec.vault_id!r} is not named after its HSM key"
@@ -436,41 +453,38 @@ class SignerService:
                     raise KeyBindingInvalid(
                         f"the public key registered for vault {spec.vault_id!r} is not its HSM key's"
                     )
-                self._vault_keys[spec.vault_id] = key
+                self._vault_keys[(spec.vault_id, algorithm)] = key
                 return key
-        raise KeyNotFound(f"vault {spec.vault_id!r} has no secp256k1 signing key")
+        raise KeyNotFound(f"vault {spec.vault_id!r} has no {algorithm.lower()} signing key")
 
-    def _sender(self, key: SignerKey) -> str:
-        sender = self._senders.get(key.public_key)
+    def _sender(self, chain: _Chain, key: SignerKey) -> str:
+        sender = self._senders.get((chain.config.name, key.public_key))
         if sender is None:
-            sender = self._senders[key.public_key] = str(ethereum_address(key.public_key))
+            sender = chain.family.address(chain.config, key.public_key)
+            self._senders[(chain.config.name, key.public_key)] = sender
         return sender
 
-    def _check_transaction(self, request: SignInput, key: SignerKey, grant: Grant) -> eip1559.Eip1559Tx:
-        """(c): the envelope is ours to parse; whether it is the intent is the decoder's call."""
-        chain = request.spec.chain
-        if chain not in self._chains.ethereum:
-            raise UnsupportedAlgorithm(f"signing on chain {chain!r} is not configured")
-        tx = eip1559.decode_unsigned(request.unsigned_tx)
-        if tx.chain_id != self._chains.ethereum[chain]:
-            raise TransactionMismatch(f"transaction is for chain id {tx.chain_id}, not {chain}")
+    def _check_transaction(self, request: SignInput, chain: _Chain, key: SignerKey, grant: Grant) -> Decoded:
+        """(c): the signer's own copy of the chain's family decodes the bytes and compares them
+        with the approved step; every value and the fee are bounded there and by the policy."""
         try:
-            checked = self._decoder.check(
-                chain=chain,
-                unsigned_tx=request.unsigned_tx,
-                spec=request.spec,
-                sender=self._sender(key),
+            decoded = chain.family.check(
+                chain.config, request.spec, request.step, request.unsigned_tx, self._sender(chain, key)
             )
-        except (Unavailable, FeeAboveCap, TransactionMismatch):
-            raise
-        except CustosError as e:
-            raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from e
+        except TransactionInvalid as e:
+            raise BadSignRequest(f"unsigned_tx: {e.message}") from None
+        except ChainFeeAboveCap as e:
+            raise FeeAboveCap(e.message, details=e.details) from None
+        except ChainMismatch as e:
+            raise TransactionMismatch(e.message, details=e.details) from None
+        except FamilyError as e:
+            raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from None
         fee_cap = grant.requirement.fee_cap
-        if fee_cap is not None and checked.fee_ceiling > fee_cap:
+        if fee_cap is not None and decoded.fee_ceiling > fee_cap:
             raise FeeAboveCap(
-                f"transaction may pay {checked.fee_ceiling} in fees, the policy's cap is {fee_cap}"
+                f"transaction may pay {decoded.fee_ceiling} in fees, the policy's cap is {fee_cap}"
             )
-        return tx
+        return decoded
 
     def _decide(self, request: SignInput, actor: str, subject: str) -> _Write:
         """Runs every check, asks the HSM when they pass; returns what to commit before answering.
@@ -486,20 +500,23 @@ class SignerService:
             raise BadSignRequest(e.message) from None
         if not request.unsigned_tx:
             raise BadSignRequest("unsigned_tx is required")
-        steps = steps_of(request.spec.action)
+        chain = self._chain(request.spec)
+        steps = tuple(s.name for s in chain.family.steps(request.spec.action) if s.kind is StepKind.SIGN)
         if request.step not in steps:
             # one approval set, one signature per step it defines: another name would be a second spend
             raise BadSignRequest(
                 f"{request.step!r} is not a step of a {request.spec.action} ({', '.join(steps) or 'none'})"
             )
-        key = self._vault_key(request.spec)
+        key = self._vault_key(request.spec, chain.family.key_algorithm)
         binding = IntentBinding(request.intent_id, request.initiator, request.submitted_at)
         approved = intent_digest(request.spec, request.policy_version, binding)  # what the approvers signed
         now = self._clock()
         grant = self._authorizer.authorize(request.authorization(), approved, now)
-        tx = self._check_transaction(request, key, grant)
+        tx = self._check_transaction(request, chain, key, grant)
+        if tx.replay_key > MAX_REPLAY_KEY:  # the ledger's column is a signed 64-bit integer
+            raise BadSignRequest(f"the transaction's nonce {tx.replay_key} is beyond {MAX_REPLAY_KEY}")
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
-        chain = request.spec.chain
+        name = request.spec.chain
 
         # (d) conflicts, decided before the HSM is asked, from the verified ledger; the committing
         # transaction checks again holding the ledger lock, so races are decided there.
@@ -507,7 +524,11 @@ class SignerService:
         with self._read_engine.connect() as conn:
             self._ledger.sync(conn)
             prior_entry, by_nonce = self._ledger.conflicts(
-                intent_id=request.intent_id, step=request.step, key_id=key.key_id, chain=chain, nonce=tx.nonce
+                intent_id=request.intent_id,
+                step=request.step,
+                key_id=key.key_id,
+                chain=name,
+                nonce=tx.replay_key,
             )
             if prior_entry is not None and prior_entry.lost:
                 # Signed before a crash, or its record removed after it was read: its signature
@@ -523,7 +544,11 @@ class SignerService:
         if prior is not None:
             if prior.payload_digest == payload_digest:
                 return self._replay(prior, actor, subject, grant)
-            if not _is_fee_bump(prior, tx, key.key_id, chain):
+            same_slot = (prior.key_id, prior.chain, prior.nonce) == (key.key_id, name, tx.replay_key)
+            if not (
+                same_slot
+                and chain.family.replacement_allowed(chain.config, prior.signed_tx, request.unsigned_tx)
+            ):
                 raise ConflictingSignature(
                     f"{subject} was already signed over another payload",
                     details={"record_id": prior.record_id},
@@ -531,27 +556,30 @@ class SignerService:
             attempt, replaces = prior.attempt + 1, prior.record_id
         elif by_nonce is not None:
             raise NonceReused(
-                f"nonce {tx.nonce} of key {key.key_id} on {chain} is already signed",
+                f"nonce {tx.replay_key} of key {key.key_id} on {name} is already signed",
                 details={"record_id": by_nonce.record_id},
             )
 
-        digest = eip1559.signing_hash(request.unsigned_tx)
-        sig = self._hsm.sign_secp256k1(key.hsm_id, digest)
-        signed_tx, tx_hash = eip1559.encode_signed(request.unsigned_tx, sig)
+        to_sign = chain.family.signing_payload(chain.config, request.unsigned_tx)
+        sig = self._hsm.sign(key.hsm_id, to_sign)
+        try:
+            signed = chain.family.assemble(chain.config, request.unsigned_tx, sig, key.public_key)
+        except FamilyError as e:
+            raise HsmOperationFailed(f"the HSM's signature does not assemble: {e.message}") from None
         record = SigningRecord(
             record_id="sig_" + secrets.token_hex(12),
             intent_id=request.intent_id,
             step=request.step,
             attempt=attempt,
             key_id=key.key_id,
-            chain=chain,
-            nonce=tx.nonce,
+            chain=name,
+            nonce=tx.replay_key,
             intent_digest=approved,
             payload_digest=payload_digest,
-            signing_digest=digest,
-            signature=sig.to_bytes(),
-            signed_tx=signed_tx,
-            tx_hash=tx_hash,
+            signing_digest=to_sign.data,
+            signature=sig,
+            signed_tx=signed.signed_tx,
+            tx_hash=signed.tx_id,
             replacement=attempt > 0,
             replaces_id=replaces,
             created_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
@@ -571,9 +599,9 @@ class SignerService:
                 raise LedgerRace(f"{subject} step {record.step} or its nonce was signed meanwhile")
             if attempt == 0:  # a replacement moves nothing more than what it replaces
                 since = now - timedelta(seconds=max((lim.window_seconds for lim in grant.limits), default=0))
-                amounts = ledger.signed_amounts(record.vault_id, since) + ledger.pending_amounts(
-                    s, record.vault_id
-                )
+                amounts = ledger.signed_amounts(
+                    record.vault_id, record.chain, since
+                ) + ledger.pending_amounts(s, record.vault_id, record.chain)
                 Authorizer.guard(amounts, authorization, grant.limits, now)
             repository.insert_record(s, ledger.chain(s, record))
             self._write_audit(s, actor, ACTION_SIGN, subject, outcome, payload)
@@ -641,18 +669,6 @@ def _hsm_id(key_id: str) -> bytes | None:
         return bytes.fromhex(key_id[4:])
     except ValueError:
         return None
-
-
-def _is_fee_bump(prior: SigningRecord, tx: eip1559.Eip1559Tx, key_id: str, chain: str) -> bool:
-    """Same transaction, same nonce and key, both fee fields strictly higher."""
-    if (prior.key_id, prior.chain, prior.nonce) != (key_id, chain, tx.nonce):
-        return False
-    old = eip1559.decode_signed(prior.signed_tx)
-    return (
-        old.without_fees() == tx.without_fees()
-        and tx.max_fee_per_gas > old.max_fee_per_gas
-        and tx.max_priority_fee_per_gas > old.max_priority_fee_per_gas
-    )
 
 
 def _record_payload(r: SigningRecord) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from services.audit.records import (
     signature_ref,
 )
 from services.audit.signing import SoftwareCheckpointSigner
-from services.runtime.intent import DepositData
+from services.families.ethereum.deposit import DepositData
 from tests.audit._chains import T0, chain, chain_of, checkpoint
 
 

@@ -11,15 +11,15 @@ import pytest
 from eth_utils import keccak
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.chain.config import ChainConfig
 from services.chain.devnet import Devnet
-from services.chain.ethereum.deposit import ETHER, GeneratedDeposit, generate_deposit_data
-from services.chain.ethereum.transactions import assemble_signed
 from services.chain.service import ChainService
 from services.chain.types import TransactionStatus, TxState
+from services.families.config import ChainConfig
+from services.families.ethereum.deposit import ETHER, GeneratedDeposit, generate_deposit_data, stake_target
+from services.families.ethereum.family import EthereumFamily
+from services.families.ethereum.family import address_of as ethereum_address
 from services.runtime.db import make_engine, make_session_factory
-from services.runtime.intent import Action, IntentSpec, RestakeTarget, StakeTarget, UnstakeTarget
-from services.signer.addresses import ethereum_address
+from services.runtime.intent import Action, IntentSpec, RestakeTarget, UnstakeTarget
 from services.signer.hsm import Hsm
 from services.signer.types import KeyAlgorithm
 
@@ -31,6 +31,7 @@ class HsmVaultSigner:
     hsm: Hsm
     key_id: bytes
     address: str
+    config: ChainConfig
     # The HSM's ECDSA is randomised: like the signer service's signing records, one
     # signature per payload, so re-signing the same transaction gives the same bytes.
     signed: dict[bytes, bytes] = field(default_factory=dict)
@@ -42,9 +43,9 @@ class HsmVaultSigner:
     def sign(self, unsigned_tx: bytes) -> bytes:
         if unsigned_tx not in self.signed:
             sig = self.hsm.sign_secp256k1(self.key_id, keccak(unsigned_tx))
-            self.signed[unsigned_tx] = assemble_signed(
-                unsigned_tx, sig.r, sig.s, sig.v, expected_sender=self.address
-            )
+            point = self.hsm.public_key(self.key_id)[1]
+            signed = EthereumFamily().assemble(self.config, unsigned_tx, sig, point)
+            self.signed[unsigned_tx] = signed.signed_tx
         return self.signed[unsigned_tx]
 
 
@@ -54,11 +55,11 @@ def chain_config(devnet: Devnet) -> ChainConfig:
 
 
 @pytest.fixture
-def vault(devnet: Devnet, hsm: Hsm) -> HsmVaultSigner:
+def vault(devnet: Devnet, hsm: Hsm, chain_config: ChainConfig) -> HsmVaultSigner:
     """A fresh vault whose key lives in SoftHSM, funded on the devnet."""
     key_id = secrets.token_bytes(16)
     point = hsm.generate_keypair(KeyAlgorithm.SECP256K1, "chain-test-vault", key_id)
-    signer = HsmVaultSigner(hsm, key_id, str(ethereum_address(point)))
+    signer = HsmVaultSigner(hsm, key_id, str(ethereum_address(point)), chain_config)
     devnet.fund(signer.address, 1000 * ETHER)
     return signer
 
@@ -90,7 +91,7 @@ def stake_spec(config: ChainConfig, gen: GeneratedDeposit, amount: int | None = 
         chain=config.name,
         vault_id="vault-1",
         amount=gen.amount_wei if amount is None else amount,
-        target=StakeTarget(validator="0x" + gen.data.pubkey.hex(), deposit_data=gen.data),
+        target=stake_target(gen.data),
     )
 
 

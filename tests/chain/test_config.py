@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.chain.config import ChainConfig, ChainFamily
+from services.families.config import ChainConfig, ChainFamily
 
 
 def test_ethereum_chain_id_is_an_integer_and_fork_version_four_bytes() -> None:
@@ -26,6 +26,8 @@ def test_ethereum_chain_id_is_an_integer_and_fork_version_four_bytes() -> None:
         {"max_fee_per_gas_cap": 0},
         {"name": "Has Spaces"},
         {"unknown_field": 1},
+        {"denom": "gwei"},  # an Ethereum chain counts in wei: policy units depend on it
+        {"denom": "1nvalid"},
     ],
 )
 def test_bad_settings_are_refused(values: dict[str, object]) -> None:
@@ -36,8 +38,23 @@ def test_bad_settings_are_refused(values: dict[str, object]) -> None:
 
 def test_a_cosmos_chain_keeps_its_string_chain_id() -> None:
     config = ChainConfig(
-        name="cosmoshub", family=ChainFamily.COSMOS, chain_id="cosmoshub-4", rpc_url="http://n"
+        name="cosmoshub", family=ChainFamily.COSMOS, chain_id="cosmoshub-4", rpc_url="http://n", max_fee_wei=1
     )
     assert config.chain_id == "cosmoshub-4"
     with pytest.raises(TypeError):
         _ = config.evm_chain_id
+
+
+def test_display_units_default_by_family() -> None:
+    eth = ChainConfig(name="ethereum-x", chain_id=1, rpc_url="http://n")
+    atom = ChainConfig(
+        name="cosmoshub",
+        family=ChainFamily.COSMOS,
+        chain_id="cosmoshub-4",
+        rpc_url="http://n",
+        denom="uatom",
+        max_fee_wei=1,
+    )
+    assert eth.display() == ("ETH", 18) and eth.denom == "wei"
+    assert atom.display() == ("uatom", 0)
+    assert atom.model_copy(update={"display_unit": "ATOM", "display_exponent": 6}).display() == ("ATOM", 6)

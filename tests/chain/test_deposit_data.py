@@ -8,22 +8,24 @@ import pytest
 from eth_typing import BLSPubkey, BLSSignature
 from py_ecc.bls import G2ProofOfPossession as PyEccBls
 
-from services.chain.config import ChainConfig
 from services.chain.errors import DepositDataInvalid, IntentInvalid
 from services.chain.ethereum.adapter import EthereumAdapter
-from services.chain.ethereum.deposit import (
+from services.families.config import ChainConfig
+from services.families.ethereum.deposit import (
     ETHER,
     GWEI,
+    DepositData,
     GeneratedDeposit,
     deposit_data_root,
     deposit_domain,
     deposit_message_root,
+    deposit_params,
     generate_deposit_data,
     signing_root,
     verify_deposit_data,
 )
 from services.runtime.errors import InvalidArgument
-from services.runtime.intent import Action, DepositData, IntentSpec, StakeTarget
+from services.runtime.intent import Action, IntentSpec, StakeTarget
 
 VAULT = bytes.fromhex("5b38da6a701c568545dcfcb03fcb875f56beddc4")
 OTHER = bytes.fromhex("ab8483f64d9c6d1ecf9b849ae677dd3315835cb2")
@@ -41,7 +43,9 @@ def _spec(gen_data: DepositData, amount: int, validator: str | None = None) -> I
         chain=CONFIG.name,
         vault_id="v",
         amount=amount,
-        target=StakeTarget(validator=validator or "0x" + gen_data.pubkey.hex(), deposit_data=gen_data),
+        target=StakeTarget(
+            validator=validator or "0x" + gen_data.pubkey.hex(), params=deposit_params(gen_data)
+        ),
     )
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from services.chain.config import ChainConfig
 from services.chain.devnet import Devnet
 from services.chain.service import ChainService
 from services.chain.types import TxState
+from services.families.config import ChainConfig
 from tests.chain.conftest import HsmVaultSigner, deposit_for, stake_spec, wait_final
 
 DEPOSIT_COUNT_SLOT = 32  # after the 32 branch slots of the deposit tree

@@ -7,7 +7,7 @@ import os
 import time
 
 from services.chain.devnet import CONTRACTS_FILE, Devnet, DevnetAssets, ensure_devnet_assets
-from services.chain.ethereum.contracts import (
+from services.families.ethereum.contracts import (
     CONSOLIDATION_REQUEST_CONTRACT,
     GET_DEPOSIT_ROOT_SELECTOR,
     WITHDRAWAL_REQUEST_CONTRACT,

@@ -7,18 +7,18 @@ import asyncio
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.chain.config import ChainConfig
 from services.chain.devnet import Devnet
 from services.chain.errors import DepositDataInvalid
 from services.chain.ethereum.adapter import EthereumAdapter
-from services.chain.ethereum.contracts import (
+from services.chain.service import ChainService
+from services.chain.types import TxState
+from services.families.config import ChainConfig
+from services.families.ethereum.contracts import (
     CONSOLIDATION_REQUEST_CONTRACT,
     WITHDRAWAL_REQUEST_CONTRACT,
 )
-from services.chain.ethereum.deposit import ETHER, GWEI
-from services.chain.ethereum.transactions import UnsignedTransaction
-from services.chain.service import ChainService
-from services.chain.types import TxState
+from services.families.ethereum.deposit import ETHER, GWEI
+from services.families.ethereum.transactions import UnsignedTransaction
 from services.runtime.intent import Action
 from tests.chain.conftest import (
     HsmVaultSigner,

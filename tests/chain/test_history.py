@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from services.chain.devnet import Devnet
 from services.chain.ethereum import history
-from services.chain.ethereum.deposit import ETHER
 from services.chain.ethereum.rpc import JsonRpcClient, RpcError
-from services.signer.addresses import ethereum_address
+from services.families.ethereum.deposit import ETHER
+from services.families.ethereum.family import address_of as ethereum_address
 
 ELSEWHERE = "0x000000000000000000000000000000000000dEaD"
 

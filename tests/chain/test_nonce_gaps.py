@@ -11,24 +11,24 @@ import secrets
 
 import pytest
 
-from services.chain.config import ChainConfig
 from services.chain.devnet import Devnet
 from services.chain.errors import BroadcastRejected, InsufficientFunds, NodeError
-from services.chain.ethereum.deposit import ETHER
 from services.chain.service import ChainService
 from services.chain.types import TxState
-from services.signer.addresses import ethereum_address
+from services.families.config import ChainConfig
+from services.families.ethereum.deposit import ETHER
+from services.families.ethereum.family import address_of as ethereum_address
 from services.signer.hsm import Hsm
 from services.signer.types import KeyAlgorithm
 from tests.chain.conftest import HsmVaultSigner, deposit_for, stake_spec, wait_final
 
 
 @pytest.fixture
-def unfunded(hsm: Hsm) -> HsmVaultSigner:
+def unfunded(hsm: Hsm, chain_config: ChainConfig) -> HsmVaultSigner:
     """A fresh vault whose key lives in SoftHSM, holding nothing on the devnet."""
     key_id = secrets.token_bytes(16)
     point = hsm.generate_keypair(KeyAlgorithm.SECP256K1, "chain-test-unfunded", key_id)
-    return HsmVaultSigner(hsm, key_id, str(ethereum_address(point)))
+    return HsmVaultSigner(hsm, key_id, str(ethereum_address(point)), chain_config)
 
 
 async def test_a_build_the_vault_cannot_pay_reserves_nothing(

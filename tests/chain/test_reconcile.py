@@ -27,17 +27,17 @@ from sqlalchemy import select
 from services.audit.models import AuditRecordRow
 from services.audit.writer import AuditWriter
 from services.chain.devnet import Devnet, free_port
-from services.chain.ethereum.deposit import ETHER
 from services.chain.reconcile import AlertKind, Reconciler, Status, VaultReconciliation, reconcilable
 from services.chain.service import ChainService
 from services.chain.servicer import ChainServicer
 from services.chain.signer_view import SignerView
+from services.families.ethereum.deposit import ETHER
+from services.families.ethereum.transactions import parse_signed
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
 from services.runtime.errors import Unavailable
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
-from services.signer import eip1559
 from services.signer.client import SignerClient
 from services.signer.service import SignOutput
 from services.signer.servicer import SignerServicer
@@ -77,16 +77,14 @@ class Rig:
         return signed
 
     async def fee_bump(self, first: SignOutput, intent_id: str) -> SignOutput:
-        tx = eip1559.decode_signed(first.signed_tx)
+        tx = parse_signed(first.signed_tx).tx
         bumped = dataclasses.replace(
             tx,
             max_fee_per_gas=tx.max_fee_per_gas + 10**9,
             max_priority_fee_per_gas=tx.max_priority_fee_per_gas + 1,
         )
         spec = self.signer.unstake_spec(VALIDATOR, amount_gwei=1)
-        request = self.signer.request(
-            spec, eip1559.encode_unsigned(bumped), intent_id=intent_id, step="unstake"
-        )
+        request = self.signer.request(spec, bumped.encode(), intent_id=intent_id, step="unstake")
         return await self.signer.service.sign(request, actor="svc:worker")
 
     async def send(self, signed: SignOutput) -> None:

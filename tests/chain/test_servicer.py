@@ -9,10 +9,10 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from services.chain.config import ChainConfig
-from services.chain.ethereum.deposit import ETHER
 from services.chain.service import ChainService
 from services.chain.servicer import ChainServicer
+from services.families.config import ChainConfig
+from services.families.ethereum.deposit import ETHER
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.convert import spec_to_pb
 from services.runtime.errors import InvalidArgument, NotFound

@@ -11,27 +11,24 @@ from eth_account.typed_transactions import TypedTransaction
 from eth_keys import keys
 from eth_utils import keccak
 
-from services.chain.config import ChainConfig
 from services.chain.errors import TransactionInvalid
-from services.chain.ethereum import contracts as c
 from services.chain.ethereum.adapter import EthereumAdapter
-from services.chain.ethereum.deposit import ETHER, generate_deposit_data
-from services.chain.ethereum.transactions import (
-    SECP256K1_N,
-    UnsignedTransaction,
-    assemble_signed,
-    normalize_low_s,
-    parse_signed,
-    recovery_id_for,
-)
-from services.runtime.intent import Action, DepositData, RestakeTarget, StakeTarget, UnstakeTarget
+from services.families import secp256k1
+from services.families.config import ChainConfig
+from services.families.ethereum import contracts as c
+from services.families.ethereum.deposit import ETHER, DepositData, generate_deposit_data, stake_target
+from services.families.ethereum.family import EthereumFamily
+from services.families.ethereum.transactions import UnsignedTransaction, parse_signed
+from services.runtime.intent import Action, RestakeTarget, UnstakeTarget
 
 CONFIG = ChainConfig(
     name="ethereum-test", chain_id=31337, rpc_url="http://127.0.0.1:1", genesis_fork_version="0x10000910"
 )
 ADAPTER = EthereumAdapter(CONFIG)
+FAMILY = EthereumFamily()
 KEY = keys.PrivateKey(secrets.token_bytes(32))
 SENDER = KEY.public_key.to_checksum_address()
+POINT = b"\x04" + KEY.public_key.to_bytes()
 PUBKEY_A = bytes.fromhex("a1" * 48)
 PUBKEY_B = bytes.fromhex("b2" * 48)
 
@@ -70,8 +67,10 @@ def test_decode_reads_a_deposit_back_into_the_intent_fields() -> None:
     decoded = ADAPTER.decode(tx.encode(), sender=SENDER)
     assert decoded.action is Action.STAKE
     assert decoded.amount == decoded.value == 32 * ETHER
-    assert decoded.target == StakeTarget(validator="0x" + d.pubkey.hex(), deposit_data=d)
-    assert decoded.nonce == 5 and decoded.fees.gas_limit == 150_000
+    assert decoded.target == stake_target(d)
+    assert (
+        decoded.nonce == 5 and decoded.fee_ceiling == tx.max_fee_per_gas * 150_000 and decoded.step == "stake"
+    )
     assert decoded.from_address == SENDER
     assert decoded.signing_digest == keccak(tx.encode())
 
@@ -124,27 +123,26 @@ def test_deposit_calldata_with_extra_bytes_is_refused() -> None:
         ADAPTER.decode(padded.encode())
 
 
-def test_high_s_is_normalised_and_the_recovery_id_found() -> None:
+def test_high_s_is_refused_and_its_low_s_twin_assembles_with_the_recovery_id() -> None:
     tx, _ = _deposit_tx()
     digest = tx.signing_digest()
     sig = KEY.sign_msg_hash(digest)
-    high_s = SECP256K1_N - sig.s  # what an HSM returns about half the time
+    high_s = secp256k1.N - sig.s  # what an HSM returns about half the time
+    rs = sig.r.to_bytes(32, "big") + high_s.to_bytes(32, "big")
     with pytest.raises(TransactionInvalid, match="high-S"):
-        assemble_signed(tx.encode(), sig.r, high_s, 1 - sig.v)
-    r, s = normalize_low_s(sig.r, high_s)
-    assert s == sig.s and s <= SECP256K1_N // 2
-    rid = recovery_id_for(digest, r, s, SENDER)
-    raw = assemble_signed(tx.encode(), r, s, rid, expected_sender=SENDER)
-    assert Account.recover_transaction(raw) == SENDER
-    signed = parse_signed(raw)
-    assert signed.sender == SENDER and signed.tx == tx and signed.tx_hash == keccak(raw)
+        FAMILY.assemble(CONFIG, tx.encode(), rs, POINT)
+    low = secp256k1.low_s(rs)
+    assert int.from_bytes(low[32:], "big") == sig.s <= secp256k1.N // 2
+    signed_tx = FAMILY.assemble(CONFIG, tx.encode(), low, POINT)
+    assert Account.recover_transaction(signed_tx.signed_tx) == SENDER  # eth-account, independently
+    signed = parse_signed(signed_tx.signed_tx)
+    assert signed.sender == SENDER and signed.tx == tx and signed.tx_hash == keccak(signed_tx.signed_tx)
+    assert signed_tx.tx_id == "0x" + keccak(signed_tx.signed_tx).hex()
 
 
-def test_a_signature_from_another_key_is_refused_when_the_sender_is_named() -> None:
+def test_a_signature_from_another_key_is_refused() -> None:
     tx, _ = _deposit_tx()
     other = keys.PrivateKey(secrets.token_bytes(32)).sign_msg_hash(tx.signing_digest())
-    r, s = normalize_low_s(other.r, other.s)
-    with pytest.raises(TransactionInvalid, match="recovers to"):
-        assemble_signed(tx.encode(), r, s, other.v, expected_sender=SENDER)
-    with pytest.raises(TransactionInvalid, match="not made by the key"):
-        recovery_id_for(tx.signing_digest(), r, s, SENDER)
+    rs = secp256k1.low_s(other.r.to_bytes(32, "big") + other.s.to_bytes(32, "big"))
+    with pytest.raises(TransactionInvalid, match="not made by the vault's key"):
+        FAMILY.assemble(CONFIG, tx.encode(), rs, POINT)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from services.families.ethereum.deposit import deposit_of
 from services.runtime.intent import StakeTarget
 
 
 def write_deposit_file(path: Path, *targets: StakeTarget, gwei: int = 32_000_000_000) -> Path:
     entries = []
     for t in targets:
-        d = t.deposit_data
+        d = deposit_of(t)
         assert d is not None
         entries.append(
             {

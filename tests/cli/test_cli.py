@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from services.audit.verify import verify_export
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.cli import devstack
 from services.cli.commands.intents import devnet_deposit
 from services.cli.scenario import CHAIN, ETH, POLICY, CliRun, Demo
+from services.families.config import HOODI_GENESIS_FORK_VERSION
 from tests.cli.helpers import write_deposit_file
 
 FLOW = ["SUBMITTED", "AWAITING_POLICY", "AWAITING_APPROVALS", "APPROVED", "SIGNING", "BROADCAST", "CONFIRMED"]

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.cli.commands.approvals import decision_line
 from services.cli.commands.intents import (
     deposit_from_file,
@@ -20,9 +19,11 @@ from services.cli.commands.intents import (
     event_line,
     show_lines,
 )
-from services.cli.context import Amount, CliContext, Duration, error_line, eth_text, table, to_json
+from services.cli.context import Amount, CliContext, Duration, amount_text, error_line, table, to_json
 from services.cli.main import cli
 from services.cli.people import load_key, load_or_create_key
+from services.families.config import HOODI_GENESIS_FORK_VERSION, ChainConfig, ChainFamily
+from services.families.ethereum.deposit import deposit_of
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.runtime.errors import InvalidArgument, NotFound
@@ -71,14 +72,27 @@ def test_durations() -> None:
         Duration().convert("1 hour", None, None)
 
 
-def test_eth_amounts_read_as_people_read_them() -> None:
-    assert eth_text("ethereum-devnet", str(32 * 10**18)) == "32 ETH"
-    assert eth_text("ethereum-devnet", str(15 * 10**17)) == "1.5 ETH"
-    assert eth_text("ethereum-devnet", "0") == "0 ETH"
-    assert eth_text("ethereum-devnet", str(2**256 - 1)).startswith(
+def test_amounts_read_as_people_read_them_in_the_chains_display_unit() -> None:
+    eth = ChainConfig(name="ethereum-devnet", chain_id=1, rpc_url="x").display()
+    assert amount_text(str(32 * 10**18), eth) == "32 ETH"
+    assert amount_text(str(15 * 10**17), eth) == "1.5 ETH"
+    assert amount_text("0", eth) == "0 ETH"
+    assert amount_text(str(2**256 - 1), eth).startswith(
         "115792089237316195423570985008687907853269984665640564039457"
     )
-    assert eth_text("cosmoshub", "5") == "5 base units"
+    atom = ChainConfig(
+        name="cosmoshub",
+        family=ChainFamily.COSMOS,
+        chain_id="cosmoshub-4",
+        rpc_url="x",
+        denom="uatom",
+        display_unit="ATOM",
+        display_exponent=6,
+        max_fee_wei=10**6,
+    )
+    assert amount_text("1500001", atom.display()) == "1.500001 ATOM"
+    assert amount_text("5", atom.model_copy(update={"display_unit": ""}).display()) == "5 uatom"
+    assert amount_text("5", None) == "5 base units"
 
 
 def _intent() -> staking_pb2.Intent:
@@ -101,7 +115,7 @@ def test_json_has_every_field_with_hex_bytes_short_enums_and_one_oneof_member() 
     assert got["digest"] == "0102"
     assert got["spec"]["action"] == "STAKE"
     assert "stake" in got["spec"] and "unstake" not in got["spec"] and "restake" not in got["spec"]
-    assert got["spec"]["stake"]["deposit_data"] is None
+    assert got["spec"]["stake"]["params"] is None
     assert got["requirement"] is None and got["approval_deadline"] is None
     assert got["approvals"][0]["decision"] == "APPROVE"
     assert got["created_at"] == "2023-11-14T22:13:20.000Z"
@@ -117,7 +131,9 @@ def test_show_and_timeline_lines() -> None:
     )
     event.time.FromSeconds(1_700_000_000)
     assert event_line(to_json(event)) == " 4 22:13:20.000 APPROVED            quorum met: olivia, oscar"
-    lines = show_lines({"intent": to_json(_intent()), "events": [to_json(event)]})
+    lines = show_lines(
+        {"intent": to_json(_intent()), "events": [to_json(event)]}, {"ethereum-devnet": ("ETH", 18)}
+    )
     assert lines[0].split() == ["intent", "int-1"]
     assert "what       STAKE 32 ETH on ethereum-devnet from vault-1" in lines
     assert lines[-2:] == ["timeline", "   4 22:13:20.000 APPROVED            quorum met: olivia, oscar"]
@@ -125,7 +141,7 @@ def test_show_and_timeline_lines() -> None:
 
 def test_decision_line() -> None:
     data = {"approver": "olivia", "decision": "APPROVE", "intent": to_json(_intent()), "quorum_met": False}
-    assert decision_line(data) == (
+    assert decision_line(data, {"ethereum-devnet": ("ETH", 18)}) == (
         "olivia approved int-1: STAKE 32 ETH on ethereum-devnet from vault-1 "
         "(quorum met: no; approvals: olivia)"
     )
@@ -163,9 +179,10 @@ def test_deposit_data_files_from_the_staking_deposit_cli(tmp_path: Path) -> None
 def test_generated_deposits_pay_out_to_the_vault_and_compound_above_32_eth() -> None:
     plain = devnet_deposit(VAULT, 32 * 10**18, FORK)
     big = devnet_deposit(VAULT, 64 * 10**18, FORK)
-    assert plain.deposit_data is not None and big.deposit_data is not None
-    assert plain.deposit_data.withdrawal_credentials == b"\x01" + bytes(11) + bytes.fromhex(VAULT[2:])
-    assert big.deposit_data.withdrawal_credentials[0] == 2
+    plain_data, big_data = deposit_of(plain), deposit_of(big)
+    assert plain_data is not None and big_data is not None
+    assert plain_data.withdrawal_credentials == b"\x01" + bytes(11) + bytes.fromhex(VAULT[2:])
+    assert big_data.withdrawal_credentials[0] == 2
     with pytest.raises(InvalidArgument, match="20-byte address"):
         devnet_deposit("0x1234", 32 * 10**18, FORK)
 
@@ -260,3 +277,11 @@ def test_offline_verification_needs_no_stack(nowhere: Path) -> None:
     assert "FAILED" in result.stdout
     as_json = CliRunner().invoke(cli, ["-o", "json", "audit", "verify", str(bad)])
     assert as_json.exit_code == 1 and json.loads(as_json.stdout)["ok"] is False
+
+
+def test_json_of_a_targets_params_is_an_object_of_hex_strings() -> None:
+    spec = common_pb2.IntentSpec(action=common_pb2.ACTION_STAKE, chain="c", vault_id="v", amount="1")
+    spec.stake.validator = "x"
+    spec.stake.params.fields["pubkey"] = b"\x01\x02"
+    spec.stake.params.fields["a"] = b""
+    assert to_json(spec)["stake"]["params"] == {"fields": {"a": "", "pubkey": "0102"}}

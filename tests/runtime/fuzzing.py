@@ -125,8 +125,9 @@ class Values(random.Random):
                 return
             if _is_map(field):
                 target = getattr(out, field.name)
+                value = _of(field).fields_by_name["value"]
                 for _ in range(self.randint(0, 2)):
-                    target[self.text()[:64]] = self.text()[:64]
+                    target[self.text()[:64]] = self.scalar(value)
             elif field.is_repeated:
                 for _ in range(self.randint(0, 3)):
                     getattr(out, field.name).add().CopyFrom(self.message(_of(field), depth + 1))

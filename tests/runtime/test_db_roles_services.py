@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.audit.hsm_signer import HsmCheckpointSigner
 from services.audit.service import AuditService, CheckpointPolicy, EventQuery
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig
-from services.chain.ethereum import contracts
-from services.chain.ethereum.adapter import EthereumAdapter
 from services.chain.repository import NonceRepository
+from services.families.config import ChainConfig
+from services.families.ethereum import contracts
+from services.families.ethereum.transactions import UnsignedTransaction
 from services.policy.changes import Governance
 from services.policy.domain import SignatureScheme
 from services.policy.evidence import public_key_der, sign_approval
@@ -42,10 +42,8 @@ from services.runtime.intent import (
     intent_digest,
     submission_time,
 )
-from services.signer import eip1559
-from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.adapters import audit_in_transaction
 from services.signer.hsm import Hsm
-from services.signer.service import ChainConfig as SignerChains
 from services.signer.service import SignerService, SignInput
 from services.signer.trust import GovernedPolicyView
 from services.signer.types import KeyAlgorithm, KeyPurpose
@@ -104,7 +102,8 @@ def test_the_policy_service_registers_evaluates_and_reserves_under_its_role(
     engines: dict[str, Engine], policy_version: str
 ) -> None:
     factory = sessions(engines, "policy")
-    policy = PolicyService(factory, audit=AuditWriter(factory, actor="svc:policy"))
+    chains = [ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")]
+    policy = PolicyService(factory, audit=AuditWriter(factory, actor="svc:policy"), chains=chains)
     spec = IntentSpec(Action.UNSTAKE, CHAIN, "vault-x", 32 * 10**18, UnstakeTarget("0x" + "aa" * 48))
     intent_id = f"int-{uuid.uuid4().hex}"
     decision, approvers = policy.evaluate(spec, "ivan", intent_id=intent_id)
@@ -135,9 +134,8 @@ def signer(engines: dict[str, Engine], hsm: Hsm) -> Iterator[SignerService]:
         policy=GovernedPolicyView(
             reads, ADMINS.trust(), store=hsm, head_label=f"roles-{uuid.uuid4().hex[:8]}"
         ),
-        decoder=EthereumIntentCheck({CHAIN: EthereumAdapter(chain)}),
         audit=audit_in_transaction(AuditWriter(factory, actor="svc:signer")),
-        chains=SignerChains(ethereum={CHAIN: CHAIN_ID}),
+        chains=[chain],
     )
     yield service
     service.close()
@@ -150,7 +148,8 @@ def test_the_signer_signs_under_its_role_reading_the_policy_tables_itself(
     signer.create_key_blocking("ops", vault, KeyAlgorithm.SECP256K1, KeyPurpose.VAULT)
     validator = bytes(range(48))
     spec = IntentSpec(Action.UNSTAKE, CHAIN, vault, 32 * 10**9 * GWEI, UnstakeTarget("0x" + validator.hex()))
-    policy = PolicyService(sessions(engines, "policy"))
+    chains = [ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")]
+    policy = PolicyService(sessions(engines, "policy"), chains=chains)
     policy.evaluate(spec, "ivan", intent_id="intent-roles")  # recorded by the policy service's role
     submitted = submission_time(utcnow())
     digest = intent_digest(spec, policy_version, IntentBinding("intent-roles", "ivan", submitted))
@@ -165,16 +164,15 @@ def test_the_signer_signs_under_its_role_reading_the_policy_tables_itself(
         )
         for name, key in APPROVERS.items()
     )
-    tx = eip1559.Eip1559Tx(
+    tx = UnsignedTransaction(
         chain_id=CHAIN_ID,
         nonce=0,
         max_priority_fee_per_gas=GWEI,
         max_fee_per_gas=2 * GWEI,
         gas=200_000,
-        to=contracts.WITHDRAWAL_REQUEST_CONTRACT,
+        to=bytes.fromhex(contracts.WITHDRAWAL_REQUEST_CONTRACT[2:]),
         value=1,
         data=contracts.withdrawal_request_calldata(validator, 32 * 10**9),
-        access_list=(),
     )
     request = SignInput(
         intent_id="intent-roles",
@@ -183,7 +181,7 @@ def test_the_signer_signs_under_its_role_reading_the_policy_tables_itself(
         initiator="ivan",
         policy_version=policy_version,
         approvals=approvals,
-        unsigned_tx=eip1559.encode_unsigned(tx),
+        unsigned_tx=tx.encode(),
         submitted_at=submitted,
     )
     first = signer.sign_blocking(request, "svc:worker")

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from services.chain.client import ChainClient
-from services.chain.ethereum import contracts as c
 from services.chain.ethereum.adapter import EthereumAdapter, PlannedCall
-from services.chain.ethereum.transactions import UnsignedTransaction
+from services.families.ethereum import contracts as c
+from services.families.ethereum.deposit import deposit_of
+from services.families.ethereum.transactions import UnsignedTransaction
 from services.pb.custos.chain.v1 import chain_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.runtime.convert import approval_to_pb, datetime_to_ts, spec_to_pb
@@ -115,8 +116,8 @@ class WorkerHost:
         """The contract call ``spec`` turns into, without the chain service's checks (an
         attacker builds whatever bytes they like: a deposit whose credentials are theirs)."""
         t = spec.target
-        if isinstance(t, StakeTarget) and t.deposit_data is not None:
-            d = t.deposit_data
+        d = deposit_of(t) if isinstance(t, StakeTarget) else None
+        if d is not None:
             data = c.deposit_calldata(
                 c.DepositCall(d.pubkey, d.withdrawal_credentials, d.signature, d.deposit_data_root)
             )

@@ -17,12 +17,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.chain.ethereum.transactions import UnsignedTransaction
+from services.families.ethereum.transactions import UnsignedTransaction, parse_signed
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.runtime.errors import CustosError
 from services.runtime.grpc_errors import RemoteError
-from services.signer import eip1559
 from services.signer.client import SignerClient
 from services.signer.ledger import record_hash, replace_record
 from services.signer.models import SigningRecord
@@ -246,19 +245,20 @@ async def test_a_record_appended_with_a_signature_from_the_ledger(
 async def test_fee_bumps_that_change_more_than_fees(
     stack: SecurityStack, world: World, worker_host: WorkerHost
 ) -> None:
-    """x's approvals at x's own nonce, both fees higher (the one replacement Ethereum allows) but
-    with another gas limit, or with only the fee cap raised: neither is a fee bump, so the step
-    would be signed over another payload."""
+    """x's approvals at x's own nonce with only the fee cap raised, or both fees higher but another
+    call: neither is a fee bump (both fee fields strictly higher, the same call; the gas limit may
+    change, see test_families), so the step would be signed over another payload."""
     x = world.x
     (record,) = _records_of(stack, x.id)
-    old = eip1559.decode_signed(bytes(record.signed_tx))
-    bumped = {
-        "max_fee_per_gas": old.max_fee_per_gas + 1,
-        "max_priority_fee_per_gas": old.max_priority_fee_per_gas + 1,
-    }
-    other_gas = _unsigned(old, **bumped, gas=old.gas + 1)
+    old = parse_signed(bytes(record.signed_tx)).tx
     cap_only = _unsigned(old, max_fee_per_gas=old.max_fee_per_gas + 1)
-    for tx in (other_gas, cap_only):
+    other_nonce = _unsigned(
+        old,
+        max_fee_per_gas=old.max_fee_per_gas + 1,
+        max_priority_fee_per_gas=old.max_priority_fee_per_gas + 1,
+        nonce=old.nonce + 1,
+    )
+    for tx in (cap_only, other_nonce):
         before = await stack.evidence()
         error = await worker_host.refused(x, tx=tx)
         await assert_refused(
@@ -271,9 +271,8 @@ async def test_fee_bumps_that_change_more_than_fees(
         )
 
 
-def _unsigned(tx: eip1559.Eip1559Tx, **changes: int) -> bytes:
+def _unsigned(tx: UnsignedTransaction, **changes: int) -> bytes:
     """``tx`` unsigned again, with ``changes`` to its integer fields."""
-    assert tx.to is not None and not tx.access_list
     fields = {
         "chain_id": tx.chain_id,
         "nonce": tx.nonce,
@@ -283,4 +282,4 @@ def _unsigned(tx: eip1559.Eip1559Tx, **changes: int) -> bytes:
         "value": tx.value,
         **changes,
     }
-    return UnsignedTransaction(to=bytes.fromhex(tx.to[2:]), data=tx.data, **fields).encode()
+    return UnsignedTransaction(to=tx.to, data=tx.data, **fields).encode()

@@ -18,9 +18,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
-from services.chain.ethereum.deposit import generate_deposit_data
-from services.runtime.intent import Action, IntentSpec, StakeTarget
+from services.families.config import HOODI_GENESIS_FORK_VERSION
+from services.families.ethereum.deposit import generate_deposit_data, stake_target
+from services.runtime.intent import Action, IntentSpec
 from tests.security.insiders import WorkerHost, assert_refused
 from tests.security.stack import CHAIN, ETH, VAULT, Real, SecurityStack, validator_pubkey
 from tests.security.world import World
@@ -185,9 +185,7 @@ async def test_a_thousand_eth_stake_to_the_attackers_validator(
         genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
         compounding=True,
     )
-    spec = IntentSpec(
-        Action.STAKE, CHAIN, VAULT, 1000 * ETH, StakeTarget("0x" + gen.data.pubkey.hex(), gen.data)
-    )
+    spec = IntentSpec(Action.STAKE, CHAIN, VAULT, 1000 * ETH, stake_target(gen.data))
     before = await stack.evidence()
     intent_id = made_up_id()
     error = await worker_host.refused(

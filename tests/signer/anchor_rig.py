@@ -17,16 +17,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig
-from services.chain.ethereum.adapter import EthereumAdapter
+from services.families.config import ChainConfig
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
 from services.policy.governance import TrustRoot
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
-from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.adapters import audit_in_transaction
 from services.signer.client import SignerClient
 from services.signer.hsm import Hsm
-from services.signer.service import ChainConfig as SignerChains
 from services.signer.service import SignerService
 from services.signer.servicer import SignerServicer
 from services.signer.trust import GovernanceAnchors, GovernedPolicyView
@@ -43,9 +41,8 @@ def signer_over(sessions: sessionmaker[Session], hsm: Hsm, view: GovernedPolicyV
         hsm=hsm,
         sessions=sessions,
         policy=view,
-        decoder=EthereumIntentCheck({CHAIN: EthereumAdapter(chain)}),
         audit=audit_in_transaction(AuditWriter(sessions, "svc:signer")),
-        chains=SignerChains(ethereum={CHAIN: CHAIN_ID}),
+        chains=[chain],
     )
 
 

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.models import AuditRecordRow
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig
-from services.chain.ethereum import contracts
-from services.chain.ethereum.adapter import EthereumAdapter
+from services.families.config import ChainConfig, ChainFamily
+from services.families.ethereum import contracts
+from services.families.ethereum.transactions import UnsignedTransaction
 from services.policy.document import Policy, parse_policy
 from services.policy.domain import (
     ApproverInfo,
@@ -42,15 +42,22 @@ from services.runtime.intent import (
     UnstakeTarget,
     intent_digest,
 )
-from services.signer import eip1559
-from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.adapters import audit_in_transaction
 from services.signer.hsm import Hsm
 from services.signer.ports import StaticPolicySource
-from services.signer.service import ChainConfig as SignerChains
 from services.signer.service import KeyInfo, SignerService, SignInput
 from services.signer.types import KeyAlgorithm, KeyPurpose
 
 CHAIN = "ethereum-devnet"
+#: A second family the signer knows addresses on (its keys are secp256k1 too).
+COSMOS_HUB = ChainConfig(
+    name="cosmoshub",
+    family=ChainFamily.COSMOS,
+    chain_id="cosmoshub-4",
+    rpc_url="http://127.0.0.1:1",
+    denom="uatom",
+    max_fee_wei=10**6,  # 1 ATOM: a fee cap is in the chain's own unit
+)
 CHAIN_ID = 31337
 GWEI = 10**9
 NOW = datetime.now(UTC)
@@ -180,19 +187,16 @@ class SignerRig:
         chain_id: int = CHAIN_ID,
         value: int = 1,
     ) -> bytes:
-        return eip1559.encode_unsigned(
-            eip1559.Eip1559Tx(
-                chain_id=chain_id,
-                nonce=nonce,
-                max_priority_fee_per_gas=tip,
-                max_fee_per_gas=max_fee,
-                gas=200_000,
-                to=to,
-                value=value,
-                data=contracts.withdrawal_request_calldata(validator, amount_gwei),
-                access_list=(),
-            )
-        )
+        return UnsignedTransaction(
+            chain_id=chain_id,
+            nonce=nonce,
+            max_priority_fee_per_gas=tip,
+            max_fee_per_gas=max_fee,
+            gas=200_000,
+            to=bytes.fromhex(to[2:]),
+            value=value,
+            data=contracts.withdrawal_request_calldata(validator, amount_gwei),
+        ).encode()
 
     def request(
         self,
@@ -239,9 +243,8 @@ def rig(
         hsm=hsm,
         sessions=session_factory,
         policy=policy,
-        decoder=EthereumIntentCheck({CHAIN: EthereumAdapter(chain)}),
         audit=audit,
-        chains=SignerChains(ethereum={CHAIN: CHAIN_ID}),
+        chains=[chain, COSMOS_HUB],
         decide_threads=getattr(request, "param", 1),
     )
     vault = service.create_key_blocking(

@@ -1,26 +1,31 @@
-"""Chain addresses from public keys, checked against independent derivations."""
+"""Vault-key addresses from public keys (the families'), checked against independent derivations."""
 
 from __future__ import annotations
 
 import hashlib
 
-import base58
 import bech32
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from Crypto.Hash import RIPEMD160
 from eth_account import Account
 from eth_keys import keys
 
-from services.signer.addresses import (
-    compress_secp256k1,
-    cosmos_address,
-    ethereum_address,
-    solana_address,
-)
-from services.signer.errors import InvalidPublicKey
+from services.families.config import ChainConfig, ChainFamily
+from services.families.errors import FamilyError
+from services.families.ethereum.family import address_of
+from services.families.registry import family
 from services.signer.hsm import Hsm
 from services.signer.types import KeyAlgorithm
+
+COSMOS = ChainConfig(
+    name="cosmos-test",
+    family=ChainFamily.COSMOS,
+    chain_id="test-1",
+    rpc_url="x",
+    denom="uatom",
+    max_fee_wei=10**6,
+)
+ETHEREUM = ChainConfig(name="ethereum-test", chain_id=1, rpc_url="x")
 
 
 def test_ethereum_address_matches_eth_account() -> None:
@@ -28,39 +33,33 @@ def test_ethereum_address_matches_eth_account() -> None:
         bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
     )
     point = b"\x04" + private.public_key.to_bytes()
-    assert ethereum_address(point) == Account.from_key(private.to_bytes()).address
-    assert ethereum_address(point) == "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+    assert address_of(point) == Account.from_key(private.to_bytes()).address
+    assert family("ethereum").address(ETHEREUM, point) == "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 
 
 def test_cosmos_address_is_bech32_of_ripemd160_sha256() -> None:
     private = keys.PrivateKey(b"\x07" * 32)
     point = b"\x04" + private.public_key.to_bytes()
-    compressed = compress_secp256k1(point)
-    assert compressed == private.public_key.to_compressed_bytes()
-    expected = hashlib.new("ripemd160", hashlib.sha256(compressed).digest()).digest()
-    address = cosmos_address(point, "cosmos")
+    compressed = private.public_key.to_compressed_bytes()
+    expected = RIPEMD160.new(hashlib.sha256(compressed).digest()).digest()
+    address = family("cosmos").address(COSMOS, point)
     hrp, data = bech32.bech32_decode(address)
     assert hrp == "cosmos" and data is not None
     assert bytes(bech32.convertbits(data, 5, 8, False) or []) == expected
-    assert cosmos_address(point, "osmo").startswith("osmo1")
-
-
-def test_solana_address_is_base58_of_the_key() -> None:
-    public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    assert base58.b58decode(solana_address(public)) == public
-    assert solana_address(b"\x00" * 32) == "11111111111111111111111111111111"
+    osmo = COSMOS.model_copy(update={"bech32_prefix": "osmo"})
+    assert family("cosmos").address(osmo, point).startswith("osmo1")
 
 
 def test_bad_public_keys_are_refused() -> None:
-    with pytest.raises(InvalidPublicKey):
-        ethereum_address(b"\x04" + b"\x01" * 64)  # not on the curve
-    with pytest.raises(InvalidPublicKey):
-        solana_address(b"\x01" * 31)
+    for name, chain in (("ethereum", ETHEREUM), ("cosmos", COSMOS)):
+        with pytest.raises(FamilyError):
+            family(name).address(chain, b"\x04" + b"\x01" * 64)  # not on the curve
+        with pytest.raises(FamilyError):
+            family(name).address(chain, b"\x04" + b"\x01" * 63)  # neither point encoding
 
 
-def test_hsm_keys_have_addresses_for_each_chain(hsm: Hsm) -> None:
+def test_hsm_keys_have_addresses_on_each_family(hsm: Hsm) -> None:
     secp = hsm.generate_keypair(KeyAlgorithm.SECP256K1, "t-addr-k1", b"\xaa" * 16)
-    ed = hsm.generate_keypair(KeyAlgorithm.ED25519, "t-addr-ed", b"\xab" * 16)
-    assert ethereum_address(secp).startswith("0x") and len(ethereum_address(secp)) == 42
-    assert cosmos_address(secp, "cosmos").startswith("cosmos1")
-    assert len(base58.b58decode(solana_address(ed))) == 32
+    eth = family("ethereum").address(ETHEREUM, secp)
+    assert eth.startswith("0x") and len(eth) == 42
+    assert family("cosmos").address(COSMOS, secp).startswith("cosmos1")

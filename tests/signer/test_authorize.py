@@ -158,3 +158,41 @@ def test_one_approval_set_cannot_be_spent_on_a_second_step_name(rig: SignerRig) 
             rig.request(spec, rig.unstake_tx(VALIDATOR, nonce=1), step="unstake-again"), "w"
         )
     assert _records(rig) == 1
+
+
+def test_the_ledger_counts_a_vault_per_chain_wei_and_uatom_never_summed() -> None:
+    """One vault signed on an Ethereum and a Cosmos chain: each chain's velocity sees its own amounts."""
+    from types import SimpleNamespace
+
+    from services.signer.ledger import Ledger
+
+    def record(seq: int, chain: str, amount: int) -> SigningRecord:
+        return SigningRecord(
+            ledger_seq=seq,
+            record_id=f"sig_{seq}",
+            intent_id=f"intent-{seq}",
+            step="stake",
+            attempt=0,
+            key_id="k",
+            chain=chain,
+            nonce=seq,
+            payload_digest=bytes([seq]) * 32,
+            signing_digest=bytes([seq]) * 32,
+            record_hash=bytes([seq]) * 32,
+            vault_id="vault-1",
+            action="STAKE",
+            amount=str(amount),
+            created_at=SUBMITTED,
+            replaces_id=None,
+        )
+
+    ledger = Ledger()
+    ledger.committed(
+        {"ledger_pending": [record(1, "ethereum-devnet", 32 * ETH), record(2, "cosmoshub", 900_000)]}
+    )
+    since = SUBMITTED - timedelta(days=1)
+    assert [a.amount for a in ledger.signed_amounts("vault-1", "ethereum-devnet", since)] == [32 * ETH]
+    assert [a.amount for a in ledger.signed_amounts("vault-1", "cosmoshub", since)] == [900_000]
+    batch = SimpleNamespace(info={"ledger_pending": [record(3, "cosmoshub", 50_000)]})
+    assert ledger.pending_amounts(batch, "vault-1", "ethereum-devnet") == []  # type: ignore[arg-type]
+    assert [a.amount for a in ledger.pending_amounts(batch, "vault-1", "cosmoshub")] == [50_000]  # type: ignore[arg-type]

@@ -11,9 +11,10 @@ from eth_account import Account
 from pkcs11 import Attribute, Mechanism, ObjectClass
 from pkcs11.exceptions import AttributeSensitive
 
-from services.signer.addresses import SECP256K1_N, ethereum_address, unwrap_ec_point
+from services.families import secp256k1
+from services.families.ethereum.family import address_of as ethereum_address
 from services.signer.errors import HsmKeyNotFound, HsmUnavailable, InvalidPublicKey
-from services.signer.hsm import Hsm, normalise_low_s, recovery_id
+from services.signer.hsm import Hsm, unwrap_ec_point
 from services.signer.softhsm import TokenConfig
 from services.signer.types import KeyAlgorithm
 
@@ -50,11 +51,12 @@ def test_ethereum_signatures_recover_to_the_address_and_are_low_s(
     for _ in range(200):
         digest = secrets.token_bytes(32)
         raw = hsm.sign_raw(key_id, digest, Mechanism.ECDSA)
-        high_s_from_hsm += int.from_bytes(raw[32:], "big") > SECP256K1_N // 2
+        high_s_from_hsm += int.from_bytes(raw[32:], "big") > secp256k1.N // 2
         sig = hsm.sign_secp256k1(key_id, digest)
-        assert sig.s <= SECP256K1_N // 2
-        assert sig.v in (0, 1)
-        assert Account._recover_hash(digest, vrs=(sig.v, sig.r, sig.s)) == address
+        r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+        assert len(sig) == 64 and s <= secp256k1.N // 2
+        v = secp256k1.recovery_id(digest, sig, public)
+        assert Account._recover_hash(digest, vrs=(v, r, s)) == address
     # SoftHSM returns high-S about half the time: the normalisation is really exercised.
     assert high_s_from_hsm > 50
 
@@ -65,11 +67,12 @@ def test_low_s_normalisation_keeps_the_signature_valid(hsm: Hsm, eth_key: tuple[
     while True:
         raw = hsm.sign_raw(key_id, digest, Mechanism.ECDSA)
         r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-        if s > SECP256K1_N // 2:
+        if s > secp256k1.N // 2:
             break
-    r2, s2, flipped = normalise_low_s(r, s)
-    assert flipped and s2 == SECP256K1_N - s and r2 == r
-    v = recovery_id(digest, r2, s2, public)
+    low = secp256k1.low_s(raw)
+    r2, s2 = int.from_bytes(low[:32], "big"), int.from_bytes(low[32:], "big")
+    assert s2 == secp256k1.N - s and r2 == r
+    v = secp256k1.recovery_id(digest, low, public)
     assert Account._recover_hash(digest, vrs=(v, r2, s2)) == ethereum_address(public)
 
 
@@ -126,7 +129,7 @@ def test_a_second_session_in_the_same_process_shares_the_login(
     second = Hsm(softhsm_token.hsm_settings()).open()
     try:
         digest = secrets.token_bytes(32)
-        assert second.sign_secp256k1(key_id, digest).to_bytes() != b""
+        assert second.sign_secp256k1(key_id, digest) != b""
     finally:
         second.close()
     hsm.sign_secp256k1(key_id, secrets.token_bytes(32))  # the first session is unaffected

@@ -45,9 +45,8 @@ def _twin(rig: SignerRig, hsm: Hsm, label: str, store: DataStore | None = None) 
         hsm=hsm,
         sessions=rig.sessions,
         policy=rig.policy,
-        decoder=rig.service._decoder,
         audit=rig.audit,
-        chains=rig.service._chains,
+        chains=[c.config for c in rig.service._chains.values()],
         ledger_store=store or hsm,
         ledger_label=label,
     )

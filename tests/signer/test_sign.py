@@ -9,11 +9,12 @@ from datetime import timedelta
 
 import pytest
 from eth_account import Account
+from eth_utils import keccak
 from sqlalchemy import func, select
 
-from services.chain.ethereum import contracts
+from services.families import secp256k1
+from services.families.ethereum import contracts
 from services.runtime.intent import Decision
-from services.signer import eip1559
 from services.signer.errors import (
     ApprovalsInsufficient,
     AuditUnavailable,
@@ -25,7 +26,6 @@ from services.signer.errors import (
     TransactionMismatch,
 )
 from services.signer.models import SigningRecord
-from services.signer.types import EcdsaSignature
 from tests.signer.conftest import CHAIN, SignerRig, make_registry, policy_document
 
 VALIDATOR = bytes.fromhex("a1" * 48)
@@ -41,8 +41,8 @@ def test_sign_returns_a_signed_transaction_from_the_vault(rig: SignerRig) -> Non
     spec = rig.unstake_spec(VALIDATOR)
     tx = rig.unstake_tx(VALIDATOR)
     out = rig.service.sign_blocking(rig.request(spec, tx), "svc-worker")
-    sig = EcdsaSignature.from_bytes(out.signature)
-    assert Account._recover_hash(eip1559.signing_hash(tx), vrs=(sig.v, sig.r, sig.s)) == rig.vault_address
+    assert len(out.signature) == 64  # the HSM's r || s, low-S
+    assert secp256k1.verify(keccak(tx), out.signature, rig.vault.public_key)
     assert Account.recover_transaction(out.signed_tx) == rig.vault_address
     assert not out.replayed and not out.replacement
     signed = rig.audit_rows("signed")

@@ -19,8 +19,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
-from services.chain.config import ChainConfig
-from services.chain.ethereum.adapter import EthereumAdapter
+from services.families.config import ChainConfig
 from services.policy.changes import Governance
 from services.policy.domain import SignatureScheme, key_id_for
 from services.policy.evidence import public_key_der
@@ -28,11 +27,10 @@ from services.policy.governance import GOVERNANCE_VERSION, RevokeApproverKey, ne
 from services.policy.models import ApproverKeyRow, GovernanceEntryRow, PolicyVersionRow, VersionStatus
 from services.policy.service import PolicyService
 from services.runtime.intent import Decision
-from services.signer.adapters import EthereumIntentCheck, audit_in_transaction
+from services.signer.adapters import audit_in_transaction
 from services.signer.errors import ApprovalsInsufficient, GovernanceUnverified, PolicyNotActive
 from services.signer.hsm import Hsm
 from services.signer.models import SigningRecord
-from services.signer.service import ChainConfig as SignerChains
 from services.signer.service import SignerService
 from services.signer.trust import GovernedPolicyView
 from services.signer.types import KeyAlgorithm, KeyPurpose
@@ -66,9 +64,8 @@ def _signer(sessions: sessionmaker[Session], hsm: Hsm, admins: Admins, label: st
         hsm=hsm,
         sessions=sessions,
         policy=GovernedPolicyView(sessions, admins.trust(), store=hsm, head_label=label),
-        decoder=EthereumIntentCheck({CHAIN: EthereumAdapter(chain)}),
         audit=audit_in_transaction(AuditWriter(sessions, "svc:signer")),
-        chains=SignerChains(ethereum={CHAIN: CHAIN_ID}),
+        chains=[chain],
     )
 
 

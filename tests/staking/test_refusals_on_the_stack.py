@@ -26,9 +26,9 @@ from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from services.audit.models import AuditRecordRow
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.devnet import Devnet
-from services.chain.ethereum.deposit import generate_deposit_data
+from services.families.config import HOODI_GENESIS_FORK_VERSION
+from services.families.ethereum.deposit import generate_deposit_data, stake_target
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.domain import SignatureScheme
@@ -37,7 +37,7 @@ from services.policy.governance import AddApproverKey, RevokeApproverKey
 from services.runtime.convert import approval_to_pb
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.errors import FailedPrecondition
-from services.runtime.intent import Action, Decision, IntentSpec, StakeTarget
+from services.runtime.intent import Action, Decision, IntentSpec
 from services.runtime.migrate import upgrade
 from services.signer.client import SignerClient
 from services.signer.softhsm import TokenConfig
@@ -137,9 +137,7 @@ def stake_from(vault_id: str, address: str) -> IntentSpec:
         amount_wei=32 * ETH,
         genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
     )
-    return IntentSpec(
-        Action.STAKE, CHAIN, vault_id, 32 * ETH, StakeTarget("0x" + gen.data.pubkey.hex(), gen.data)
-    )
+    return IntentSpec(Action.STAKE, CHAIN, vault_id, 32 * ETH, stake_target(gen.data))
 
 
 async def nonce_of(stack: InProcessStack, tx_hash: str) -> int:

@@ -24,11 +24,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.audit.main import AuditSettings
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.devnet import Devnet
-from services.chain.ethereum.deposit import generate_deposit_data
 from services.chain.main import ChainSettings
 from services.cli.devstack import free_port
+from services.families.config import HOODI_GENESIS_FORK_VERSION
+from services.families.ethereum.deposit import generate_deposit_data, stake_target
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
@@ -39,7 +39,7 @@ from services.policy.governance import ActivatePolicy, AdminKey, Change, Registe
 from services.policy.main import PolicySettings
 from services.runtime.client import BaseClient, open_channel
 from services.runtime.convert import approval_to_pb, spec_to_pb
-from services.runtime.intent import Action, Decision, IntentSpec, StakeTarget
+from services.runtime.intent import Action, Decision, IntentSpec
 from services.runtime.pki import ensure_service_certs, issue
 from services.runtime.runner import start_service
 from services.runtime.settings import ServiceSettings, TLSSettings
@@ -146,9 +146,7 @@ class InProcessStack:
             amount_wei=eth * ETH,
             genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
         )
-        return IntentSpec(
-            Action.STAKE, CHAIN, VAULT, eth * ETH, StakeTarget("0x" + gen.data.pubkey.hex(), gen.data)
-        )
+        return IntentSpec(Action.STAKE, CHAIN, VAULT, eth * ETH, stake_target(gen.data))
 
     async def submit(self, spec: IntentSpec, who: str = "alice") -> Any:
         async with self.client(StakingClient, who) as staking:
@@ -227,7 +225,7 @@ async def in_process_stack(
     chains = [devnet.chain_config()]
     # a TLSSettings each: the settings fill in the service's own certificate paths
     settings: dict[str, ServiceSettings] = {
-        "policy": PolicySettings(**common, tls=TLSSettings(pki_dir=pki)),
+        "policy": PolicySettings(**common, tls=TLSSettings(pki_dir=pki), chains=chains),
         "signer": SignerSettings(
             **common,
             tls=TLSSettings(pki_dir=pki),

@@ -7,48 +7,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import is_hex_address, keccak, to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
-from services.chain.config import ChainConfig
 from services.chain.errors import (
     BroadcastRejected,
     FeesAboveCap,
     InsufficientFunds,
-    IntentInvalid,
     NodeError,
-    TransactionInvalid,
 )
-from services.chain.ethereum import contracts as c
 from services.chain.ethereum import history
-from services.chain.ethereum.deposit import (
-    GWEI,
-    MAX_UINT64,
-    parse_pubkey,
-    verify_deposit_data,
-)
 from services.chain.ethereum.rpc import JsonRpcClient, RpcError
-from services.chain.ethereum.transactions import (
-    UnsignedTransaction,
-    parse_signed,
-    parse_unsigned,
-)
 from services.chain.types import (
     ChainEvent,
     DecodedTransaction,
-    Fees,
     SeenTransaction,
     SignedInfo,
     TransactionStatus,
     TxState,
 )
-from services.runtime.intent import (
-    Action,
-    DepositData,
-    IntentSpec,
-    RestakeTarget,
-    StakeTarget,
-    UnstakeTarget,
-)
+from services.families.config import ChainConfig
+from services.families.ethereum import contracts as c
+from services.families.ethereum.family import EthereumFamily, PlannedCall, parse_address
+from services.families.ethereum.transactions import UnsignedTransaction, parse_signed
+from services.runtime.intent import IntentSpec, PolicyChangeTarget
 
 GAS_MARGIN_PERCENT = 20
 #: The deposit contract's cost depends on the deposit count when the transaction runs (one sha256 per
@@ -59,29 +40,6 @@ GAS_MARGIN_PERCENT = 20
 DEPOSIT_GAS_FLOOR = 180_000
 _ALREADY_KNOWN = ("already known", "known transaction", "already imported", "already exists")
 _ERROR_SELECTOR = keccak(text="Error(string)")[:4]
-
-
-@dataclass(frozen=True)
-class PlannedCall:
-    """The contract call an intent turns into, before fees, gas and nonce."""
-
-    to: bytes
-    data: bytes
-    value: int
-    pays_request_fee: bool
-
-
-def parse_address(text: str, field: str = "vault_address") -> bytes:
-    if not is_hex_address(text):
-        raise IntentInvalid(f"{field} must be a 0x-hex 20-byte address")
-    return bytes.fromhex(text[2:])
-
-
-def _canonical_pubkey(text: str, field: str) -> bytes:
-    raw = parse_pubkey(text, field)
-    if text != "0x" + raw.hex():
-        raise IntentInvalid(f"{field} must be written in lowercase 0x-hex")
-    return raw
 
 
 def _revert_reason(err: RpcError) -> str:
@@ -113,6 +71,7 @@ class EthereumAdapter:
 
     def __init__(self, config: ChainConfig, rpc: JsonRpcClient | None = None) -> None:
         self.config = config
+        self.family = EthereumFamily()
         self.rpc = rpc or JsonRpcClient(config.rpc_url, timeout=config.rpc_timeout_seconds)
         self._deposit = bytes.fromhex(config.deposit_contract[2:])
         self._withdrawals = bytes.fromhex(c.WITHDRAWAL_REQUEST_CONTRACT[2:])
@@ -122,41 +81,7 @@ class EthereumAdapter:
 
     def plan(self, spec: IntentSpec, vault_address: str) -> PlannedCall:
         """Checks the intent's chain-specific data and returns the call that carries it out."""
-        vault = parse_address(vault_address)
-        target = spec.target
-        if spec.action is Action.STAKE and isinstance(target, StakeTarget):
-            if target.deposit_data is None:
-                raise IntentInvalid("an Ethereum stake needs deposit data")
-            pubkey = _canonical_pubkey(target.validator, "stake.validator")
-            if pubkey != target.deposit_data.pubkey:
-                raise IntentInvalid("stake.validator differs from the deposit data's pubkey")
-            verify_deposit_data(
-                target.deposit_data,
-                amount_wei=spec.amount,
-                vault_address=vault,
-                genesis_fork_version=self.config.fork_version_bytes,
-            )
-            d = target.deposit_data
-            data = c.deposit_calldata(
-                c.DepositCall(d.pubkey, d.withdrawal_credentials, d.signature, d.deposit_data_root)
-            )
-            return PlannedCall(to=self._deposit, data=data, value=spec.amount, pays_request_fee=False)
-        if spec.action is Action.UNSTAKE and isinstance(target, UnstakeTarget):
-            pubkey = _canonical_pubkey(target.validator, "unstake.validator")
-            if spec.amount % GWEI or spec.amount // GWEI > MAX_UINT64:
-                raise IntentInvalid("unstake amount must be whole gwei within uint64 (0 = full exit)")
-            data = c.withdrawal_request_calldata(pubkey, spec.amount // GWEI)
-            return PlannedCall(to=self._withdrawals, data=data, value=0, pays_request_fee=True)
-        if spec.action is Action.RESTAKE and isinstance(target, RestakeTarget):
-            source = _canonical_pubkey(target.source_validator, "restake.source_validator")
-            dest = _canonical_pubkey(target.target_validator, "restake.target_validator")
-            if spec.amount != 0:
-                raise IntentInvalid(
-                    "an Ethereum consolidation moves the whole source balance: amount must be 0"
-                )
-            data = c.consolidation_request_calldata(source, dest)
-            return PlannedCall(to=self._consolidations, data=data, value=0, pays_request_fee=True)
-        raise IntentInvalid(f"{spec.action} is not supported on Ethereum")
+        return self.family.plan(self.config, spec, vault_address)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -247,61 +172,23 @@ class EthereumAdapter:
     # -- decoding ---------------------------------------------------------------------------
 
     def decode(self, unsigned_tx: bytes, *, sender: str | None = None) -> DecodedTransaction:
-        """Reads unsigned bytes back into the intent fields; strict about everything."""
-        tx = parse_unsigned(unsigned_tx)
-        if tx.chain_id != self.config.evm_chain_id:
-            raise TransactionInvalid(
-                f"transaction is for chain id {tx.chain_id}, not {self.config.evm_chain_id}"
-            )
-        if tx.max_fee_per_gas > self.config.max_fee_per_gas_cap:
-            raise TransactionInvalid("max fee per gas above the chain's cap")
-        if tx.max_priority_fee_per_gas > min(tx.max_fee_per_gas, self.config.max_priority_fee_cap):
-            raise TransactionInvalid("priority fee above the chain's cap or the max fee")
-        target: StakeTarget | UnstakeTarget | RestakeTarget
-        if tx.to == self._deposit:
-            d = c.decode_deposit_calldata(tx.data)
-            action, amount = Action.STAKE, tx.value
-            target = StakeTarget(
-                validator="0x" + d.pubkey.hex(),
-                deposit_data=DepositData(
-                    d.pubkey, d.withdrawal_credentials, d.signature, d.deposit_data_root
-                ),
-            )
-            summary = f"deposit {amount} wei to validator 0x{d.pubkey.hex()[:16]}..."
-        elif tx.to == self._withdrawals:
-            if len(tx.data) != c.WITHDRAWAL_REQUEST_LENGTH:
-                raise TransactionInvalid("an EIP-7002 request is 56 bytes: pubkey || amount")
-            action, amount = Action.UNSTAKE, int.from_bytes(tx.data[48:], "big") * GWEI
-            target = UnstakeTarget(validator="0x" + tx.data[:48].hex())
-            kind = "full exit" if amount == 0 else f"withdrawal of {amount} wei"
-            summary = f"{kind} of validator 0x{tx.data[:8].hex()}... (fee {tx.value} wei)"
-        elif tx.to == self._consolidations:
-            if len(tx.data) != c.CONSOLIDATION_REQUEST_LENGTH:
-                raise TransactionInvalid("an EIP-7251 request is 96 bytes: source || target pubkey")
-            action, amount = Action.RESTAKE, 0
-            target = RestakeTarget(
-                source_validator="0x" + tx.data[:48].hex(), target_validator="0x" + tx.data[48:].hex()
-            )
-            summary = (
-                f"consolidate validator 0x{tx.data[:8].hex()}... into 0x{tx.data[48:56].hex()}..."
-                f" (fee {tx.value} wei)"
-            )
-        else:
-            raise TransactionInvalid(
-                f"transaction calls 0x{tx.to.hex()}, which is no staking contract custos uses"
-            )
+        """Reads unsigned bytes back into the intent fields; strict about everything (the family's)."""
+        tx = self.family.parse(self.config, unsigned_tx)
+        decoded = self.family.decode(self.config, unsigned_tx)
+        assert not isinstance(decoded.target, PolicyChangeTarget)
         return DecodedTransaction(
             chain=self.config.name,
-            action=action,
+            action=decoded.action,
             from_address=to_checksum_address(sender) if sender else "",
             to_address=to_checksum_address(tx.to),
             value=tx.value,
-            amount=amount,
-            target=target,
-            nonce=tx.nonce,
-            fees=Fees(tx.max_fee_per_gas, tx.max_priority_fee_per_gas, tx.gas),
-            signing_digest=tx.signing_digest(),
-            summary=summary,
+            amount=decoded.amount,
+            target=decoded.target,
+            nonce=decoded.replay_key,
+            fee_ceiling=decoded.fee_ceiling,
+            signing_digest=self.family.signing_payload(self.config, unsigned_tx).data,
+            summary=decoded.summary,
+            step=decoded.step,
         )
 
     def inspect_signed(self, signed_tx: bytes) -> SignedInfo:

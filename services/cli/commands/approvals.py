@@ -8,6 +8,7 @@ signature.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import click
 
 from services.cli.commands.intents import describe
-from services.cli.context import CliContext, Duration, pass_cli, run, to_json
+from services.cli.context import CliContext, DisplayUnit, Duration, pass_cli, run, to_json
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import Decision
 
@@ -93,14 +94,14 @@ async def decide(
     }
 
 
-def decision_line(data: dict[str, Any]) -> str:
+def decision_line(data: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> str:
     """``olivia approved int-…: STAKE 32 ETH on … (quorum met: no; approvals: olivia)``."""
     i = data["intent"]
     verb = "approved" if data["decision"] == "APPROVE" else "rejected"
     given = ", ".join(a["approver_id"] for a in i["approvals"] if a["decision"] == "APPROVE") or "none"
     quorum = "yes" if data["quorum_met"] else "no"
     tail = f"quorum met: {quorum}; approvals: {given}" if verb == "approved" else f"now {i['state']}"
-    return f"{data['approver']} {verb} {i['intent_id']}: {describe(i['spec'])} ({tail})"
+    return f"{data['approver']} {verb} {i['intent_id']}: {describe(i['spec'], units)} ({tail})"
 
 
 _key_option = click.option(
@@ -125,7 +126,7 @@ def approve(cli: CliContext, intent_id: str, key_file: Path, expires_in: timedel
     custos --as olivia approve int-… --key ~/.custos/olivia.pem
     """
     data = run(decide(cli, intent_id, key_file, Decision.APPROVE, expires_in=expires_in))
-    cli.emit(data, lambda d: [decision_line(d)])
+    cli.emit(data, lambda d: [decision_line(d, cli.display_units())])
 
 
 @click.command("reject")
@@ -136,4 +137,4 @@ def approve(cli: CliContext, intent_id: str, key_file: Path, expires_in: timedel
 def reject(cli: CliContext, intent_id: str, key_file: Path, reason: str) -> None:
     """Reject an intent, signed with your key: one authorised reject ends it."""
     data = run(decide(cli, intent_id, key_file, Decision.REJECT, reason=reason))
-    cli.emit(data, lambda d: [decision_line(d)])
+    cli.emit(data, lambda d: [decision_line(d, cli.display_units())])

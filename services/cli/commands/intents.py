@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,10 @@ import click
 from services.cli.context import (
     Amount,
     CliContext,
+    DisplayUnit,
     When,
+    amount_text,
     error_code,
-    eth_text,
     fields,
     fill_range,
     hhmmss,
@@ -27,11 +30,12 @@ from services.cli.context import (
     table,
     to_json,
 )
+from services.families.config import ChainFamily
+from services.families.ethereum.deposit import DepositData, stake_target
 from services.pb.custos.staking.v1 import staking_pb2
 from services.runtime.errors import InvalidArgument, Unavailable
 from services.runtime.intent import (
     Action,
-    DepositData,
     IntentSpec,
     RestakeTarget,
     StakeTarget,
@@ -47,12 +51,12 @@ ETH = 10**18
 # --- rendering (shared with the demo) -------------------------------------------------------------
 
 
-def describe(spec: dict[str, Any]) -> str:
-    """``STAKE 32 ETH on ethereum-devnet from vault-1``."""
+def describe(spec: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> str:
+    """``STAKE 32 ETH on ethereum-devnet from vault-1`` (amounts in the chain's display unit)."""
     action = spec["action"]
     if action == "POLICY_CHANGE":
         return f"POLICY_CHANGE to {spec['policy_change']['policy_version'][:16]}…"
-    amount = eth_text(spec["chain"], spec["amount"])
+    amount = amount_text(spec["amount"], (units or {}).get(spec["chain"]))
     if spec["amount"] == "0" and action in ("UNSTAKE", "RESTAKE"):
         amount = "full exit" if action == "UNSTAKE" else "full balance"
     return f"{action} {amount} on {spec['chain']} from {spec['vault_id']}"
@@ -76,7 +80,7 @@ def requirement_text(req: dict[str, Any] | None) -> str:
     )
 
 
-def intent_lines(intent: dict[str, Any]) -> list[str]:
+def intent_lines(intent: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> list[str]:
     approvals = ", ".join(f"{a['approver_id']} {a['decision']}" for a in intent["approvals"])
     policy = intent["policy_version"][:16]
     if intent["requirement"] and intent["requirement"]["rule_id"]:
@@ -85,7 +89,7 @@ def intent_lines(intent: dict[str, Any]) -> list[str]:
         [
             ("intent", intent["intent_id"]),
             ("state", intent["state"]),
-            ("what", describe(intent["spec"])),
+            ("what", describe(intent["spec"], units)),
             ("target", target_text(intent["spec"])),
             ("initiator", intent["initiator"]),
             ("policy", policy),
@@ -110,17 +114,17 @@ def timeline_lines(events: list[dict[str, Any]]) -> list[str]:
     return [event_line(e) for e in events]
 
 
-def show_lines(data: dict[str, Any]) -> list[str]:
+def show_lines(data: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> list[str]:
     return [
-        *intent_lines(data["intent"]),
+        *intent_lines(data["intent"], units),
         "timeline",
         *("  " + line for line in timeline_lines(data["events"])),
     ]
 
 
-def _list_lines(data: dict[str, Any]) -> list[str]:
+def _list_lines(data: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> list[str]:
     rows = [
-        (i["intent_id"], i["state"], describe(i["spec"]), i["initiator"], i["created_at"])
+        (i["intent_id"], i["state"], describe(i["spec"], units), i["initiator"], i["created_at"])
         for i in data["intents"]
     ]
     return table(rows, ("INTENT", "STATE", "WHAT", "INITIATOR", "CREATED")) + page_hint(data)
@@ -164,7 +168,7 @@ def deposit_from_file(path: Path, validator: str | None) -> tuple[StakeTarget, i
         amount = int(entry["amount"]) * 10**9  # the file counts gwei
     except (KeyError, TypeError, ValueError) as e:
         raise InvalidArgument(f"{path}: deposit entry lacks or mangles {e}") from None
-    return StakeTarget("0x" + data.pubkey.hex(), data), amount
+    return stake_target(data), amount
 
 
 def devnet_deposit(
@@ -174,7 +178,7 @@ def devnet_deposit(
 
     0x01 credentials take exactly 32 ETH, so other amounts get 0x02 (compounding) credentials.
     """
-    from services.chain.ethereum.deposit import generate_deposit_data
+    from services.families.ethereum.deposit import generate_deposit_data
 
     try:
         address = bytes.fromhex(withdrawal_address.removeprefix("0x"))
@@ -188,7 +192,7 @@ def devnet_deposit(
         genesis_fork_version=genesis_fork_version,
         compounding=compounding or amount_wei != 32 * ETH,
     )
-    return StakeTarget("0x" + gen.data.pubkey.hex(), gen.data)
+    return stake_target(gen.data)
 
 
 async def _vault_address(cli: CliContext, vault: str, chain: str) -> str:
@@ -219,6 +223,16 @@ def _fork_version(cli: CliContext, chain: str) -> bytes:
 
 
 async def _stake_target(cli: CliContext, o: dict[str, Any]) -> tuple[StakeTarget, int]:
+    chain = cli.chains().get(o["chain"])
+    if chain is not None and chain.family is not ChainFamily.ETHEREUM:
+        # Delegating to an existing validator: nothing beyond its address (and the amount).
+        if o["deposit_data"] is not None or o["generate_deposit"]:
+            raise InvalidArgument(
+                f"deposit data is Ethereum's: a STAKE on {chain.name} ({chain.family}) takes none"
+            )
+        if o["amount"] is None:
+            raise InvalidArgument("give --amount")
+        return StakeTarget(_need(o, "validator", "STAKE")), o["amount"]
     if o["deposit_data"] is not None:
         if o["generate_deposit"]:
             raise InvalidArgument("give --deposit-data or --generate-deposit, not both")
@@ -318,7 +332,8 @@ def submit(cli: CliContext, action: str, idempotency_key: str | None, **options:
     def human(data: dict[str, Any]) -> list[str]:
         i = data["intent"]
         verb = "submitted" if data["created"] else "already submitted with this key"
-        head = f"{i['intent_id']} {verb} ({i['idempotency_key']}): {describe(i['spec'])}, {i['state']}"
+        what = describe(i["spec"], cli.display_units())
+        head = f"{i['intent_id']} {verb} ({i['idempotency_key']}): {what}, {i['state']}"
         return [head, f"follow it: custos intents watch {i['intent_id']}"]
 
     cli.emit(run(go()), human)
@@ -363,7 +378,7 @@ def list_(
 
     resp = cli.call(StakingClient, "ListIntents", req)
     data = {"intents": [to_json(i) for i in resp.intents], "next_page_token": resp.next_page_token}
-    cli.emit(data, _list_lines)
+    cli.emit(data, functools.partial(_list_lines, units=cli.display_units()))
 
 
 async def get_intent(cli: CliContext, intent_id: str) -> Any:
@@ -378,7 +393,10 @@ async def get_intent(cli: CliContext, intent_id: str) -> Any:
 def show(cli: CliContext, intent_id: str) -> None:
     """An intent: what it does, what it needs, who approved, and its timeline."""
     resp = run(get_intent(cli, intent_id))
-    cli.emit({"intent": to_json(resp.intent), "events": [to_json(e) for e in resp.events]}, show_lines)
+    cli.emit(
+        {"intent": to_json(resp.intent), "events": [to_json(e) for e in resp.events]},
+        functools.partial(show_lines, units=cli.display_units()),
+    )
 
 
 @intents.command("watch")

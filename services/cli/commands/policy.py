@@ -304,7 +304,7 @@ def simulate(
             name = r["intent_id"]
             if not name and d["intent"] is not None:
                 i = d["intent"]
-                name = f"hypothetical {describe(i['spec'])} by {i['initiator']}"
+                name = f"hypothetical {describe(i['spec'], cli.display_units())} by {i['initiator']}"
                 name += f" at {i['at']}" if i["at"] else ""
             out += [
                 f"{name}{'  CHANGED' if r['changed'] else ''}",

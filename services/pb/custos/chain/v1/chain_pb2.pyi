@@ -118,16 +118,23 @@ class Chain(_message.Message):
     FAMILY_FIELD_NUMBER: _builtins.int
     CHAIN_ID_FIELD_NUMBER: _builtins.int
     CONFIRMATIONS_FIELD_NUMBER: _builtins.int
-    MAX_FEE_PER_GAS_CAP_FIELD_NUMBER: _builtins.int
     UNBONDING_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_FEE_FIELD_NUMBER: _builtins.int
+    DENOM_FIELD_NUMBER: _builtins.int
+    DISPLAY_UNIT_FIELD_NUMBER: _builtins.int
+    DISPLAY_EXPONENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     family: Global___ChainFamily.ValueType
     chain_id: _builtins.str
     confirmations: _builtins.int
-    max_fee_per_gas_cap: _builtins.str
-    """Cap on the fee per gas, in base units."""
     unbonding_seconds: _builtins.int
     """Seconds to wait after an unstake before the withdrawal step; 0 when none."""
+    max_fee: _builtins.str
+    """The most one transaction may pay in network fees, in base units (the signer refuses more)."""
+    denom: _builtins.str
+    """Base denomination of amounts ("wei", "uatom") and how people read them ("ETH", 18)."""
+    display_unit: _builtins.str
+    display_exponent: _builtins.int
     def __init__(
         self,
         *,
@@ -135,41 +142,19 @@ class Chain(_message.Message):
         family: Global___ChainFamily.ValueType = ...,
         chain_id: _builtins.str = ...,
         confirmations: _builtins.int = ...,
-        max_fee_per_gas_cap: _builtins.str = ...,
         unbonding_seconds: _builtins.int = ...,
+        max_fee: _builtins.str = ...,
+        denom: _builtins.str = ...,
+        display_unit: _builtins.str = ...,
+        display_exponent: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "confirmations", b"confirmations", "family", b"family", "max_fee_per_gas_cap", b"max_fee_per_gas_cap", "name", b"name", "unbonding_seconds", b"unbonding_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_id", b"chain_id", "confirmations", b"confirmations", "denom", b"denom", "display_exponent", b"display_exponent", "display_unit", b"display_unit", "family", b"family", "max_fee", b"max_fee", "name", b"name", "unbonding_seconds", b"unbonding_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Chain: _TypeAlias = Chain  # noqa: Y015
-
-@_typing.final
-class Fees(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MAX_FEE_PER_GAS_FIELD_NUMBER: _builtins.int
-    MAX_PRIORITY_FEE_PER_GAS_FIELD_NUMBER: _builtins.int
-    GAS_LIMIT_FIELD_NUMBER: _builtins.int
-    max_fee_per_gas: _builtins.str
-    max_priority_fee_per_gas: _builtins.str
-    gas_limit: _builtins.int
-    def __init__(
-        self,
-        *,
-        max_fee_per_gas: _builtins.str = ...,
-        max_priority_fee_per_gas: _builtins.str = ...,
-        gas_limit: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gas_limit", b"gas_limit", "max_fee_per_gas", b"max_fee_per_gas", "max_priority_fee_per_gas", b"max_priority_fee_per_gas"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Fees: _TypeAlias = Fees  # noqa: Y015
 
 @_typing.final
 class DecodedTransaction(_message.Message):
@@ -187,31 +172,35 @@ class DecodedTransaction(_message.Message):
     UNSTAKE_FIELD_NUMBER: _builtins.int
     RESTAKE_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
-    FEES_FIELD_NUMBER: _builtins.int
     SIGNING_DIGEST_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    FEE_CEILING_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     chain: _builtins.str
     action: _common_pb2.Action.ValueType
     from_address: _builtins.str
     """Address that sends (and pays for) the transaction: the vault."""
     to_address: _builtins.str
-    """Contract called."""
+    """Contract called (Ethereum); empty where a transaction names no single recipient."""
     value: _builtins.str
     """Value sent, in base units."""
     amount: _builtins.str
     """Amount staked, unstaked or moved, in base units."""
     nonce: _builtins.int
+    """The replay key: the account nonce (Ethereum) or sequence (Cosmos) the transaction uses."""
     signing_digest: _builtins.bytes
-    """Digest the key signs (e.g. the EIP-1559 signing hash)."""
+    """What the key signs: a digest (Ethereum's keccak256, Cosmos's sha256) or the message (Ed25519)."""
     summary: _builtins.str
+    fee_ceiling: _builtins.str
+    """The most the transaction can pay in network fees, in base units."""
+    step: _builtins.str
+    """The step of its intent the transaction carries out ("stake", "unstake", ...)."""
     @_builtins.property
     def stake(self) -> _common_pb2.StakeTarget: ...
     @_builtins.property
     def unstake(self) -> _common_pb2.UnstakeTarget: ...
     @_builtins.property
     def restake(self) -> _common_pb2.RestakeTarget: ...
-    @_builtins.property
-    def fees(self) -> Global___Fees: ...
     def __init__(
         self,
         *,
@@ -225,13 +214,14 @@ class DecodedTransaction(_message.Message):
         unstake: _common_pb2.UnstakeTarget | None = ...,
         restake: _common_pb2.RestakeTarget | None = ...,
         nonce: _builtins.int = ...,
-        fees: Global___Fees | None = ...,
         signing_digest: _builtins.bytes = ...,
         summary: _builtins.str = ...,
+        fee_ceiling: _builtins.str = ...,
+        step: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fees", b"fees", "restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "chain", b"chain", "fees", b"fees", "from_address", b"from_address", "nonce", b"nonce", "restake", b"restake", "signing_digest", b"signing_digest", "stake", b"stake", "summary", b"summary", "target", b"target", "to_address", b"to_address", "unstake", b"unstake", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "chain", b"chain", "fee_ceiling", b"fee_ceiling", "from_address", b"from_address", "nonce", b"nonce", "restake", b"restake", "signing_digest", b"signing_digest", "stake", b"stake", "step", b"step", "summary", b"summary", "target", b"target", "to_address", b"to_address", "unstake", b"unstake", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["stake", "unstake", "restake"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015

@@ -84,38 +84,49 @@ SIGNATURE_SCHEME_ECDSA_P256: SignatureScheme.ValueType  # 2
 Global___SignatureScheme: _TypeAlias = SignatureScheme  # noqa: Y015
 
 @_typing.final
-class DepositData(_message.Message):
-    """Ethereum beacon-chain deposit data, verified by custos before anyone approves it."""
+class TargetParams(_message.Message):
+    """What a chain's family needs of a target beyond its validators, as named byte strings: an
+    Ethereum stake's deposit data (pubkey, withdrawal_credentials, signature, deposit_data_root),
+    a Solana unstake's stake account. The family validates them; approvers approve them as given.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    PUBKEY_FIELD_NUMBER: _builtins.int
-    WITHDRAWAL_CREDENTIALS_FIELD_NUMBER: _builtins.int
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    DEPOSIT_DATA_ROOT_FIELD_NUMBER: _builtins.int
-    pubkey: _builtins.bytes
-    """48-byte BLS12-381 validator public key"""
-    withdrawal_credentials: _builtins.bytes
-    """32 bytes, type 0x01 or 0x02, pointing at the vault"""
-    signature: _builtins.bytes
-    """96-byte BLS signature over the deposit message"""
-    deposit_data_root: _builtins.bytes
-    """32-byte SSZ hash tree root of the deposit data"""
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.bytes]: ...
     def __init__(
         self,
         *,
-        pubkey: _builtins.bytes = ...,
-        withdrawal_credentials: _builtins.bytes = ...,
-        signature: _builtins.bytes = ...,
-        deposit_data_root: _builtins.bytes = ...,
+        fields: _abc.Mapping[_builtins.str, _builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deposit_data_root", b"deposit_data_root", "pubkey", b"pubkey", "signature", b"signature", "withdrawal_credentials", b"withdrawal_credentials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DepositData: _TypeAlias = DepositData  # noqa: Y015
+Global___TargetParams: _TypeAlias = TargetParams  # noqa: Y015
 
 @_typing.final
 class StakeTarget(_message.Message):
@@ -124,22 +135,22 @@ class StakeTarget(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VALIDATOR_FIELD_NUMBER: _builtins.int
-    DEPOSIT_DATA_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
     validator: _builtins.str
     """Validator identity: Ethereum 0x-hex BLS pubkey, Cosmos valoper address, Solana vote account."""
     @_builtins.property
-    def deposit_data(self) -> Global___DepositData:
-        """Required on Ethereum."""
+    def params(self) -> Global___TargetParams:
+        """Required on Ethereum (the deposit data); none on Cosmos."""
 
     def __init__(
         self,
         *,
         validator: _builtins.str = ...,
-        deposit_data: Global___DepositData | None = ...,
+        params: Global___TargetParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deposit_data", b"deposit_data"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deposit_data", b"deposit_data", "validator", b"validator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "validator", b"validator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -152,15 +163,19 @@ class UnstakeTarget(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VALIDATOR_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
     validator: _builtins.str
+    @_builtins.property
+    def params(self) -> Global___TargetParams: ...
     def __init__(
         self,
         *,
         validator: _builtins.str = ...,
+        params: Global___TargetParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["validator", b"validator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "validator", b"validator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,17 +189,21 @@ class RestakeTarget(_message.Message):
 
     SOURCE_VALIDATOR_FIELD_NUMBER: _builtins.int
     TARGET_VALIDATOR_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
     source_validator: _builtins.str
     target_validator: _builtins.str
+    @_builtins.property
+    def params(self) -> Global___TargetParams: ...
     def __init__(
         self,
         *,
         source_validator: _builtins.str = ...,
         target_validator: _builtins.str = ...,
+        params: Global___TargetParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["source_validator", b"source_validator", "target_validator", b"target_validator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "source_validator", b"source_validator", "target_validator", b"target_validator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

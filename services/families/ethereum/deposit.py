@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import milagro_bls_binding as bls
 
-from services.chain.errors import DepositDataInvalid
-from services.runtime.intent import DepositData
+from services.families.errors import DepositDataInvalid
+from services.runtime.intent import StakeTarget, TargetParams
 
 GWEI = 10**9
 ETHER = 10**18
@@ -31,6 +31,56 @@ SIGNATURE_LENGTH = 96
 _ZERO32 = bytes(32)
 # BLS12-381 curve order: a secret key must be in [1, r).
 _CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+
+
+@dataclass(frozen=True)
+class DepositData:
+    """Ethereum deposit data, exactly as it goes into ``deposit(...)``.
+
+    An Ethereum STAKE carries it as its target's params (:func:`deposit_params`), one byte
+    string per field, so approvers approve these exact bytes.
+    """
+
+    pubkey: bytes
+    withdrawal_credentials: bytes
+    signature: bytes
+    deposit_data_root: bytes
+
+
+_DEPOSIT_FIELDS = frozenset({"pubkey", "withdrawal_credentials", "signature", "deposit_data_root"})
+
+
+def deposit_params(data: DepositData) -> TargetParams:
+    """The stake target params that carry ``data``."""
+    return TargetParams.of(
+        {
+            "pubkey": data.pubkey,
+            "withdrawal_credentials": data.withdrawal_credentials,
+            "signature": data.signature,
+            "deposit_data_root": data.deposit_data_root,
+        }
+    )
+
+
+def stake_target(data: DepositData) -> StakeTarget:
+    """The STAKE target of a new validator with deposit data ``data``."""
+    return StakeTarget("0x" + data.pubkey.hex(), deposit_params(data))
+
+
+def deposit_of(target: StakeTarget) -> DepositData | None:
+    """The deposit data a stake target carries (None without params); refuses other fields."""
+    params = target.params
+    if params is None:
+        return None
+    if params.names() != _DEPOSIT_FIELDS:
+        raise DepositDataInvalid(
+            "an Ethereum stake's params are exactly pubkey, withdrawal_credentials, signature and "
+            f"deposit_data_root (got {', '.join(sorted(params.names())) or 'none'})"
+        )
+    fields = dict(params.fields)
+    return DepositData(
+        fields["pubkey"], fields["withdrawal_credentials"], fields["signature"], fields["deposit_data_root"]
+    )
 
 
 def _sha(data: bytes) -> bytes:

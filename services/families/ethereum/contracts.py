@@ -8,7 +8,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-from services.chain.errors import TransactionInvalid
+from services.families.errors import TransactionInvalid
 
 WITHDRAWAL_REQUEST_CONTRACT = "0x00000961ef480eb55e80d19ad83579a64c007002"  # EIP-7002
 CONSOLIDATION_REQUEST_CONTRACT = "0x0000bbddc7ce488642fb579f8b00f3a590007251"  # EIP-7251

@@ -1,11 +1,14 @@
-"""The chain registry: one ``ChainConfig`` per chain custos talks to, loaded from settings."""
+"""The chain registry: one ``ChainConfig`` per chain custos talks to, loaded from settings.
+
+Pure (pydantic only): the signer, the policy and the chain service all read it.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 ChainName = NewType("ChainName", str)
 ChainId = NewType("ChainId", int)
@@ -43,10 +46,18 @@ class ChainConfig(BaseModel):
         deposit_contract: Address of the beacon deposit contract.
         unbonding_seconds: Wait after an unstake before the withdrawal step.
         nonce_release_seconds: A nonce reserved but never broadcast for this long goes to the next intent.
-        max_fee_wei: The most one transaction may pay in network fees (gas limit x max fee per gas);
+        max_fee_wei: The most one transaction may pay in network fees, in the chain's base units
+            (on Ethereum gas limit x max fee per gas, default 0.1 ETH; other families must set it:
+            a default in wei would be no cap in their units);
             the signer refuses more, whatever the policy allows.
         max_request_fee_wei: The most an EIP-7002/7251 request may pay its system contract (the
             only ether an exit or a consolidation sends); the signer refuses more.
+        denom: The chain's base denomination (``uatom``, ``inj``); Ethereum's is ``wei``.
+        display_unit: How people read amounts (``ATOM``); Ethereum's default is ``ETH``, other
+            families' their base denomination.
+        display_exponent: ``display_unit`` is ``10**display_exponent`` base units (ETH: 18, ATOM: 6).
+        bech32_prefix: Cosmos: the account address prefix (``cosmos``); validators use
+            ``<prefix>valoper``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -65,6 +76,10 @@ class ChainConfig(BaseModel):
     rpc_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     max_fee_wei: Annotated[int, Field(gt=0)] = 10**17
     max_request_fee_wei: Annotated[int, Field(ge=0)] = 10**16
+    denom: Annotated[str, Field(pattern=r"^[a-zA-Z][a-zA-Z0-9/:._-]{1,127}$")] = "wei"
+    bech32_prefix: Annotated[str, Field(pattern=r"^[a-z]{1,32}$")] = "cosmos"
+    display_unit: Annotated[str, Field(max_length=16)] = ""
+    display_exponent: Annotated[int, Field(ge=0, le=36)] = 0
 
     @field_validator("chain_id")
     @classmethod
@@ -77,6 +92,21 @@ class ChainConfig(BaseModel):
         if not str(value):
             raise ValueError("chain_id is required")
         return str(value)
+
+    @model_validator(mode="after")
+    def _fee_cap_in_the_chains_unit(self) -> ChainConfig:
+        if self.family is not ChainFamily.ETHEREUM and "max_fee_wei" not in self.model_fields_set:
+            raise ValueError(
+                f"chain {self.name}: set max_fee_wei, the most one transaction may pay in {self.denom}"
+            )
+        return self
+
+    @field_validator("denom")
+    @classmethod
+    def _denom(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("family", ChainFamily.ETHEREUM) is ChainFamily.ETHEREUM and value != "wei":
+            raise ValueError("an Ethereum chain counts amounts in wei")
+        return value
 
     @field_validator("genesis_fork_version")
     @classmethod
@@ -94,6 +124,14 @@ class ChainConfig(BaseModel):
         if not isinstance(self.chain_id, int):
             raise TypeError(f"chain {self.name} has no EVM chain id")
         return self.chain_id
+
+    def display(self) -> tuple[str, int]:
+        """(unit, exponent): amounts are shown as ``amount / 10**exponent unit``."""
+        if self.display_unit:
+            return self.display_unit, self.display_exponent
+        if self.family is ChainFamily.ETHEREUM:
+            return "ETH", 18
+        return self.denom, 0
 
     @property
     def fork_version_bytes(self) -> bytes:

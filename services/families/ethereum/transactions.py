@@ -12,16 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import rlp
-from eth_account.typed_transactions import TypedTransaction
 from eth_keys import keys
 from eth_keys.exceptions import BadSignature
 from eth_utils import keccak, to_checksum_address
 
-from services.chain.errors import TransactionInvalid
+from services.families.errors import TransactionInvalid
 
 TX_TYPE_DYNAMIC_FEE = 0x02
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_HALF_N = SECP256K1_N // 2
 
 
 @dataclass(frozen=True)
@@ -108,16 +105,6 @@ def parse_unsigned(raw: bytes) -> UnsignedTransaction:
     return tx
 
 
-def normalize_low_s(r: int, s: int) -> tuple[int, int]:
-    """Returns (r, s) with s in the lower half of the curve order, as Ethereum nodes require.
-
-    Flipping s flips the recovery id: find it afterwards with :func:`recovery_id_for`.
-    """
-    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
-        raise TransactionInvalid("signature r or s out of range")
-    return (r, SECP256K1_N - s) if s > _HALF_N else (r, s)
-
-
 def recover_sender(digest: bytes, r: int, s: int, recovery_id: int) -> str:
     """The checksummed address whose key made (r, s, recovery_id) over ``digest``."""
     if recovery_id not in (0, 1):
@@ -127,38 +114,6 @@ def recover_sender(digest: bytes, r: int, s: int, recovery_id: int) -> str:
         return str(sig.recover_public_key_from_msg_hash(digest).to_checksum_address())
     except (BadSignature, ValueError) as e:
         raise TransactionInvalid(f"signature does not recover: {e}") from None
-
-
-def recovery_id_for(digest: bytes, r: int, s: int, address: str) -> int:
-    """Finds the recovery id (0 or 1) under which (r, s) recovers to ``address``."""
-    want = to_checksum_address(address)
-    for rid in (0, 1):
-        try:
-            if recover_sender(digest, r, s, rid) == want:
-                return rid
-        except TransactionInvalid:
-            continue
-    raise TransactionInvalid("signature was not made by the key of " + want)
-
-
-def assemble_signed(
-    unsigned_tx: bytes, r: int, s: int, recovery_id: int, *, expected_sender: str | None = None
-) -> bytes:
-    """Joins unsigned bytes and a signature from any secp256k1 signer into the raw transaction.
-
-    High-S signatures are refused (normalise first); when ``expected_sender`` is
-    given, the signature must recover to it.
-    """
-    tx = parse_unsigned(unsigned_tx)
-    if s > _HALF_N:
-        raise TransactionInvalid("high-S signature: normalise with normalize_low_s first")
-    sender = recover_sender(tx.signing_digest(), r, s, recovery_id)
-    if expected_sender is not None and sender != to_checksum_address(expected_sender):
-        raise TransactionInvalid(
-            f"signature recovers to {sender}, not {to_checksum_address(expected_sender)}"
-        )
-    fields = tx.as_rpc_dict() | {"v": recovery_id, "r": r, "s": s}
-    return bytes(TypedTransaction.from_dict(fields).encode())
 
 
 @dataclass(frozen=True)
