@@ -26,12 +26,15 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
 fi
 
 py=${PYTHON:-python3}
-hash=$(cat pyproject.toml | sha256sum | cut -c1-16)
+hash=$(cat pyproject.toml deploy/bootstrap.sh | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp_dir/venv" 2>/dev/null)" != "$hash" ]; then
   echo "bootstrap: installing the Python environment (.venv)"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -U pip
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  # The Cosmos family's independent reference in the tests (its generated protos); it pins
+  # protobuf<6 but its modules work with ours, so without its dependencies.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps cosmpy==0.12.2
   echo "$hash" > "$stamp_dir/venv"
 fi
 
