@@ -25,12 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
+from services.families.config import ChainConfig
 from services.policy.document import FORMAT, Policy, parse_policy
-from services.policy.engine import evaluate, velocity_keys
+from services.policy.engine import VelocityKey, evaluate, velocity_keys
 from services.runtime.intent import Action, IntentSpec, StakeTarget
 
 AT = datetime(2025, 1, 8, 10, 0, tzinfo=UTC)
-SPEC = IntentSpec(Action.STAKE, "ethereum-devnet", "vault-target", 32 * 10**18, StakeTarget("0xaa"))
+SPEC = IntentSpec(Action.STAKE, "ethereum-devnet", "vault-target", 32 * 10**18, StakeTarget("0x" + "aa" * 48))
+CHAINS = {
+    "ethereum-devnet": ChainConfig(name="ethereum-devnet", chain_id=31337, rpc_url="http://127.0.0.1:8545")
+}
 
 
 def make_policy(n_rules: int) -> Policy:
@@ -110,11 +114,11 @@ def inprocess(seconds: float) -> dict[str, tuple[float, float, float]]:
         policy = make_policy(n)
         parse_ms = (time.perf_counter() - t0) * 1000
         used = {k: 0 for k in velocity_keys(policy, SPEC)}
-        decision = evaluate(policy, SPEC, "alice", (), AT, used, directory=DIRECTORY)
+        decision = evaluate(policy, SPEC, "alice", (), AT, used, chains=CHAINS, directory=DIRECTORY)
         assert decision.allowed and decision.rule_id == "target", decision
 
-        def once(p: Policy = policy, u: dict[tuple[int, str | None], int] = used) -> object:
-            return evaluate(p, SPEC, "alice", (), AT, u, directory=DIRECTORY)
+        def once(p: Policy = policy, u: dict[VelocityKey, int] = used) -> object:
+            return evaluate(p, SPEC, "alice", (), AT, u, chains=CHAINS, directory=DIRECTORY)
 
         rate, p50, p99 = measure(once, seconds)
         print(
@@ -147,7 +151,7 @@ async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
         url = f"sqlite:///{tempfile.mkdtemp(prefix='custos-bench-')}/policy.db"
         upgrade(url)
         engine = make_engine(url)
-        svc = PolicyService(make_session_factory(engine))
+        svc = PolicyService(make_session_factory(engine), chains=CHAINS.values())
         doc = yaml.safe_dump(_body(n), sort_keys=False)
         seed_governed(make_session_factory(engine), {}, doc, Path(url.removeprefix("sqlite:///")).parent)
         binding = ServiceBinding(

@@ -16,21 +16,47 @@ Shape (see ``deploy/policies/example.yaml``)::
       expiry: 24h
     rules:                             # first match decides
       - id: deny-huge
-        match: {action: [STAKE], amount: {min: "1024000000000000000001"}}
+        match: {action: [STAKE], amount: {min: "1024.000000000000000001 ETH"}}
         deny: above the 1024 ETH cap
       - id: stake
         match: {action: [STAKE], chain: [ethereum-devnet]}
-        limits: {velocity: {window: 24h, max: "..."}, time: {...}}
+        limits: {velocity: {window: 24h, max: "4096 ETH"}, time: {...}}
         require:
           groups: [{name: ops, threshold: 2, approvers: [a, b, c]}]
           expiry: 24h
-          fee_cap: "..."
+          fee_cap: "0.01 ETH"
+      - id: atom
+        match: {action: [STAKE], chain: [cosmoshub]}
+        limits: {amount: {max: "1_000_000_000 uatom"}, validators: [cosmosvaloper1...]}
+        require: ...
 
 Conditions (usable in ``match``, which selects the rule, and in ``limits``, each
 failing limit of the matched rule being one reason of a DENY): ``action``,
 ``chain``, ``vault``, ``initiator_groups``, ``amount`` (min/max, inclusive),
-``validators``, ``withdrawal_addresses``, ``time``; ``velocity`` is a limit only
-(it depends on the amount and on history, so it never decides which rule applies).
+``validators``, ``payout_addresses`` (``withdrawal_addresses``, its former name, is
+still accepted), ``time``; ``velocity`` is a limit only (it depends on the amount and
+on history, so it never decides which rule applies). Velocity is counted per vault and
+chain: amounts of two chains are never added.
+
+Amounts carry their unit: ``"2048 ETH"``, ``"1.5 gwei"``, ``"1_000_000 uatom"`` (a
+base denomination as the chain's family names it; ETH and gwei are exact multiples of
+wei). A bare integer (or digit string) is **wei**, the base unit of Ethereum chains:
+what every amount meant before other families joined, so earlier documents keep their
+meaning and their version (an amount in wei is hashed without a unit, as before). An
+amount condition in one unit holds only for an intent counted in it: in ``match`` the
+rule then does not apply to an intent of another unit; in ``limits`` (amount,
+velocity) and for ``fee_cap`` the intent is denied. Rules of different units never
+compete (the monotonicity check below treats them as disjoint).
+
+Allowlist entries are kept in the canonical form as written (0x-hex in lower case),
+whatever the chain registry: the version is a function of the document alone. The
+family of the intent's chain compares them in its own spelling
+(:mod:`services.policy.facts`). Proposed to a service that has the chain registry
+(``parse_policy(text, chains)``), a rule is also checked against it: each allowlist
+entry must be a validator or an address that the family of one of the rule's chains
+accepts (of any chain of the registry when the rule names none), and an amount of a
+rule naming chains must be in their unit. Chains the registry does not know are not
+checked: an intent on them is denied.
 
 Validation also guarantees that raising the amount never lowers the requirement:
 two allowing rules that may match the same intent at different amounts must be
@@ -50,32 +76,52 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from services.policy import facts
 from services.policy.errors import PolicyDocumentInvalid
+from services.policy.facts import ChainRegistry, Entry
 from services.runtime.intent import MAX_AMOUNT, Action, canonical_json
 
 FORMAT = "custos.policy/v1"
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
 MAX_EXPIRY_SECONDS = 30 * 86400
 MAX_WINDOW_SECONDS = 366 * 86400
-RESERVED_RULE_IDS = frozenset({"default", "admin"})
+#: Rule ids the engine decides under itself ("unknown-chain": the intent's chain is not in the registry).
+RESERVED_RULE_IDS = frozenset({"default", "admin", "unknown-chain"})
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _AMOUNT = re.compile(r"^[0-9]+(_[0-9]+)*$")
+_AMOUNT_IN_UNIT = re.compile(r"^([0-9]+(?:_[0-9]+)*)(?:\.([0-9]+))?\s*([A-Za-z][A-Za-z0-9/:._-]{0,127})$")
 _DURATION = re.compile(r"^([0-9]+)([smhd])$")
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The unit of an amount written without one: wei, the base unit of Ethereum chains, in which every
+#: policy counted before other families joined (so their documents keep their meaning and version).
+BARE_DENOM = "wei"
+#: Units that are exact multiples of a base denomination (case-insensitive); any other unit is a
+#: base denomination itself (``uatom``, ``inj``), compared as written with the chain's.
+_SCALED = {"eth": (BARE_DENOM, 10**18), "gwei": (BARE_DENOM, 10**9), "wei": (BARE_DENOM, 1)}
 
 
 # --- the parsed form ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class Amount:
+    """An amount in base units of ``denom`` (``wei``, ``uatom``...)."""
+
+    value: int
+    denom: str = BARE_DENOM
+
+
+@dataclass(frozen=True)
 class AmountRange:
+    """Inclusive bounds in base units of ``denom``: they hold only for an intent counted in it."""
+
     min: int | None = None
     max: int | None = None
+    denom: str = BARE_DENOM
 
     @property
     def lo(self) -> int:
@@ -88,11 +134,13 @@ class AmountRange:
 
 @dataclass(frozen=True)
 class Velocity:
-    """Total amount per vault (per action when ``per_action``) within a rolling window."""
+    """Total amount per vault and chain (per action when ``per_action``) within a rolling window,
+    in base units of ``denom``."""
 
     window_seconds: int
     max_amount: int
     per_action: bool = False
+    denom: str = BARE_DENOM
 
 
 @dataclass(frozen=True)
@@ -132,7 +180,8 @@ class Conditions:
     initiator_groups: frozenset[str] | None = None
     amount: AmountRange | None = None
     validators: frozenset[str] | None = None
-    withdrawal_addresses: frozenset[str] | None = None
+    #: Where the intent may pay out to (``payout_addresses``, formerly ``withdrawal_addresses``).
+    payout_addresses: frozenset[str] | None = None
     time: TimeWindow | None = None
     velocity: Velocity | None = None
 
@@ -159,6 +208,7 @@ class RequireSpec:
     groups: tuple[GroupSpec, ...]
     expiry_seconds: int
     fee_cap: int | None = None
+    fee_cap_denom: str = BARE_DENOM
 
     def dominates(self, other: RequireSpec) -> bool:
         """True when meeting ``self`` always meets ``other`` (same members, thresholds at least)."""
@@ -278,17 +328,25 @@ def _str_set(value: Any, path: str, pattern: re.Pattern[str] = _NAME, what: str 
     return frozenset(out)
 
 
-def parse_amount_field(value: Any, path: str) -> int:
-    """An amount in base units: an int or a decimal string (``_`` separators allowed), never a float."""
+def parse_amount(value: Any, path: str) -> Amount:
+    """An amount: an int or a decimal string (``_`` separators allowed) of wei, or a number with
+    its unit (``"2048 ETH"``, ``"1.5 gwei"``, ``"1_000_000 uatom"``); exact, never a float."""
     if isinstance(value, bool) or isinstance(value, float):
         raise _fail(path, "must be an integer amount of base units (an int or a decimal string), not a float")
     if isinstance(value, int):
-        amount = value
+        amount = Amount(value)
     elif isinstance(value, str) and _AMOUNT.match(value):
-        amount = int(value.replace("_", ""))
+        amount = Amount(int(value.replace("_", "")))
+    elif isinstance(value, str) and len(value) <= 300 and (m := _AMOUNT_IN_UNIT.match(value.strip())):
+        whole, fraction, unit = m.group(1).replace("_", ""), m.group(2) or "", m.group(3)
+        denom, factor = _SCALED.get(unit.lower(), (unit, 1))
+        scaled, rest = divmod(int(fraction or "0") * factor, 10 ** len(fraction))
+        if rest:
+            raise _fail(path, f"{value!r} is not a whole number of {denom}")
+        amount = Amount(int(whole) * factor + scaled, denom)
     else:
-        raise _fail(path, f"must be an integer amount of base units, got {value!r}")
-    if not 0 <= amount <= MAX_AMOUNT:
+        raise _fail(path, f'must be an amount such as "2048 ETH", "1000000 uatom" or wei, got {value!r}')
+    if not 0 <= amount.value <= MAX_AMOUNT:
         raise _fail(path, "amount out of range (0 .. 2**256-1)")
     return amount
 
@@ -314,9 +372,10 @@ def _clock(value: Any, path: str) -> time:
     return time(int(m.group(1)), int(m.group(2)))
 
 
-def _validator_id(value: str) -> str:
-    # 0x-hex identities (Ethereum BLS pubkeys) compare case-insensitively; others
-    # (bech32, base58) are case-sensitive and kept as they are.
+def _spelling(value: str) -> str:
+    """How an allowlist entry is kept in the canonical form, whatever the registry: 0x-hex in lower
+    case (as every version before families was hashed), anything else as written. The family of
+    the intent's chain compares the entries in its own spelling (:mod:`services.policy.facts`)."""
     return value.lower() if value.startswith("0x") else value
 
 
@@ -328,11 +387,22 @@ _CONDITION_FIELDS = frozenset(
         "initiator_groups",
         "amount",
         "validators",
+        "payout_addresses",
         "withdrawal_addresses",
         "time",
         "velocity",
     }
 )
+#: The key of the payout allowlist in the canonical form: the one every earlier version was hashed with.
+_PAYOUT_KEY = "withdrawal_addresses"
+
+
+def payout_key(raw: Mapping[str, Any], path: str) -> str | None:
+    """Which key names a conditions mapping's payout allowlist (the old one is still accepted)."""
+    given = [k for k in ("payout_addresses", _PAYOUT_KEY) if k in raw]
+    if len(given) > 1:
+        raise _fail(f"{path}.payout_addresses", "give payout_addresses or withdrawal_addresses, not both")
+    return given[0] if given else None
 
 
 def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
@@ -357,11 +427,15 @@ def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
         a = _mapping(raw["amount"], f"{path}.amount", frozenset({"min", "max"}))
         if not a:
             raise _fail(f"{path}.amount", "needs min, max or both")
-        lo = parse_amount_field(a["min"], f"{path}.amount.min") if "min" in a else None
-        hi = parse_amount_field(a["max"], f"{path}.amount.max") if "max" in a else None
-        if lo is not None and hi is not None and lo > hi:
+        lo = parse_amount(a["min"], f"{path}.amount.min") if "min" in a else None
+        hi = parse_amount(a["max"], f"{path}.amount.max") if "max" in a else None
+        if lo is not None and hi is not None and lo.denom != hi.denom:
+            raise _fail(f"{path}.amount", f"min is in {lo.denom} and max in {hi.denom}: give one unit")
+        if lo is not None and hi is not None and lo.value > hi.value:
             raise _fail(f"{path}.amount", "min is above max")
-        amount = AmountRange(lo, hi)
+        amount = AmountRange(
+            lo.value if lo else None, hi.value if hi else None, (lo or hi or Amount(0)).denom
+        )
     window = None
     if "time" in raw:
         t = _mapping(
@@ -399,11 +473,14 @@ def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
         per_action = v.get("per_action", False)
         if not isinstance(per_action, bool):
             raise _fail(f"{path}.velocity.per_action", "must be true or false")
+        most = parse_amount(v["max"], f"{path}.velocity.max")
         velocity = Velocity(
             parse_duration(v["window"], f"{path}.velocity.window", MAX_WINDOW_SECONDS),
-            parse_amount_field(v["max"], f"{path}.velocity.max"),
+            most.value,
             per_action,
+            most.denom,
         )
+    payout = payout_key(raw, path)
     return Conditions(
         actions=actions,
         chains=_str_set(raw["chain"], f"{path}.chain") if "chain" in raw else None,
@@ -415,18 +492,13 @@ def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
         ),
         amount=amount,
         validators=(
-            frozenset(_validator_id(v) for v in _str_set(raw["validators"], f"{path}.validators"))
+            frozenset(_spelling(v) for v in _str_set(raw["validators"], f"{path}.validators"))
             if "validators" in raw
             else None
         ),
-        withdrawal_addresses=(
-            frozenset(
-                a.lower()
-                for a in _str_set(
-                    raw["withdrawal_addresses"], f"{path}.withdrawal_addresses", _ADDRESS, "0x address"
-                )
-            )
-            if "withdrawal_addresses" in raw
+        payout_addresses=(
+            frozenset(_spelling(a) for a in _str_set(raw[payout], f"{path}.{payout}", what="address"))
+            if payout is not None
             else None
         ),
         time=window,
@@ -466,13 +538,66 @@ def _require(value: Any, path: str, *, allow_fee_cap: bool = True) -> RequireSpe
         if not from_groups and threshold > len(approvers):
             raise _fail(f"{gp}.threshold", f"{threshold} of {len(approvers)} approvers can never be met")
         groups.append(GroupSpec(name, threshold, approvers, from_groups))
-    fee_cap = parse_amount_field(raw["fee_cap"], f"{path}.fee_cap") if "fee_cap" in raw else None
+    fee_cap = parse_amount(raw["fee_cap"], f"{path}.fee_cap") if "fee_cap" in raw else None
     return RequireSpec(
-        tuple(groups), parse_duration(raw["expiry"], f"{path}.expiry", MAX_EXPIRY_SECONDS), fee_cap
+        tuple(groups),
+        parse_duration(raw["expiry"], f"{path}.expiry", MAX_EXPIRY_SECONDS),
+        fee_cap.value if fee_cap else None,
+        fee_cap.denom if fee_cap else BARE_DENOM,
     )
 
 
-def _rule(value: Any, path: str) -> Rule:
+def named_chains(rule: Rule) -> frozenset[str] | None:
+    """The chains a rule names (in ``match``, ``limits`` or both: it allows no other), or None."""
+    named = [c.chains for c in (rule.match, rule.limits) if c.chains is not None]
+    return frozenset.intersection(*named) if named else None
+
+
+def _amounts(raw: dict[str, Any], path: str) -> list[tuple[str, Amount]]:
+    """Every amount a (valid) rule gives, with its path."""
+    out: list[tuple[str, Any]] = []
+    for part in ("match", "limits"):
+        c = raw.get(part) or {}
+        for key in ("min", "max"):
+            if key in c.get("amount", {}):
+                out.append((f"{path}.{part}.amount.{key}", c["amount"][key]))
+        if "max" in c.get("velocity", {}):
+            out.append((f"{path}.{part}.velocity.max", c["velocity"]["max"]))
+    if "fee_cap" in (raw.get("require") or {}):
+        out.append((f"{path}.require.fee_cap", raw["require"]["fee_cap"]))
+    return [(where, parse_amount(value, where)) for where, value in out]
+
+
+def _check_registry(raw: dict[str, Any], rule: Rule, path: str, chains: ChainRegistry) -> None:
+    """A rule against the chain registry: its allowlists in a spelling the family of one of its
+    chains accepts (any chain of the registry when it names none), its amounts in their unit.
+    Chains the registry does not know are not checked (their intents are denied anyway)."""
+    named = named_chains(rule)
+    candidates = facts.rule_chains(chains, named)
+    if not candidates:
+        return
+    where = ", ".join(c.name for c in candidates)
+    for part in ("match", "limits"):
+        c = raw.get(part) or {}
+        for kind, key in ((Entry.VALIDATOR, "validators"), (Entry.PAYOUT, payout_key(c, f"{path}.{part}"))):
+            if key is None or key not in c:
+                continue
+            for i, text in enumerate([c[key]] if isinstance(c[key], str) else c[key]):
+                if not any(facts.normalise(chain, kind, text) for chain in candidates):
+                    raise _fail(f"{path}.{part}.{key}[{i}]", f"{text!r} is not a {kind} on {where}")
+    units = {chain.name: facts.denomination_of(chain) for chain in candidates}
+    for field_path, amount in _amounts(raw, path):
+        other = sorted(f"{n} counts {d}" for n, d in units.items() if d != amount.denom)
+        if named is not None and other:
+            raise _fail(
+                field_path,
+                f"is in {amount.denom}, but {', '.join(other)}: give it in that unit, or one rule per unit",
+            )
+        if named is None and amount.denom != BARE_DENOM and amount.denom not in units.values():
+            raise _fail(field_path, f"no chain of the registry counts in {amount.denom!r} ({where})")
+
+
+def _rule(value: Any, path: str, chains: ChainRegistry | None = None) -> Rule:
     raw = _mapping(
         value, path, frozenset({"id", "description", "match", "limits", "deny", "require"}), frozenset({"id"})
     )
@@ -487,33 +612,47 @@ def _rule(value: Any, path: str) -> Rule:
     if "deny" in raw:
         if not limits.is_empty():
             raise _fail(f"{path}.limits", "a deny rule has no limits (put its conditions under 'match')")
-        return Rule(
+        rule = Rule(
             rule_id,
             _text(raw.get("description", ""), f"{path}.description"),
             match,
             limits,
             deny=_str(raw["deny"], f"{path}.deny"),
         )
-    return Rule(
-        rule_id,
-        _text(raw.get("description", ""), f"{path}.description"),
-        match,
-        limits,
-        require=_require(raw["require"], f"{path}.require"),
-    )
+    else:
+        rule = Rule(
+            rule_id,
+            _text(raw.get("description", ""), f"{path}.description"),
+            match,
+            limits,
+            require=_require(raw["require"], f"{path}.require"),
+        )
+    if chains is not None:
+        _check_registry(raw, rule, path, chains)
+    return rule
 
 
 # --- canonical form -------------------------------------------------------------------
 
 
 def _plain_conditions(c: Conditions) -> dict[str, Any]:
+    """Amounts in wei carry no unit, as before units existed: versions of earlier documents stay."""
     out: dict[str, Any] = {}
-    for name in ("actions", "chains", "vaults", "initiator_groups", "validators", "withdrawal_addresses"):
+    for name, key in (
+        ("actions", "actions"),
+        ("chains", "chains"),
+        ("vaults", "vaults"),
+        ("initiator_groups", "initiator_groups"),
+        ("validators", "validators"),
+        ("payout_addresses", _PAYOUT_KEY),
+    ):
         v = getattr(c, name)
         if v is not None:
-            out[name] = sorted(str(x) for x in v)
+            out[key] = sorted(str(x) for x in v)
     if c.amount is not None:
         out["amount"] = {k: v for k, v in (("min", c.amount.min), ("max", c.amount.max)) if v is not None}
+        if c.amount.denom != BARE_DENOM:
+            out["amount"]["denom"] = c.amount.denom
     if c.time is not None:
         out["time"] = {
             "weekdays": [WEEKDAYS[d] for d in sorted(c.time.weekdays)],
@@ -527,6 +666,8 @@ def _plain_conditions(c: Conditions) -> dict[str, Any]:
             "max": c.velocity.max_amount,
             "per_action": c.velocity.per_action,
         }
+        if c.velocity.denom != BARE_DENOM:
+            out["velocity"]["denom"] = c.velocity.denom
     return out
 
 
@@ -545,6 +686,8 @@ def _plain_require(r: RequireSpec) -> dict[str, Any]:
     }
     if r.fee_cap is not None:
         out["fee_cap"] = r.fee_cap
+        if r.fee_cap_denom != BARE_DENOM:
+            out["fee_cap_denom"] = r.fee_cap_denom
     return out
 
 
@@ -576,12 +719,17 @@ def canonical_form(
 
 
 def _may_overlap(a: Conditions, b: Conditions) -> bool:
-    """False only when no intent can match both (some selector sets are disjoint)."""
-    for name in ("actions", "chains", "vaults", "validators", "withdrawal_addresses"):
+    """False only when no intent can match both (some selector sets are disjoint, or their amounts
+    are in different units). Allowlists compare ignoring case: a family may spell an entry either way."""
+    for name in ("actions", "chains", "vaults"):
         x, y = getattr(a, name), getattr(b, name)
         if x is not None and y is not None and not (x & y):
             return False
-    return True
+    for name in ("validators", "payout_addresses"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not None and y is not None and not ({v.lower() for v in x} & {v.lower() for v in y}):
+            return False
+    return a.amount is None or b.amount is None or a.amount.denom == b.amount.denom
 
 
 def _check_monotone(rules: tuple[Rule, ...]) -> None:
@@ -611,8 +759,12 @@ def _check_monotone(rules: tuple[Rule, ...]) -> None:
 # --- entry point ----------------------------------------------------------------------------
 
 
-def parse_policy(text: str) -> Policy:
-    """Parses and validates a YAML policy document; raises :class:`PolicyDocumentInvalid`."""
+def parse_policy(text: str, chains: ChainRegistry | None = None) -> Policy:
+    """Parses and validates a YAML policy document; raises :class:`PolicyDocumentInvalid`.
+
+    With ``chains`` (the registry of the service a document is proposed to) its rules are also
+    checked against the families of their chains; the version never depends on the registry.
+    """
     if not isinstance(text, str) or not text.strip():
         raise PolicyDocumentInvalid("document: is empty")
     if len(text.encode()) > MAX_DOCUMENT_BYTES:
@@ -650,7 +802,7 @@ def parse_policy(text: str) -> Policy:
         raise _fail("rules", "must be a list (it may be empty: then everything is denied)")
     rules: list[Rule] = []
     for i, r in enumerate(doc["rules"]):
-        rule = _rule(r, f"rules[{i}]")
+        rule = _rule(r, f"rules[{i}]", chains)
         if any(x.id == rule.id for x in rules):
             raise _fail(f"rules[{i}].id", f"rule id {rule.id!r} appears twice")
         rules.append(rule)

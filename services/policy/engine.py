@@ -1,10 +1,16 @@
-"""Pure policy evaluation: (policy, intent, initiator, time, velocity used) -> decision.
+"""Pure policy evaluation: (policy, intent, initiator, time, velocity used, chains) -> decision.
 
 No I/O: everything the decision depends on is an argument, so the same inputs
 give the same decision in the service, in a simulation and in a test. The first
 rule whose ``match`` holds decides; when it allows, every failing ``limit`` is one
 reason of a DENY. Policy changes are not intents: the trust root's admins govern
 them (``services.policy.governance``), so a ``POLICY_CHANGE`` is always denied here.
+
+What a rule sees of the intent's chain (its validators, payout addresses and the unit
+of its amount) comes from the chain's family, through the chain registry the caller
+passes (:mod:`services.policy.facts`). An intent on a chain the registry does not know
+is denied (rule ``unknown-chain``): its facts are unknown. The policy service, the
+signer and ``custos policy simulate`` (through the service) all decide it so.
 """
 
 from __future__ import annotations
@@ -12,25 +18,28 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from services.policy.document import Conditions, Policy, RequireSpec, Rule
 from services.policy.domain import ApprovalGroup, Outcome, Requirement, VelocityLimit
-from services.policy.errors import PolicyDenies
+from services.policy.errors import PolicyDenies, UnknownChain
 from services.policy.evidence import assign_groups
-from services.runtime.intent import (
-    Action,
-    IntentSpec,
-    RestakeTarget,
-    StakeTarget,
-    UnstakeTarget,
-)
+from services.policy.facts import ChainRegistry, Entry, IntentFacts, intent_facts
+from services.runtime.intent import Action, IntentSpec
 
 DEFAULT_RULE = "default"
 GOVERNED_RULE = "governed"
 GOVERNED_REASON = "policy changes are governed changes of the trust root's admins, not intents"
+UNKNOWN_CHAIN_RULE = "unknown-chain"
 
-# (window seconds, action or None for all actions) -> amount already counted for the vault.
-VelocityKey = tuple[int, str | None]
+
+class VelocityKey(NamedTuple):
+    """One velocity sum the caller provides: what the intent's vault has counted on ``chain``
+    within ``window_seconds`` (of ``action`` only, when set). Chains are never added together."""
+
+    chain: str
+    window_seconds: int
+    action: str | None
 
 
 @dataclass(frozen=True)
@@ -49,36 +58,15 @@ class Decision:
         return self.outcome is Outcome.ALLOW
 
 
-def intent_validators(spec: IntentSpec) -> frozenset[str]:
-    t = spec.target
-    if isinstance(t, StakeTarget | UnstakeTarget):
-        names = {t.validator}
-    elif isinstance(t, RestakeTarget):
-        names = {t.source_validator, t.target_validator}
-    else:
-        names = set()
-    return frozenset(v.lower() if v.startswith("0x") else v for v in names if v)
-
-
-def withdrawal_address(spec: IntentSpec) -> str | None:
-    """The ETH withdrawal address: the last 20 bytes of 0x01/0x02 withdrawal credentials."""
-    t = spec.target
-    if not isinstance(t, StakeTarget) or t.deposit_data is None:
-        return None
-    wc = t.deposit_data.withdrawal_credentials
-    if len(wc) != 32 or wc[0] not in (1, 2) or any(wc[1:12]):
-        return None
-    return "0x" + wc[12:].hex()
-
-
-def velocity_key(limit_window: int, per_action: bool, action: Action) -> VelocityKey:
-    return (limit_window, str(action) if per_action else None)
+def velocity_key(chain: str, limit_window: int, per_action: bool, action: Action) -> VelocityKey:
+    return VelocityKey(chain, limit_window, str(action) if per_action else None)
 
 
 def velocity_keys(policy: Policy, spec: IntentSpec) -> frozenset[VelocityKey]:
-    """The velocity sums the caller must provide to evaluate ``spec`` under ``policy``."""
+    """The velocity sums the caller must provide to evaluate ``spec`` under ``policy``: each of
+    the intent's vault on the intent's chain."""
     return frozenset(
-        velocity_key(r.limits.velocity.window_seconds, r.limits.velocity.per_action, spec.action)
+        velocity_key(spec.chain, r.limits.velocity.window_seconds, r.limits.velocity.per_action, spec.action)
         for r in policy.rules
         if r.limits.velocity is not None
     )
@@ -87,7 +75,7 @@ def velocity_keys(policy: Policy, spec: IntentSpec) -> frozenset[VelocityKey]:
 class _Intent:
     """The facts about one intent that conditions look at, computed once."""
 
-    __slots__ = ("address", "at", "groups", "initiator", "spec", "validators", "velocity_used")
+    __slots__ = ("at", "facts", "groups", "initiator", "spec", "velocity_used")
 
     def __init__(
         self,
@@ -96,14 +84,20 @@ class _Intent:
         groups: frozenset[str],
         at: datetime,
         velocity_used: Mapping[VelocityKey, int],
+        facts: IntentFacts,
     ) -> None:
         self.spec = spec
         self.initiator = initiator
         self.groups = groups
         self.at = at
-        self.validators = intent_validators(spec)
-        self.address = withdrawal_address(spec)
         self.velocity_used = velocity_used
+        self.facts = facts
+
+    def other_unit(self, denom: str, what: str) -> str | None:
+        """Why an amount bound in ``denom`` cannot apply to this intent, or None when it can."""
+        if denom == self.facts.denomination:
+            return None
+        return f"{what} is in {denom}, but chain {self.spec.chain!r} counts in {self.facts.denomination}"
 
 
 def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
@@ -123,7 +117,9 @@ def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
         if first_only:
             return out
     if c.amount is not None:
-        if c.amount.min is not None and s.amount < c.amount.min:
+        if (why := x.other_unit(c.amount.denom, "the amount bound")) is not None:
+            out.append(why)
+        elif c.amount.min is not None and s.amount < c.amount.min:
             out.append(f"amount {s.amount} is below the minimum of {c.amount.min}")
         elif c.amount.max is not None and s.amount > c.amount.max:
             out.append(f"amount {s.amount} is above the cap of {c.amount.max}")
@@ -136,17 +132,17 @@ def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
         if first_only:
             return out
     if c.validators is not None:
-        if not x.validators:
+        if not x.facts.validators:
             out.append("the intent names no validator to check against the allowlist")
-        for v in sorted(x.validators - c.validators):
+        for v in sorted(x.facts.validators - x.facts.allowed(Entry.VALIDATOR, c.validators)):
             out.append(f"validator {v} is not on the allowlist")
         if out and first_only:
             return out
-    if c.withdrawal_addresses is not None:
-        if x.address is None:
-            out.append("the intent has no withdrawal address (ETH deposit data with 0x01/0x02 credentials)")
-        elif x.address not in c.withdrawal_addresses:
-            out.append(f"withdrawal address {x.address} is not on the allowlist")
+    if c.payout_addresses is not None:
+        if not x.facts.payout_addresses:
+            out.append("the intent names no payout address to check against the allowlist")
+        for a in sorted(x.facts.payout_addresses - x.facts.allowed(Entry.PAYOUT, c.payout_addresses)):
+            out.append(f"payout address {a} is not on the allowlist")
         if out and first_only:
             return out
     if c.time is not None and not c.time.contains(x.at):
@@ -156,10 +152,13 @@ def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
             return out
     if c.velocity is not None:
         vel = c.velocity
-        key = velocity_key(vel.window_seconds, vel.per_action, s.action)
+        key = velocity_key(s.chain, vel.window_seconds, vel.per_action, s.action)
         used = x.velocity_used.get(key)
         scope = f"{s.action} from vault {s.vault_id!r}" if vel.per_action else f"vault {s.vault_id!r}"
-        if used is None:
+        scope += f" on {s.chain!r}"
+        if (why := x.other_unit(vel.denom, "the velocity limit")) is not None:
+            out.append(why)
+        elif used is None:
             out.append(f"velocity of {scope} over {vel.window_seconds}s is unknown: refusing")
         elif used + s.amount > vel.max_amount:
             out.append(
@@ -237,6 +236,7 @@ def evaluate(
     at: datetime,
     velocity_used: Mapping[VelocityKey, int],
     *,
+    chains: ChainRegistry,
     directory: Mapping[str, Collection[str]] | None = None,
 ) -> Decision:
     """Decides ``spec`` under ``policy``.
@@ -245,8 +245,10 @@ def evaluate(
         initiator_groups: Groups of the initiator, added to those the policy's
             ``initiators`` section gives them.
         at: Evaluation time (timezone-aware), for time windows.
-        velocity_used: Amount already counted for the vault per :func:`velocity_keys`;
-            a missing key denies (fail closed).
+        velocity_used: Amount already counted for the vault on the intent's chain per
+            :func:`velocity_keys`; a missing key denies (fail closed).
+        chains: The chain registry: the intent's chain gives the facts rules see; an intent
+            on a chain it lacks is denied.
         directory: Registry group -> approver ids, to resolve ``approver_groups``.
     """
     if at.tzinfo is None:
@@ -254,8 +256,12 @@ def evaluate(
     directory = directory or {}
     if spec.action is Action.POLICY_CHANGE:
         return Decision(Outcome.DENY, policy.version, GOVERNED_RULE, (GOVERNED_REASON,))
+    try:
+        facts = intent_facts(chains, spec)
+    except UnknownChain as e:
+        return Decision(Outcome.DENY, policy.version, UNKNOWN_CHAIN_RULE, (e.message,))
     groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
-    x = _Intent(spec, initiator, groups, at, velocity_used)
+    x = _Intent(spec, initiator, groups, at, velocity_used, facts)
     rule = first_match(policy, x)
     if rule is None:
         return Decision(Outcome.DENY, policy.version, DEFAULT_RULE, ("no rule matches: the default is deny",))
@@ -263,6 +269,10 @@ def evaluate(
         return Decision(Outcome.DENY, policy.version, rule.id, (rule.deny,))
     assert rule.require is not None
     reasons = failures(rule.limits, x, first_only=False)
+    if rule.require.fee_cap is not None:
+        # the signer bounds the transaction's fee by it: a cap in another unit bounds nothing
+        if (why := x.other_unit(rule.require.fee_cap_denom, "the fee cap")) is not None:
+            reasons.append(why)
     if reasons:
         return Decision(Outcome.DENY, policy.version, rule.id, tuple(reasons))
     return _allow(policy, rule.id, rule.require, initiator, directory, _velocity_limits(rule, spec))
@@ -281,6 +291,7 @@ def requirement_for(
     initiator: str,
     at: datetime,
     *,
+    chains: ChainRegistry,
     initiator_groups: Collection[str] = (),
     directory: Mapping[str, Collection[str]] | None = None,
 ) -> Requirement:
@@ -291,7 +302,7 @@ def requirement_for(
     denies the intent outright.
     """
     directory = directory or {}
-    rule = _allowing_rule(policy, spec, initiator, at, initiator_groups)
+    rule, _ = _allowing_rule(policy, spec, initiator, at, initiator_groups, chains)
     assert rule.require is not None
     return resolve(
         rule.require, policy_version=policy.version, rule_id=rule.id, initiator=initiator, directory=directory
@@ -299,21 +310,33 @@ def requirement_for(
 
 
 def _allowing_rule(
-    policy: Policy, spec: IntentSpec, initiator: str, at: datetime, initiator_groups: Collection[str]
-) -> Rule:
+    policy: Policy,
+    spec: IntentSpec,
+    initiator: str,
+    at: datetime,
+    initiator_groups: Collection[str],
+    chains: ChainRegistry,
+) -> tuple[Rule, _Intent]:
     """The rule matching ``spec`` at ``at`` without re-checking limits; PolicyDenies unless it allows."""
     if spec.action is Action.POLICY_CHANGE:
         raise PolicyDenies(
             GOVERNED_REASON, details={"policy_version": policy.version, "rule_id": GOVERNED_RULE}
         )
+    try:
+        facts = intent_facts(chains, spec)
+    except UnknownChain as e:
+        raise PolicyDenies(
+            e.message, details={"policy_version": policy.version, "rule_id": UNKNOWN_CHAIN_RULE}
+        ) from None
     groups = frozenset(initiator_groups) | policy.initiator_groups_of(initiator)
-    rule = first_match(policy, _Intent(spec, initiator, groups, at, {}))
+    x = _Intent(spec, initiator, groups, at, {}, facts)
+    rule = first_match(policy, x)
     if rule is None or rule.require is None:
         raise PolicyDenies(
             f"policy {policy.version} denies this intent ({rule.id if rule else DEFAULT_RULE})",
             details={"policy_version": policy.version, "rule_id": rule.id if rule else DEFAULT_RULE},
         )
-    return rule
+    return rule, x
 
 
 def velocity_limits_for(
@@ -322,11 +345,17 @@ def velocity_limits_for(
     initiator: str,
     at: datetime,
     *,
+    chains: ChainRegistry,
     initiator_groups: Collection[str] = (),
 ) -> tuple[VelocityLimit, ...]:
     """The velocity limits of the rule ``policy`` matched for ``spec`` at ``at`` (that of the
-    evaluation): what an approved intent is counted against. Raises :class:`PolicyDenies` when
-    the policy denies the intent outright."""
+    evaluation): what an approved intent is counted against, on its vault and chain. Raises
+    :class:`PolicyDenies` when the policy denies the intent outright, or its limit is in
+    another unit than the intent's chain counts in."""
     if spec.action is Action.POLICY_CHANGE:
         return ()
-    return _velocity_limits(_allowing_rule(policy, spec, initiator, at, initiator_groups), spec)
+    rule, x = _allowing_rule(policy, spec, initiator, at, initiator_groups, chains)
+    v = rule.limits.velocity
+    if v is not None and (why := x.other_unit(v.denom, "the velocity limit")) is not None:
+        raise PolicyDenies(why, details={"policy_version": policy.version, "rule_id": rule.id})
+    return _velocity_limits(rule, spec)

@@ -57,6 +57,11 @@ class PolicyDenies(PolicyError, FailedPrecondition):
     """The policy version denies the intent, so no approvals can make it signable."""
 
 
+class UnknownChain(PolicyError, FailedPrecondition):
+    """The intent's chain is not in the chain registry the policy was given, or its family is not
+    built in: the facts rules look at are unknown, so the policy denies it."""
+
+
 # --- governed changes --------------------------------------------------------------------------
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from services.audit.writer import AuditWriter
+from services.families.config import ChainConfig
 from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.policy.anchoring import AnchoredGovernance
 from services.policy.changes import Governance
@@ -22,12 +25,17 @@ class PolicySettings(ServiceSettings):
     (``endpoints.signer``), calling with its own ``svc:policy`` certificate."""
 
     service = "policy"
+    #: The chain registry (``CUSTOS_CHAINS`` as JSON, or ``chains:`` in the settings file, which the
+    #: chain service and the signer read too): the family of an intent's chain gives the facts
+    #: rules see; an intent on a chain outside it is denied.
+    chains: list[ChainConfig] = Field(default_factory=list)
 
 
 SETTINGS = PolicySettings
 
 
 async def build(settings: ServiceSettings) -> Component:
+    assert isinstance(settings, PolicySettings)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     audit = AuditWriter(sessions, actor="svc:policy")
@@ -40,7 +48,7 @@ async def build(settings: ServiceSettings) -> Component:
     binding = ServiceBinding(
         policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
         policy_pb2_grpc.add_PolicyServiceServicer_to_server,
-        PolicyServicer(PolicyService(sessions, audit=audit), governance),
+        PolicyServicer(PolicyService(sessions, audit=audit, chains=settings.chains), governance),
     )
 
     async def dispose() -> None:

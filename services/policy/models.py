@@ -144,13 +144,17 @@ class EvaluationRow(Base):
 
 
 class VelocityRow(Base):
-    """One approved intent's amount, counted against its vault's velocity limits."""
+    """One approved intent's amount, counted against its vault's velocity limits on its chain."""
 
     __tablename__ = "policy_velocity"
     __table_args__ = (Index("ix_policy_velocity_vault_time", "vault_id", "reserved_at"),)
 
     intent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     vault_id: Mapped[str] = mapped_column(String(128))
+    #: The intent's chain: amounts count only against limits of the same vault and chain (base
+    #: units of two chains are never added). "" for a reservation made before chains were kept
+    #: whose chain could not be recovered (policy_0005): it counts on every chain of its vault.
+    chain: Mapped[str] = mapped_column(String(64), default="")
     action: Mapped[str] = mapped_column(String(16))
     #: Decimal string of base units.
     amount: Mapped[str] = mapped_column(String(78))

@@ -3,9 +3,10 @@
 The velocity reservation is the one operation that must be race-free across
 processes, so it owns its transaction (:func:`reserve_velocity`): it takes a
 per-vault lock (a transaction-scoped PostgreSQL advisory lock; on SQLite the
-engine's ``BEGIN IMMEDIATE`` serialises writers), sums the window, and records
-the reservation before committing. Two intents racing for the last room under a
-cap cannot both pass.
+engine's ``BEGIN IMMEDIATE`` serialises writers), sums the window of the vault on
+the intent's chain (amounts of two chains are never added), and records the
+reservation before committing. Two intents racing for the last room under a cap
+cannot both pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -180,6 +181,7 @@ class Evaluations:
 class Reservation:
     intent_id: str
     vault_id: str
+    chain: str
     action: str
     amount: int
     reserved_at: datetime
@@ -188,7 +190,13 @@ class Reservation:
 
 def _reservation(row: VelocityRow) -> Reservation:
     return Reservation(
-        row.intent_id, row.vault_id, row.action, int(row.amount), row.reserved_at, LedgerState(row.state)
+        row.intent_id,
+        row.vault_id,
+        row.chain,
+        row.action,
+        int(row.amount),
+        row.reserved_at,
+        LedgerState(row.state),
     )
 
 
@@ -196,14 +204,19 @@ def velocity_used(
     session: Session,
     *,
     vault_id: str,
+    chain: str,
     action: str | None,
     window_seconds: int,
     at: datetime,
     exclude_intent: str | None = None,
 ) -> int:
-    """Amount counted for ``vault_id`` (and ``action`` when given) in (at - window, ...]."""
+    """Amount counted for ``vault_id`` on ``chain`` (and ``action`` when given) in (at - window, ...].
+
+    A reservation of unknown chain (made before chains were kept, see ``VelocityRow.chain``)
+    counts on every chain of its vault: it may be this one's."""
     q = select(VelocityRow.amount).where(
         VelocityRow.vault_id == vault_id,
+        or_(VelocityRow.chain == chain, VelocityRow.chain == ""),
         VelocityRow.state == LedgerState.RESERVED,
         VelocityRow.reserved_at > at - timedelta(seconds=window_seconds),
     )
@@ -227,18 +240,19 @@ def reserve_velocity(
     *,
     intent_id: str,
     vault_id: str,
+    chain: str,
     action: str,
     amount: int,
     at: datetime,
     limits: Sequence[VelocityLimit],
     on_reserved: Callable[[Session, Reservation], None] | None = None,
 ) -> Reservation:
-    """Counts ``amount`` against ``vault_id`` for ``intent_id`` if every limit leaves room.
+    """Counts ``amount`` against ``vault_id`` on ``chain`` for ``intent_id`` if every limit leaves room.
 
     ``on_reserved`` runs inside the reserving transaction (its audit record), only when a
     new reservation is made.
 
-    Idempotent per intent: reserving again with the same vault, action and amount
+    Idempotent per intent: reserving again with the same vault, chain, action and amount
     returns the existing reservation and counts nothing twice. Raises
     :class:`VelocityExceeded` when a limit would be exceeded, and
     :class:`VelocityConflict` when the intent already holds a different or a
@@ -250,25 +264,28 @@ def reserve_velocity(
                 _lock_vault(session, vault_id)
                 existing = session.get(VelocityRow, intent_id)
                 if existing is not None:
-                    return _replay(existing, vault_id, action, amount)
+                    return _replay(existing, vault_id, chain, action, amount)
                 for limit in limits:
                     if limit.action is not None and limit.action != action:
                         continue
                     used = velocity_used(
                         session,
                         vault_id=vault_id,
+                        chain=chain,
                         action=limit.action,
                         window_seconds=limit.window_seconds,
                         at=at,
                     )
                     if used + amount > limit.max_amount:
                         scope = f"{action} from vault {vault_id!r}" if limit.action else f"vault {vault_id!r}"
+                        scope += f" on {chain!r}"
                         raise VelocityExceeded(
                             f"velocity: {scope} would reach {used + amount} within {limit.window_seconds}s, "
                             f"above the limit of {limit.max_amount} ({used} already counted)",
                             details={
                                 "intent_id": intent_id,
                                 "vault_id": vault_id,
+                                "chain": chain,
                                 "used": str(used),
                                 "limit": str(limit.max_amount),
                                 "window_seconds": limit.window_seconds,
@@ -277,6 +294,7 @@ def reserve_velocity(
                 row = VelocityRow(
                     intent_id=intent_id,
                     vault_id=vault_id,
+                    chain=chain,
                     action=action,
                     amount=str(amount),
                     reserved_at=at,
@@ -295,13 +313,16 @@ def reserve_velocity(
     raise AssertionError("unreachable")
 
 
-def _replay(row: VelocityRow, vault_id: str, action: str, amount: int) -> Reservation:
+def _replay(row: VelocityRow, vault_id: str, chain: str, action: str, amount: int) -> Reservation:
     if row.state != LedgerState.RESERVED:
         raise VelocityConflict(f"the velocity reservation of intent {row.intent_id!r} was released")
-    if (row.vault_id, row.action, int(row.amount)) != (vault_id, action, amount):
+    if (row.vault_id, row.action, int(row.amount)) != (vault_id, action, amount) or row.chain not in (
+        chain,
+        "",  # made before chains were kept: the same intent, on the chain it names now
+    ):
         raise VelocityConflict(
             f"intent {row.intent_id!r} already reserved {row.amount} for {row.action} "
-            f"from vault {row.vault_id!r}"
+            f"from vault {row.vault_id!r} on {row.chain or 'its chain'!r}"
         )
     return _reservation(row)
 

@@ -7,7 +7,7 @@ so a cached parse can never go stale.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.writer import AuditWriter
+from services.families.config import ChainConfig
 from services.policy import engine
 from services.policy.document import Policy, parse_policy
 from services.policy.domain import (
@@ -85,9 +86,13 @@ class PolicyService:
         *,
         clock: Callable[[], datetime] = utcnow,
         audit: AuditWriter | None = None,
+        chains: Iterable[ChainConfig] = (),
     ) -> None:
         self._factory = factory
         self._clock = clock
+        # The chain registry: the family of an intent's chain gives the facts rules see (an
+        # intent on a chain outside it is denied), and proposed documents are checked against it.
+        self._chains = {c.name: c for c in chains}
         self._parsed: dict[str, Policy] = {}
         # Changes (proposals, activations, the approver registry) are recorded in the same
         # transaction; read-only users (the signer's view) pass none.
@@ -139,8 +144,9 @@ class PolicyService:
 
     def propose(self, document: str, *, description: str, proposed_by: str) -> PolicyVersionRow:
         """Stores a proposed version (idempotent). It becomes active only through a governed
-        ``policy.activate`` change signed by the trust root's admin quorum (``changes.Governance``)."""
-        policy = parse_policy(document)
+        ``policy.activate`` change signed by the trust root's admin quorum (``changes.Governance``).
+        The document is checked against the chain registry (its allowlists and units)."""
+        policy = parse_policy(document, self._chains)
         with transaction(self._factory) as s:
             repo = PolicyVersions(s)
             active = repo.active()
@@ -186,14 +192,17 @@ class PolicyService:
             key: velocity_used(
                 s,
                 vault_id=spec.vault_id,
-                action=key[1],
-                window_seconds=key[0],
+                chain=key.chain,
+                action=key.action,
+                window_seconds=key.window_seconds,
                 at=at,
                 exclude_intent=exclude_intent,
             )
             for key in engine.velocity_keys(policy, spec)
         }
-        return engine.evaluate(policy, spec, initiator, (), at, used, directory=Approvers(s).directory())
+        return engine.evaluate(
+            policy, spec, initiator, (), at, used, chains=self._chains, directory=Approvers(s).directory()
+        )
 
     def evaluate(
         self,
@@ -246,7 +255,7 @@ class PolicyService:
             policy = self._policy(self._row(s, policy_version))
             recorded = Evaluations(s).latest_for(intent_id, policy_version)
             at = recorded.evaluated_at if recorded is not None else self._clock()
-        limits = engine.velocity_limits_for(policy, spec, initiator, at)
+        limits = engine.velocity_limits_for(policy, spec, initiator, at, chains=self._chains)
         if not limits:
             return None
 
@@ -258,6 +267,7 @@ class PolicyService:
                 "reserved",
                 {
                     "vault_id": r.vault_id,
+                    "chain": r.chain,
                     "action": r.action,
                     "amount": str(r.amount),
                     "version": policy_version,
@@ -268,6 +278,7 @@ class PolicyService:
             self._factory,
             intent_id=intent_id,
             vault_id=spec.vault_id,
+            chain=spec.chain,
             action=str(spec.action),
             amount=spec.amount,
             at=self._clock(),
@@ -285,7 +296,7 @@ class PolicyService:
                 "policy.velocity.release",
                 f"intent:{intent_id}",
                 "released",
-                {"vault_id": r.vault_id, "amount": str(r.amount), "reason": reason},
+                {"vault_id": r.vault_id, "chain": r.chain, "amount": str(r.amount), "reason": reason},
             )
 
         return release_velocity(self._factory, intent_id=intent_id, at=self._clock(), on_released=audit)
@@ -298,8 +309,9 @@ class PolicyService:
         intent: tuple[IntentSpec, str, datetime | None] | None = None,
         recorded: tuple[datetime, datetime] | None = None,
     ) -> list[SimulationResult]:
-        """Evaluates an intent, or the intents recorded in [start, end), under a proposal."""
-        proposed = parse_policy(document) if document else self.load(version)
+        """Evaluates an intent, or the intents recorded in [start, end), under a proposal (a
+        document is checked against the chain registry as :meth:`propose` checks it)."""
+        proposed = parse_policy(document, self._chains) if document else self.load(version)
         with reading(self._factory) as s:
             active_row = PolicyVersions(s).active()
             current = self._policy(active_row) if active_row else None

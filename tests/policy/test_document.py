@@ -8,17 +8,20 @@ from typing import Any
 import pytest
 import yaml
 
+from services.families.cosmos.addresses import encode
 from services.policy.document import parse_policy
 from services.policy.errors import PolicyDocumentInvalid
-from tests.policy.helpers import OPS, allow, doc
+from tests.policy.helpers import CHAINS, OPS, VALOPER_1, allow, doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "policies" / "example.yaml"
+#: The example's version since before amounts carried units: writing them ("64 ETH") did not change it.
+EXAMPLE_VERSION = "2e391e9c7cc659e7ada1f53dbbf10d76532fcffa1d1fd831305789ff7bba3fdb"
 
 
 def test_example_policy_parses() -> None:
-    p = parse_policy(EXAMPLE.read_text())
+    p = parse_policy(EXAMPLE.read_text(), CHAINS)
     assert [r.id for r in p.rules] == ["deny-above-1024-eth", "eth-large", "eth-standard"]
-    assert len(p.version) == 64
+    assert p.version == EXAMPLE_VERSION
 
 
 def test_version_ignores_comments_key_order_and_set_order() -> None:
@@ -78,9 +81,15 @@ BAD: list[tuple[str, str, str]] = [
         "rules[r].match.time.weekdays",
     ),
     (
-        "bad address",
-        doc([allow(limits={"withdrawal_addresses": ["0x12"]})]),
-        "rules[r].limits.withdrawal_addresses[0]",
+        "amount in two units",
+        doc([allow(match={"amount": {"min": 1, "max": "5 uatom"}})]),
+        "rules[r].match.amount",
+    ),
+    ("finer than wei", doc([allow(match={"amount": {"max": "1.5 wei"}})]), "rules[r].match.amount.max"),
+    (
+        "both payout keys",
+        doc([allow(limits={"withdrawal_addresses": ["a"], "payout_addresses": ["a"]})]),
+        "rules[r].limits.payout_addresses",
     ),
     (
         "two outcomes",
@@ -113,6 +122,119 @@ def test_invalid_documents_name_the_field(case: str, text: str, field: str) -> N
     with pytest.raises(PolicyDocumentInvalid) as e:
         parse_policy(text)
     assert str(e.value).startswith(field + ":"), str(e.value)
+
+
+ETH_RULE = {"chain": ["ethereum-devnet"]}
+COSMOS_RULE = {"chain": ["cosmoshub"]}
+#: Refused only against the chain registry (what the policy service checks at ProposePolicy).
+BAD_FOR_THE_REGISTRY: list[tuple[str, str, str]] = [
+    (
+        "bad address",
+        doc([allow(match=ETH_RULE, limits={"withdrawal_addresses": ["0x12"]})]),
+        "rules[r].limits.withdrawal_addresses[0]",
+    ),
+    (
+        "malformed valoper",
+        doc([allow(match=COSMOS_RULE, limits={"validators": [VALOPER_1, VALOPER_1[:-1] + "x"]})]),
+        "rules[r].limits.validators[1]",
+    ),
+    (
+        "valoper of another prefix",
+        doc(
+            [
+                allow(
+                    match=COSMOS_RULE,
+                    limits={"validators": [encode("osmovaloper", bytes(20))]},
+                )
+            ]
+        ),
+        "rules[r].limits.validators[0]",
+    ),
+    (
+        "an Ethereum validator on a Cosmos rule",
+        doc([allow(match=COSMOS_RULE, limits={"validators": ["0x" + "aa" * 48]})]),
+        "rules[r].limits.validators[0]",
+    ),
+    (
+        "no family of the registry spells it so",
+        doc([allow(limits={"validators": ["not-a-validator"]})]),
+        "rules[r].limits.validators[0]",
+    ),
+    (
+        "wei on a Cosmos rule",
+        doc([allow(match={**COSMOS_RULE, "amount": {"max": 100}})]),
+        "rules[r].match.amount.max",
+    ),
+    (
+        "uatom on an Ethereum rule",
+        doc([allow(match=ETH_RULE, limits={"velocity": {"window": "1d", "max": "5 uatom"}})]),
+        "rules[r].limits.velocity.max",
+    ),
+    (
+        "a unit no chain counts in",
+        doc([allow(match={"amount": {"max": "5 uatm"}})]),
+        "rules[r].match.amount.max",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "field"), BAD_FOR_THE_REGISTRY, ids=[b[0] for b in BAD_FOR_THE_REGISTRY]
+)
+def test_rules_are_checked_against_the_families_of_their_chains(case: str, text: str, field: str) -> None:
+    with pytest.raises(PolicyDocumentInvalid) as e:
+        parse_policy(text, CHAINS)
+    assert str(e.value).startswith(field + ":"), str(e.value)
+    parse_policy(text)  # the version does not depend on a registry: a stored document still loads
+
+
+def test_a_cosmos_validator_allowlist_accepts_a_valoper_at_load() -> None:
+    text = doc([allow(match=COSMOS_RULE, limits={"validators": [VALOPER_1, VALOPER_1.upper()]})])
+    rule = parse_policy(text, CHAINS).rules[0]
+    assert rule.limits.validators == {
+        VALOPER_1,
+        VALOPER_1.upper(),
+    }  # as written: compared as the family spells
+    # a rule without chains takes an entry some chain of the registry accepts, of either family
+    parse_policy(doc([allow(limits={"validators": [VALOPER_1, "0x" + "AA" * 48]})]), CHAINS)
+    # chains the registry does not know are not checked
+    parse_policy(
+        doc([allow(match={"chain": ["solana-devnet"]}, limits={"validators": ["anything"]})]), CHAINS
+    )
+
+
+def test_amounts_in_wei_keep_the_version_of_bare_amounts_other_units_change_it() -> None:
+    def version(amount: object) -> str:
+        return parse_policy(doc([allow(match={"amount": {"max": amount}})])).version
+
+    assert version(100) == version("100 wei") == version("100 WEI") == version("0.0000000000000001 ETH")
+    assert version(64 * 10**18) == version("64 ETH") == version("64_000_000_000 gwei")
+    assert version("100 uatom") != version(100)
+    p = parse_policy(doc([allow(match={"amount": {"max": "100 uatom"}})]))
+    assert p.rules[0].match.amount is not None and p.rules[0].match.amount.denom == "uatom"
+    assert b'"denom":"uatom"' in p.canonical
+
+
+def test_payout_addresses_is_withdrawal_addresses_by_its_new_name() -> None:
+    address = "0x" + "ab" * 20
+    old = parse_policy(doc([allow(limits={"withdrawal_addresses": [address.upper().replace("0X", "0x")]})]))
+    new = parse_policy(doc([allow(limits={"payout_addresses": [address]})]))
+    assert old.version == new.version
+    assert new.rules[0].limits.payout_addresses == {address}
+
+
+def test_rules_in_different_units_never_compete() -> None:
+    """The monotonicity check: an ETH tier and a uatom tier cannot match the same intent."""
+    strict = {"name": "g", "threshold": 2, "approvers": ["a", "b"]}
+    lenient = {"name": "g", "threshold": 1, "approvers": ["a", "b"]}
+    parse_policy(
+        doc(
+            [
+                allow("eth", match={"amount": {"min": "1 ETH"}}, groups=[lenient]),
+                allow("atom", match={"amount": {"min": "1 uatom"}}, groups=[strict]),
+            ]
+        )
+    )
 
 
 def test_duplicate_keys_and_aliases_are_refused() -> None:

@@ -11,10 +11,24 @@ from hypothesis import strategies as st
 
 from services.policy.document import GroupSpec, Policy, RequireSpec
 from services.policy.domain import Outcome
-from services.policy.engine import Decision, evaluate, requirement_for, velocity_keys
+from services.policy.engine import Decision, VelocityKey, evaluate, requirement_for, velocity_keys
 from services.policy.errors import PolicyDenies, PolicyDocumentInvalid
 from services.runtime.intent import Action, IntentSpec, PolicyChangeTarget
-from tests.policy.helpers import ETH, WED_10_UTC, allow, policy, restake, stake, unstake
+from tests.policy.helpers import (
+    CHAINS,
+    ETH,
+    VAL_A,
+    VAL_B,
+    VALOPER_1,
+    VALOPER_2,
+    WED_10_UTC,
+    allow,
+    delegate,
+    policy,
+    restake,
+    stake,
+    unstake,
+)
 
 ADDR = "0x" + "ab" * 20
 WC_OK = b"\x01" + b"\x00" * 11 + bytes.fromhex("ab" * 20)
@@ -31,7 +45,7 @@ def run(
     at: datetime = WED_10_UTC,
     used: int = 0,
 ) -> Decision:
-    return evaluate(p, spec, initiator, groups, at, {k: used for k in velocity_keys(p, spec)})
+    return evaluate(p, spec, initiator, groups, at, {k: used for k in velocity_keys(p, spec)}, chains=CHAINS)
 
 
 # (case, match conditions, intent, extra kwargs, matches?)
@@ -54,10 +68,17 @@ MATCH_TABLE: list[tuple[str, dict[str, Any], IntentSpec, dict[str, Any], bool]] 
     ("amount within", {"amount": {"min": 1, "max": 32 * ETH}}, stake(32 * ETH), {}, True),
     ("amount above max", {"amount": {"max": 32 * ETH - 1}}, stake(32 * ETH), {}, False),
     ("amount below min", {"amount": {"min": 33 * ETH}}, stake(32 * ETH), {}, False),
-    ("validator in (case-insensitive hex)", {"validators": ["0xaa"]}, stake(validator="0xAA"), {}, True),
-    ("validator out", {"validators": ["0xbb"]}, stake(validator="0xaa"), {}, False),
-    ("restake both validators in", {"validators": ["0xaa", "0xbb"]}, restake(), {}, True),
-    ("restake one validator out", {"validators": ["0xaa"]}, restake(), {}, False),
+    (
+        "validator in (case-insensitive hex)",
+        {"validators": [VAL_A.upper().replace("0X", "0x")]},
+        stake(validator=VAL_A),
+        {},
+        True,
+    ),
+    ("validator out", {"validators": [VAL_B]}, stake(validator=VAL_A), {}, False),
+    ("malformed validator never matches", {"validators": ["0xaa"]}, stake(validator="0xaa"), {}, False),
+    ("restake both validators in", {"validators": [VAL_A, VAL_B]}, restake(), {}, True),
+    ("restake one validator out", {"validators": [VAL_A]}, restake(), {}, False),
     (
         "withdrawal address in",
         {"withdrawal_addresses": [ADDR.upper().replace("0X", "0x")]},
@@ -146,7 +167,7 @@ def test_velocity_limit(used: int, amount: int, per_action: bool, allowed: bool)
     p = policy([allow("r", limits={"velocity": {**VELOCITY, "per_action": per_action}})])
     spec = stake(amount)
     keys = velocity_keys(p, spec)
-    assert keys == {(86400, "STAKE" if per_action else None)}
+    assert keys == {VelocityKey("ethereum-devnet", 86400, "STAKE" if per_action else None)}
     d = run(p, spec, used=used)
     assert d.allowed is allowed
     if allowed:
@@ -157,12 +178,12 @@ def test_velocity_limit(used: int, amount: int, per_action: bool, allowed: bool)
 
 def test_unknown_velocity_fails_closed() -> None:
     p = policy([allow("r", limits={"velocity": VELOCITY})])
-    d = evaluate(p, stake(), "alice", (), WED_10_UTC, {})
+    d = evaluate(p, stake(), "alice", (), WED_10_UTC, {}, chains=CHAINS)
     assert d.outcome is Outcome.DENY and "unknown" in d.reasons[0]
 
 
 def test_deny_lists_every_failing_limit() -> None:
-    p = policy([allow("r", limits={"chain": ["cosmos"], "amount": {"max": 1}, "validators": ["0xbb"]})])
+    p = policy([allow("r", limits={"chain": ["cosmos"], "amount": {"max": 1}, "validators": [VAL_B]})])
     d = run(p, stake())
     assert d.outcome is Outcome.DENY and len(d.reasons) == 3 and d.rule_id == "r"
 
@@ -184,7 +205,7 @@ def test_requirement_shape_and_four_eyes() -> None:
         {"name": "risk", "threshold": 1, "approver_groups": ["risk"]},
     ]
     p = policy([allow("r", groups=groups, expiry="2h")])
-    d = evaluate(p, stake(), "alice", (), WED_10_UTC, {}, directory={"risk": ["r1", "alice"]})
+    d = evaluate(p, stake(), "alice", (), WED_10_UTC, {}, chains=CHAINS, directory={"risk": ["r1", "alice"]})
     assert d.requirement is not None
     assert [(g.name, g.threshold, g.members) for g in d.requirement.groups] == [
         ("ops", 2, frozenset({"o2", "o3"})),
@@ -211,10 +232,11 @@ def test_a_policy_change_is_never_an_intent_a_rule_allows() -> None:
     """Policy changes are governed changes of the trust root's admins: no rule can allow one."""
     p = policy([allow("anything")])
     spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("f" * 64))
-    d = evaluate(p, spec, "adm1", (), WED_10_UTC, {}, directory={"policy-admins": ["adm1", "adm2", "adm3"]})
+    admins = {"policy-admins": ["adm1", "adm2", "adm3"]}
+    d = evaluate(p, spec, "adm1", (), WED_10_UTC, {}, chains=CHAINS, directory=admins)
     assert d.outcome is Outcome.DENY and d.rule_id == "governed"
     with pytest.raises(PolicyDenies):
-        requirement_for(p, spec, "adm1", WED_10_UTC)
+        requirement_for(p, spec, "adm1", WED_10_UTC, chains=CHAINS)
 
 
 def test_requirement_for_ignores_limits_but_not_denies() -> None:
@@ -224,9 +246,9 @@ def test_requirement_for_ignores_limits_but_not_denies() -> None:
             allow("r", limits={"velocity": VELOCITY}),
         ]
     )
-    assert requirement_for(p, stake(5), "alice", WED_10_UTC).rule_id == "r"
+    assert requirement_for(p, stake(5), "alice", WED_10_UTC, chains=CHAINS).rule_id == "r"
     with pytest.raises(PolicyDenies):
-        requirement_for(p, stake(500), "alice", WED_10_UTC)
+        requirement_for(p, stake(500), "alice", WED_10_UTC, chains=CHAINS)
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -382,3 +404,67 @@ def test_time_window_uses_local_time_around_dst() -> None:
     summer = winter.replace(month=7, day=9)  # 10:00 EDT
     assert run(p, stake(), at=winter).allowed and run(p, stake(), at=summer).allowed
     assert not run(p, stake(), at=winter - timedelta(minutes=1)).allowed
+
+
+# --- chain families: facts, units, the registry ----------------------------------------------
+
+
+def test_an_intent_on_a_chain_outside_the_registry_is_denied() -> None:
+    p = policy([allow("r")])
+    d = evaluate(p, stake(chain="ethereum-mainnet"), "alice", (), WED_10_UTC, {}, chains=CHAINS)
+    assert (d.outcome, d.rule_id) == (Outcome.DENY, "unknown-chain")
+    assert "not in the chain registry" in d.reasons[0]
+    with pytest.raises(PolicyDenies, match="not in the chain registry"):
+        requirement_for(p, stake(chain="ethereum-mainnet"), "alice", WED_10_UTC, chains=CHAINS)
+
+
+def test_a_cosmos_validator_allowlist_compares_in_the_familys_spelling() -> None:
+    p = policy([allow("r", match={"chain": ["cosmoshub"], "validators": [VALOPER_1.upper()]})])
+    assert run(p, delegate(validator=VALOPER_1)).rule_id == "r"
+    assert run(p, delegate(validator=VALOPER_2)).rule_id == "default"
+
+
+def test_a_rule_in_eth_does_not_apply_to_a_cosmos_intent() -> None:
+    """In ``match`` an amount in wei does not hold for uatom; in ``limits`` it denies."""
+    p = policy([allow("eth", match={"amount": {"max": "64 ETH"}})])
+    assert run(p, stake(32 * ETH)).rule_id == "eth"
+    assert run(p, delegate(1_000_000)).rule_id == "default"
+    limited = policy([allow("any", limits={"amount": {"max": "64 ETH"}})])
+    d = run(limited, delegate(1_000_000))
+    assert d.outcome is Outcome.DENY and d.rule_id == "any"
+    assert "in wei, but chain 'cosmoshub' counts in uatom" in d.reasons[0]
+    in_atom = policy([allow("atom", match={"amount": {"max": "2_000_000 uatom"}})])
+    assert run(in_atom, delegate(1_000_000)).rule_id == "atom"
+    assert run(in_atom, stake(1_000_000)).rule_id == "default"  # 1e6 wei is not 1e6 uatom
+
+
+def test_a_velocity_limit_or_fee_cap_in_another_unit_denies() -> None:
+    velocity = policy([allow("v", limits={"velocity": {"window": "1d", "max": "4096 ETH"}})])
+    d = run(velocity, delegate())
+    assert d.outcome is Outcome.DENY and "the velocity limit is in wei" in d.reasons[0]
+    rule = allow("f")
+    rule["require"]["fee_cap"] = "0.01 ETH"
+    d = run(policy([rule]), delegate())
+    assert d.outcome is Outcome.DENY and "the fee cap is in wei" in d.reasons[0]
+    assert run(policy([rule]), stake()).allowed
+
+
+def test_velocity_keys_name_the_intents_chain() -> None:
+    p = policy([allow("r", limits={"velocity": {"window": "1d", "max": "2_000_000 uatom"}})])
+    assert velocity_keys(p, delegate()) == {VelocityKey("cosmoshub", 86400, None)}
+    # the sum the caller gives is that vault's on cosmoshub only: what it counted in wei on an
+    # Ethereum chain is another key, never added in
+    used = {VelocityKey("cosmoshub", 86400, None): 1_500_000, VelocityKey("ethereum-devnet", 86400, None): 0}
+    d = evaluate(p, delegate(600_000), "alice", (), WED_10_UTC, used, chains=CHAINS)
+    assert d.outcome is Outcome.DENY and "on 'cosmoshub'" in d.reasons[0]
+    assert evaluate(p, delegate(500_000), "alice", (), WED_10_UTC, used, chains=CHAINS).allowed
+
+
+def test_the_payout_address_from_deposit_data_is_still_enforced_on_ethereum() -> None:
+    checksummed = "0xaBaBaBaBaBaBaBaBaBaBaBaBaBaBaBaBaBaBaBaB"  # any case: the family's spelling decides
+    p = policy([allow("r", limits={"payout_addresses": [checksummed]})])
+    assert run(p, stake(withdrawal=WC_OK)).allowed
+    d = run(p, stake(withdrawal=WC_OTHER))
+    assert d.outcome is Outcome.DENY and d.reasons[0].lower().startswith("payout address 0x" + "cd" * 20)
+    assert not run(p, stake(withdrawal=WC_BLS)).allowed  # BLS credentials pay out nowhere it can check
+    assert not run(p, delegate()).allowed  # a delegation names no payout address

@@ -46,7 +46,7 @@ from services.policy.service import PolicyService
 from services.runtime.intent import Decision
 from tests.fixtures.database import sql
 from tests.policy.governed import Admins, govern
-from tests.policy.helpers import allow, doc
+from tests.policy.helpers import CHAINS, allow, doc
 
 APPEND_ONLY_TRIGGER = "policy_governance_log_append_only"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -311,7 +311,7 @@ def test_activation_needs_its_document_and_the_parent_it_was_proposed_against(
 ) -> None:
     with pytest.raises(Exception, match="propose its document first"):
         govern(gov, admins, ActivatePolicy("c" * 64, ""), NOW)
-    svc = PolicyService(session_factory, clock=lambda: NOW)
+    svc = PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: NOW)
     v1 = svc.propose(doc([allow("a")]), description="", proposed_by="adm0").version
     v2 = svc.propose(doc([allow("b")]), description="", proposed_by="adm0").version
     stale = admins.request(ActivatePolicy(v2, ""), NOW)

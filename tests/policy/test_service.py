@@ -18,7 +18,7 @@ from services.policy.errors import PolicyStateConflict
 from services.policy.evidence import PrivateKey
 from services.policy.service import PolicyService
 from tests.policy.governed import Admins, activate, register
-from tests.policy.helpers import ETH, WED_10_UTC, allow, doc, stake
+from tests.policy.helpers import CHAINS, ETH, WED_10_UTC, allow, doc, stake
 
 NOW = WED_10_UTC
 OPS: dict[str, PrivateKey] = {f"o{i}": ec.generate_private_key(ec.SECP256R1()) for i in range(1, 4)}
@@ -47,7 +47,7 @@ def gov(session_factory: sessionmaker[Session], admins: Admins) -> Governance:
 
 @pytest.fixture
 def svc(session_factory: sessionmaker[Session], gov: Governance, admins: Admins) -> PolicyService:
-    s = PolicyService(session_factory, clock=lambda: NOW)
+    s = PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: NOW)
     register(gov, admins, [(name, ["ops"], key) for name, key in OPS.items()], NOW)
     row = s.propose(V1, description="first", proposed_by="adm0")
     activate(gov, admins, row.version, NOW)
@@ -102,7 +102,12 @@ def test_velocity_is_reserved_under_the_evaluated_rule_and_released_once(
     from services.policy.errors import VelocityExceeded
     from services.policy.models import LedgerState
 
-    svc = PolicyService(session_factory, clock=lambda: NOW, audit=AuditWriter(session_factory, "svc:policy"))
+    svc = PolicyService(
+        session_factory,
+        chains=CHAINS.values(),
+        clock=lambda: NOW,
+        audit=AuditWriter(session_factory, "svc:policy"),
+    )
     velocity = {"velocity": {"window": "24h", "max": str(64 * ETH)}}
     row = svc.propose(
         doc(

@@ -20,7 +20,7 @@ from services.runtime.auth import Principal, reset_principal, set_principal
 from services.runtime.convert import approval_to_pb
 from services.runtime.errors import InvalidArgument
 from tests.policy.governed import Admins
-from tests.policy.helpers import WED_10_UTC, allow, doc
+from tests.policy.helpers import CHAINS, WED_10_UTC, allow, doc
 from tests.policy.test_service import OPS
 
 
@@ -43,7 +43,9 @@ async def test_a_document_nested_too_deep_is_invalid_argument(
     session_factory: sessionmaker[Session], deep: str
 ) -> None:
     """Flow or block style: a RecursionError (INTERNAL) in the YAML parser before this check."""
-    servicer = PolicyServicer(PolicyService(session_factory, clock=lambda: WED_10_UTC), None)
+    servicer = PolicyServicer(
+        PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: WED_10_UTC), None
+    )
     token = set_principal(Principal("adm0", frozenset({"policy-admin"})))
     try:
         with pytest.raises(InvalidArgument, match="nested deeper than 32 levels"):
@@ -58,7 +60,9 @@ async def test_a_document_nested_too_deep_is_invalid_argument(
 async def test_govern_register_evaluate(session_factory: sessionmaker[Session]) -> None:
     admins = Admins()
     gov = Governance(session_factory, admins.trust(), clock=lambda: WED_10_UTC)
-    servicer = PolicyServicer(PolicyService(session_factory, clock=lambda: WED_10_UTC), gov)
+    servicer = PolicyServicer(
+        PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: WED_10_UTC), gov
+    )
 
     async def govern_pb(change: Change) -> policy_pb2.Change:
         request = admins.request(change, WED_10_UTC)

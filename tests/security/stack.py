@@ -35,10 +35,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from services.audit.models import AuditRecordRow
-from services.chain.config import HOODI_GENESIS_FORK_VERSION
 from services.chain.devnet import Devnet, free_port
-from services.chain.ethereum.deposit import generate_deposit_data
 from services.chain.main import ChainSettings
+from services.families.config import HOODI_GENESIS_FORK_VERSION
+from services.families.ethereum.deposit import generate_deposit_data, stake_target
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.pb.custos.staking.v1 import staking_pb2
@@ -63,7 +63,6 @@ from services.runtime.intent import (
     Decision,
     IntentSpec,
     RestakeTarget,
-    StakeTarget,
     UnstakeTarget,
 )
 from services.runtime.pki import ensure_service_certs, issue
@@ -227,7 +226,7 @@ class SecurityStack:
         }
         chains = [self.devnet.chain_config(nonce_release_seconds=NONCE_RELEASE_SECONDS)]
         self._settings = {
-            "policy": PolicySettings(**common, tls=TLSSettings(pki_dir=self.pki)),
+            "policy": PolicySettings(**common, tls=TLSSettings(pki_dir=self.pki), chains=chains),
             "signer": SignerSettings(
                 **common,
                 tls=TLSSettings(pki_dir=self.pki),
@@ -345,9 +344,7 @@ class SecurityStack:
             genesis_fork_version=bytes.fromhex(HOODI_GENESIS_FORK_VERSION[2:]),
             compounding=eth != 32,  # 0x01 credentials take exactly 32 ETH
         )
-        return IntentSpec(
-            Action.STAKE, CHAIN, VAULT, eth * ETH, StakeTarget("0x" + gen.data.pubkey.hex(), gen.data)
-        )
+        return IntentSpec(Action.STAKE, CHAIN, VAULT, eth * ETH, stake_target(gen.data))
 
     @staticmethod
     def unstake_spec(validator: str) -> IntentSpec:
