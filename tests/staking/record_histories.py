@@ -2,6 +2,8 @@
 
 Run it when a workflow change is *meant* to be incompatible (and version the
 workflow instead where running intents exist); commit the JSON files it writes.
+``python -m tests.staking.record_histories _SUFFIX`` writes ``<name>_SUFFIX.json`` beside the
+existing ones instead: the histories of a new (patched) workflow version, the old ones kept.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import shutil
 import sys
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -31,6 +33,7 @@ from workflows.staking.types import ApproverData, GroupData
 from workflows.staking.workflows import StakingWorkflow
 
 OUT = Path(__file__).parent / "histories"
+SUFFIX = sys.argv[1] if len(sys.argv) > 1 else ""
 PEOPLE = [Person(n) for n in ("alice", "olivia", "oscar", "otto")]
 GROUP = GroupData("operations", 2, ["olivia", "oscar", "otto"])
 
@@ -57,13 +60,15 @@ async def record() -> None:
             await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
             await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
             await h.result()
-            (OUT / "staking_confirmed.json").write_text((await h.fetch_history()).to_json())
+            (OUT / f"staking_confirmed{SUFFIX}.json").write_text((await h.fetch_history()).to_json())
             # an intent that expires
             inp = make_input("alice", registry, now)
             h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
             await h.result()
-            (OUT / "staking_expired.json").write_text((await h.fetch_history()).to_json())
-            # a policy change approved by the admin quorum
+            (OUT / f"staking_expired{SUFFIX}.json").write_text((await h.fetch_history()).to_json())
+            # a policy change approved by the admin quorum (the expiry above moved the clock on)
+            now = await env.get_current_time()
+            exp = now + timedelta(hours=12)
             inp = make_input("alice", registry, now)
             spec = IntentSpec(Action.POLICY_CHANGE, "", "", 0, PolicyChangeTarget("b" * 64))
             inp.spec = spec_to_plain(spec)
@@ -75,13 +80,13 @@ async def record() -> None:
             await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
             await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
             await p.result()
-            (OUT / "policy_change_confirmed.json").write_text((await p.fetch_history()).to_json())
-        await record_sign_refused(env, registry, exp)
+            (OUT / f"policy_change_confirmed{SUFFIX}.json").write_text((await p.fetch_history()).to_json())
+        await record_sign_refused(env, registry)
     finally:
         await env.shutdown()
 
 
-async def record_sign_refused(env: WorkflowEnvironment, registry: list[ApproverData], exp: datetime) -> None:
+async def record_sign_refused(env: WorkflowEnvironment, registry: list[ApproverData]) -> None:
     """An approved intent whose signing is refused: it ends FAILED before anything is sent."""
     queue = f"q-{uuid.uuid4().hex}"
     async with Worker(
@@ -91,12 +96,14 @@ async def record_sign_refused(env: WorkflowEnvironment, registry: list[ApproverD
         activities=FakeActivities([GROUP], sign_refuses=True).all(),
         workflow_runner=RUNNER,
     ):
-        inp = make_input("alice", registry, await env.get_current_time())
+        now = await env.get_current_time()
+        exp = now + timedelta(hours=12)  # the clock moved on while the other histories ran
+        inp = make_input("alice", registry, now)
         h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
         await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
         await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
         await h.result()
-        (OUT / "staking_sign_refused.json").write_text((await h.fetch_history()).to_json())
+        (OUT / f"staking_sign_refused{SUFFIX}.json").write_text((await h.fetch_history()).to_json())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from services.families.registry import family
 from services.policy.evidence import key_id_for, public_key_der, sign_approval
 from services.runtime.intent import (
     Action,
@@ -20,6 +21,7 @@ from services.runtime.intent import (
     IntentSpec,
     UnstakeTarget,
     intent_digest,
+    spec_from_plain,
     spec_to_plain,
 )
 from workflows.staking.activities import activities_of
@@ -34,6 +36,7 @@ from workflows.staking.types import (
     GroupData,
     IntentInput,
     NonceReleaseInput,
+    PlannedStep,
     PolicyOutcome,
     ReleaseInput,
     SignResult,
@@ -198,6 +201,12 @@ class FakeActivities:
     @activity.defn(name="UnbondingSeconds")
     async def unbonding_seconds(self, inp: StepInput) -> int:
         return 0
+
+    @activity.defn(name="PlanSteps")
+    async def plan_steps(self, inp: StepInput) -> list[PlannedStep]:
+        """The Ethereum family's steps (one signed transaction per action), as ListChains would say."""
+        spec = spec_from_plain(inp.spec)
+        return [PlannedStep(s.name, s.kind.value, s.waits_for) for s in family("ethereum").steps(spec.action)]
 
     @activity.defn(name="ActivatePolicy")
     async def activate_policy(self, inp: ActivateInput) -> str:

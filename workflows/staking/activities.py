@@ -18,6 +18,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from services.chain.client import ChainClient
+from services.families.errors import UnknownFamily
+from services.families.registry import family
 from services.pb.custos.chain.v1 import chain_pb2
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.policy.v1 import policy_pb2
@@ -38,6 +40,7 @@ from workflows.staking.types import (
     EvaluateInput,
     GroupData,
     NonceReleaseInput,
+    PlannedStep,
     PolicyOutcome,
     ReleaseInput,
     SignResult,
@@ -248,6 +251,30 @@ class StakingActivities:
                 return ConfirmResult(True, False, int(resp.confirmations), "", events)
             await asyncio.sleep(self._poll)
 
+    @activity.defn(name="PlanSteps")
+    async def plan_steps(self, inp: StepInput) -> list[PlannedStep]:
+        """The steps of the intent on its chain, as the chain's family defines them (recorded in
+        the history once, so a replay runs the same steps whatever the code says later)."""
+        spec = spec_from_plain(inp.spec)
+        resp = await self._chain.call("ListChains", chain_pb2.ListChainsRequest())
+        found = next((c for c in resp.chains if c.name == spec.chain), None)
+        if found is None:
+            raise ApplicationError(
+                f"chain {spec.chain} is not in the chain registry", type="InvalidIntent", non_retryable=True
+            )
+        name = chain_pb2.ChainFamily.Name(found.family).removeprefix("CHAIN_FAMILY_").lower()
+        try:
+            steps = family(name).steps(spec.action)
+        except UnknownFamily as e:
+            raise ApplicationError(e.message, type="InvalidIntent", non_retryable=True) from None
+        if not steps:
+            raise ApplicationError(
+                f"{spec.action} is not possible on {spec.chain} ({name})",
+                type="InvalidIntent",
+                non_retryable=True,
+            )
+        return [PlannedStep(s.name, s.kind.value, s.waits_for) for s in steps]
+
     @activity.defn(name="UnbondingSeconds")
     async def unbonding_seconds(self, inp: StepInput) -> int:
         spec = spec_from_plain(inp.spec)
@@ -283,6 +310,7 @@ ACTIVITY_METHODS = (
     "broadcast_transaction",
     "await_confirmation",
     "unbonding_seconds",
+    "plan_steps",
     "activate_policy",
     "reserve_velocity",
     "release_velocity",

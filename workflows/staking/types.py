@@ -28,6 +28,16 @@ TERMINAL = frozenset({CONFIRMED, DENIED, REJECTED, EXPIRED, CANCELLED, FAILED})
 
 
 @dataclass
+class PlannedStep:
+    """One step of an intent, as its chain's family defines it (``services.families.base.Step``)."""
+
+    name: str
+    #: "SIGN" (build, sign once, broadcast, confirm) or "WAIT" (a durable wait for the chain).
+    kind: str
+    waits_for: str = ""
+
+
+@dataclass
 class ApproverKeyData:
     key_id: str
     scheme: str

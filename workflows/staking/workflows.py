@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         IntentInput,
         IntentResult,
         NonceReleaseInput,
+        PlannedStep,
         ReleaseInput,
         StepInput,
     )
@@ -34,13 +35,15 @@ CONFIRM_TIMEOUT = timedelta(hours=1)
 VELOCITY_PATCH = "velocity-reservation"
 #: Histories recorded before a failed intent gave its nonce back replay without it.
 NONCE_RELEASE_PATCH = "nonce-release"
+#: Histories recorded before intents ran their chain family's steps replay as one transaction.
+FAMILY_STEPS_PATCH = "family-steps"
 
 
 @workflow.defn(name="StakingIntent")
 class StakingWorkflow(ApprovalGatedWorkflow):
     def _action_step(self) -> str:
-        """The chain's and the signer's name for this intent's one transaction."""
-        return str(self._inp.spec["action"]).lower()
+        """The name of the intent's first signed step (of its one transaction, before family steps)."""
+        return self._signed_steps[0] if self._signed_steps else str(self._inp.spec["action"]).lower()
 
     def _step(self, step: str, **kw: str) -> StepInput:
         inp = self._inp
@@ -58,6 +61,7 @@ class StakingWorkflow(ApprovalGatedWorkflow):
     @workflow.run
     async def run(self, inp: IntentInput) -> IntentResult:
         self._reserved = False
+        self._signed_steps: list[str] = []
         ended = await self._collect()
         return ended if ended is not None else await self._execute()
 
@@ -103,43 +107,66 @@ class StakingWorkflow(ApprovalGatedWorkflow):
             retry_policy=RETRY,
         )
 
+    async def _plan(self) -> list[PlannedStep]:
+        """The steps the chain's family defines for the intent (one signed transaction before)."""
+        if not workflow.patched(FAMILY_STEPS_PATCH):
+            return [PlannedStep(str(self._inp.spec["action"]).lower(), "SIGN")]
+        return await workflow.execute_activity_method(
+            StakingActivities.plan_steps,
+            self._step(str(self._inp.spec["action"]).lower()),
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
+        )
+
     async def _execute(self) -> IntentResult:
-        sent = False
         try:
-            built = await workflow.execute_activity_method(
-                StakingActivities.build_transaction,
-                self._step(self._action_step()),
-                start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
-            )
-            await self._transition(SIGNING, built.summary)
-            signed = await workflow.execute_activity_method(
-                StakingActivities.sign_transaction,
-                self._step(self._action_step(), unsigned_tx_hex=built.unsigned_tx_hex),
-                start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
-            )
-            sent = True
-            await workflow.execute_activity_method(
-                StakingActivities.broadcast_transaction,
-                self._step(self._action_step(), signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
-                start_to_close_timeout=QUICK,
-                retry_policy=RETRY,
-            )
-            await self._transition(BROADCAST, signed.tx_hash, tx_hash=signed.tx_hash)
-            result = await workflow.execute_activity_method(
-                StakingActivities.await_confirmation,
-                self._step(self._action_step(), tx_hash=signed.tx_hash),
-                start_to_close_timeout=CONFIRM_TIMEOUT,
-                heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=RETRY,
-            )
+            steps = await self._plan()
         except ActivityError as e:
-            if not sent:  # the build or the signer refused: nothing signed
-                await self._release_nonces(_reason(e))
-            return await self._fail(_reason(e), funds_may_have_moved=sent)
-        if result.failed:  # the chain says it failed (reverted): nothing moved
-            return await self._fail(result.reason, signed.tx_hash, funds_may_have_moved=False)
+            await self._release_nonces(_reason(e))
+            return await self._fail(_reason(e), funds_may_have_moved=False)
+        self._signed_steps = [s.name for s in steps if s.kind == "SIGN"]
+        sent = False
+        last_hash, confirmations = "", 0
+        for step in steps:
+            if step.kind != "SIGN":
+                await self._wait_for_chain(step)
+                continue
+            try:
+                built = await workflow.execute_activity_method(
+                    StakingActivities.build_transaction,
+                    self._step(step.name),
+                    start_to_close_timeout=QUICK,
+                    retry_policy=RETRY,
+                )
+                await self._transition(SIGNING, built.summary)
+                signed = await workflow.execute_activity_method(
+                    StakingActivities.sign_transaction,
+                    self._step(step.name, unsigned_tx_hex=built.unsigned_tx_hex),
+                    start_to_close_timeout=QUICK,
+                    retry_policy=RETRY,
+                )
+                sent = True
+                await workflow.execute_activity_method(
+                    StakingActivities.broadcast_transaction,
+                    self._step(step.name, signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
+                    start_to_close_timeout=QUICK,
+                    retry_policy=RETRY,
+                )
+                await self._transition(BROADCAST, signed.tx_hash, tx_hash=signed.tx_hash)
+                result = await workflow.execute_activity_method(
+                    StakingActivities.await_confirmation,
+                    self._step(step.name, tx_hash=signed.tx_hash),
+                    start_to_close_timeout=CONFIRM_TIMEOUT,
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=RETRY,
+                )
+            except ActivityError as e:
+                if not sent:  # the build or the signer refused: nothing signed
+                    await self._release_nonces(_reason(e))
+                return await self._fail(_reason(e), last_hash, funds_may_have_moved=sent)
+            if result.failed:  # the chain says it failed (reverted): nothing of this step moved
+                return await self._fail(result.reason, signed.tx_hash, funds_may_have_moved=last_hash != "")
+            last_hash, confirmations = signed.tx_hash, result.confirmations
         unbonding = await workflow.execute_activity_method(
             StakingActivities.unbonding_seconds,
             self._step(self._action_step()),
@@ -149,7 +176,23 @@ class StakingWorkflow(ApprovalGatedWorkflow):
         if unbonding > 0:
             await self._transition(UNBONDING, f"waiting {unbonding}s for the unbonding period")
             await workflow.sleep(timedelta(seconds=unbonding))
-        return await self._end(CONFIRMED, f"{result.confirmations} confirmations", signed.tx_hash)
+        return await self._end(CONFIRMED, f"{confirmations} confirmations", last_hash)
+
+    async def _wait_for_chain(self, step: PlannedStep) -> None:
+        """A family's WAIT step: the chain's configured period, on a durable timer.
+
+        (The chain's own completion time, read from the node, comes with the families that need
+        it: Cosmos unbonding, Solana's cooldown epoch.)
+        """
+        seconds = await workflow.execute_activity_method(
+            StakingActivities.unbonding_seconds,
+            self._step(self._action_step()),
+            start_to_close_timeout=QUICK,
+            retry_policy=RETRY,
+        )
+        await self._transition(UNBONDING, f"waiting {seconds}s for {step.waits_for or step.name}")
+        if seconds > 0:
+            await workflow.sleep(timedelta(seconds=seconds))
 
 
 def _reason(e: ActivityError) -> str:
