@@ -44,7 +44,7 @@ class NonceReservationRow(Base):
     # intent failed before signing (the next build takes it); REFUSED when the node refused its
     # signed transaction outright (kept for that step). See repository.NonceRepository.
     state: Mapped[str] = mapped_column(String(16))
-    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reserved_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -53,7 +53,7 @@ class BroadcastRow(Base):
     __table_args__ = (UniqueConstraint("chain", "address", "nonce"),)
 
     chain: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tx_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    tx_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
     address: Mapped[str] = mapped_column(String(64))
     nonce: Mapped[int] = mapped_column(BigInteger)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
@@ -91,7 +91,7 @@ class ReconcileAlertRow(Base):
     vault_id: Mapped[str] = mapped_column(String(128))
     key_id: Mapped[str] = mapped_column(String(64))
     #: The transaction that used the nonce; null when the node could not say which.
-    seen_tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    seen_tx_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
     seen_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     seen_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seen_value: Mapped[str | None] = mapped_column(String(80), nullable=True)

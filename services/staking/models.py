@@ -37,7 +37,7 @@ class IntentRow(Base):
     policy_version: Mapped[str] = mapped_column(String(64))
     requirement_json: Mapped[str] = mapped_column(Text, default="")
     approval_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    tx_hash: Mapped[str] = mapped_column(String(80), default="")
+    tx_hash: Mapped[str] = mapped_column(String(128), default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     summary: Mapped[str] = mapped_column(Text, default="")
     workflow_started: Mapped[int] = mapped_column(Integer, default=0)
