@@ -1,0 +1,251 @@
+"""The signer with two chain families, as the worker host meets it: the rig of ``test_families.py``.
+
+One ``SignerService`` on the real SoftHSM token and a real database (SQLite and PostgreSQL),
+configured like an installation that stakes on Ethereum and on a Cosmos SDK chain: the same
+secp256k1 vault key has an address on each. The active policy needs two of the ops group on
+either chain; approvals are real Ed25519 signatures. The worker host holds every approval that
+reaches a workflow it runs, and calls ``Sign`` with whatever bytes it likes: here it is
+``FamilyRig.sign`` (the service's own entry point, as ``svc:worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.audit.models import AuditRecordRow
+from services.audit.writer import AuditWriter
+from services.families.config import ChainConfig, ChainFamily
+from services.families.cosmos import addresses
+from services.families.cosmos.family import build_unsigned
+from services.families.cosmos.tx import Coin, StakingMessage, UnsignedTx
+from services.families.ethereum import contracts
+from services.families.ethereum.transactions import UnsignedTransaction
+from services.policy.document import parse_policy
+from services.runtime.intent import Action, Approval, IntentSpec, StakeTarget, UnstakeTarget
+from services.signer.hsm import Hsm
+from services.signer.models import SigningRecord
+from services.signer.ports import StaticPolicySource
+from services.signer.service import KeyInfo, SignerService, SignInput, SignOutput
+from services.signer.types import KeyAlgorithm, KeyPurpose
+from tests.families.cases import cosmos_validator
+from tests.signer.conftest import CHAIN, CHAIN_ID, GWEI, SUBMITTED, Approvers, RecordingAudit, make_registry
+
+ETH_CHAIN = ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")
+ATOM = 10**6
+#: The Cosmos chain as a careful operator configures it: its fee cap in its own unit (1 ATOM).
+COSMOS_HUB = ChainConfig(
+    name="cosmoshub",
+    family=ChainFamily.COSMOS,
+    chain_id="cosmoshub-4",
+    rpc_url="http://127.0.0.1:1",
+    denom="uatom",
+    max_fee_wei=1 * ATOM,
+)
+#: The vault's validators on the Cosmos chain, and one the attacker runs.
+VALIDATOR = cosmos_validator(1)
+OTHER_VALIDATOR = cosmos_validator(2)
+ATTACKER_VALIDATOR = cosmos_validator(0xA7)
+ETH_VALIDATOR = bytes.fromhex("a1" * 48)
+
+POLICY_DOC = parse_policy(
+    f"""
+format: custos.policy/v1
+default: deny
+rules:
+  - id: eth
+    match: {{action: [STAKE, UNSTAKE, RESTAKE], chain: [{CHAIN}]}}
+    require:
+      groups: [{{name: ops, threshold: 2, approver_groups: [ops]}}]
+      expiry: 1h
+      fee_cap: "{10**18}"
+  - id: atom
+    match: {{action: [STAKE, UNSTAKE, RESTAKE], chain: [{COSMOS_HUB.name}]}}
+    require:
+      groups: [{{name: ops, threshold: 2, approver_groups: [ops]}}]
+      expiry: 1h
+"""
+)
+POLICY = POLICY_DOC.version
+
+
+@dataclass
+class FamilyRig:
+    service: SignerService
+    sessions: sessionmaker[Session]
+    approvers: Approvers
+    policy: StaticPolicySource
+    audit: RecordingAudit
+    vault: KeyInfo
+    initiator: str = "ivan"
+
+    # --- the vault on each chain ------------------------------------------------------------
+
+    def address(self, chain: str) -> str:
+        return dict(self.vault.addresses)[chain]
+
+    @property
+    def cosmos_address(self) -> str:
+        return self.address(COSMOS_HUB.name)
+
+    # --- intents ------------------------------------------------------------------------------
+
+    def delegate(self, amount: int = 5 * ATOM, validator: str = VALIDATOR) -> IntentSpec:
+        return IntentSpec(Action.STAKE, COSMOS_HUB.name, self.vault.vault_id, amount, StakeTarget(validator))
+
+    def undelegate(self, amount: int = 2 * ATOM, validator: str = VALIDATOR) -> IntentSpec:
+        return IntentSpec(
+            Action.UNSTAKE, COSMOS_HUB.name, self.vault.vault_id, amount, UnstakeTarget(validator)
+        )
+
+    def exit(self, validator: bytes = ETH_VALIDATOR, amount_gwei: int = 32 * 10**9) -> IntentSpec:
+        return IntentSpec(
+            Action.UNSTAKE,
+            CHAIN,
+            self.vault.vault_id,
+            amount_gwei * GWEI,
+            UnstakeTarget("0x" + validator.hex()),
+        )
+
+    # --- transactions, built as the chain service would (or not) ------------------------------
+
+    def cosmos_tx(
+        self,
+        spec: IntentSpec,
+        *,
+        chain: ChainConfig = COSMOS_HUB,
+        sequence: int = 0,
+        account_number: int = 12,
+        gas_limit: int = 200_000,
+        fee: int = 5_000,
+        memo: str = "",
+    ) -> bytes:
+        """The SignDoc the chain service builds (through the family's own builder)."""
+        return build_unsigned(
+            chain,
+            spec,
+            public_key=self.vault.public_key,
+            account_number=account_number,
+            sequence=sequence,
+            gas_limit=gas_limit,
+            fee_amount=fee,
+            memo=memo,
+        )
+
+    def cosmos_doc(self, spec: IntentSpec, **changes: object) -> UnsignedTx:
+        """The model of :meth:`cosmos_tx`'s SignDoc, any field replaceable (bytes the family's
+        builder would refuse to make: an attacker encodes them by hand)."""
+        target = spec.target
+        assert isinstance(target, StakeTarget | UnstakeTarget)
+        message = StakingMessage(
+            type_url="/cosmos.staking.v1beta1.MsgDelegate"
+            if spec.action is Action.STAKE
+            else "/cosmos.staking.v1beta1.MsgUndelegate",
+            delegator=self.cosmos_address,
+            validator=target.validator,
+            amount=Coin(COSMOS_HUB.denom, spec.amount),
+        )
+        doc = UnsignedTx(
+            message=message,
+            memo="",
+            public_key=addresses.compressed_key(self.vault.public_key),
+            sequence=0,
+            fee=Coin(COSMOS_HUB.denom, 5_000),
+            gas_limit=200_000,
+            chain_id=str(COSMOS_HUB.chain_id),
+            account_number=12,
+        )
+        return replace(doc, **changes)  # type: ignore[arg-type]
+
+    def eth_tx(
+        self,
+        validator: bytes = ETH_VALIDATOR,
+        amount_gwei: int = 32 * 10**9,
+        *,
+        nonce: int = 0,
+        gas: int = 200_000,
+        max_fee: int = 2 * GWEI,
+        tip: int = GWEI,
+    ) -> bytes:
+        return UnsignedTransaction(
+            chain_id=CHAIN_ID,
+            nonce=nonce,
+            max_priority_fee_per_gas=tip,
+            max_fee_per_gas=max_fee,
+            gas=gas,
+            to=bytes.fromhex(contracts.WITHDRAWAL_REQUEST_CONTRACT[2:]),
+            value=1,
+            data=contracts.withdrawal_request_calldata(validator, amount_gwei),
+        ).encode()
+
+    # --- the worker host's Sign ---------------------------------------------------------------
+
+    def approvals(self, spec: IntentSpec, intent_id: str) -> tuple[Approval, ...]:
+        """alice's and bob's approvals of ``spec`` as intent ``intent_id``: what the worker host
+        reads from the workflow's history."""
+        return tuple(
+            self.approvers.approve(who, spec, intent_id=intent_id, version=POLICY) for who in ("alice", "bob")
+        )
+
+    def request(
+        self,
+        spec: IntentSpec,
+        tx: bytes,
+        *,
+        intent_id: str,
+        step: str | None = None,
+        approvals: tuple[Approval, ...] | None = None,
+    ) -> SignInput:
+        return SignInput(
+            intent_id=intent_id,
+            step=step or spec.action.value.lower(),
+            spec=spec,
+            initiator=self.initiator,
+            policy_version=POLICY,
+            approvals=self.approvals(spec, intent_id) if approvals is None else approvals,
+            unsigned_tx=tx,
+            submitted_at=SUBMITTED,
+        )
+
+    def sign(self, request: SignInput) -> SignOutput:
+        return self.service.sign_blocking(request, "svc:worker")
+
+    # --- evidence -----------------------------------------------------------------------------
+
+    def records(self) -> int:
+        with self.sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(SigningRecord)) or 0)
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """The payloads of the signer's audited refusals, oldest first."""
+        with self.sessions() as s:
+            rows = s.scalars(
+                select(AuditRecordRow)
+                .where(AuditRecordRow.action == "signer.sign", AuditRecordRow.outcome == "refused")
+                .order_by(AuditRecordRow.sequence)
+            )
+            return [json.loads(r.payload_json) for r in rows]
+
+
+def family_rig(
+    hsm: Hsm, sessions: sessionmaker[Session], chains: tuple[ChainConfig, ...] = (ETH_CHAIN, COSMOS_HUB)
+) -> Iterator[FamilyRig]:
+    """The rig's signer on ``chains`` (by default, Ethereum and a Cosmos chain) with a new vault key."""
+    approvers = Approvers({n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "ivan")})
+    policy = StaticPolicySource(POLICY_DOC, make_registry(approvers))
+    audit = RecordingAudit(AuditWriter(sessions, "svc:signer"))
+    service = SignerService(hsm=hsm, sessions=sessions, policy=policy, audit=audit, chains=chains)
+    vault = service.create_key_blocking(
+        "operator-1", f"vault-{secrets.token_hex(4)}", KeyAlgorithm.SECP256K1, KeyPurpose.VAULT
+    )
+    try:
+        yield FamilyRig(service, sessions, approvers, policy, audit, vault)
+    finally:
+        service.close()
