@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -215,9 +217,16 @@ class SignerService:
             algorithm, public = self._hsm.public_key(hsm_id)
         except HsmKeyNotFound:
             return f"key {record.key_id!r} is not on the HSM"
-        if algorithm is not KeyAlgorithm.SECP256K1 or not secp256k1.verify(
-            bytes(record.signing_digest), bytes(record.signature), public
-        ):
+        signed, signature = bytes(record.signing_digest), bytes(record.signature)
+        if algorithm is KeyAlgorithm.SECP256K1:
+            made = secp256k1.verify(signed, signature, public)
+        else:  # Ed25519 signs the whole message, which the record keeps as its signing digest
+            try:
+                Ed25519PublicKey.from_public_bytes(public).verify(signature, signed)
+                made = True
+            except (InvalidSignature, ValueError):
+                made = False
+        if not made:
             return "its signature is not the HSM key's over its signing digest"
         return None
 

@@ -26,6 +26,7 @@ from services.signer.hsm import Hsm
 from services.signer.ledger import GENESIS, Ledger, record_hash, replace_record
 from services.signer.models import SigningRecord
 from services.signer.service import SignerService, SignOutput
+from services.signer.types import KeyAlgorithm
 from tests.fixtures.database import sql
 from tests.signer.conftest import SignerRig
 
@@ -345,3 +346,20 @@ def test_a_record_appended_by_the_database_writer_is_refused(
     with pytest.raises(LedgerUnverified, match=refusal):
         _sign(rig, anchored, 1)
     assert rig.audit_rows("refused")[-1].payload_json.count("LedgerUnverified") == 1
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_record_of_an_ed25519_key_is_checked_over_its_whole_message(rig: SignerRig, tampered: bool) -> None:
+    """Ed25519 signs the whole message (Solana's): the record keeps it as its signing digest, and
+    the ledger's check verifies the HSM key's signature over it, as it does a secp256k1 digest."""
+    hsm: Hsm = rig.service._hsm
+    hsm_id = secrets.token_bytes(16)
+    hsm.generate_keypair(KeyAlgorithm.ED25519, "t-ledger-ed25519", hsm_id)
+    message = b"a whole serialized message " + secrets.token_bytes(64)
+    record = SigningRecord(
+        key_id="key_" + hsm_id.hex(),
+        signing_digest=message + (b"!" if tampered else b""),
+        signature=hsm.sign_ed25519(hsm_id, message),
+    )
+    why = rig.service._made_here(record)
+    assert (why is None) is not tampered
