@@ -19,6 +19,7 @@ from services.audit.writer import AuditWriter
 from services.pb.custos.audit.v1 import audit_pb2, audit_pb2_grpc
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory, transaction
+from services.runtime.readiness import database_probe
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
@@ -78,5 +79,8 @@ async def build(settings: ServiceSettings) -> Component:
         engine.dispose()
 
     return Component(
-        [binding], on_denied=denial_recorder(AuditWriter(sessions, actor="svc:audit")), closers=[dispose]
+        [binding],
+        on_denied=denial_recorder(AuditWriter(sessions, actor="svc:audit")),
+        closers=[dispose],
+        probes=[database_probe(engine, "audit")],
     )

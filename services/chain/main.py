@@ -16,6 +16,7 @@ from services.families.config import ChainConfig
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory
+from services.runtime.readiness import database_probe, node_probe
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import ServiceSettings
@@ -66,4 +67,14 @@ async def build(settings: ServiceSettings) -> Component:
         await signer.close()
         engine.dispose()
 
-    return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])
+    nodes = [
+        node_probe(c.name, head)
+        for c in service.list_chains()
+        if (head := getattr(service.adapter(c.name), "head", None)) is not None
+    ]
+    return Component(
+        [binding],
+        on_denied=denial_recorder(audit),
+        closers=[dispose],
+        probes=[database_probe(engine, "chain"), *nodes],
+    )

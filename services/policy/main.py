@@ -14,6 +14,7 @@ from services.policy.service import PolicyService
 from services.policy.servicer import PolicyServicer
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory
+from services.runtime.readiness import database_probe
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import ServiceSettings
@@ -56,4 +57,9 @@ async def build(settings: ServiceSettings) -> Component:
             await signer.close()
         engine.dispose()
 
-    return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])
+    return Component(
+        [binding],
+        on_denied=denial_recorder(audit),
+        closers=[dispose],
+        probes=[database_probe(engine, "policy")],
+    )

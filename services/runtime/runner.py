@@ -8,11 +8,14 @@ close on the way out. ``custos serve <name>`` calls :func:`run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from services.runtime.db import make_engine
+from services.runtime.readiness import Probe, Readiness, require_schema
 from services.runtime.server import (
     DenialHook,
     RunningServer,
@@ -31,6 +34,9 @@ class Component:
     bindings: Sequence[ServiceBinding]
     on_denied: DenialHook | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: What the service needs to do its work (its database, Temporal, its nodes): while one is
+    #: down, its health is NOT_SERVING (see ``runtime.readiness``).
+    probes: list[Probe] = field(default_factory=list)
 
     async def close(self) -> None:
         for closer in reversed(self.closers):
@@ -46,14 +52,36 @@ def settings_for(service: str) -> ServiceSettings:
 
 
 async def start_service(service: str, settings: ServiceSettings) -> tuple[RunningServer, Component]:
-    """Builds ``service`` from its ``main.py`` and serves it; the caller stops both."""
+    """Builds ``service`` from its ``main.py`` and serves it; the caller stops both.
+
+    Refuses (FailedPrecondition, one line) a database the migrations have not brought to this
+    code's tables. Once serving, its health follows its dependencies every
+    ``health_probe_seconds`` (0: SERVING whatever they do).
+    """
     module = importlib.import_module(f"services.{service}.main")
+    engine = make_engine(settings.database_url)
+    try:
+        await asyncio.to_thread(require_schema, engine)
+    finally:
+        engine.dispose()
     component: Component = await module.build(settings)
     try:
         running = await start_server(settings, component.bindings, on_denied=component.on_denied)
     except BaseException:
         await component.close()
         raise
+    if component.probes and settings.health_probe_seconds > 0:
+        readiness = Readiness(
+            running.health, running.names, component.probes, interval=settings.health_probe_seconds
+        )
+        task = asyncio.create_task(readiness.run_forever(), name=f"custos-{service}-readiness")
+
+        async def stop_probing() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        component.closers.append(stop_probing)  # closed first
     return running, component
 
 

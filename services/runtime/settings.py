@@ -105,8 +105,13 @@ class ServiceSettings(BaseSettings):
     state_dir: Path = Path(".custos")
     database_url: str = ""
     log_level: str = "INFO"
+    #: ``text`` for people, ``json`` (one object a line, with trace and intent ids) for collectors.
+    log_format: Literal["text", "json"] = "text"
     listen: str = ""
     grpc_deadline_seconds: float = 10.0
+    #: Seconds between the checks of the service's dependencies (database, Temporal, chain
+    #: nodes) that set its gRPC health; 0 turns them off.
+    health_probe_seconds: float = Field(default=5.0, ge=0)
     tls: TLSSettings = Field(default_factory=TLSSettings)
     endpoints: Endpoints = Field(default_factory=Endpoints)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)

@@ -22,6 +22,7 @@ from services.policy.governance import read_trust_file
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory, read_only
 from services.runtime.errors import InvalidArgument
+from services.runtime.readiness import database_probe
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import HsmSettings, ServiceSettings
@@ -115,4 +116,9 @@ async def build(settings: ServiceSettings) -> Component:
         await asyncio.to_thread(hsm.close)
         engine.dispose()
 
-    return Component([binding], on_denied=denial_recorder(audit), closers=[dispose])
+    return Component(
+        [binding],
+        on_denied=denial_recorder(audit),
+        closers=[dispose],
+        probes=[database_probe(engine, "signer")],
+    )

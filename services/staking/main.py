@@ -11,6 +11,7 @@ from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.policy.client import PolicyClient
 from services.runtime.audit_hook import denial_recorder
 from services.runtime.db import make_engine, make_session_factory
+from services.runtime.readiness import database_probe, temporal_probe
 from services.runtime.runner import Component
 from services.runtime.server import ServiceBinding
 from services.runtime.settings import ServiceSettings
@@ -68,4 +69,5 @@ async def build(settings: ServiceSettings) -> Component:
         on_denied=denial_recorder(audit),
         # closed in reverse: the reconciler stops before the clients it uses
         closers=[dispose, policy.close, signer.close, chain.close, stop_reconciler],
+        probes=[database_probe(engine, "staking"), temporal_probe(temporal)],
     )
