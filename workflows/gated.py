@@ -15,12 +15,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import search_attributes as attrs
     from workflows.approvals import REFUSED, ApprovalBook, decided, requirement_from_outcome
     from workflows.staking.activities import StakingActivities
     from workflows.staking.types import (
         APPROVED,
         AWAITING_APPROVALS,
         CANCELLED,
+        CONFIRMED,
         DENIED,
         EXPIRED,
         REJECTED,
@@ -48,6 +50,10 @@ QUICK = timedelta(seconds=10)
 #: Approvals count only within the intent's approval window (submission + the rule's expiry), as
 #: the signer counts them; histories recorded before replay without the bound.
 APPROVAL_WINDOW_PATCH = "approval-window"
+#: Intents recorded before they carried search attributes (state, vault, chain, action) replay without.
+SEARCH_ATTRIBUTES_PATCH = "search-attributes"
+#: Intents recorded before an ending other than CONFIRMED failed the workflow replay as completed.
+FAILED_ENDINGS_PATCH = "failed-endings"
 
 
 class ApprovalGatedWorkflow:
@@ -64,6 +70,7 @@ class ApprovalGatedWorkflow:
         self._sequence = 1  # SUBMITTED was recorded by SubmitIntent
         self._state = "AWAITING_POLICY"
         self._cancel: CancelInput | None = None
+        self._indexed = False  # whether this run keeps its search attributes (patched)
 
     @workflow.query
     def state(self) -> str:
@@ -110,6 +117,8 @@ class ApprovalGatedWorkflow:
     async def _transition(self, state: str, detail: str = "", **extra: object) -> None:
         self._sequence += 1
         self._state = state
+        if self._indexed:
+            workflow.upsert_search_attributes([attrs.STATE.value_set(state)])
         await workflow.execute_activity_method(
             StakingActivities.record_transition,
             TransitionInput(self._inp.intent_id, self._sequence, state, detail, dict(extra)),
@@ -121,6 +130,23 @@ class ApprovalGatedWorkflow:
         self._book.open = False
         await self._transition(state, reason, tx_hash=tx_hash)
         return IntentResult(state=state, reason=reason, tx_hash=tx_hash)
+
+    def _finish(self, result: IntentResult) -> IntentResult:
+        """The workflow's ending: CONFIRMED completes it; any other ending fails it (red in the
+        Temporal UI, not a green COMPLETED) with an ``Intent<State>`` error carrying the result.
+
+        The intent's state is the read model's, as every ending is recorded by ``_end`` first;
+        a caller reading the workflow itself takes the result from the error's details
+        (``workflows.staking.results.intent_result``).
+        """
+        if result.state == CONFIRMED or not workflow.patched(FAILED_ENDINGS_PATCH):
+            return result
+        raise ApplicationError(
+            f"{result.state}: {result.reason}",
+            result,
+            type=f"Intent{result.state.capitalize()}",
+            non_retryable=True,
+        )
 
     def _approvals_detail(self, outcome: PolicyOutcome) -> str:
         return f"rule {outcome.rule_id}"
@@ -135,6 +161,15 @@ class ApprovalGatedWorkflow:
         """
         inp = self._inp
         self._book.bound_window = workflow.patched(APPROVAL_WINDOW_PATCH)
+        if workflow.patched(SEARCH_ATTRIBUTES_PATCH):
+            self._indexed = True
+            spec = inp.spec
+            given = {
+                attrs.VAULT: str(spec.get("vault_id", "")),
+                attrs.CHAIN: str(spec.get("chain", "")),
+                attrs.ACTION: str(spec.get("action", "")),
+            }
+            workflow.upsert_search_attributes([k.value_set(v) for k, v in given.items() if v])
         await self._transition("AWAITING_POLICY")
         outcome = await workflow.execute_activity_method(
             StakingActivities.evaluate_policy,

@@ -35,6 +35,7 @@ from services.runtime.health import check_service
 from services.runtime.migrate import upgrade
 from services.runtime.pki import ensure_service_certs, issue
 from services.runtime.settings import SERVICE_NAMES
+from workflows.search_attributes import dev_server_flags
 
 #: People of the demo and their roles (their certificates go in the stack's PKI).
 DEMO_PEOPLE: dict[str, tuple[str, ...]] = {
@@ -336,6 +337,7 @@ def up(
                     "journal_mode=wal",
                     "--sqlite-pragma",
                     "synchronous=normal",
+                    *dev_server_flags(),
                 ],
             )
         )

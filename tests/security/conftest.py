@@ -23,6 +23,7 @@ from tests.fixtures.temporal import _binary
 from tests.security.insiders import WorkerHost
 from tests.security.stack import SecurityStack, security_stack
 from tests.security.world import World, build_world
+from workflows.registration import ensure_registered
 
 _HERE = Path(__file__).parent
 
@@ -41,6 +42,7 @@ async def temporal_address() -> AsyncIterator[str]:
         dev_server_existing_path=_binary("temporal"),
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off"],
     )
+    await ensure_registered(env.client)  # as the worker does
     try:
         yield env.client.service_client.config.target_host
     finally:

@@ -24,6 +24,7 @@ from services.runtime.intent import spec_to_plain
 from tests.security.insiders import WorkerHost, approval_data
 from tests.security.stack import Evidence, SecurityStack
 from tests.security.world import World
+from workflows.staking.results import intent_result
 from workflows.staking.types import ApproverData, ApproverKeyData, IntentInput, IntentResult
 
 
@@ -96,7 +97,7 @@ async def test_a_finished_intent_started_again_with_its_own_approvals(
     )
     for a in approvals:
         await handle.execute_update("approve", approval_data(a))
-    result = await handle.result()
+    result = await intent_result(handle)
     after = await stack.evidence()
     assert (after.records, after.nonce) == (before.records, before.nonce)
     outcomes = {

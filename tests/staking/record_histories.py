@@ -28,7 +28,9 @@ from services.runtime.intent import (
 )
 from tests.staking.workflow_helpers import FakeActivities, Person, make_input
 from workflows.policy_change.workflows import PolicyChangeWorkflow
+from workflows.registration import ensure_registered
 from workflows.sandbox import RUNNER
+from workflows.staking.results import intent_result
 from workflows.staking.types import ApproverData, GroupData
 from workflows.staking.workflows import StakingWorkflow
 
@@ -41,6 +43,7 @@ GROUP = GroupData("operations", 2, ["olivia", "oscar", "otto"])
 async def record() -> None:
     server = shutil.which("temporal-test-server", path=str(Path(sys.executable).parent))
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
+    await ensure_registered(env.client)
     queue = f"q-{uuid.uuid4().hex}"
     try:
         async with Worker(
@@ -59,12 +62,12 @@ async def record() -> None:
             h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
             await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
             await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
-            await h.result()
+            await intent_result(h)
             (OUT / f"staking_confirmed{SUFFIX}.json").write_text((await h.fetch_history()).to_json())
             # an intent that expires
             inp = make_input("alice", registry, now)
             h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
-            await h.result()
+            await intent_result(h)
             (OUT / f"staking_expired{SUFFIX}.json").write_text((await h.fetch_history()).to_json())
             # a policy change approved by the admin quorum (the expiry above moved the clock on)
             now = await env.get_current_time()
@@ -79,7 +82,7 @@ async def record() -> None:
             )
             await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
             await p.execute_update(PolicyChangeWorkflow.approve, PEOPLE[3].decide(inp, expires_at=exp))
-            await p.result()
+            await intent_result(p)
             (OUT / f"policy_change_confirmed{SUFFIX}.json").write_text((await p.fetch_history()).to_json())
         await record_sign_refused(env, registry)
     finally:
@@ -102,7 +105,7 @@ async def record_sign_refused(env: WorkflowEnvironment, registry: list[ApproverD
         h = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
         await h.execute_update(StakingWorkflow.approve, PEOPLE[1].decide(inp, expires_at=exp))
         await h.execute_update(StakingWorkflow.approve, PEOPLE[2].decide(inp, expires_at=exp))
-        await h.result()
+        await intent_result(h)
         (OUT / f"staking_sign_refused{SUFFIX}.json").write_text((await h.fetch_history()).to_json())
 
 

@@ -7,14 +7,23 @@ from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.staking.workflow_helpers import FakeActivities, Person, make_input
+from workflows import search_attributes as attrs
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
+from workflows.staking.results import intent_result
 from workflows.staking.types import ApprovalAck, CancelInput, GroupData, IntentInput, IntentResult
 from workflows.staking.workflows import StakingWorkflow
 
@@ -53,7 +62,7 @@ async def test_expiry_timer_of_24_hours_fires(time_skipping_env: WorkflowEnviron
     acts = FakeActivities([OPS], expiry_seconds=24 * 3600)
     async with _worker(env.client, queue, acts):
         handle, _ = await _start(env, queue)
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "EXPIRED"
     assert [t.state for t in acts.transitions] == ["AWAITING_POLICY", "AWAITING_APPROVALS", "EXPIRED"]
     assert acts.signed == []
@@ -69,7 +78,7 @@ async def test_approvals_right_after_start_are_not_lost(time_skipping_env: Workf
             a1 = await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
             a2 = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
             assert a1.accepted and a2.accepted
-            result: IntentResult = await handle.result()
+            result: IntentResult = await intent_result(handle)
             assert result.state == "CONFIRMED", result
     assert len(acts.signed) == 10
     assert all(len(s.approvals) == 2 for s in acts.signed)
@@ -102,7 +111,7 @@ async def test_refused_approvals_leave_no_history(time_skipping_env: WorkflowEnv
             assert reason in str(e.value.cause), (reason, e.value.cause)
         assert await _accepted_updates(handle) == 1
         await handle.execute_update(StakingWorkflow.approve, O3.decide(inp, expires_at=exp))
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "CONFIRMED"
     assert sorted(a.approver_id for a in acts.signed[0].approvals) == ["olivia", "otto"]
 
@@ -117,7 +126,7 @@ async def test_late_approval_after_deadline_is_refused(time_skipping_env: Workfl
         # the intent expired at 1h and its workflow closed: nothing can be added to it
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):
             await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
         assert await _accepted_updates(handle) == 0
     assert result.state == "EXPIRED"
 
@@ -130,7 +139,7 @@ async def test_one_reject_ends_it_and_nothing_is_signed(time_skipping_env: Workf
         exp = await env.get_current_time() + timedelta(hours=12)
         await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
         await handle.execute_update(StakingWorkflow.reject, O2.decide(inp, "REJECT", expires_at=exp))
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "REJECTED"
     assert acts.signed == []
 
@@ -145,7 +154,7 @@ async def test_quorum_of_the_policy_in_force_counts(time_skipping_env: WorkflowE
         await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
         ack = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
         assert not ack.quorum_met
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "EXPIRED"
     assert acts.signed == []
 
@@ -154,14 +163,14 @@ async def test_denied_and_cancelled(time_skipping_env: WorkflowEnvironment) -> N
     env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
     async with _worker(env.client, queue, FakeActivities([OPS], allow=False)):
         handle, _ = await _start(env, queue)
-        denied: IntentResult = await handle.result()
+        denied: IntentResult = await intent_result(handle)
     assert denied.state == "DENIED" and "cap" in denied.reason
     queue = f"q-{uuid.uuid4().hex}"
     acts = FakeActivities([OPS])
     async with _worker(env.client, queue, acts):
         handle, _ = await _start(env, queue)
         await handle.execute_update(StakingWorkflow.cancel, CancelInput("changed our mind", "alice"))
-        cancelled: IntentResult = await handle.result()
+        cancelled: IntentResult = await intent_result(handle)
     assert cancelled.state == "CANCELLED"
     assert acts.signed == []
 
@@ -176,7 +185,7 @@ async def test_velocity_is_reserved_before_approved_and_a_full_window_denies(
         exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
-        ok: IntentResult = await handle.result()
+        ok: IntentResult = await intent_result(handle)
     assert ok.state == "CONFIRMED" and acts.reserved == [inp.intent_id] and acts.released == []
     queue = f"q-{uuid.uuid4().hex}"
     acts = FakeActivities([OPS], velocity_room=False)
@@ -184,7 +193,7 @@ async def test_velocity_is_reserved_before_approved_and_a_full_window_denies(
         handle, inp = await _start(env, queue)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
-        denied: IntentResult = await handle.result()
+        denied: IntentResult = await intent_result(handle)
     assert denied.state == "DENIED" and "velocity" in denied.reason
     assert [t.state for t in acts.transitions][-2:] == ["AWAITING_APPROVALS", "DENIED"]
     assert acts.signed == []
@@ -200,7 +209,7 @@ async def test_a_failure_before_broadcast_releases_the_velocity_reservation(
         exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "FAILED" and "nonce reused" in result.reason
     assert acts.reserved == [inp.intent_id]
     assert [r.intent_id for r in acts.released] == [inp.intent_id]
@@ -217,7 +226,7 @@ async def test_an_intent_that_fails_before_signing_gives_its_nonce_back_before_i
         exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "FAILED"
     assert [(r.intent_id, r.chain) for r in acts.nonces_released] == [(inp.intent_id, "ethereum-devnet")]
     assert acts.nonces_released[0].reason.startswith("failed: ")
@@ -241,7 +250,56 @@ async def test_a_signed_transaction_keeps_its_nonce_when_the_broadcast_is_refuse
         exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
-        result: IntentResult = await handle.result()
+        result: IntentResult = await intent_result(handle)
     assert result.state == "FAILED" and "broadcast refused" in result.reason
     assert len(acts.signed) == 1
     assert acts.nonces_released == [] and acts.released == []
+
+
+async def test_an_intent_that_does_not_confirm_is_a_failed_workflow_not_a_completed_one(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Operators see DENIED, REJECTED, EXPIRED, CANCELLED and FAILED intents as failed workflows
+    (an ``Intent<State>`` error carrying the result), CONFIRMED ones as completed."""
+    env = time_skipping_env
+    queue = f"q-{uuid.uuid4().hex}"
+    async with _worker(env.client, queue, FakeActivities([OPS], allow=False)):
+        denied, _ = await _start(env, queue)
+        with pytest.raises(WorkflowFailureError) as e:
+            await denied.result()
+        assert isinstance(e.value.cause, ApplicationError) and e.value.cause.type == "IntentDenied"
+        assert e.value.cause.non_retryable and "DENIED: " in e.value.cause.message
+    queue = f"q-{uuid.uuid4().hex}"
+    async with _worker(env.client, queue, FakeActivities([OPS])):
+        confirmed, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        for p in (O1, O2):
+            await confirmed.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        assert (await confirmed.result()).state == "CONFIRMED"
+        cancelled, _ = await _start(env, queue)
+        await cancelled.execute_update(StakingWorkflow.cancel, CancelInput("changed our mind", "alice"))
+        assert (await intent_result(cancelled)).state == "CANCELLED"
+    statuses = {h.id: (await h.describe()).status for h in (denied, confirmed, cancelled)}
+    assert statuses == {
+        denied.id: WorkflowExecutionStatus.FAILED,
+        confirmed.id: WorkflowExecutionStatus.COMPLETED,
+        cancelled.id: WorkflowExecutionStatus.FAILED,
+    }
+
+
+async def test_an_intent_s_state_vault_chain_and_action_are_search_attributes(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    async with _worker(env.client, queue, FakeActivities([OPS])):
+        handle, inp = await _start(env, queue)
+        await handle.execute_update(StakingWorkflow.cancel, CancelInput("changed our mind", "alice"))
+        await intent_result(handle)
+    found = (await handle.describe()).typed_search_attributes
+    spec = inp.spec
+    assert {k.name: found.get(k) for k in attrs.KEYS} == {
+        "CustosState": "CANCELLED",
+        "CustosVault": spec["vault_id"],
+        "CustosChain": spec["chain"],
+        "CustosAction": spec["action"],
+    }

@@ -39,7 +39,7 @@ class PolicyChangeWorkflow(ApprovalGatedWorkflow):
     async def run(self, inp: IntentInput) -> IntentResult:
         ended = await self._collect()
         if ended is not None:
-            return ended
+            return self._finish(ended)
         version = getattr(spec_from_plain(inp.spec).target, "policy_version", "")
         try:
             await workflow.execute_activity_method(
@@ -50,5 +50,7 @@ class PolicyChangeWorkflow(ApprovalGatedWorkflow):
             )
         except ActivityError as e:
             cause = e.cause
-            return await self._end(FAILED, cause.message if isinstance(cause, ApplicationError) else str(e))
-        return await self._end(CONFIRMED, f"policy {version[:12]} is active")
+            return self._finish(
+                await self._end(FAILED, cause.message if isinstance(cause, ApplicationError) else str(e))
+            )
+        return self._finish(await self._end(CONFIRMED, f"policy {version[:12]} is active"))

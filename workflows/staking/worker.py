@@ -23,6 +23,7 @@ from services.runtime.temporal import connect as connect_temporal
 from services.signer.client import SignerClient
 from services.staking.client import StakingClient
 from workflows.policy_change.workflows import PolicyChangeWorkflow
+from workflows.registration import ensure_registered
 from workflows.sandbox import RUNNER
 from workflows.staking.activities import StakingActivities
 from workflows.staking.workflows import StakingWorkflow
@@ -57,6 +58,7 @@ async def build(settings: ServiceSettings) -> tuple[Worker, Callable[[], Awaitab
     activities = StakingActivities(policy=policy, signer=signer, chain=chain, staking=staking)
     # the worker inherits the client's interceptors: workflow and activity spans continue the trace
     client = await connect_temporal(settings.temporal)
+    await ensure_registered(client)  # an intent's first upsert would fail on a namespace without them
     worker = make_worker(client, settings.temporal.task_queue, activities)
 
     async def close() -> None:

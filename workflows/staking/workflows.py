@@ -63,7 +63,7 @@ class StakingWorkflow(ApprovalGatedWorkflow):
         self._reserved = False
         self._signed_steps: list[str] = []
         ended = await self._collect()
-        return ended if ended is not None else await self._execute()
+        return self._finish(ended if ended is not None else await self._execute())
 
     async def _on_quorum(self) -> IntentResult | None:
         """Counts the intent against its vault's velocity limits before it is APPROVED."""
