@@ -80,7 +80,17 @@ class CustosGroup(click.Group):
         _fail(e.ctx, InvalidArgument(f"{e.format_message()} (see {where} --help)"))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("custos")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 @click.group(cls=CustosGroup)
+@click.version_option(_version(), "--version", prog_name="custos", message="%(prog)s %(version)s")
 @click.option(
     "--stack",
     metavar="NAME",

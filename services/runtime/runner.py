@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from services.runtime.db import make_engine
+from services.runtime.logs import setup_logging
 from services.runtime.readiness import Probe, Readiness, require_schema
 from services.runtime.server import (
     DenialHook,
@@ -24,7 +25,7 @@ from services.runtime.server import (
     start_server,
 )
 from services.runtime.settings import ServiceSettings, load
-from services.runtime.telemetry import setup_logging, setup_telemetry
+from services.runtime.telemetry import setup_telemetry
 
 log = logging.getLogger("custos.runner")
 
@@ -88,7 +89,7 @@ async def start_service(service: str, settings: ServiceSettings) -> tuple[Runnin
 async def run_service(service: str) -> None:
     module = importlib.import_module(f"services.{service}.main")
     settings = load(module.SETTINGS)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, service)
     setup_telemetry(settings.telemetry, service)
     running, component = await start_service(service, settings)
     try:

@@ -33,6 +33,7 @@ from services.runtime.auth import (
 )
 from services.runtime.errors import CustosError, InvalidArgument, Unauthenticated
 from services.runtime.grpc_errors import ERROR_TRAILER, bounded_message, status_for
+from services.runtime.logs import CURRENT_INTENT
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.runtime.telemetry import annotate, annotate_message, mark_error, server_span, tracing_on
 
@@ -164,6 +165,8 @@ def _parser(method: str, deserialize: Callable[[bytes], Any] | None) -> Callable
         if b"\x00" in body and isinstance(request, Message) and (where := _nul_field(request)):
             raise InvalidArgument(f"{where} holds a NUL character")
         annotate_message(request)  # the request's ids, on the server span when tracing
+        if isinstance(intent := getattr(request, "intent_id", None), str):
+            CURRENT_INTENT.set(intent)  # for the log lines of this call (its own task's context)
         return request
 
     return parse

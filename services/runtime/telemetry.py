@@ -15,7 +15,6 @@ hold identifiers (intent id, key id, chain), never PINs, keys or signatures.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -84,14 +83,6 @@ class Telemetry:
 
 
 _installed: Telemetry | None = None
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def setup_telemetry(settings: TelemetrySettings, service: str) -> Telemetry:

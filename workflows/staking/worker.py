@@ -17,8 +17,9 @@ from temporalio.worker import Worker
 
 from services.chain.client import ChainClient
 from services.policy.client import PolicyClient
+from services.runtime.logs import setup_logging
 from services.runtime.settings import ServiceSettings, load
-from services.runtime.telemetry import setup_logging, setup_telemetry
+from services.runtime.telemetry import setup_telemetry
 from services.runtime.temporal import connect as connect_temporal
 from services.signer.client import SignerClient
 from services.staking.client import StakingClient
@@ -83,6 +84,6 @@ async def run(settings: ServiceSettings) -> None:
 
 def main() -> None:
     settings = load(WorkerSettings)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, "worker")
     setup_telemetry(settings.telemetry, "worker")
     asyncio.run(run(settings))
