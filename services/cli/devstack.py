@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from services.runtime.errors import FailedPrecondition, NotFound, Unavailable
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.health import check_service
 from services.runtime.migrate import upgrade
 from services.runtime.pki import ensure_service_certs, issue
@@ -143,10 +143,39 @@ def _write_config(stack: Stack, extra: dict[str, Any]) -> dict[str, Any]:
             "task_queue": "custos-staking",
         },
         "dev": {"temporal_ui_port": temporal_ui},
+        **observability_settings(),
         **extra,
     }
     stack.config.write_text(yaml.safe_dump(config, sort_keys=True))
     return config
+
+
+def observability_settings(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The telemetry and log settings of ``custos dev up``'s own environment, for the stack's file.
+
+    A stack process's environment holds no ``CUSTOS_*`` of the caller's (each gets only its
+    stack's), so ``CUSTOS_TELEMETRY__EXPORTER=otlp custos dev up`` reaches the services and the
+    worker through the settings file, for restarts too. ``OTEL_*`` variables pass as they are.
+    """
+    from pydantic import ValidationError
+
+    from services.runtime.settings import ServiceSettings, TelemetrySettings
+
+    env = os.environ if environ is None else environ
+    prefix = "CUSTOS_TELEMETRY__"
+    telemetry = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    logs = {
+        k: env[f"CUSTOS_{k.upper()}"] for k in ("log_format", "log_level") if f"CUSTOS_{k.upper()}" in env
+    }
+    try:
+        out: dict[str, Any] = dict(ServiceSettings.model_validate(logs).model_dump(include=set(logs)))
+        if telemetry:
+            out["telemetry"] = TelemetrySettings.model_validate(telemetry).model_dump(mode="json")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidArgument(f"bad setting {where}: {first['msg']}") from None
+    return out
 
 
 def _prepare_hsm(stack: Stack) -> None:
@@ -390,7 +419,8 @@ async def _wait_healthy(
 
 
 async def status(stack: Stack) -> list[dict[str, Any]]:
-    """Health and reflection of every service of a running stack."""
+    """Health of every component of a running stack: each service (its gRPC health, which follows
+    its own dependencies, and its reflected services), Temporal, the worker, each chain's node."""
     config = stack.settings()
     out = []
     for name in START_ORDER:
@@ -401,7 +431,66 @@ async def status(stack: Stack) -> list[dict[str, Any]]:
         except Unavailable as e:
             row.update(status="UNREACHABLE", services=[], error=str(e))
         out.append(row)
+    out += await _temporal_and_worker(stack, config)
+    for chain in config.get("chains", []):
+        if chain.get("family", "ethereum") == "ethereum":  # the dev stack runs anvil only
+            out.append(await _node_status(chain))
     return out
+
+
+async def _temporal_and_worker(stack: Stack, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Temporal's health check, and whether the worker runs and polls the stack's task queue."""
+    from datetime import timedelta
+
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.client import Client
+
+    address, queue = config["temporal"]["address"], config["temporal"]["task_queue"]
+    temporal: dict[str, Any] = {"service": "temporal", "address": address, "services": []}
+    worker: dict[str, Any] = {"service": "worker", "address": f"task queue {queue}", "services": []}
+    procs = {p["name"]: p for p in stack.running()}
+    worker_alive = _alive(procs.get("worker", {}).get("pid"))
+    try:
+        client = await asyncio.wait_for(Client.connect(address, namespace=config["temporal"]["namespace"]), 5)
+        healthy = await client.service_client.check_health(timeout=timedelta(seconds=5))
+        temporal["status"] = "SERVING" if healthy else "NOT_SERVING"
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=timedelta(seconds=5),
+        )
+        polling = bool(described.pollers)
+    except Exception as e:  # the SDK's connect error (RuntimeError), a timeout, an RPCError
+        temporal.update(status="UNREACHABLE", error=f"{type(e).__name__}: {str(e)[:200]}")
+        polling = False
+    if not worker_alive:
+        worker.update(status="DOWN", error="the worker process is not running")
+    elif temporal["status"] == "UNREACHABLE":
+        worker.update(status="UNKNOWN", error="Temporal is unreachable")
+    else:
+        worker["status"] = "SERVING" if polling else "NOT_SERVING"
+        if not polling:
+            worker["error"] = "no worker polls the task queue"
+    return [temporal, worker]
+
+
+async def _node_status(chain: dict[str, Any]) -> dict[str, Any]:
+    """The chain's node answers its latest block number (one JSON-RPC call)."""
+    from services.chain.ethereum.rpc import JsonRpcClient
+
+    url = str(chain.get("rpc_url", ""))
+    row: dict[str, Any] = {"service": f"node {chain.get('name', '')}", "address": url, "services": []}
+    try:
+        head = int(await JsonRpcClient(url, timeout=5).call("eth_blockNumber"), 16)
+        row.update(status="SERVING", services=[f"block {head}"])
+    except Exception as e:  # NodeUnavailable, a JSON-RPC error, a malformed answer
+        row.update(status="UNREACHABLE", error=f"{type(e).__name__}: {str(e)[:200]}")
+    return row
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:
