@@ -139,7 +139,10 @@ class Follower:
                     wait = APPROVAL_POLL_SECONDS if polling else None
                     kind, item = await asyncio.wait_for(events.get(), wait)
                 except TimeoutError:
-                    await self._decisions()
+                    before = len(self._shown)
+                    intent = await self._decisions()
+                    if len(self._shown) > before and intent["state"] == "AWAITING_APPROVALS":
+                        self._say(waiting_text(intent))  # what is still short after this decision
                     continue
                 if kind == "error":
                     if isinstance(item, RemoteError) and item.status.name == "DEADLINE_EXCEEDED":
