@@ -34,18 +34,18 @@ class Desk:
         self.argv0 = [exe] if exe else [sys.executable, "-m", "services.cli.main"]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOS_")}
 
-    def popen(self, line: str, **env: str) -> subprocess.Popen[str]:
+    def popen(self, line: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*self.argv0, *line.split()],
             cwd=self.home,
-            env={**self.env, **env},
+            env={**self.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
-    def run(self, line: str, *, timeout: float = 60, **env: str) -> str:
-        proc = self.popen(line, **env)
+    def run(self, line: str, *, timeout: float = 60, env: dict[str, str] | None = None) -> str:
+        proc = self.popen(line, env)
         out, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"custos {line}: exit {proc.returncode}\n{err}\n{out}"
         return out
@@ -74,7 +74,7 @@ def test_from_dev_up_to_a_confirmed_intent_with_the_readme_commands(desk: Desk) 
     # a new approver: certificate from the stack's CA, her own encrypted key, registered by the quorum
     assert "paula: certificate with roles approver" in desk.run("people add paula --role approver")
     secret = {"CUSTOS_KEY_PASSPHRASE": "paula's long passphrase"}
-    made = desk.run("people new-key paula.pem", **secret)
+    made = desk.run("people new-key paula.pem", env=secret)
     assert "NOT encrypted" not in made and b"ENCRYPTED" in (desk.home / "paula.pem").read_bytes()
     proposed = desk.run(
         "--as dave -o json admin register-approver paula --group operations --public-key paula.pub "
@@ -108,7 +108,7 @@ def test_from_dev_up_to_a_confirmed_intent_with_the_readme_commands(desk: Desk) 
     assert desk.run("--as rita intents list --needs-me").strip() == "nothing awaits rita"
 
     # two approvals, one with the passphrase-protected key; the watch shows each and the end
-    approved = desk.run(f"--as paula approve {iid} --key paula.pem", **secret)
+    approved = desk.run(f"--as paula approve {iid} --key paula.pem", env=secret)
     assert "quorum met: no" in approved, approved
     assert iid not in desk.run("--as paula intents list --needs-me")
     approved = desk.run(f"--as olivia approve {iid} --key {KEYS}/olivia.pem")
