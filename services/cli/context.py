@@ -84,6 +84,8 @@ class CliContext:
     person: str | None = None
     cert: Path | None = None
     key_file: Path | None = None
+    #: ``--passphrase-file`` of a command that signs with an approver key file
+    passphrase_file: Path | None = None
     _settings: dict[type, ServiceSettings] = field(default_factory=dict, repr=False)
 
     def stack_root(self) -> Path | None:
@@ -187,6 +189,23 @@ class CliContext:
         else:
             for line in human(data):
                 click.echo(line)
+
+
+def _keep_passphrase_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliContext).passphrase_file = value
+
+
+#: ``--passphrase-file`` of the commands that take ``--key``: where an encrypted key file's
+#: passphrase is (else ``CUSTOS_KEY_PASSPHRASE``, else a prompt): never an argument ``ps`` shows.
+passphrase_option = click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    expose_value=False,
+    callback=_keep_passphrase_file,
+    help="If the key file is encrypted: a file holding its passphrase "
+    "(else $CUSTOS_KEY_PASSPHRASE, else a prompt).",
+)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -20,6 +20,7 @@ from services.cli.commands.audit import audit
 from services.cli.commands.db import db
 from services.cli.commands.intents import intents
 from services.cli.commands.keys import keys
+from services.cli.commands.people import people
 from services.cli.commands.policy import policy
 from services.cli.commands.reconcile import reconcile
 from services.cli.context import OUTPUTS, CliContext, error_line, pass_cli, state_root
@@ -159,6 +160,7 @@ cli.add_command(reject)
 cli.add_command(policy)
 cli.add_command(admin)
 cli.add_command(keys)
+cli.add_command(people)
 cli.add_command(audit)
 cli.add_command(reconcile)
 cli.add_command(db)
@@ -204,13 +206,28 @@ _stack_option = click.option(
     help="Use this PostgreSQL database (a superuser's URL), each service as its own role "
     "(custos db roles), instead of the stack's SQLite file. Env: CUSTOS_DEV_POSTGRES.",
 )
+@click.option(
+    "--seed",
+    is_flag=True,
+    help="Then set up the demo's approvers, policy and a funded vault-1, ready for the README's examples.",
+)
 @pass_cli
-def dev_up(cli: CliContext, name: str | None, no_devnet: bool, postgres: str | None) -> None:
+def dev_up(cli: CliContext, name: str | None, no_devnet: bool, postgres: str | None, seed: bool) -> None:
     """Start Temporal, the devnet, every service and the worker; wait until healthy."""
     from services.cli import devstack
 
+    if seed and no_devnet:
+        raise InvalidArgument("--seed funds a vault on the devnet: drop --no-devnet")
     stack = _stack(cli, name)
     config = devstack.up(stack, with_devnet=not no_devnet, postgres=postgres)
+    if seed:
+        from services.cli.scenario import seed as seed_stack
+
+        try:
+            asyncio.run(seed_stack(stack, click.echo))
+        except BaseException:
+            devstack.down(stack, log=lambda *_: None)
+            raise
     click.echo(f"stack {stack.root.name} is up; state in {stack.root}")
     for svc, addr in config["endpoints"].items():
         click.echo(f"  {svc:<8} {addr}")

@@ -49,6 +49,13 @@ CHAIN = "ethereum-devnet"
 ETH = 10**18
 OPS = ("olivia", "oscar", "otto")
 ADMINS = ("dave", "erin")
+#: The approver registry the demo (and ``custos dev up --seed``) sets up: each approver's groups.
+REGISTRY: dict[str, tuple[str, ...]] = {
+    **{name: ("operations",) for name in (*OPS, "alice")},
+    "rita": ("risk",),
+    "dave": ("policy-admins",),
+    "erin": ("policy-admins",),
+}
 
 POLICY = """\
 format: custos.policy/v1
@@ -131,8 +138,7 @@ class Demo:
         """Approvers and their keys, the policy (governed changes by dave, approved by erin), and a
         vault key in the HSM (funded on the devnet)."""
         dave, erin = self.person("dave"), self.person("erin")
-        registry = {n: ["operations"] for n in (*OPS, "alice")}
-        registry.update({"rita": ["risk"], "dave": ["policy-admins"], "erin": ["policy-admins"]})
+        registry = REGISTRY
         async with dave.client(PolicyClient) as as_dave, erin.client(PolicyClient) as as_erin:
             for name, groups in registry.items():
                 p = self.person(name)
@@ -253,6 +259,16 @@ class Demo:
                 async for line in audit.stream("ExportEvents", audit_pb2.ExportEventsRequest(), deadline=60):
                     f.write(line.line + "\n")
         return bool(result.ok), int(result.records_checked), out
+
+
+async def seed(stack: Stack, say: Callable[[str], None] = print) -> Demo:
+    """``custos dev up --seed``: the demo's approvers (keys in ``approver-keys/``), policy and a
+    funded vault-1 on a stack just brought up."""
+    demo = Demo(stack, say)
+    say("== seeding: the demo's approvers, its policy and a funded vault-1")
+    await demo.setup()
+    say(f"   approver key files: {stack.root / 'approver-keys'}/NAME.pem (unencrypted: a dev stack's)")
+    return demo
 
 
 async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict[str, str]:

@@ -101,7 +101,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         "SubmitIntent": frozenset({"initiator"}),
         # approvers read what they sign; policy-admins simulate a recorded intent
         "GetIntent": FOLLOWERS | {"approver", "policy-admin"},
-        "ListIntents": FOLLOWERS,
+        # approvers find what awaits their decision (intents list --needs-me)
+        "ListIntents": FOLLOWERS | {"approver"},
         "ApproveIntent": frozenset({"approver"}),
         "RejectIntent": frozenset({"approver"}),
         "CancelIntent": FOLLOWERS,

@@ -107,7 +107,14 @@ async def test_submit_approve_twice_watch_to_confirmed_and_verify_the_audit(
 
     watch = await desk.custos("alice", "intents", "watch", iid, "--timeout", "120")
     assert watch.code == 0, watch
-    assert [line.split()[2] for line in watch.out.splitlines()] == FLOW
+    transitions = [line for line in watch.out.splitlines() if line.split()[0].isdigit()]
+    assert [line.split()[2] for line in transitions] == FLOW
+    # the decisions, between the transitions they came between, each with the count it brought
+    decisions = [line.split()[1:] for line in watch.out.splitlines() if not line.split()[0].isdigit()]
+    assert [d for d in decisions if d[1] in ("approved:", "rejected:")] == [
+        ["olivia", "approved:", "1", "of", "2", "operations"],
+        ["oscar", "approved:", "2", "of", "2", "operations"],
+    ]
     resumed = await desk.custos("alice", "-o", "json", "intents", "watch", iid, "--from-sequence", "6")
     assert [json.loads(line)["state"] for line in resumed.out.splitlines()] == ["BROADCAST", "CONFIRMED"]
 

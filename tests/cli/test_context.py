@@ -203,8 +203,55 @@ def test_approver_key_files(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="neither an Ed25519 nor an ECDSA P-256"):
         load_key(tmp_path / "k1.pem")
     (tmp_path / "junk.pem").write_text("not a key")
-    with pytest.raises(InvalidArgument, match="not an unencrypted PEM"):
+    with pytest.raises(InvalidArgument, match="not a PEM private key"):
         load_key(tmp_path / "junk.pem")
+
+
+def test_an_encrypted_approver_key_opens_with_its_passphrase_from_a_file_or_the_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passphrase-protected key file is used, not refused; a wrong or missing passphrase is one
+    typed line (stdin is no terminal under pytest: no prompt)."""
+    from services.cli.people import PASSPHRASE_ENV, write_new_key
+
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    made = write_new_key(tmp_path / "paula.pem", b"correct horse")
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "paula.pem").read_bytes()
+    assert (tmp_path / "paula.pem").stat().st_mode & 0o077 == 0
+    assert b"PUBLIC KEY" in (tmp_path / "paula.pub").read_bytes()
+    (tmp_path / "pass").write_text("correct horse\n")
+    opened = load_key(tmp_path / "paula.pem", tmp_path / "pass")
+    assert opened.public_key() == made.public_key()
+    with pytest.raises(InvalidArgument, match="protected by a passphrase: give --passphrase-file"):
+        load_key(tmp_path / "paula.pem")
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    with pytest.raises(InvalidArgument, match="wrong passphrase for"):
+        load_key(tmp_path / "paula.pem")
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse")
+    assert load_key(tmp_path / "paula.pem").public_key() == made.public_key()
+    with pytest.raises(InvalidArgument, match="never overwritten"):
+        write_new_key(tmp_path / "paula.pem", None)
+
+
+def test_approval_progress_and_the_inbox() -> None:
+    from services.cli.progress import needs, progress_text, short_text, waiting_text
+
+    ops = {"name": "operations", "threshold": 2, "members": ["alice", "olivia", "oscar", "paula"]}
+    risk = {"name": "risk", "threshold": 1, "members": ["rita"]}
+    intent = {
+        "state": "AWAITING_APPROVALS",
+        "initiator": "alice",
+        "requirement": {"groups": [ops, risk]},
+        "approvals": [{"approver_id": "olivia", "decision": "APPROVE"}],
+    }
+    assert progress_text(intent) == "1 of 2 operations; 0 of 1 risk"
+    assert short_text(intent) == "operations 1 more of oscar, paula; risk 1 more of rita"
+    assert waiting_text(intent).startswith("waiting for approvals: 1 of 2 operations; 0 of 1 risk (needs ")
+    assert [n for n in ("alice", "olivia", "oscar", "rita", "carol") if needs(intent, n)] == ["oscar", "rita"]
+    met = {**intent, "approvals": [*intent["approvals"], {"approver_id": "oscar", "decision": "APPROVE"}]}
+    assert not needs(met, "paula") and needs(met, "rita")
+    assert not needs({**intent, "state": "APPROVED"}, "oscar")
+    assert waiting_text({"state": "SIGNING"}).startswith("waiting for the signer")
 
 
 def test_identity_is_the_certificate_cn(pki_dir: Path, nowhere: Path) -> None:

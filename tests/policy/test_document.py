@@ -14,14 +14,31 @@ from services.policy.errors import PolicyDocumentInvalid
 from tests.policy.helpers import CHAINS, OPS, VALOPER_1, allow, doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "policies" / "example.yaml"
-#: The example's version since before amounts carried units: writing them ("64 ETH") did not change it.
-EXAMPLE_VERSION = "2e391e9c7cc659e7ada1f53dbbf10d76532fcffa1d1fd831305789ff7bba3fdb"
+#: The example's version since it names the people ``custos dev up --seed`` creates (writing amounts
+#: with their unit, "64 ETH", did not change it before).
+EXAMPLE_VERSION = "9d31d8884bc32aee3399d52642e6ea290f73b4a751242ad835c1b21cb19d600f"
 
 
 def test_example_policy_parses() -> None:
     p = parse_policy(EXAMPLE.read_text(), CHAINS)
     assert [r.id for r in p.rules] == ["deny-above-1024-eth", "eth-large", "eth-standard"]
     assert p.version == EXAMPLE_VERSION
+
+
+def test_example_policy_names_people_the_seeded_stack_has() -> None:
+    """Every initiator, approver and approver group of the example exists after ``dev up --seed``."""
+    from services.cli.devstack import DEMO_PEOPLE
+    from services.cli.scenario import REGISTRY
+
+    p = parse_policy(EXAMPLE.read_text(), CHAINS)
+    initiators = {n for members in p.initiators.values() for n in members}
+    assert initiators and initiators <= {n for n, roles in DEMO_PEOPLE.items() if "initiator" in roles}
+    groups = [g for r in p.rules if r.require is not None for g in r.require.groups]
+    named = {n for g in groups for n in g.approvers}
+    assert named <= set(REGISTRY)
+    seeded_groups = {g for gs in REGISTRY.values() for g in gs}
+    assert {n for g in groups for n in g.approver_groups} <= seeded_groups
+    assert all(g.approvers or g.approver_groups for g in groups)
 
 
 def test_version_ignores_comments_key_order_and_set_order() -> None:

@@ -89,7 +89,7 @@ GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "SubmitIntent": roles("initiator"),  # intents submit
         # intents show and watch; approve and reject; policy simulate --intent; the demo (ops)
         "GetIntent": roles("initiator", "operator", "approver", "policy-admin"),
-        "ListIntents": roles("initiator", "operator"),  # intents list
+        "ListIntents": roles("initiator", "operator", "approver"),  # intents list; --needs-me (inbox)
         "ApproveIntent": roles("approver"),  # approve
         "RejectIntent": roles("approver"),  # reject
         "CancelIntent": roles("initiator", "operator"),  # intents cancel

@@ -18,7 +18,17 @@ from typing import Any
 
 import click
 
-from services.cli.context import CliContext, fields, page_hint, paged, pass_cli, run, table, to_json
+from services.cli.context import (
+    CliContext,
+    fields,
+    page_hint,
+    paged,
+    pass_cli,
+    passphrase_option,
+    run,
+    table,
+    to_json,
+)
 from services.policy.governance import (
     AddApproverKey,
     Change,
@@ -35,7 +45,7 @@ KEY_HELP = (
 )
 _STATES = {s.value.lower(): s for s in ChangeState}
 
-_key_option = click.option(
+_key = click.option(
     "--key",
     "key_file",
     required=True,
@@ -43,6 +53,11 @@ _key_option = click.option(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help=KEY_HELP,
 )
+
+
+def _key_option(f: Any) -> Any:
+    """``--key FILE`` and, for an encrypted one, ``--passphrase-file``."""
+    return _key(passphrase_option(f))
 
 
 def change_lines(c: dict[str, Any]) -> list[str]:
@@ -129,7 +144,7 @@ def propose(cli: CliContext, change: Change, key_file: Path) -> None:
     from services.cli.people import load_key
     from services.policy.client import PolicyClient
 
-    key = load_key(key_file)
+    key = load_key(key_file, cli.passphrase_file)
 
     async def go() -> dict[str, Any]:
         async with cli.client(PolicyClient) as policy:
@@ -215,7 +230,7 @@ def _decide(cli: CliContext, change_id: str, key_file: Path, decision: Decision)
     from services.cli.people import load_key
     from services.policy.client import PolicyClient
 
-    key = load_key(key_file)
+    key = load_key(key_file, cli.passphrase_file)
 
     async def go() -> dict[str, Any]:
         async with cli.client(PolicyClient) as policy:

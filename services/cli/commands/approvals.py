@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from services.cli.commands.intents import describe
-from services.cli.context import CliContext, DisplayUnit, Duration, pass_cli, run, to_json
+from services.cli.context import CliContext, DisplayUnit, Duration, pass_cli, passphrase_option, run, to_json
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import Decision
 
@@ -40,7 +40,7 @@ async def decide(
     from services.runtime.intent import SUBMISSION_SKEW, IntentBinding, intent_digest
     from services.staking.client import StakingClient
 
-    key = load_key(key_file)
+    key = load_key(key_file, cli.passphrase_file)
     me = cli.identity()
     async with cli.client(StakingClient) as staking:
         intent = (await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id))).intent
@@ -104,7 +104,7 @@ def decision_line(data: dict[str, Any], units: Mapping[str, DisplayUnit] | None 
     return f"{data['approver']} {verb} {i['intent_id']}: {describe(i['spec'], units)} ({tail})"
 
 
-_key_option = click.option(
+_key = click.option(
     "--key",
     "key_file",
     required=True,
@@ -112,6 +112,11 @@ _key_option = click.option(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help=KEY_HELP,
 )
+
+
+def _key_option(f: Any) -> Any:
+    """``--key FILE`` and, for an encrypted one, ``--passphrase-file``."""
+    return _key(passphrase_option(f))
 
 
 @click.command("approve")

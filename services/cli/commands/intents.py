@@ -22,7 +22,6 @@ from services.cli.context import (
     error_code,
     fields,
     fill_range,
-    hhmmss,
     page_hint,
     paged,
     pass_cli,
@@ -30,10 +29,19 @@ from services.cli.context import (
     table,
     to_json,
 )
+from services.cli.progress import (
+    TERMINAL,
+    Follower,
+    event_line,
+    needs,
+    progress_text,
+    short_text,
+    waiting_text,
+)
 from services.families.config import ChainFamily
 from services.families.ethereum.deposit import DepositData, stake_target
 from services.pb.custos.staking.v1 import staking_pb2
-from services.runtime.errors import InvalidArgument, Unavailable
+from services.runtime.errors import InvalidArgument
 from services.runtime.intent import (
     Action,
     IntentSpec,
@@ -44,7 +52,6 @@ from services.runtime.intent import (
 )
 
 STATES = tuple(name.removeprefix("INTENT_STATE_") for name in staking_pb2.IntentState.keys()[1:])
-TERMINAL = frozenset({"CONFIRMED", "DENIED", "REJECTED", "EXPIRED", "CANCELLED", "FAILED"})
 ETH = 10**18
 
 
@@ -95,6 +102,7 @@ def intent_lines(intent: dict[str, Any], units: Mapping[str, DisplayUnit] | None
             ("policy", policy),
             ("requires", requirement_text(intent["requirement"])),
             ("approvals", approvals),
+            ("waiting", waiting_text(intent)),
             ("deadline", intent["approval_deadline"]),
             ("digest", intent["digest"]),
             ("summary", intent["summary"]),
@@ -103,11 +111,6 @@ def intent_lines(intent: dict[str, Any], units: Mapping[str, DisplayUnit] | None
             ("created", intent["created_at"]),
         ]
     )
-
-
-def event_line(e: dict[str, Any]) -> str:
-    """One transition: ``sequence time STATE detail``."""
-    return f"{e['sequence']:>2} {hhmmss(e['time'])} {e['state']:<19} {e['detail'][:90]}".rstrip()
 
 
 def timeline_lines(events: list[dict[str, Any]]) -> list[str]:
@@ -349,6 +352,12 @@ def submit(cli: CliContext, action: str, idempotency_key: str | None, **options:
 @click.option("--initiator", default="")
 @click.option("--since", type=When(), help="Created at or after (ISO time, or 2h for 2 hours ago).")
 @click.option("--until", type=When(), help="Created before.")
+@click.option(
+    "--needs-me",
+    is_flag=True,
+    help="Your inbox: intents awaiting approvals where a group of yours is still short and you "
+    "have not decided (every page).",
+)
 @paged()
 @pass_cli
 def list_(
@@ -357,12 +366,15 @@ def list_(
     action: str | None,
     since: datetime | None,
     until: datetime | None,
+    needs_me: bool,
     **o: Any,
 ) -> None:
     """Intents, newest first, with filters; one page at a time."""
     from services.runtime.convert import action_to_pb
     from services.staking.client import StakingClient
 
+    if needs_me and (states or o["page_token"]):
+        raise InvalidArgument("--needs-me lists every intent awaiting you: drop --state and --page-token")
     req = staking_pb2.ListIntentsRequest(
         states=[staking_pb2.IntentState.Value(f"INTENT_STATE_{s.upper()}") for s in states],
         chain=o["chain"],
@@ -375,10 +387,44 @@ def list_(
         req.action = action_to_pb(Action(action.upper()))
     if since or until:
         fill_range(req.created, since, until)
-
+    if needs_me:
+        data = run(_inbox(cli, req))
+        cli.emit(data, functools.partial(_inbox_lines, units=cli.display_units()))
+        return
     resp = cli.call(StakingClient, "ListIntents", req)
     data = {"intents": [to_json(i) for i in resp.intents], "next_page_token": resp.next_page_token}
     cli.emit(data, functools.partial(_list_lines, units=cli.display_units()))
+
+
+async def _inbox(cli: CliContext, req: staking_pb2.ListIntentsRequest) -> dict[str, Any]:
+    """Every intent awaiting approvals that still needs the caller (all pages: an inbox is short)."""
+    from services.staking.client import StakingClient
+
+    me = cli.identity()
+    req.states[:] = [staking_pb2.INTENT_STATE_AWAITING_APPROVALS]
+    mine: list[dict[str, Any]] = []
+    async with cli.client(StakingClient) as staking:
+        while True:
+            resp = await staking.call("ListIntents", req)
+            mine += [i for i in map(to_json, resp.intents) if needs(i, me)]
+            if not resp.next_page_token:
+                break
+            req.page_token = resp.next_page_token
+    for i in mine:
+        i["progress"], i["short"] = progress_text(i), short_text(i)
+    return {"approver": me, "intents": mine}
+
+
+def _inbox_lines(data: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> list[str]:
+    if not data["intents"]:
+        return [f"nothing awaits {data['approver']}"]
+    rows = [
+        (i["intent_id"], describe(i["spec"], units), i["initiator"], i["progress"], i["approval_deadline"])
+        for i in data["intents"]
+    ]
+    return table(rows, ("INTENT", "WHAT", "INITIATOR", "APPROVALS", "DEADLINE")) + [
+        f"{i['intent_id']}: needs {i['short']}" for i in data["intents"]
+    ]
 
 
 async def get_intent(cli: CliContext, intent_id: str) -> Any:
@@ -417,11 +463,7 @@ def watch(cli: CliContext, intent_id: str, from_sequence: int, timeout: float | 
 
 
 async def _watch(cli: CliContext, intent_id: str, after: int, timeout: float | None) -> str:
-    from services.runtime.grpc_errors import RemoteError
     from services.staking.client import StakingClient
-
-    def out(e: dict[str, Any]) -> None:
-        click.echo(json.dumps(e, sort_keys=True) if cli.json else event_line(e))
 
     async with cli.client(StakingClient) as staking:
         got = await staking.call("GetIntent", staking_pb2.GetIntentRequest(intent_id=intent_id))
@@ -431,19 +473,7 @@ async def _watch(cli: CliContext, intent_id: str, after: int, timeout: float | N
             if not cli.json:
                 click.echo(f"{intent_id} is {state}: no transitions after {after}")
             return str(state)
-        request = staking_pb2.WatchIntentRequest(intent_id=intent_id, after_sequence=after)
-        try:
-            async for r in staking.stream("WatchIntent", request, deadline=timeout):
-                event = to_json(r.event)
-                out(event)
-                state = event["state"]
-                if state in TERMINAL:
-                    return str(state)
-        except RemoteError as e:
-            if e.status.name != "DEADLINE_EXCEEDED":
-                raise
-            raise Unavailable(f"{intent_id} is still {state} after {timeout:g}s") from None
-    raise Unavailable(f"the watch of {intent_id} ended early in {state}: run it again to resume")
+        return await Follower(cli, staking, intent_id).follow(after, timeout)
 
 
 @intents.command("cancel")

@@ -18,6 +18,7 @@ from services.cli.context import (
     page_hint,
     paged,
     pass_cli,
+    passphrase_option,
     run,
     table,
     to_json,
@@ -121,6 +122,7 @@ def list_(cli: CliContext, page_size: int, page_token: str) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Your admin key file, as pinned in the trust root (you sign the activation you propose).",
 )
+@passphrase_option
 @pass_cli
 def propose(cli: CliContext, file: Path, description: str, key_file: Path) -> None:
     """Propose the policy in FILE (YAML) and open the governed change that activates it.
@@ -133,7 +135,7 @@ def propose(cli: CliContext, file: Path, description: str, key_file: Path) -> No
     from services.policy.governance import ActivatePolicy
 
     document = _read(file)
-    key = load_key(key_file)
+    key = load_key(key_file, cli.passphrase_file)
 
     async def go() -> dict[str, Any]:
         async with cli.client(PolicyClient) as client:
