@@ -127,9 +127,10 @@ class Demo:
     def person(self, name: str) -> Person:
         return Person(name, self.settings, self.stack.root / "approver-keys")
 
-    async def setup(self) -> None:
+    async def setup(self, policy: str = POLICY) -> None:
         """Approvers and their keys, the policy (governed changes by dave, approved by erin), and a
-        vault key in the HSM (funded on the devnet)."""
+        vault key in the HSM (funded on the devnet). ``policy`` replaces the demo's (the workflow
+        bench raises its daily limit to the intents it submits)."""
         dave, erin = self.person("dave"), self.person("erin")
         registry = {n: ["operations"] for n in (*OPS, "alice")}
         registry.update({"rita": ["risk"], "dave": ["policy-admins"], "erin": ["policy-admins"]})
@@ -146,7 +147,7 @@ class Demo:
                 await as_erin.decide_change(
                     change.request.change_id, erin.key, admin="erin", decision=Decision.APPROVE
                 )
-            proposal = policy_pb2.ProposePolicyRequest(document=POLICY, description="demo policy")
+            proposal = policy_pb2.ProposePolicyRequest(document=policy, description="demo policy")
             version = (await as_dave.call("ProposePolicy", proposal)).policy.version
             activation = await as_dave.propose_change(ActivatePolicy(version, ""), dave.key, proposer="dave")
         self.say(
