@@ -67,6 +67,7 @@ STAKE_SHAPE: tuple[str, ...] = (
     GATE,
     "ReserveVelocity",  # once the quorum is met (_on_quorum)
     "RecordTransition",  # APPROVED
+    "PlanSteps",  # the chain family's steps (one signed transaction for an Ethereum STAKE)
     "BuildTransaction",
     "RecordTransition",  # SIGNING
     "SignTransaction",
