@@ -12,9 +12,10 @@ from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
 
 
-def new_pki() -> Path:
-    """A fresh development PKI (CA, every service's and the worker's certificate)."""
-    pki = Path(tempfile.mkdtemp(prefix="custos-bench-pki-"))
+def new_pki(parent: Path | None = None) -> Path:
+    """A fresh development PKI (CA, every service's and the worker's certificate, with their
+    private keys): in ``parent`` when given, else a new temporary folder. The caller removes it."""
+    pki = parent / "pki" if parent else Path(tempfile.mkdtemp(prefix="custos-bench-pki-"))
     ensure_service_certs(pki)
     return pki
 
@@ -24,13 +25,9 @@ def server_tls(pki: Path, service: str) -> TLSSettings:
     return TLSSettings(pki_dir=pki, cert=pki / f"{service}.crt", key=pki / f"{service}.key")
 
 
-async def serve(binding: ServiceBinding, service: str, pki: Path | None = None) -> tuple[RunningServer, Path]:
-    """Starts ``binding`` in this process on a free port; returns (server, pki dir).
-
-    Without ``pki`` a fresh development PKI is made; servers in several processes
-    share one by passing the same folder.
-    """
-    pki = pki or new_pki()
+async def serve(binding: ServiceBinding, service: str, pki: Path) -> tuple[RunningServer, Path]:
+    """Starts ``binding`` in this process on a free port, with its certificate from ``pki``
+    (see :func:`new_pki`; servers in several processes share one); returns (server, pki dir)."""
     settings = ServiceSettings(state_dir=pki.parent, listen="127.0.0.1:0", tls=server_tls(pki, service))
     return await start_server(settings, [binding]), pki
 

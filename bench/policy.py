@@ -1,9 +1,13 @@
 """Policy evaluation benchmark: evaluations/s and p50/p99 latency for a 1,000-rule policy.
 
-Sections (run all by default, or name some: ``python bench/policy.py inprocess``):
+    .venv/bin/python bench/policy.py [inprocess] [grpc] [--seconds 3]
+
+Sections (run all by default, or name some):
 
 * ``inprocess``: :func:`services.policy.engine.evaluate` on a parsed policy.
-* ``grpc``: placeholder for EvaluateIntent through the server runtime (added by the lead).
+* ``grpc``: EvaluateIntent through the served PolicyServicer (mTLS, roles, SQLite); its
+  database and PKI (the CA's and the services' private keys) live in one temporary
+  folder, removed when the section ends.
 
 The worst case is measured: the matching rule is the last of 1,000, so every rule's
 selectors are tried first. The last line prints the headline figures and the ratio
@@ -12,6 +16,7 @@ against a 1-rule policy measured in the same run.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -135,7 +140,20 @@ def grpc_section(seconds: float) -> dict[str, tuple[float, float, float]]:
 
 
 async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
-    from bench._grpc import client, serve
+    out = {}
+    for n in (1, 1000):
+        with tempfile.TemporaryDirectory(prefix="custos-bench-policy-") as tmp:
+            samples = await _grpc_samples(n, seconds, Path(tmp))
+        q = statistics.quantiles(samples, n=100)
+        rate, p50, p99 = len(samples) / sum(samples), q[49] * 1000, q[98] * 1000
+        print(f"grpc      rules={n:5d}: {rate:10.0f} eval/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms")
+        out[f"grpc-{n}"] = (rate, p50, p99)
+    return out
+
+
+async def _grpc_samples(n: int, seconds: float, tmp: Path) -> list[float]:
+    """EvaluateIntent latencies against an ``n``-rule policy served from ``tmp`` (database, PKI)."""
+    from bench._grpc import client, new_pki, serve
     from bench._seed import seed_governed
     from services.pb.custos.policy.v1 import policy_pb2, policy_pb2_grpc
     from services.policy.client import PolicyClient
@@ -146,37 +164,35 @@ async def _grpc(seconds: float) -> dict[str, tuple[float, float, float]]:
     from services.runtime.migrate import upgrade
     from services.runtime.server import ServiceBinding
 
-    out = {}
-    for n in (1, 1000):
-        url = f"sqlite:///{tempfile.mkdtemp(prefix='custos-bench-')}/policy.db"
-        upgrade(url)
-        engine = make_engine(url)
+    url = f"sqlite:///{tmp}/policy.db"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
         svc = PolicyService(make_session_factory(engine), chains=CHAINS.values())
         doc = yaml.safe_dump(_body(n), sort_keys=False)
-        seed_governed(make_session_factory(engine), {}, doc, Path(url.removeprefix("sqlite:///")).parent)
+        seed_governed(make_session_factory(engine), {}, doc, tmp)
         binding = ServiceBinding(
             policy_pb2.DESCRIPTOR.services_by_name["PolicyService"],
             policy_pb2_grpc.add_PolicyServiceServicer_to_server,
             PolicyServicer(svc, None),
         )
-        running, pki = await serve(binding, "policy")
-        request = policy_pb2.EvaluateIntentRequest(spec=spec_to_pb(SPEC), initiator="alice")
-        async with client(PolicyClient, running.port, pki, "worker") as c:  # the one caller of EvaluateIntent
-            for _ in range(20):
-                await c.call("EvaluateIntent", request)
-            samples: list[float] = []
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                await c.call("EvaluateIntent", request)
-                samples.append(time.perf_counter() - t0)
-        await running.stop(0)
+        running, pki = await serve(binding, "policy", new_pki(tmp))
+        samples: list[float] = []
+        try:
+            request = policy_pb2.EvaluateIntentRequest(spec=spec_to_pb(SPEC), initiator="alice")
+            async with client(PolicyClient, running.port, pki, "worker") as c:  # EvaluateIntent's one caller
+                for _ in range(20):
+                    await c.call("EvaluateIntent", request)
+                end = time.perf_counter() + seconds
+                while time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    await c.call("EvaluateIntent", request)
+                    samples.append(time.perf_counter() - t0)
+        finally:
+            await running.stop(0)
+        return samples
+    finally:
         engine.dispose()
-        q = statistics.quantiles(samples, n=100)
-        rate, p50, p99 = len(samples) / sum(samples), q[49] * 1000, q[98] * 1000
-        print(f"grpc      rules={n:5d}: {rate:10.0f} eval/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms")
-        out[f"grpc-{n}"] = (rate, p50, p99)
-    return out
 
 
 SECTIONS: dict[str, Callable[[float], dict[str, tuple[float, float, float]]]] = {
@@ -186,11 +202,16 @@ SECTIONS: dict[str, Callable[[float], dict[str, tuple[float, float, float]]]] = 
 
 
 def main(argv: list[str]) -> None:
-    names = argv or list(SECTIONS)
-    seconds = 3.0
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("sections", nargs="*", metavar="SECTION", help="inprocess, grpc (default: both)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per case (default 3)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.sections if n not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section {unknown[0]!r} (choose from {', '.join(SECTIONS)})")
     results: dict[str, tuple[float, float, float]] = {}
-    for name in names:
-        results.update(SECTIONS[name](seconds))
+    for name in args.sections or list(SECTIONS):
+        results.update(SECTIONS[name](args.seconds))
     big, base, rpc = results.get("inprocess-1000"), results.get("inprocess-1"), results.get("grpc-1000")
     if big and base:
         grpc_part = (

@@ -1,7 +1,7 @@
 """Signatures per second: raw ``C_Sign``, the signer in process, and Sign over gRPC; 1 and 2 processes.
 
-    .venv/bin/python -m bench.signer [--seconds 3] [--processes 1 2] [--paths raw service grpc]
-                                     [--db sqlite|postgresql|URL] [--concurrency 16]
+    .venv/bin/python bench/signer.py [--seconds 3] [--processes 1 2] [--paths raw service grpc]
+                                    [--db sqlite|postgresql|URL] [--concurrency 16]
 
 Every process is started with multiprocessing "spawn" (never fork a process that
 has loaded PKCS#11) and opens its own HSM session on one throw-away SoftHSM token;
@@ -36,6 +36,7 @@ import os
 import queue
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+# Run as ``python bench/signer.py``: the repository root (``bench``, ``services``) on the path,
+# for this process and the spawned ones (they inherit ``sys.path``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GWEI = 10**9
 CHAIN = "ethereum-devnet"

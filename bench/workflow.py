@@ -4,7 +4,8 @@
 
 Brings up the real local stack (``devstack.up`` in a temporary state folder: the
 Temporal dev server, anvil, every service and the worker as processes, mTLS),
-registers the demo's approvers, policy and vault key, then submits ``--intents``
+registers the demo's approvers, policy (its daily limit raised to what the run stakes) and
+vault key, then submits ``--intents``
 STAKE 32 ETH intents with generated deposit data, ``--concurrency`` in flight.
 Each intent's two approvals are sent as soon as ``SubmitIntent`` returns (the
 workflow's validators accept them from its first moment), and the intent counts
@@ -43,7 +44,7 @@ from temporalio.client import Client
 
 from bench._bare import READY, BareApproval, BareInput, BareWorkflow
 from services.cli import devstack
-from services.cli.scenario import STATE_NAME, Demo
+from services.cli.scenario import POLICY, STATE_NAME, Demo
 from services.pb.custos.staking.v1 import staking_pb2
 from services.runtime.convert import approval_to_pb, spec_to_pb
 from services.runtime.intent import Decision, IntentSpec
@@ -66,6 +67,7 @@ STAKE_SHAPE: tuple[str, ...] = (
     GATE,
     "ReserveVelocity",  # once the quorum is met (_on_quorum)
     "RecordTransition",  # APPROVED
+    "PlanSteps",  # the chain family's steps (one signed transaction for an Ethereum STAKE)
     "BuildTransaction",
     "RecordTransition",  # SIGNING
     "SignTransaction",
@@ -278,12 +280,21 @@ def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
     return ", ".join(f"{k} {v:.0f}" for v, k in busy) + f" (total {sum(per.values()):.0f})"
 
 
+def bench_policy(stakes: int) -> str:
+    """The demo's policy with a daily limit per vault that lets ``stakes`` 32 ETH stakes through
+    (the demo's 2048 ETH a day denies the 65th)."""
+    demo_limit = 'max: "2_048_000_000_000_000_000_000"'
+    if demo_limit not in POLICY:
+        raise SystemExit("bench/workflow.py: the demo policy's daily limit changed: update bench_policy")
+    return POLICY.replace(demo_limit, f'max: "{max(stakes * 32 * ETH, 2048 * ETH)}"')
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
 async def measure(stack: devstack.Stack, intents: int, concurrency: int) -> str:
     demo = Demo(stack, say=lambda _: None)
-    await demo.setup()
+    await demo.setup(bench_policy(intents + WARMUP))
     needed = (intents + WARMUP) * 33 * ETH + 100 * ETH
     demo._rpc().call_sync("anvil_setBalance", [demo.vault_address, hex(max(needed, 10_000 * ETH))])
     specs = [demo.deposit_spec(32)[0] for _ in range(intents + WARMUP)]

@@ -51,6 +51,10 @@ class ChainAdapter(Protocol[Prepared]):
         """Validates the intent's chain-specific data; raises ``IntentInvalid`` with the reason."""
         ...
 
+    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> None:
+        """Raises ``InsufficientFunds`` when the vault does not hold the value the intent moves."""
+        ...
+
     def normalise_address(self, address: str) -> str:
         """The one spelling of an account address used as a database key."""
         ...
@@ -128,9 +132,13 @@ class ChainService:
         except KeyError:
             raise UnknownChain(f"unknown chain {chain!r}", details={"chain": chain}) from None
 
-    def validate_intent(self, spec: IntentSpec, vault_address: str) -> None:
-        """Checks the chain-specific data (e.g. ETH deposit data) without touching the node."""
-        self.adapter(spec.chain).plan(spec, vault_address)
+    async def validate_intent(self, spec: IntentSpec, vault_address: str) -> None:
+        """Checks the chain-specific data (e.g. ETH deposit data), and that the vault holds the
+        intent's value: an intent nobody can pay is refused at submission, before any approver
+        is asked (the build checks the value and the fees again)."""
+        adapter = self.adapter(spec.chain)
+        adapter.plan(spec, vault_address)
+        await adapter.check_holds_value(spec, adapter.normalise_address(vault_address))
 
     async def build_transaction(
         self, intent_id: str, spec: IntentSpec, vault_address: str, *, step: str | None = None

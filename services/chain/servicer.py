@@ -182,7 +182,7 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
     async def ValidateIntent(
         self, request: chain_pb2.ValidateIntentRequest, context: Any
     ) -> chain_pb2.ValidateIntentResponse:
-        self._service.validate_intent(spec_from_pb(request.spec), request.vault_address)
+        await self._service.validate_intent(spec_from_pb(request.spec), request.vault_address)
         return chain_pb2.ValidateIntentResponse()
 
     async def BuildTransaction(

@@ -27,7 +27,7 @@ from services.runtime.client import BaseClient
 from services.runtime.errors import CustosError, InvalidArgument
 from services.runtime.grpc_errors import RemoteError, status_for
 from services.runtime.intent import MAX_AMOUNT
-from services.runtime.settings import SERVICE_NAMES, ServiceSettings
+from services.runtime.settings import SERVICE_NAMES, ServiceSettings, validation_line
 
 T = TypeVar("T")
 C = TypeVar("C", bound=BaseClient)
@@ -69,9 +69,7 @@ def load_settings(config: Path | None, cls: type[S], *, state_dir: Path | None =
             pinned: dict[str, Any] = {} if state_dir is None else {"state_dir": state_dir}
             return cls(**pinned)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidArgument(f"bad setting {where}: {first['msg']}") from None
+            raise InvalidArgument(validation_line(e)) from None
 
 
 @dataclass
@@ -224,7 +222,8 @@ def error_code(e: CustosError) -> str:
 
 def error_message(e: CustosError) -> str:
     """The message without the ``<service>: `` prefix a remote error carries."""
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # one line, but all of it: a usage error's choices, a position in a file
+    text = " ".join(str(e).split()) or type(e).__name__
     service, sep, rest = text.partition(": ")
     return rest if isinstance(e, RemoteError) and sep and service in SERVICE_NAMES else text
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from services.cli.ports import allocate, free_port
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.health import check_service
 from services.runtime.migrate import upgrade
@@ -69,12 +70,6 @@ START_ORDER = ("audit", "policy", "signer", "chain", "staking")
 #: shared settings file names none), so the signer never holds the audit checkpoint
 #: key and the audit service can never open a vault key.
 HSM_TOKENS = {"signer": "custos-vault", "audit": "custos-audit"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -132,8 +127,9 @@ class Stack:
 
 
 def _write_config(stack: Stack, extra: dict[str, Any]) -> dict[str, Any]:
-    ports = {name: free_port() for name in SERVICE_NAMES}
-    temporal_port, temporal_ui = free_port(), free_port()
+    # all at once: distinct by construction (see services.cli.ports)
+    *service_ports, temporal_port, temporal_ui = allocate(len(SERVICE_NAMES) + 2)
+    ports = dict(zip(SERVICE_NAMES, service_ports, strict=True))
     config: dict[str, Any] = {
         "state_dir": str(stack.root),
         "endpoints": {name: f"127.0.0.1:{port}" for name, port in ports.items()},

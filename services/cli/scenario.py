@@ -134,9 +134,10 @@ class Demo:
     def person(self, name: str) -> Person:
         return Person(name, self.settings, self.stack.root / "approver-keys")
 
-    async def setup(self) -> None:
+    async def setup(self, policy: str = POLICY) -> None:
         """Approvers and their keys, the policy (governed changes by dave, approved by erin), and a
-        vault key in the HSM (funded on the devnet)."""
+        vault key in the HSM (funded on the devnet). ``policy`` replaces the demo's (the workflow
+        bench raises its daily limit to the intents it submits)."""
         dave, erin = self.person("dave"), self.person("erin")
         registry = REGISTRY
         async with dave.client(PolicyClient) as as_dave, erin.client(PolicyClient) as as_erin:
@@ -152,7 +153,7 @@ class Demo:
                 await as_erin.decide_change(
                     change.request.change_id, erin.key, admin="erin", decision=Decision.APPROVE
                 )
-            proposal = policy_pb2.ProposePolicyRequest(document=POLICY, description="demo policy")
+            proposal = policy_pb2.ProposePolicyRequest(document=policy, description="demo policy")
             version = (await as_dave.call("ProposePolicy", proposal)).policy.version
             activation = await as_dave.propose_change(ActivatePolicy(version, ""), dave.key, proposer="dave")
         self.say(

@@ -80,6 +80,7 @@ from services.policy import facts
 from services.policy.errors import PolicyDocumentInvalid
 from services.policy.facts import ChainRegistry, Entry
 from services.runtime.intent import MAX_AMOUNT, Action, canonical_json
+from services.runtime.yaml_errors import yaml_error_line
 
 FORMAT = "custos.policy/v1"
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
@@ -772,7 +773,7 @@ def parse_policy(text: str, chains: ChainRegistry | None = None) -> Policy:
     try:
         raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as e:
-        raise PolicyDocumentInvalid(f"document: not valid YAML: {e}".splitlines()[0]) from None
+        raise PolicyDocumentInvalid(f"document: not valid YAML: {yaml_error_line(e)}") from None
     if isinstance(raw, dict) and "admin" in raw:
         raise _fail(
             "admin",

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 import grpc
 
+from services.runtime.errors import InvalidArgument
 from services.runtime.grpc_errors import RemoteError, error_from_rpc
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.runtime.telemetry import annotate_message, client_span, mark_error, tracing_on
@@ -24,10 +25,17 @@ Resp = TypeVar("Resp")
 
 def channel_credentials(ca_cert: Path, cert: Path, key: Path) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
-        root_certificates=ca_cert.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
+        root_certificates=_read_tls(ca_cert, "the CA certificate (tls.ca_cert)"),
+        private_key=_read_tls(key, "the client key"),
+        certificate_chain=_read_tls(cert, "the client certificate"),
     )
+
+
+def _read_tls(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
 def open_channel(

@@ -9,12 +9,13 @@ one per stack). Each service has its own settings class built on
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,12 +23,30 @@ from pydantic_settings import (
 )
 
 from services.runtime.errors import InvalidArgument
+from services.runtime.yaml_errors import yaml_error_line
 
 SERVICE_NAMES = ("policy", "signer", "chain", "audit", "staking")
 DEFAULT_PORTS = {"policy": 50051, "signer": 50052, "chain": 50053, "audit": 50054, "staking": 50055}
+#: The top-level keys of a settings file that some custos process reads: one file serves every
+#: service, each reading its own sections, so a key is unknown only if none reads it (``dev`` is the
+#: dev stack's own). tests/cli/test_context.py checks it against every settings class.
+FILE_KEYS = frozenset(
+    {
+        "state_dir", "database_url", "log_level", "listen", "grpc_deadline_seconds", "tls", "endpoints",
+        "temporal", "telemetry", "trust_file", "hsm", "chains", "reconcile_seconds", "decide_threads",
+        "commit_window", "ledger_head_label", "checkpoint_every_records", "checkpoint_every_seconds",
+        "checkpoint_head_label", "dev",
+    }
+)  # fmt: skip
 
 
-class TLSSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: a key it does not know is a typo, refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLSSettings(_Section):
     """mTLS material. Paths default to ``<state_dir>/pki/<identity>.{crt,key}``."""
 
     plaintext: bool = False
@@ -40,7 +59,7 @@ class TLSSettings(BaseModel):
     key: Path | None = None
 
 
-class TemporalSettings(BaseModel):
+class TemporalSettings(_Section):
     """The Temporal frontend. With ``tls``, the connection is TLS, verified against ``ca_cert`` (the
     system roots when unset), presenting ``client_cert``/``client_key`` when the cluster asks for mTLS."""
 
@@ -55,13 +74,13 @@ class TemporalSettings(BaseModel):
     server_name: str = ""
 
 
-class TelemetrySettings(BaseModel):
+class TelemetrySettings(_Section):
     exporter: Literal["none", "console", "otlp", "memory"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     service_namespace: str = "custos"
 
 
-class Endpoints(BaseModel):
+class Endpoints(_Section):
     """Where each service listens (``host:port``); clients use the same map."""
 
     policy: str = f"127.0.0.1:{DEFAULT_PORTS['policy']}"
@@ -86,10 +105,18 @@ class _YamlFileSource(PydanticBaseSettingsSource):
             return {}
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise InvalidArgument(f"cannot read settings file {path}: {e}") from None
+        except OSError as e:
+            raise InvalidArgument(f"cannot read settings file {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise InvalidArgument(f"settings file {path} is not valid YAML: {yaml_error_line(e)}") from None
         if not isinstance(data, dict):
             raise InvalidArgument(f"settings file {path} must hold a mapping")
+        known = FILE_KEYS | set(self.settings_cls.model_fields)
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgument(f"settings file {path}: unknown key {unknown[0]!r}{hint}")
         return data
 
 
@@ -147,7 +174,7 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-class HsmSettings(BaseModel):
+class HsmSettings(_Section):
     """A PKCS#11 token. A real HSM (Luna, CloudHSM, YubiHSM 2) is configuration only."""
 
     module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
@@ -166,13 +193,18 @@ class HsmSettings(BaseModel):
         raise InvalidArgument("HSM PIN is not configured (set CUSTOS_HSM__PIN or CUSTOS_HSM__PIN_FILE)")
 
 
+def validation_line(e: ValidationError) -> str:
+    """The first problem of invalid settings, on one line, naming the setting."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {where} (a typo?)"
+    return f"bad setting {where}: {first['msg']}"
+
+
 def load(cls: type[ServiceSettings]) -> ServiceSettings:
     """Builds a settings object, turning validation errors into one clear error."""
-    from pydantic import ValidationError
-
     try:
         return cls()
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidArgument(f"bad setting {where}: {first['msg']}") from None
+        raise InvalidArgument(validation_line(e)) from None

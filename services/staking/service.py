@@ -201,7 +201,10 @@ class StakingService:
         key = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id))
         address = next((a.address for a in key.key.addresses if a.chain == spec.chain), "")
         if not address:
-            raise InvalidArgument(f"vault {spec.vault_id} has no address on chain {spec.chain}")
+            has = ", ".join(sorted(a.chain for a in key.key.addresses)) or "none"
+            raise InvalidArgument(
+                f"vault {spec.vault_id} has no address on chain {spec.chain!r} (its chains: {has})"
+            )
         await self._chain.call(
             "ValidateIntent", chain_pb2.ValidateIntentRequest(spec=spec_to_pb(spec), vault_address=address)
         )

@@ -103,3 +103,14 @@ async def test_a_nonce_whose_signed_transaction_the_node_refused_is_kept(
     # the refused step itself may still send its transaction (or a replacement) with it
     again = await service.broadcast(chain_config.name, vault.sign(built.unsigned_tx))
     assert (await wait_final(service, chain_config.name, again.tx_hash)).state is TxState.CONFIRMED
+
+
+async def test_validation_at_submission_refuses_a_vault_that_does_not_hold_the_value(
+    service: ChainService, chain_config: ChainConfig, unfunded: HsmVaultSigner, devnet: Devnet
+) -> None:
+    """Approvers are never asked about what cannot be paid: checked when the intent is submitted."""
+    spec = stake_spec(chain_config, deposit_for(unfunded, chain_config))
+    with pytest.raises(InsufficientFunds, match=r"holds 0 ETH on .*; the intent needs 32 ETH plus fees"):
+        await service.validate_intent(spec, unfunded.address)
+    devnet.fund(unfunded.address, 32 * ETHER)
+    await service.validate_intent(spec, unfunded.address)  # the fees are the build's to check

@@ -408,3 +408,40 @@ async def test_reconcile_shows_a_transaction_sent_outside_custos_until_acknowled
         ("svc:chain", "alert", "vault:vault-1"),
         ("ops", "cleared", "vault:vault-1"),
     ]
+
+
+async def test_errors_of_the_first_hour_are_one_clear_line(desk: Demo, tmp_path: Path) -> None:
+    """Each reproduced on the landed code (issue 15, item 7): a refusal read as a write error, a YAML
+    error cut to its first line (no line number), an unknown chain, a policy version prefix."""
+    refused = await desk.custos("alice", "audit", "export", "--out", str(tmp_path / "x.jsonl"))
+    assert "may not call ExportEvents" in one_error(refused, "PERMISSION_DENIED")
+    assert not list(tmp_path.iterdir())  # noqa: ASYNC240 - a test's folder, read once
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("format: custos.policy/v1\nrules:\n  - id: x\n   match: {}\n")
+    proposed = await desk.custos(
+        "dave", "policy", "propose", str(broken), "--key", str(desk.person("dave").key_file)
+    )
+    assert "not valid YAML: line 4, column 4: expected <block end>" in one_error(proposed, "INVALID_ARGUMENT")
+
+    nochain = await desk.custos(
+        "alice",
+        "intents",
+        "submit",
+        "UNSTAKE",
+        "--chain",
+        "nochain",
+        "--vault",
+        "vault-1",
+        "--validator",
+        "0x01",
+    )
+    assert f"unknown chain 'nochain': the chains are {CHAIN}" in one_error(nochain, "INVALID_ARGUMENT")
+
+    listed = await desk.custos("dave", "policy", "list")
+    prefix = listed.out.splitlines()[1].split()[0]  # as the VERSION column shows it
+    shown = await desk.custos("dave", "-o", "json", "policy", "show", "--version", prefix)
+    assert shown.code == 0, shown
+    assert json.loads(shown.out)["policy"]["version"].startswith(prefix)
+    unknown = await desk.custos("dave", "policy", "show", "--version", "ffffffffffffffff")
+    assert "no policy version starts with ffffffffffffffff" in one_error(unknown, "NOT_FOUND")

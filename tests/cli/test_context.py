@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -332,3 +333,117 @@ def test_json_of_a_targets_params_is_an_object_of_hex_strings() -> None:
     spec.stake.params.fields["pubkey"] = b"\x01\x02"
     spec.stake.params.fields["a"] = b""
     assert to_json(spec)["stake"]["params"] == {"fields": {"a": "", "pubkey": "0102"}}
+
+
+# --- errors that used to be INTERNAL, cut short, or silent (issue 15, item 7) ----------------------
+
+DEVNET_SETTINGS = f"""\
+chains:
+  - name: ethereum-devnet
+    family: ethereum
+    chain_id: 31337
+    rpc_url: http://127.0.0.1:1
+    genesis_fork_version: "{HOODI_GENESIS_FORK_VERSION}"
+"""
+
+
+def one_line(result: Any, code: str) -> str:
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {code}: "), result.stderr
+    return str(lines[0])
+
+
+def test_a_deposit_amount_the_contract_cannot_hold_is_refused_not_internal(nowhere: Path) -> None:
+    (nowhere / "custos.yaml").write_text(DEVNET_SETTINGS)
+    args = ["--config", "custos.yaml", "intents", "submit", "STAKE", "--chain", "ethereum-devnet"]
+    args += ["--vault", "vault-1", "--generate-deposit", "--withdrawal-address", VAULT]
+    line = one_line(CliRunner().invoke(cli, [*args, "--amount", "20000000000ETH"]), "INVALID_ARGUMENT")
+    assert "does not fit the contract's uint64 gwei" in line
+    line = one_line(CliRunner().invoke(cli, [*args, "--amount", "0.5ETH"]), "INVALID_ARGUMENT")
+    assert "below the 1 ETH minimum" in line
+
+
+def test_an_unknown_chain_is_named_with_the_chains_there_are(nowhere: Path) -> None:
+    (nowhere / "custos.yaml").write_text(DEVNET_SETTINGS)
+    args = ["--config", "custos.yaml", "intents", "submit", "UNSTAKE", "--chain", "nochain"]
+    line = one_line(
+        CliRunner().invoke(cli, [*args, "--vault", "vault-1", "--validator", "0x01"]), "INVALID_ARGUMENT"
+    )
+    assert line.endswith("unknown chain 'nochain': the chains are ethereum-devnet"), line
+
+
+def test_a_missing_ca_file_is_one_clear_line(nowhere: Path, pki_dir: Path) -> None:
+    (nowhere / "custos.yaml").write_text(f"tls:\n  ca_cert: {nowhere / 'no-ca.crt'}\n")
+    args = [
+        "--config",
+        "custos.yaml",
+        "--cert",
+        str(pki_dir / "dave.crt"),
+        "--key-file",
+        str(pki_dir / "dave.key"),
+    ]
+    line = one_line(CliRunner().invoke(cli, [*args, "intents", "list"]), "INVALID_ARGUMENT")
+    assert line.endswith(
+        f"cannot read the CA certificate (tls.ca_cert) {nowhere / 'no-ca.crt'}: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("endpoint:\n  staking: 127.0.0.1:1\n", "unknown key 'endpoint' (did you mean 'endpoints'?)"),
+        ("endpoints:\n  stakng: 127.0.0.1:1\n", "unknown setting endpoints.stakng (a typo?)"),
+        (
+            "endpoints:\n  staking: 127.0.0.1:1\n - x\n",
+            "is not valid YAML: line 3, column 2: expected <block end>",
+        ),
+    ],
+)
+def test_a_settings_file_with_a_typo_is_refused_saying_where(nowhere: Path, text: str, message: str) -> None:
+    (nowhere / "custos.yaml").write_text(text)
+    line = one_line(
+        CliRunner().invoke(cli, ["--config", "custos.yaml", "--as", "alice", "intents", "list"]),
+        "INVALID_ARGUMENT",
+    )
+    assert message in line, line
+
+
+def test_every_settings_key_a_process_reads_is_known_in_the_file() -> None:
+    from services.audit.main import AuditSettings
+    from services.chain.main import ChainSettings
+    from services.policy.main import PolicySettings
+    from services.runtime.settings import FILE_KEYS
+    from services.signer.main import SignerSettings
+    from services.staking.main import StakingSettings
+    from workflows.staking.worker import WorkerSettings
+
+    classes = (
+        ServiceSettings,
+        AuditSettings,
+        ChainSettings,
+        PolicySettings,
+        SignerSettings,
+        StakingSettings,
+        WorkerSettings,
+    )
+    read = {name for cls in classes for name in cls.model_fields}
+    assert read <= FILE_KEYS, f"add to settings.FILE_KEYS: {sorted(read - FILE_KEYS)}"
+
+
+def test_a_multi_line_error_is_kept_whole_on_one_line() -> None:
+    e = InvalidArgument("document: not valid YAML\n  in line 3\n   ^")
+    assert error_line(e) == "error: INVALID_ARGUMENT: document: not valid YAML in line 3 ^"
+
+
+def test_a_policy_yaml_error_says_what_and_where() -> None:
+    from services.policy.document import parse_policy
+    from services.policy.errors import PolicyDocumentInvalid
+
+    with pytest.raises(PolicyDocumentInvalid) as e:
+        parse_policy("format: custos.policy/v1\nrules:\n  - id: x\n   match: {}\n")
+    assert str(e.value) == (
+        "document: not valid YAML: line 4, column 4: expected <block end>, but found '<block mapping start>'"
+        " (while parsing a block collection)"
+    )

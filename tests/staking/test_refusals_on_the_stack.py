@@ -3,7 +3,8 @@
 Everything runs in this process (tests/telemetry/stack.py): a Temporal dev server, SoftHSM, anvil,
 the policy, signer, chain and staking services over mTLS, and the worker.
 
-* A STAKE from an unfunded vault fails at gas estimation; once the vault is funded, the next STAKE
+* A STAKE from a vault that does not hold its value is refused at submission. One whose vault is
+  drained after submission fails at gas estimation; once the vault is funded, the next STAKE
   confirms at once (its build used to reserve nonce 1 behind the failed build's nonce 0, and wait
   there until a later build took nonce 0 over, 10 minutes on).
 * A STAKE the signer refuses (an approval's key revoked after it was given) fails; the vault's next
@@ -147,12 +148,27 @@ async def nonce_of(stack: InProcessStack, tx_hash: str) -> int:
 # --- the cases --------------------------------------------------------------------------------------
 
 
-async def test_a_stake_from_an_unfunded_vault_fails_and_the_next_one_confirms_once_funded(
+async def test_a_stake_from_an_unfunded_vault_is_refused_at_submission(stack: InProcessStack) -> None:
+    """Nobody is asked to approve what the vault cannot pay: refused, saying what it holds."""
+    address = await unfunded_vault(stack, "vault-2")
+    with pytest.raises(FailedPrecondition, match=r"holds 0 ETH .* needs 32 ETH plus fees: fund the vault"):
+        await stack.submit(stake_from("vault-2", address))
+
+
+async def test_a_stake_whose_vault_is_drained_before_the_build_fails_and_the_next_one_confirms(
     stack: InProcessStack,
 ) -> None:
     address = await unfunded_vault(stack, "vault-2")
-    failed, state = await stake(stack, stake_from("vault-2", address))
-    assert state == "FAILED" and "gas estimation failed" in failed.reason, failed.reason
+    await stack.devnet.rpc.call("anvil_setBalance", address, hex(40 * ETH))
+    intent = await stack.submit(stake_from("vault-2", address))
+    intent = (await stack.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent
+    await stack.devnet.rpc.call("anvil_setBalance", address, hex(ETH))  # drained while it waits
+    for who in ("olivia", "oscar"):
+        await approve(stack, intent, who)
+    failed = (await stack.wait_for(intent.intent_id, ENDINGS, timeout=PROMPT)).intent
+    assert failed.state == staking_pb2.INTENT_STATE_FAILED and "gas estimation failed" in failed.reason, (
+        failed.reason
+    )
 
     await stack.devnet.rpc.call("anvil_setBalance", address, hex(100 * ETH))
     confirmed, state = await stake(stack, stake_from("vault-2", address))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.chain.errors import (
     FeesAboveCap,
     InsufficientFunds,
     NodeError,
+    NodeUnavailable,
 )
 from services.chain.ethereum import history
 from services.chain.ethereum.rpc import JsonRpcClient, RpcError
@@ -31,6 +33,7 @@ from services.families.ethereum.family import EthereumFamily, PlannedCall, parse
 from services.families.ethereum.transactions import UnsignedTransaction, parse_signed
 from services.runtime.intent import IntentSpec, PolicyChangeTarget
 
+log = logging.getLogger("custos.chain")
 GAS_MARGIN_PERCENT = 20
 #: The deposit contract's cost depends on the deposit count when the transaction runs (one sha256 per
 #: trailing zero bit of the new count, a fresh storage slot at each power of two): from 50,286 gas at an
@@ -40,6 +43,12 @@ GAS_MARGIN_PERCENT = 20
 DEPOSIT_GAS_FLOOR = 180_000
 _ALREADY_KNOWN = ("already known", "known transaction", "already imported", "already exists")
 _ERROR_SELECTOR = keccak(text="Error(string)")[:4]
+
+
+def _eth(wei: int) -> str:
+    """Wei as ETH for people: exact, without trailing zeros."""
+    whole, frac = divmod(wei, 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".") + " ETH"
 
 
 def _revert_reason(err: RpcError) -> str:
@@ -142,6 +151,28 @@ class EthereumAdapter:
             gas = max(gas, DEPOSIT_GAS_FLOOR)
         await self._check_funds(vault_address, value + gas * max_fee)
         return PreparedTransaction(call, vault_address, value, max_fee, tip, gas)
+
+    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> None:
+        """Refuses an intent whose value the vault does not hold now (fees aside: they change).
+
+        Asked at submission, so nobody is asked to approve what cannot be paid. A node that
+        cannot be reached does not hold the submission back: the build checks again.
+        """
+        call = self.plan(spec, vault_address)
+        if call.value == 0:
+            return
+        try:
+            held = await self.rpc.call("eth_getBalance", to_checksum_address(vault_address), "latest")
+        except (RpcError, NodeUnavailable) as e:
+            log.warning("balance of %s not checked at submission: %s", vault_address, e)
+            return
+        balance = int(held, 16)
+        if balance < call.value:
+            raise InsufficientFunds(
+                f"vault {spec.vault_id} ({vault_address}) holds {_eth(balance)} on {self.config.name};"
+                f" the intent needs {_eth(call.value)} plus fees: fund the vault, then submit",
+                details={"balance": str(balance), "value": str(call.value)},
+            )
 
     async def _check_funds(self, address: str, cost: int) -> None:
         """The node refuses outright what its sender cannot pay (value + gas * max fee, at the

@@ -24,7 +24,7 @@ from services.cli.context import (
     to_json,
 )
 from services.pb.custos.audit.v1 import audit_pb2
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import CustosError, InvalidArgument
 
 
 @click.group("audit")
@@ -108,6 +108,8 @@ def export(cli: CliContext, out_file: Path, from_sequence: int, to_sequence: int
                         lines += 1
                         records += json.loads(item.line).get("type") == "record"
             os.replace(partial, out_file)
+        except CustosError:  # e.g. PermissionDenied (an OSError too): the service's refusal
+            raise
         except OSError as e:
             raise InvalidArgument(f"cannot write {out_file}: {e.strerror}") from None
         finally:

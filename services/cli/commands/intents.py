@@ -181,7 +181,11 @@ def devnet_deposit(
 
     0x01 credentials take exactly 32 ETH, so other amounts get 0x02 (compounding) credentials.
     """
-    from services.families.ethereum.deposit import generate_deposit_data
+    from services.families.ethereum.deposit import (
+        check_amount,
+        generate_deposit_data,
+        withdrawal_credentials_for,
+    )
 
     try:
         address = bytes.fromhex(withdrawal_address.removeprefix("0x"))
@@ -189,11 +193,14 @@ def devnet_deposit(
         address = b""
     if len(address) != 20:
         raise InvalidArgument(f"{withdrawal_address!r} is not a 0x-hex 20-byte address")
+    compounding = compounding or amount_wei != 32 * ETH
+    # what the deposit contract would refuse (below 1 ETH, beyond its uint64 gwei...): refused here
+    check_amount(amount_wei, withdrawal_credentials_for(address, compounding=compounding))
     gen = generate_deposit_data(
         withdrawal_address=address,
         amount_wei=amount_wei,
         genesis_fork_version=genesis_fork_version,
-        compounding=compounding or amount_wei != 32 * ETH,
+        compounding=compounding,
     )
     return stake_target(gen.data)
 
@@ -276,6 +283,9 @@ def make_spec(action: Action, chain: str, vault: str, amount: int | None, target
 
 async def build_spec(cli: CliContext, action: Action, o: dict[str, Any]) -> IntentSpec:
     """The intent the options describe (STAKE, UNSTAKE or RESTAKE)."""
+    chains = cli.chains()
+    if chains and o["chain"] not in chains:
+        raise InvalidArgument(f"unknown chain {o['chain']!r}: the chains are {', '.join(sorted(chains))}")
     amount = o["amount"]
     target: Target
     if action is Action.STAKE:

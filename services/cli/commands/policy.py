@@ -24,7 +24,7 @@ from services.cli.context import (
     to_json,
 )
 from services.pb.custos.policy.v1 import policy_pb2
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.intent import Action, IntentSpec, StakeTarget, Target
 
 #: The chain of a hypothetical intent when --chain is not given: the demo's (and dev stack's) devnet.
@@ -65,6 +65,36 @@ def decision_text(d: dict[str, Any] | None) -> str:
     return f"ALLOW {requirement_text(d['requirement'])} (rule {d['rule_id']})"
 
 
+#: A version is the SHA-256 of its document, in hex; ``policy list`` shows its first 16 digits.
+VERSION_DIGITS = 64
+
+
+async def resolve_version(cli: CliContext, given: str) -> str:
+    """The full version a prefix names (as ``policy list`` shows it); a full one as it is."""
+    from services.policy.client import PolicyClient
+
+    text = given.strip().lower().rstrip("…").rstrip(".")
+    if not text or len(text) >= VERSION_DIGITS:
+        return text
+    if any(c not in "0123456789abcdef" for c in text):
+        raise InvalidArgument(f"{given!r} is not a policy version (hex digits, as policy list shows)")
+    found: list[str] = []
+    token = ""
+    async with cli.client(PolicyClient) as client:
+        while True:
+            req = policy_pb2.ListPolicyVersionsRequest(page_size=500, page_token=token)
+            resp = await client.call("ListPolicyVersions", req)
+            found += [v.version for v in resp.versions if v.version.startswith(text)]
+            token = resp.next_page_token
+            if not token:
+                break
+    if not found:
+        raise NotFound(f"no policy version starts with {text}")
+    if len(found) > 1:
+        raise InvalidArgument(f"{text} names {len(found)} policy versions: give more digits")
+    return found[0]
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -84,7 +114,11 @@ def show(cli: CliContext, version: str) -> None:
     """A policy version and its document."""
     from services.policy.client import PolicyClient
 
-    resp = cli.call(PolicyClient, "GetPolicy", policy_pb2.GetPolicyRequest(version=version))
+    async def go() -> Any:
+        full = await resolve_version(cli, version)
+        return await cli.acall(PolicyClient, "GetPolicy", policy_pb2.GetPolicyRequest(version=full))
+
+    resp = run(go())
     data = {"policy": to_json(resp.policy)}
     cli.emit(data, lambda d: [*_version_lines(d["policy"]), "", d["policy"]["document"].rstrip()])
 
@@ -270,8 +304,6 @@ def simulate(
     req = policy_pb2.SimulatePolicyRequest()
     if file is not None:
         req.document = _read(file)
-    else:
-        req.version = version
     if subject == "hypothetical":
         req.intent.spec.CopyFrom(spec_to_pb(_hypothetical_spec(Action(o["action"].upper()), o)))
         req.intent.initiator = o["initiator"] or cli.identity()
@@ -279,6 +311,8 @@ def simulate(
             req.intent.at.CopyFrom(datetime_to_ts(o["at"]))
 
     async def go() -> dict[str, Any]:
+        if version:
+            req.version = await resolve_version(cli, version)
         if subject == "intent":
             from services.cli.commands.intents import get_intent
 
