@@ -30,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.staking.types import ApprovalData, ApproverData, GroupData, IntentInput, PolicyOutcome
 
 REFUSED = "ApprovalRefused"
+#: Another decision of an approver who has decided: the staking service answers it from the record.
+ALREADY_DECIDED = "ApprovalAlreadyDecided"
 #: A decision from someone in none of the requirement's groups: who the caller is, not the intent's state.
 OUTSIDE = "ApprovalOutsideRequirement"
 
@@ -163,7 +165,11 @@ class ApprovalBook:
         # First: an approver retrying a decision that was accepted (its answer lost with a killed
         # worker) hears that, whether or not the gate has closed since.
         if self.decided_by(a.approver_id) is not None:
-            raise _refuse(f"{a.approver_id} has already decided on this intent")
+            raise ApplicationError(
+                f"{a.approver_id} has already decided on this intent",
+                type=ALREADY_DECIDED,
+                non_retryable=True,
+            )
         if not self.open:
             raise _refuse("the intent no longer accepts approvals")
         if a.decision != decision:

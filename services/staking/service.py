@@ -68,7 +68,7 @@ from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
 from services.staking.readmodel import ReadModel
 from services.staking.types import DecisionRecord, Transition
 from services.staking.wakeups import TransitionWakeups
-from workflows.approvals import OUTSIDE
+from workflows.approvals import ALREADY_DECIDED, OUTSIDE
 from workflows.staking.types import (
     APPROVED,
     ApprovalAck,
@@ -435,9 +435,14 @@ class StakingService:
             )
         except WorkflowUpdateFailedError as e:
             cause = e.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else ""
+            if kind == ALREADY_DECIDED:  # e.g. re-signed after a lost answer: the same decision is told so
+                recorded = await self._recorded_decision(intent_id, approval)
+                if recorded is not None:
+                    return recorded
             why = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
             await self._audit_refused(who, subject, update, approval, why)
-            if isinstance(cause, ApplicationError) and cause.type == OUTSIDE:
+            if kind == OUTSIDE:
                 raise NotARequiredApprover(why) from e
             raise ApprovalRefused(f"{update} refused: {why}") from e
         except RPCError as e:
