@@ -30,6 +30,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.staking.types import ApprovalData, ApproverData, GroupData, IntentInput, PolicyOutcome
 
 REFUSED = "ApprovalRefused"
+#: Another decision of an approver who has decided: the staking service answers it from the record.
+ALREADY_DECIDED = "ApprovalAlreadyDecided"
+#: A decision from someone in none of the requirement's groups: who the caller is, not the intent's state.
+OUTSIDE = "ApprovalOutsideRequirement"
 
 
 def approval_from_data(a: ApprovalData) -> Approval:
@@ -84,6 +88,15 @@ def _refuse(message: str) -> ApplicationError:
     return ApplicationError(message, type=REFUSED, non_retryable=True)
 
 
+def outside_refusal(approver_id: str, requirement: Requirement) -> ApplicationError:
+    groups = ", ".join(g.name for g in requirement.groups)
+    return ApplicationError(
+        f"{approver_id} is in none of the groups that decide on this intent ({groups})",
+        type=OUTSIDE,
+        non_retryable=True,
+    )
+
+
 class ApprovalBook:
     """Approvals received for one intent, and the rules for accepting more."""
 
@@ -97,6 +110,8 @@ class ApprovalBook:
         self.bound_window = True
         self.registry = registry_from_data(inp.approvers)
         self.received: list[ApprovalData] = []
+        #: Accepted by a validator, not yet counted: waiting for the requirement or for its record.
+        self.pending: dict[str, ApprovalData] = {}
         self.requirement: Requirement | None = None
         self.deadline: datetime | None = None
         self.open = True
@@ -113,12 +128,48 @@ class ApprovalBook:
             return None
         return self.submitted_at + timedelta(seconds=self.requirement.expiry_seconds)
 
+    def decided_by(self, approver_id: str) -> ApprovalData | None:
+        """The decision of ``approver_id`` accepted so far (counted or pending), if any."""
+        for r in self.received:
+            if r.approver_id == approver_id:
+                return r
+        return self.pending.get(approver_id)
+
+    def is_retry(self, a: ApprovalData) -> bool:
+        """``a`` is a decision accepted before, byte for byte: a retry whose answer was lost."""
+        given = self.decided_by(a.approver_id)
+        return (
+            given is not None
+            and given.signature_hex == a.signature_hex
+            and given.decision == a.decision
+            and given.key_id == a.key_id
+        )
+
+    def in_requirement(self, approver_id: str) -> bool:
+        """Whether ``approver_id`` is in one of the requirement's groups (True while it is unknown)."""
+        if self.requirement is None:
+            return True
+        return any(approver_id in g.members for g in self.requirement.groups)
+
     def validate(self, a: ApprovalData, decision: str, now: datetime) -> None:
-        """Raises ApplicationError (type ApprovalRefused) unless ``a`` may be accepted now."""
+        """Raises ApplicationError (type ApprovalRefused, or ApprovalOutsideRequirement for someone
+        in none of the requirement's groups) unless ``a`` may be accepted now.
+
+        A decision accepted before (the same signature) is accepted again, so the handler
+        answers the retry as it answered the first, whether or not the gate has closed since
+        (validators never run on replay: no patch needed). Another decision of the same
+        approver is refused.
+        """
+        if self.is_retry(a):
+            return
         # First: an approver retrying a decision that was accepted (its answer lost with a killed
         # worker) hears that, whether or not the gate has closed since.
-        if any(r.approver_id == a.approver_id for r in self.received):
-            raise _refuse(f"{a.approver_id} has already decided on this intent")
+        if self.decided_by(a.approver_id) is not None:
+            raise ApplicationError(
+                f"{a.approver_id} has already decided on this intent",
+                type=ALREADY_DECIDED,
+                non_retryable=True,
+            )
         if not self.open:
             raise _refuse("the intent no longer accepts approvals")
         if a.decision != decision:
@@ -130,6 +181,8 @@ class ApprovalBook:
         approver = self.registry.get(a.approver_id)
         if approver is None:
             raise _refuse(f"unknown approver {a.approver_id}")
+        if self.requirement is not None and not self.in_requirement(a.approver_id):
+            raise outside_refusal(a.approver_id, self.requirement)
         key = approver.key(a.key_id)
         if key is None:
             raise _refuse(f"key {a.key_id} is not registered to {a.approver_id}")
@@ -137,26 +190,32 @@ class ApprovalBook:
             raise _refuse(f"key {a.key_id} of {a.approver_id} is revoked")
         if a.expires_at <= now:
             raise _refuse("the approval has expired")
-        limit = self.approval_deadline if self.bound_window else None
-        if a.decision == "APPROVE" and limit is not None and a.expires_at > limit:
-            raise _refuse(
-                f"the approval claims to count after the intent's approval window ends ({limit:%FT%TZ})"
-            )
+        self.check_window(a)
         if self.deadline is not None and now >= self.deadline:
             raise _refuse("the approval window of the intent has closed")
         approval = approval_from_data(a)
         if not verify_signature(key, approval.message(), approval.signature):
             raise _refuse("the approval signature does not verify")
 
+    def check_window(self, a: ApprovalData) -> None:
+        """Refuses an approval that claims to count past the approval window (once it is known)."""
+        limit = self.approval_deadline if self.bound_window else None
+        if a.decision == "APPROVE" and limit is not None and a.expires_at > limit:
+            raise _refuse(
+                f"the approval claims to count after the intent's approval window ends ({limit:%FT%TZ})"
+            )
+
     def add(self, a: ApprovalData) -> None:
         self.received.append(a)
 
-    def evidence(self, now: datetime) -> EvidenceResult | None:
+    def evidence(self, now: datetime, *, extra: ApprovalData | None = None) -> EvidenceResult | None:
+        """The received approvals judged against the requirement (with ``extra``, as if it counted too)."""
         if self.requirement is None:
             return None
+        received = [*self.received, extra] if extra is not None else self.received
         return check_approvals(
             intent_digest=self.digest,
-            approvals=[approval_from_data(a) for a in self.received],
+            approvals=[approval_from_data(a) for a in received],
             requirement=self.requirement,
             registry=self.registry,
             initiator=self.initiator,

@@ -16,7 +16,13 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as attrs
-    from workflows.approvals import REFUSED, ApprovalBook, decided, requirement_from_outcome
+    from workflows.approvals import (
+        REFUSED,
+        ApprovalBook,
+        decided,
+        outside_refusal,
+        requirement_from_outcome,
+    )
     from workflows.staking.activities import StakingActivities
     from workflows.staking.types import (
         APPROVED,
@@ -29,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalAck,
         ApprovalData,
         CancelInput,
+        DecisionInput,
         EvaluateInput,
         IntentInput,
         IntentResult,
@@ -44,6 +51,8 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE,
 )
+#: Recording a decision retries until it is recorded; a refusal (the record cannot be made) does not.
+RECORD_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE)
 #: Start-to-close of the short activities: a worker that dies mid-activity is noticed this soon
 #: (its work is retried elsewhere; every activity is idempotent).
 QUICK = timedelta(seconds=10)
@@ -54,6 +63,10 @@ APPROVAL_WINDOW_PATCH = "approval-window"
 SEARCH_ATTRIBUTES_PATCH = "search-attributes"
 #: Intents recorded before an ending other than CONFIRMED failed the workflow replay as completed.
 FAILED_ENDINGS_PATCH = "failed-endings"
+#: Each accepted decision is recorded (read model and audit trail, by the staking service) before
+#: it counts, and only from someone in a required group; a reject or cancel answers once the
+#: intent has ended. Histories recorded before counted at once and left the record to the caller.
+DECISION_RECORD_PATCH = "decision-record"
 
 
 class ApprovalGatedWorkflow:
@@ -71,6 +84,10 @@ class ApprovalGatedWorkflow:
         self._state = "AWAITING_POLICY"
         self._cancel: CancelInput | None = None
         self._indexed = False  # whether this run keeps its search attributes (patched)
+        #: Approvers whose decision the staking service has recorded (``RecordDecision``).
+        self._recorded: set[str] = set()
+        #: Set once the ending's transition is recorded: a reject or cancel answers after it.
+        self._ended = False
 
     @workflow.query
     def state(self) -> str:
@@ -78,8 +95,7 @@ class ApprovalGatedWorkflow:
 
     @workflow.update
     async def approve(self, a: ApprovalData) -> ApprovalAck:
-        self._book.add(a)
-        return self._ack()
+        return await self._decide(a)
 
     @approve.validator
     def _validate_approve(self, a: ApprovalData) -> None:
@@ -87,8 +103,7 @@ class ApprovalGatedWorkflow:
 
     @workflow.update
     async def reject(self, a: ApprovalData) -> ApprovalAck:
-        self._book.add(a)
-        return self._ack()
+        return await self._decide(a)
 
     @reject.validator
     def _validate_reject(self, a: ApprovalData) -> None:
@@ -97,6 +112,9 @@ class ApprovalGatedWorkflow:
     @workflow.update
     async def cancel(self, c: CancelInput) -> str:
         self._cancel = c
+        if workflow.patched(DECISION_RECORD_PATCH):
+            # answer with the state the cancellation led to (CANCELLED, or the ending that beat it)
+            await workflow.wait_condition(lambda: self._ended)
         return self._state
 
     @cancel.validator
@@ -108,10 +126,69 @@ class ApprovalGatedWorkflow:
                 non_retryable=True,
             )
 
-    def _ack(self) -> ApprovalAck:
+    async def _decide(self, a: ApprovalData) -> ApprovalAck:
+        """Counts ``a`` once the requirement says its approver may decide and once it is recorded.
+
+        The record (``RecordDecision``, an activity: it survives a killed worker or staking
+        process, and is idempotent per approver) comes first, so every decision that counts is
+        in the read model and the audit trail, whatever happens to the caller's answer. A retry
+        of an accepted decision waits for that record and gets the same answer.
+        """
+        if not workflow.patched(DECISION_RECORD_PATCH):
+            self._book.add(a)
+            return self._ack()
+        if self._book.is_retry(a):
+            await workflow.wait_condition(lambda: a.approver_id not in self._book.pending)
+            if not any(r.approver_id == a.approver_id for r in self._book.received):
+                raise ApplicationError(
+                    f"{a.approver_id}'s decision did not count: the intent no longer accepts approvals"
+                    f" (state {self._state})",
+                    type=REFUSED,
+                    non_retryable=True,
+                )
+            return await self._answer(a)
+        self._book.pending[a.approver_id] = a
+        try:
+            # approvals may arrive before the policy has said who decides: they wait for it
+            await workflow.wait_condition(lambda: self._book.requirement is not None or not self._book.open)
+            requirement = self._book.requirement
+            if requirement is None or not self._book.open:
+                raise ApplicationError(
+                    f"the intent no longer accepts approvals (state {self._state})",
+                    type=REFUSED,
+                    non_retryable=True,
+                )
+            if not self._book.in_requirement(a.approver_id):
+                raise outside_refusal(a.approver_id, requirement)
+            self._book.check_window(a)  # the window is known only with the requirement
+            ev = self._book.evidence(workflow.now(), extra=a)
+            await workflow.execute_activity_method(
+                StakingActivities.record_decision,
+                DecisionInput(self._inp.intent_id, a, bool(ev and ev.met)),
+                start_to_close_timeout=QUICK,
+                retry_policy=RECORD_RETRY,
+            )
+            self._book.add(a)
+            self._recorded.add(a.approver_id)
+        finally:
+            self._book.pending.pop(a.approver_id, None)
+        return await self._answer(a)
+
+    async def _answer(self, a: ApprovalData) -> ApprovalAck:
+        ev = self._book.evidence(workflow.now())
+        if a.decision == "REJECT" and ev is not None and ev.rejected:
+            # the rejection ends the intent: answer with that ending, recorded
+            await workflow.wait_condition(lambda: self._ended)
+        return self._ack(recorded=a.approver_id in self._recorded)
+
+    def _ack(self, *, recorded: bool = False) -> ApprovalAck:
         ev = self._book.evidence(workflow.now())
         return ApprovalAck(
-            accepted=True, quorum_met=bool(ev and ev.met), counted=sorted(ev.counted) if ev else []
+            accepted=True,
+            quorum_met=bool(ev and ev.met),
+            counted=sorted(ev.counted) if ev else [],
+            recorded=recorded,
+            state=self._state,
         )
 
     async def _transition(self, state: str, detail: str = "", **extra: object) -> None:
@@ -129,6 +206,9 @@ class ApprovalGatedWorkflow:
     async def _end(self, state: str, reason: str, tx_hash: str = "") -> IntentResult:
         self._book.open = False
         await self._transition(state, reason, tx_hash=tx_hash)
+        self._ended = True
+        if not workflow.all_handlers_finished():  # a reject or cancel waiting to answer with this ending
+            await workflow.wait_condition(workflow.all_handlers_finished)
         return IntentResult(state=state, reason=reason, tx_hash=tx_hash)
 
     def _finish(self, result: IntentResult) -> IntentResult:
@@ -147,6 +227,14 @@ class ApprovalGatedWorkflow:
             type=f"Intent{result.state.capitalize()}",
             non_retryable=True,
         )
+
+    def _rejected_detail(self) -> str:
+        """Who rejected, and why as they said it (histories recorded before say neither)."""
+        by = [a for a in self._book.approvals() if a.decision == "REJECT"]
+        if not by or not workflow.patched(DECISION_RECORD_PATCH):
+            return self.REJECTED_REASON
+        detail = f"rejected by {by[0].approver_id}"
+        return f"{detail}: {by[0].reason}" if by[0].reason else detail
 
     def _approvals_detail(self, outcome: PolicyOutcome) -> str:
         return f"rule {outcome.rule_id}"
@@ -197,13 +285,15 @@ class ApprovalGatedWorkflow:
             )
         except TimeoutError:
             return await self._end(EXPIRED, self.EXPIRED_REASON)
+        self._book.open = False
+        if self._book.pending:  # decisions being recorded count before the outcome is told
+            await workflow.wait_condition(lambda: not self._book.pending)
         if self._cancel is not None:
             return await self._end(CANCELLED, f"cancelled by {self._cancel.by}: {self._cancel.reason}")
         ev = self._book.evidence(workflow.now())
         assert ev is not None
         if ev.rejected:
-            return await self._end(REJECTED, self.REJECTED_REASON)
-        self._book.open = False
+            return await self._end(REJECTED, self._rejected_detail())
         ended = await self._on_quorum()
         if ended is not None:
             return ended

@@ -5,8 +5,8 @@ from __future__ import annotations
 from services.pb.custos.common.v1 import common_pb2
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.runtime.client import BaseClient
-from services.runtime.convert import datetime_to_ts
-from services.staking.types import Transition
+from services.runtime.convert import approval_to_pb, datetime_to_ts
+from services.staking.types import DecisionRecord, Transition
 
 #: ``RecordTransition`` is one short transaction; this leaves the rest of the activity's 10 s
 #: start-to-close for a retry of its own when a staking process hangs or is killed mid-call.
@@ -25,6 +25,20 @@ class StakingClient(BaseClient):
         Raises like any call: the caller retries until it is recorded.
         """
         resp = await self.call("RecordTransition", transition_to_pb(t), deadline=RECORD_TIMEOUT_SECONDS)
+        return bool(resp.recorded)
+
+    async def record_decision(self, d: DecisionRecord) -> bool:
+        """Records a decision the workflow accepted (worker only); False if it was recorded before.
+
+        Raises like any call: the caller retries until it is recorded.
+        """
+        request = staking_pb2.RecordDecisionRequest(
+            intent_id=d.intent_id,
+            approval=approval_to_pb(d.approval),
+            reason=d.reason,
+            quorum_met=d.quorum_met,
+        )
+        resp = await self.call("RecordDecision", request, deadline=RECORD_TIMEOUT_SECONDS)
         return bool(resp.recorded)
 
 

@@ -41,6 +41,11 @@ class SelfApproval(StakingError, PermissionDenied):
     """
 
 
+class NotARequiredApprover(StakingError, PermissionDenied):
+    """The approver is in none of the groups the intent's requirement names: their decision
+    would never count, so it is refused (and audited) rather than listed beside those that do."""
+
+
 class ApprovalKeyRefused(StakingError, FailedPrecondition):
     """The approval is signed with a key the current registry does not hold for the approver,
     or holds revoked: refused before it reaches the workflow, whose registry is the one pinned

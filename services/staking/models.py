@@ -62,4 +62,6 @@ class ApprovalRow(Base):
     intent_id: Mapped[str] = mapped_column(ForeignKey("staking_intents.intent_id"), primary_key=True)
     approver_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     decision: Mapped[str] = mapped_column(String(16))
+    #: Why, as the approver gave it with a rejection ("" otherwise).
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

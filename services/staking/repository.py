@@ -105,9 +105,21 @@ def record_event(session: Session, t: Transition) -> IntentRow | None:
     return row
 
 
-def record_approval(session: Session, intent_id: str, approver_id: str, decision: str) -> None:
-    if session.get(ApprovalRow, (intent_id, approver_id)) is None:
-        session.add(ApprovalRow(intent_id=intent_id, approver_id=approver_id, decision=decision))
+def record_approval(
+    session: Session, intent_id: str, approver_id: str, decision: str, reason: str = ""
+) -> bool:
+    """Adds the approver's decision; False if they have one recorded (a retry records once)."""
+    if session.get(ApprovalRow, (intent_id, approver_id)) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(
+                ApprovalRow(intent_id=intent_id, approver_id=approver_id, decision=decision, reason=reason)
+            )
+            session.flush()
+    except IntegrityError:  # a concurrent retry recorded it first
+        return False
+    return True
 
 
 def approvals_of(session: Session, intent_id: str) -> list[ApprovalRow]:

@@ -4,10 +4,11 @@ Submission records the intent (idempotent on the initiator's key), pins the
 active policy version and the approver registry into the workflow input, and
 starts the workflow whose id is the intent id. Approvals go to the workflow as
 Temporal updates; its validators are the gatekeepers, this service only relays
-and records what they accepted (after checking the approval's key against the
-current registry: the workflow's is the one pinned at submission). The workflow's
-transitions come back through ``RecordTransition``: this service alone writes its
-read model.
+them (after checking the approval's key against the current registry: the
+workflow's is the one pinned at submission). The workflow reports what it
+accepted, each decision through ``RecordDecision`` before it counts and each
+transition through ``RecordTransition``: this service alone writes its read model,
+and an approval whose caller never heard the answer is recorded all the same.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from services.pb.custos.chain.v1 import chain_pb2
 from services.pb.custos.policy.v1 import policy_pb2
 from services.pb.custos.signer.v1 import signer_pb2
 from services.policy.client import PolicyClient
+from services.policy.evidence import verify_signature
 from services.runtime.auth import Principal
 from services.runtime.convert import optional_datetime, spec_to_pb, ts_to_datetime
 from services.runtime.db import reading, transaction, utcnow
-from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.intent import (
     Action,
     Approval,
@@ -57,15 +59,18 @@ from services.staking.errors import (
     ApprovalRefused,
     IdempotencyConflict,
     IntentNotFound,
+    NotARequiredApprover,
     NotYourIntent,
     SelfApproval,
     WorkflowUnavailable,
 )
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
 from services.staking.readmodel import ReadModel
-from services.staking.types import Transition
+from services.staking.types import DecisionRecord, Transition
 from services.staking.wakeups import TransitionWakeups
+from workflows.approvals import ALREADY_DECIDED, OUTSIDE
 from workflows.staking.types import (
+    APPROVED,
     ApprovalAck,
     ApprovalData,
     ApproverData,
@@ -81,6 +86,8 @@ RECONCILE_GRACE = timedelta(seconds=5)
 RECONCILE_SECONDS = 5.0
 log = logging.getLogger("custos.staking")
 _SCHEMES = {1: "ED25519", 2: "ECDSA_P256"}
+#: States an intent reaches only once its approvals met the quorum.
+_PAST_QUORUM = frozenset({APPROVED, "SIGNING", "BROADCAST", "UNBONDING", "CONFIRMED"})
 
 
 @dataclass(frozen=True)
@@ -373,12 +380,19 @@ class StakingService:
 
     # --- decisions ------------------------------------------------------------------
 
-    async def decide(self, who: Principal, intent_id: str, approval: Approval, update: str) -> ApprovalAck:
+    async def decide(
+        self, who: Principal, intent_id: str, approval: Approval, update: str, reason: str = ""
+    ) -> ApprovalAck:
         """Relays an approval or rejection to the workflow, whose validator decides.
 
         The initiator deciding on their own intent is refused here, before the relay: the
         validator refuses it too, but as one of its state refusals (FAILED_PRECONDITION),
         while this is who the caller is (PERMISSION_DENIED). Both read the same initiator.
+        So is an approver in none of the requirement's groups, once the requirement is known
+        (before, the workflow refuses them once the policy has said who decides).
+
+        The workflow records each decision it accepts (``RecordDecision``) before it answers;
+        a retry of the same signed decision gets the same answer, even once the intent ended.
         """
         view = await self.get(intent_id)  # NotFound before anything else
         subject = f"intent:{intent_id}"
@@ -392,9 +406,13 @@ class StakingService:
             )
             raise NotYourIntent(f"{who.identity} cannot submit a decision signed as {approval.approver_id}")
         if approval.approver_id == view.row.initiator:
-            reason = f"the initiator cannot {update} their own intent"
-            await self._audit_refused(who, subject, update, approval, reason)
-            raise SelfApproval(reason + (" (cancel it instead)" if update == "reject" else ""))
+            reason_txt = f"the initiator cannot {update} their own intent"
+            await self._audit_refused(who, subject, update, approval, reason_txt)
+            raise SelfApproval(reason_txt + (" (cancel it instead)" if update == "reject" else ""))
+        outside = _outside_requirement(view.row, approval.approver_id)
+        if outside:
+            await self._audit_refused(who, subject, update, approval, outside)
+            raise NotARequiredApprover(outside)
         refusal = await self._key_refusal(approval)
         if refusal:
             await self._audit_refused(who, subject, update, approval, refusal)
@@ -407,18 +425,83 @@ class StakingService:
             policy_version=approval.policy_version,
             expires_at=approval.expires_at,
             signature_hex=approval.signature.hex(),
+            reason=reason if update == "reject" else "",
         )
         handle = self._temporal.get_workflow_handle(intent_id)
         try:
-            ack: ApprovalAck = await handle.execute_update(update, data, result_type=ApprovalAck)
+            # the same signed decision is the same update: Temporal answers a retry with the first's outcome
+            ack: ApprovalAck = await handle.execute_update(
+                update,
+                data,
+                id=f"{update}-{approval.approver_id}-{hashlib.sha256(approval.signature).hexdigest()[:32]}",
+                result_type=ApprovalAck,
+            )
         except WorkflowUpdateFailedError as e:
-            reason = e.cause.message if isinstance(e.cause, ApplicationError) else str(e.cause or e)
-            await self._audit_refused(who, subject, update, approval, reason)
-            raise ApprovalRefused(f"{update} refused: {reason}") from e
+            cause = e.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else ""
+            if kind == ALREADY_DECIDED:  # e.g. re-signed after a lost answer: the same decision is told so
+                recorded = await self._recorded_decision(intent_id, approval)
+                if recorded is not None:
+                    return recorded
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+            await self._audit_refused(who, subject, update, approval, why)
+            if kind == OUTSIDE:
+                raise NotARequiredApprover(why) from e
+            raise ApprovalRefused(f"{update} refused: {why}") from e
         except RPCError as e:
-            raise await self._closed_or_unavailable(intent_id, e) from e
-        await asyncio.to_thread(self._record_decision, who, intent_id, approval, update, ack)
+            ended = await self._closed_or_unavailable(intent_id, e)
+            recorded = await self._recorded_decision(intent_id, approval)
+            if isinstance(ended, ApprovalRefused) and recorded is not None:
+                return recorded  # a retry of a decision recorded before the intent ended
+            raise ended from e
+        if not ack.recorded:  # a workflow of the code before RecordDecision: recorded here, as it was
+            await asyncio.to_thread(
+                self._record_decision,
+                approval.approver_id,
+                DecisionRecord(intent_id, approval, data.reason, ack.quorum_met),
+            )
         return ack
+
+    async def _recorded_decision(self, intent_id: str, approval: Approval) -> ApprovalAck | None:
+        """The answer to a retry of ``approval`` when the read model holds it (None when it does not)."""
+        view = await self.get(intent_id)
+        row = next((a for a in view.approvals if a.approver_id == approval.approver_id), None)
+        if row is None or row.decision != approval.decision.value:
+            return None
+        counted = sorted(a.approver_id for a in view.approvals if a.decision == "APPROVE")
+        return ApprovalAck(
+            accepted=True,
+            quorum_met=view.row.state in _PAST_QUORUM,
+            counted=counted,
+            recorded=True,
+            state=view.row.state,
+        )
+
+    async def record_decision(self, who: Principal, d: DecisionRecord) -> bool:
+        """Records a decision the workflow accepted, with its audit record; False if recorded before.
+
+        The worker's word is not enough: the signature must verify over the intent's digest
+        with a key the registry holds for the approver (revoked since or not: it was valid when
+        the workflow accepted it), so this record names only what the approver signed.
+
+        Raises:
+            IntentNotFound: no intent has that id.
+            FailedPrecondition: the decision is not one the approver signed for this intent.
+        """
+        view = await self.get(d.intent_id)
+        a = d.approval
+        if a.intent_digest.hex() != view.row.digest or a.policy_version != view.row.policy_version:
+            raise FailedPrecondition(
+                f"the decision of {a.approver_id} is for another intent or policy version"
+            )
+        try:
+            approver = await self._policy.get_approver(a.approver_id)
+        except NotFound:
+            raise FailedPrecondition(f"{a.approver_id} is not in the approver registry") from None
+        key = approver.key(a.key_id)
+        if key is None or not verify_signature(key, a.message(), a.signature):
+            raise FailedPrecondition(f"the decision of {a.approver_id} does not verify with key {a.key_id}")
+        return await asyncio.to_thread(self._record_decision, a.approver_id, d)
 
     async def _key_refusal(self, approval: Approval) -> str:
         """Why the current registry does not let ``approval``'s key decide for its approver ('' if it does).
@@ -463,25 +546,32 @@ class StakingService:
             return ApprovalRefused(f"intent {intent_id} has ended ({view.row.state})")
         return WorkflowUnavailable(f"cannot reach the workflow: {error.message}")
 
-    def _record_decision(
-        self, who: Principal, intent_id: str, approval: Approval, update: str, ack: ApprovalAck
-    ) -> None:
+    def _record_decision(self, actor: str, d: DecisionRecord) -> bool:
+        """The approval row and its audit record, in one transaction; False if recorded before."""
+        a = d.approval
+        approve = a.decision.value == "APPROVE"
         with transaction(self._sessions) as s:
-            repo.record_approval(s, intent_id, approval.approver_id, approval.decision.value)
+            if not repo.record_approval(s, d.intent_id, a.approver_id, a.decision.value, d.reason):
+                return False
+            payload: dict[str, object] = {
+                "approver_id": a.approver_id,
+                "key_id": a.key_id,
+                "policy_version": a.policy_version,
+                "quorum_met": d.quorum_met,
+                "signature_ref": signature_ref(a.signature),
+            }
+            if not approve:
+                payload["reason"] = d.reason
             self._audit.record(
-                f"intent.{'approved' if update == 'approve' else 'rejected'}_by",
-                f"intent:{intent_id}",
+                f"intent.{'approved' if approve else 'rejected'}_by",
+                f"intent:{d.intent_id}",
                 "ok",
-                {
-                    "approver_id": approval.approver_id,
-                    "key_id": approval.key_id,
-                    "policy_version": approval.policy_version,
-                    "quorum_met": ack.quorum_met,
-                    "signature_ref": signature_ref(approval.signature),
-                },
+                payload,
                 session=s,
-                actor=who.identity,
+                actor=actor,
             )
+        self.wakeups.wake(d.intent_id)
+        return True
 
     async def cancel(self, who: Principal, intent_id: str, reason: str) -> IntentView:
         view = await self.get(intent_id)
@@ -500,4 +590,16 @@ class StakingService:
         await self._audit.arecord(
             "intent.cancel_requested", f"intent:{intent_id}", "ok", {"reason": reason}, actor=who.identity
         )
+        # the workflow answered once the ending the cancellation led to was recorded
         return await self.get(intent_id)
+
+
+def _outside_requirement(row: IntentRow, approver_id: str) -> str:
+    """Why ``approver_id`` may not decide on the intent ('' if they may, or no requirement is known yet)."""
+    if not row.requirement_json:
+        return ""
+    groups = json.loads(row.requirement_json)
+    if any(approver_id in g["members"] for g in groups):
+        return ""
+    names = ", ".join(g["name"] for g in groups)
+    return f"{approver_id} is in none of the groups that decide on intent {row.intent_id} ({names})"

@@ -28,7 +28,7 @@ from services.runtime.intent import Decision, spec_from_plain
 from services.staking.models import IntentEventRow
 from services.staking.repository import IntentFilter
 from services.staking.service import IntentView, StakingService
-from services.staking.types import Transition
+from services.staking.types import DecisionRecord, Transition
 
 _STATE: dict[str, Any] = {
     name.removeprefix("INTENT_STATE_"): value for name, value in staking_pb2.IntentState.items()
@@ -36,6 +36,8 @@ _STATE: dict[str, Any] = {
 _STATE_NAME: dict[Any, str] = {v: k for k, v in _STATE.items()}
 #: An intent's transitions are numbered in an INTEGER column (``IntentEventRow.sequence``).
 MAX_SEQUENCE = MAX_INT32
+#: The longest reason a rejection carries (one line of a person's words, not a document).
+MAX_REASON = 500
 #: Who follows intents from the CLI (``intents list | watch``): initiators and operators.
 FOLLOWERS = frozenset({"initiator", "operator"})
 
@@ -67,6 +69,7 @@ def intent_to_pb(v: IntentView) -> staking_pb2.Intent:
             approver_id=a.approver_id,
             decision=decision_to_pb(Decision(a.decision)),
             recorded_at=datetime_to_ts(a.recorded_at),
+            reason=a.reason,
         )
     return out
 
@@ -109,6 +112,8 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         "WatchIntent": FOLLOWERS,
         # the workflow's transitions: only the worker reports them
         "RecordTransition": frozenset({"svc:worker"}),
+        # the decisions the workflow accepted: only the worker reports them
+        "RecordDecision": frozenset({"svc:worker"}),
     }
 
     def __init__(self, service: StakingService) -> None:
@@ -149,7 +154,9 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
         views, nxt = await self._svc.list_intents(f, size, request.page_token)
         return staking_pb2.ListIntentsResponse(intents=[intent_to_pb(v) for v in views], next_page_token=nxt)
 
-    async def _decide(self, request: Any, decision: int, update: str) -> tuple[staking_pb2.Intent, bool]:
+    async def _decide(
+        self, request: Any, decision: int, update: str, reason: str = ""
+    ) -> tuple[staking_pb2.Intent, bool]:
         if not request.HasField("approval"):
             raise InvalidArgument("approval is required")
         approval = approval_from_pb(request.approval)
@@ -159,7 +166,7 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
                 f"{common_pb2.Decision.Name(cast(Any, decision)).removeprefix('DECISION_')}"
             )
         intent_id = require_id(request.intent_id, "intent_id")
-        ack = await self._svc.decide(current_principal(), intent_id, approval, update)
+        ack = await self._svc.decide(current_principal(), intent_id, approval, update, reason)
         return intent_to_pb(await self._svc.get(intent_id)), ack.quorum_met
 
     async def ApproveIntent(
@@ -171,7 +178,7 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
     async def RejectIntent(
         self, request: staking_pb2.RejectIntentRequest, context: Any
     ) -> staking_pb2.RejectIntentResponse:
-        intent, _ = await self._decide(request, common_pb2.DECISION_REJECT, "reject")
+        intent, _ = await self._decide(request, common_pb2.DECISION_REJECT, "reject", _reason(request.reason))
         return staking_pb2.RejectIntentResponse(intent=intent)
 
     async def CancelIntent(
@@ -192,8 +199,32 @@ class StakingServicer(staking_pb2_grpc.StakingServiceServicer):
             async for e in events:
                 yield staking_pb2.WatchIntentResponse(event=event_to_pb(intent_id, e))
 
+    async def RecordDecision(
+        self, request: staking_pb2.RecordDecisionRequest, context: Any
+    ) -> staking_pb2.RecordDecisionResponse:
+        if not request.HasField("approval"):
+            raise InvalidArgument("approval is required")
+        record = DecisionRecord(
+            intent_id=require_id(request.intent_id, "intent_id"),
+            approval=approval_from_pb(request.approval),
+            reason=_reason(request.reason),
+            quorum_met=request.quorum_met,
+        )
+        recorded = await self._svc.record_decision(current_principal(), record)
+        return staking_pb2.RecordDecisionResponse(recorded=recorded)
+
     async def RecordTransition(
         self, request: staking_pb2.RecordTransitionRequest, context: Any
     ) -> staking_pb2.RecordTransitionResponse:
         recorded = await self._svc.record_transition(current_principal(), transition_from_pb(request))
         return staking_pb2.RecordTransitionResponse(recorded=recorded)
+
+
+def _reason(text: str) -> str:
+    """A rejection's reason: one line, at most :data:`MAX_REASON` characters."""
+    reason = text.strip()
+    if len(reason) > MAX_REASON:
+        raise InvalidArgument(f"reason must be at most {MAX_REASON} characters (got {len(reason)})")
+    if any(c in reason for c in "\r\n\x00"):
+        raise InvalidArgument("reason must be one line")
+    return reason

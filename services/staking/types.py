@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.policy.domain import ApprovalGroup
+from services.runtime.intent import Approval
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,17 @@ class Transition:
     tx_hash: str = ""
     requirement: tuple[ApprovalGroup, ...] = ()
     approval_deadline: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """An approval or rejection the workflow accepted, as it reports it through ``RecordDecision``.
+
+    ``reason`` is the approver's, with a rejection; ``quorum_met`` whether the approvals counted
+    with this one meet the requirement.
+    """
+
+    intent_id: str
+    approval: Approval
+    reason: str = ""
+    quorum_met: bool = False

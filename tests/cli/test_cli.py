@@ -168,6 +168,9 @@ async def test_a_reject_ends_the_intent_and_watch_exits_non_zero(desk: Demo) -> 
     key = str(desk.person("otto").key_file)
     rejected = await desk.custos("otto", "reject", iid, "--key", key, "--reason", "wrong validator")
     assert rejected.code == 0 and rejected.out.startswith(f"otto rejected {iid}"), rejected
+    assert "(now REJECTED)" in rejected.out, rejected  # the state after the rejection, not before
+    shown = await desk.custos("alice", "intents", "show", iid)
+    assert "otto REJECT (wrong validator)" in shown.out and "rejected by otto: wrong validator" in shown.out
     watch = await desk.custos("alice", "intents", "watch", iid, "--timeout", "60")
     assert watch.code == 1, watch
     assert watch.out.splitlines()[-1].split()[2] == "REJECTED"

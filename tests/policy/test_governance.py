@@ -408,3 +408,40 @@ def test_projection_rows_written_by_hand_are_not_what_the_log_says(
         )
     keys = {k.key_id for k in gov.current().approvers["olivia"].keys}
     assert keys == {key_id_for(olivia.public_key)}
+
+
+def test_a_version_whose_activation_was_rejected_or_expired_can_be_proposed_again(
+    session_factory: sessionmaker[Session], admins: Admins
+) -> None:
+    """Issue 15, item 5: proposing a version again after its change was REJECTED or EXPIRED opens a
+    new change (the CLI's change ids are fresh per proposal, not ``policy-<version>``), the version
+    stays PROPOSED rather than stuck, and the new change activates it."""
+    clock = [NOW]
+    audit = AuditWriter(session_factory, actor="svc:policy")
+    gov = Governance(session_factory, admins.trust(), audit=audit, clock=lambda: clock[0])
+    svc = PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: clock[0])
+    document = doc([allow("a")])
+    version = svc.propose(document, description="", proposed_by="adm0").version
+
+    rejected = admins.request(ActivatePolicy(version, ""), clock[0])
+    gov.propose(rejected, admins.sign("adm0", rejected), caller="adm0")
+    closed = gov.decide(rejected.change_id, admins.sign("adm1", rejected, Decision.REJECT), caller="adm1")
+    assert closed.state is ChangeState.REJECTED
+
+    expired = admins.request(ActivatePolicy(version, ""), clock[0])  # open one hour
+    gov.propose(expired, admins.sign("adm0", expired), caller="adm0")
+    clock[0] = NOW + timedelta(hours=2)
+    assert gov.get(expired.change_id).state is ChangeState.EXPIRED
+
+    again = svc.propose(document, description="", proposed_by="adm0")
+    assert (again.version, again.status) == (version, "PROPOSED")
+    fresh = admins.request(ActivatePolicy(version, ""), clock[0])
+    opened = gov.propose(fresh, admins.sign("adm0", fresh), caller="adm0")
+    assert opened.state is ChangeState.PROPOSED and opened.request.change_id not in (
+        rejected.change_id,
+        expired.change_id,
+    )
+    applied = gov.decide(fresh.change_id, admins.sign("adm1", fresh), caller="adm1")
+    assert applied.state is ChangeState.APPLIED
+    assert svc.get_version().version == version
+    assert gov.get(rejected.change_id).state is ChangeState.REJECTED  # the old ones keep their ending

@@ -95,6 +95,7 @@ GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "CancelIntent": roles("initiator", "operator"),  # intents cancel
         "WatchIntent": roles("initiator", "operator"),  # intents watch; the demo (ops)
         "RecordTransition": roles("svc:worker"),  # RecordTransition
+        "RecordDecision": roles("svc:worker"),  # RecordDecision, from the approve/reject update handlers
     },
 }
 
@@ -145,6 +146,7 @@ def test_the_call_site_scan_sees_what_it_must() -> None:
     worker = rpcs_called(code_of(ENTRY_POINTS["worker"]))
     assert ("custos.signer.v1.SignerService", "Sign") in worker
     assert ("custos.staking.v1.StakingService", "RecordTransition") in worker  # staking.record_transition
+    assert ("custos.staking.v1.StakingService", "RecordDecision") in worker  # staking.record_decision
     staking = code_of(ENTRY_POINTS["staking"])
     assert ("custos.staking.v1.StakingService", "RecordTransition") not in rpcs_called(staking)
     signer = code_of(ENTRY_POINTS["signer"])

@@ -14,9 +14,10 @@ ALICE, O1, O2, O3 = (Person(n) for n in ("alice", "olivia", "oscar", "otto"))
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def test_a_retried_accepted_approval_says_already_decided_after_the_gate_closed() -> None:
+def test_a_retried_accepted_approval_is_accepted_again_after_the_gate_closed() -> None:
     """The crash test's case: the answer to an accepted approval is lost, the quorum closes the
-    gate, and the approver's retry must say "already decided", not "no longer accepts"."""
+    gate, and the approver's retry of the same signed approval is accepted again (the handler
+    answers it as the first), while another decision of theirs says "already decided"."""
     inp = make_input("alice", [p.data(["operations"], T0) for p in (ALICE, O1, O2, O3)], T0)
     book = ApprovalBook(inp)
     now, exp = T0 + timedelta(hours=1), T0 + timedelta(days=1)
@@ -25,8 +26,9 @@ def test_a_retried_accepted_approval_says_already_decided_after_the_gate_closed(
         book.validate(approval, "APPROVE", now)
         book.add(approval)
     book.open = False  # the quorum was met: the workflow closes the gate
+    book.validate(O1.decide(inp, expires_at=exp), "APPROVE", now)  # the same signature: a retry
     with pytest.raises(ApplicationError, match="olivia has already decided on this intent"):
-        book.validate(O1.decide(inp, expires_at=exp), "APPROVE", now)
+        book.validate(O1.decide(inp, expires_at=exp - timedelta(hours=1)), "APPROVE", now)
     with pytest.raises(ApplicationError, match="no longer accepts approvals"):
         book.validate(O3.decide(inp, expires_at=exp), "APPROVE", now)
 

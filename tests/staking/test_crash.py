@@ -14,6 +14,7 @@ The schedule is seeded and the seed printed; ``CUSTOS_CRASH_SEED=<n>`` replays i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -39,11 +40,11 @@ from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.evidence import sign_approval
 from services.runtime.convert import approval_to_pb, spec_to_pb
 from services.runtime.db import make_engine, make_session_factory
-from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.errors import Unavailable
 from services.runtime.intent import Decision, IntentSpec
 from services.signer.models import SigningRecord
 from services.staking.client import StakingClient
-from services.staking.models import IntentEventRow, IntentRow
+from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
 
 INTENTS = 14
 KILLS = 3
@@ -155,12 +156,9 @@ class Driver:
         request = staking_pb2.ApproveIntentRequest(
             intent_id=intent.intent_id, approval=approval_to_pb(approval)
         )
-        try:
-            await self._retrying(who, "ApproveIntent", request)
-        except FailedPrecondition as e:  # a retry after an accepted attempt whose answer was lost
-            # (by then the quorum may be met and the intent may even have ended)
-            if "already decided" not in str(e) and "has ended" not in str(e):
-                raise
+        # a retry after an accepted attempt whose answer was lost is answered like the first,
+        # even once the quorum is met or the intent has ended: no refusal is tolerated here
+        await self._retrying(who, "ApproveIntent", request)
 
     async def settle(self, ids: list[str], timeout: float) -> dict[str, Any]:
         """Polls until every intent has ended (or the timeout); returns each one's last view."""
@@ -178,6 +176,25 @@ class Driver:
             if pending:
                 await asyncio.sleep(0.5)
         return last
+
+
+async def _accepted_approvals(stack: devstack.Stack, ids: list[str]) -> dict[str, set[str]]:
+    """Who each intent's workflow accepted an approval from (its history's completed approve updates)."""
+    client = await Client.connect(stack.settings()["temporal"]["address"])
+    out: dict[str, set[str]] = {i: set() for i in ids}
+    for intent_id in ids:
+        accepted: dict[str, str] = {}  # update id -> approver
+        async for e in client.get_workflow_handle(intent_id).fetch_history_events():
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+                a = e.workflow_execution_update_accepted_event_attributes.accepted_request
+                if a.input.name == "approve":
+                    payload = json.loads(a.input.args.payloads[0].data)
+                    accepted[a.meta.update_id] = payload["approver_id"]
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+                attrs = e.workflow_execution_update_completed_event_attributes
+                if attrs.meta.update_id in accepted and attrs.outcome.HasField("success"):
+                    out[intent_id].add(accepted[attrs.meta.update_id])
+    return out
 
 
 async def _disruption(stack: devstack.Stack, ids: list[str]) -> Counter[str]:
@@ -242,11 +259,15 @@ def _check_chain(stack: devstack.Stack, demo: Demo, all_tx: set[str], tx_of: dic
         assert receipt is not None and int(receipt["status"], 16) == 1, f"{intent_id}: {tx} did not succeed"
 
 
-def _check_read_model_and_audit(stack: devstack.Stack, ids: list[str]) -> set[str]:
-    """Transitions without gaps, each audited once; returns every intent's tx hash in the stack."""
+def _check_read_model_and_audit(
+    stack: devstack.Stack, ids: list[str], accepted: dict[str, set[str]]
+) -> set[str]:
+    """Transitions without gaps, each audited once, and every approval the workflow accepted in the
+    read model and audited once (whatever answers were lost); returns every intent's tx hash."""
     engine = _db(stack)
     try:
         with make_session_factory(engine)() as s:
+            approvals = list(s.scalars(select(ApprovalRow).where(ApprovalRow.intent_id.in_(ids))))
             rows = {r.intent_id: r for r in s.scalars(select(IntentRow))}
             events = list(s.scalars(select(IntentEventRow).where(IntentEventRow.intent_id.in_(ids))))
             records = audit_repo.records_between(s, 1, audit_repo.read_head(s).sequence)
@@ -270,6 +291,15 @@ def _check_read_model_and_audit(stack: devstack.Stack, ids: list[str]) -> set[st
             )
             assert n == 1, f"{intent_id}: {state} audited {n} times"
         assert audited[(subject, "signer.sign", "signed")] == 1, f"{intent_id}: signed audit entries"
+        rows_of = sorted(a.approver_id for a in approvals if a.intent_id == intent_id)
+        assert accepted[intent_id] == set(APPROVERS), (
+            f"{intent_id}: the workflow accepted {accepted[intent_id]}"
+        )
+        assert rows_of == sorted(accepted[intent_id]), f"{intent_id}: approval rows {rows_of}"
+        audited_by = sorted(
+            r.actor for r in records if r.subject == subject and r.action == "intent.approved_by"
+        )
+        assert audited_by == sorted(accepted[intent_id]), f"{intent_id}: intent.approved_by by {audited_by}"
     return {r.tx_hash.lower() for r in rows.values() if r.tx_hash}
 
 
@@ -306,7 +336,7 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
     states = {i: (STATE_NAME[v.state], v.reason) for i, v in final.items()}
     assert {i: s for i, s in states.items() if s[0] != "CONFIRMED"} == {}, f"seed {seed}: {story}"
     tx_of = {i: str(v.tx_hash).lower() for i, v in final.items()}
-    all_tx = _check_read_model_and_audit(stack, ids)
+    all_tx = _check_read_model_and_audit(stack, ids, await _accepted_approvals(stack, ids))
     _check_signatures(stack, ids, tx_of)
     _check_chain(stack, demo, all_tx, tx_of)
     ok, _, export = await demo.verify_audit()

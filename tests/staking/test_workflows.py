@@ -97,7 +97,8 @@ async def test_refused_approvals_leave_no_history(time_skipping_env: WorkflowEnv
         forged = O2.decide(inp, expires_at=exp)
         forged.signature_hex = O3.decide(inp, expires_at=exp).signature_hex
         refused = {
-            "already decided": O1.decide(inp, expires_at=exp),  # duplicate
+            # another decision of the same approver (an identical one is a retry: answered, not refused)
+            "already decided": O1.decide(inp, expires_at=exp - timedelta(minutes=1)),
             "initiator cannot": ALICE.decide(inp, expires_at=exp),
             "unknown approver": MALLORY.decide(inp, expires_at=exp),
             "does not verify": forged,
@@ -150,7 +151,7 @@ async def test_quorum_of_the_policy_in_force_counts(time_skipping_env: WorkflowE
     acts = FakeActivities([GroupData("operations", 3, ["olivia", "oscar", "otto"])], expiry_seconds=3600)
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
-        exp = await env.get_current_time() + timedelta(hours=12)
+        exp = await env.get_current_time() + timedelta(minutes=30)  # within the 1 h approval window
         await handle.execute_update(StakingWorkflow.approve, O1.decide(inp, expires_at=exp))
         ack = await handle.execute_update(StakingWorkflow.approve, O2.decide(inp, expires_at=exp))
         assert not ack.quorum_met
@@ -303,3 +304,111 @@ async def test_an_intent_s_state_vault_chain_and_action_are_search_attributes(
         "CustosChain": spec["chain"],
         "CustosAction": spec["action"],
     }
+
+
+# --- decisions and their record (issue 15, items 0, 2, 3, 4) ------------------------------------------
+
+ERIN = Person("erin")  # a registered approver, in none of the groups this policy names
+
+
+async def _start_with_erin(env: WorkflowEnvironment, queue: str) -> tuple[WorkflowHandle, IntentInput]:
+    now = await env.get_current_time()
+    created = now - timedelta(days=1)
+    people = [p.data(["operations"], created) for p in (ALICE, O1, O2, O3)] + [ERIN.data(["audit"], created)]
+    inp = make_input("alice", people, now)
+    handle = await env.client.start_workflow(StakingWorkflow.run, inp, id=inp.intent_id, task_queue=queue)
+    return handle, inp
+
+
+async def test_each_decision_is_recorded_before_it_counts_and_a_retry_is_answered_not_refused(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """The staking service is down for the first attempts to record olivia's approval: the workflow
+    retries the record, counts the approval only once it is recorded, and the retried update of the
+    same signed approval (its first answer lost) gets the same answer, not "already decided"."""
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    acts.decision_failures = 2
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        first = O1.decide(inp, expires_at=exp)
+        ack: ApprovalAck = await handle.execute_update(StakingWorkflow.approve, first)
+        assert ack.accepted and ack.recorded and not ack.quorum_met
+        again: ApprovalAck = await handle.execute_update(StakingWorkflow.approve, first)
+        assert again.recorded and again.counted == ack.counted
+        last: ApprovalAck = await handle.execute_update(
+            StakingWorkflow.approve, O2.decide(inp, expires_at=exp)
+        )
+        assert last.quorum_met and last.recorded
+        result: IntentResult = await intent_result(handle)
+    assert result.state == "CONFIRMED"
+    assert [(d.approval.approver_id, d.quorum_met) for d in acts.decisions] == [
+        ("olivia", False),
+        ("oscar", True),
+    ]
+    assert sorted(a.approver_id for a in acts.signed[0].approvals) == ["olivia", "oscar"]  # counted once each
+    states = [t.state for t in acts.transitions]
+    assert states.index("APPROVED") > states.index("AWAITING_APPROVALS")
+
+
+async def test_a_decision_from_outside_every_required_group_is_refused_and_never_counts(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        # sent at once, before the policy has said who decides: refused once it has
+        handle, inp = await _start_with_erin(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        with pytest.raises(WorkflowUpdateFailedError) as early:
+            await handle.execute_update(StakingWorkflow.approve, ERIN.decide(inp, expires_at=exp))
+        assert isinstance(early.value.cause, ApplicationError)
+        assert early.value.cause.type == "ApprovalOutsideRequirement"
+        assert "erin is in none of the groups" in str(early.value.cause)
+        # and once it has, by the validator: nothing reaches the history
+        accepted = await _accepted_updates(handle)
+        for decision, update in (("APPROVE", StakingWorkflow.approve), ("REJECT", StakingWorkflow.reject)):
+            with pytest.raises(WorkflowUpdateFailedError) as late:
+                await handle.execute_update(update, ERIN.decide(inp, decision, expires_at=exp))
+            assert isinstance(late.value.cause, ApplicationError)
+            assert late.value.cause.type == "ApprovalOutsideRequirement"
+        assert await _accepted_updates(handle) == accepted
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        result: IntentResult = await intent_result(handle)
+    assert result.state == "CONFIRMED"
+    assert [d.approval.approver_id for d in acts.decisions] == ["olivia", "oscar"]
+    assert sorted(a.approver_id for a in acts.signed[0].approvals) == ["olivia", "oscar"]
+
+
+async def test_a_reject_carries_its_reason_and_answers_with_the_ending(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        no = O2.decide(inp, "REJECT", expires_at=exp)
+        no.reason = "wrong validator"
+        ack: ApprovalAck = await handle.execute_update(StakingWorkflow.reject, no)
+        assert ack.state == "REJECTED"  # not AWAITING_APPROVALS: the ending is recorded before the answer
+        assert acts.transitions[-1].state == "REJECTED"
+        result: IntentResult = await intent_result(handle)
+    assert result.state == "REJECTED"
+    assert result.reason == "rejected by oscar: wrong validator"
+    assert [(d.approval.approver_id, d.approval.reason) for d in acts.decisions] == [
+        ("oscar", "wrong validator")
+    ]
+
+
+async def test_a_cancel_answers_with_the_state_it_led_to(time_skipping_env: WorkflowEnvironment) -> None:
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS])
+    async with _worker(env.client, queue, acts):
+        handle, _ = await _start(env, queue)
+        state = await handle.execute_update(StakingWorkflow.cancel, CancelInput("changed our mind", "alice"))
+        assert state == "CANCELLED"
+        assert acts.transitions[-1].state == "CANCELLED"
+        assert (await intent_result(handle)).state == "CANCELLED"

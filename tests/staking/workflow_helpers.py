@@ -32,6 +32,7 @@ from workflows.staking.types import (
     ApproverKeyData,
     BuildResult,
     ConfirmResult,
+    DecisionInput,
     EvaluateInput,
     GroupData,
     IntentInput,
@@ -138,6 +139,9 @@ class FakeActivities:
         self.broadcast_refuses = broadcast_refuses
         self.nonces_released: list[NonceReleaseInput] = []
         self.transitions: list[TransitionInput] = []
+        self.decisions: list[DecisionInput] = []
+        #: How many RecordDecision attempts fail first (as a killed staking process would).
+        self.decision_failures = 0
         self.signed: list[StepInput] = []
         self.reserved: list[str] = []
         self.released: list[ReleaseInput] = []
@@ -145,6 +149,14 @@ class FakeActivities:
     @activity.defn(name="RecordTransition")
     async def record_transition(self, inp: TransitionInput) -> None:
         self.transitions.append(inp)
+
+    @activity.defn(name="RecordDecision")
+    async def record_decision(self, inp: DecisionInput) -> None:
+        if self.decision_failures > 0:
+            self.decision_failures -= 1
+            raise RuntimeError("the staking service went away mid-call")
+        if all(d.approval.approver_id != inp.approval.approver_id for d in self.decisions):
+            self.decisions.append(inp)  # idempotent per approver, as the staking service records
 
     @activity.defn(name="EvaluatePolicy")
     async def evaluate_policy(self, inp: EvaluateInput) -> PolicyOutcome:

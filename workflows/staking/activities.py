@@ -31,12 +31,14 @@ from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFoun
 from services.runtime.intent import Action, spec_from_plain
 from services.signer.client import SignerClient
 from services.staking.client import StakingClient
-from services.staking.types import Transition
+from services.staking.types import DecisionRecord, Transition
+from workflows.approvals import approval_from_data
 from workflows.staking.types import (
     ActivateInput,
     ApprovalData,
     BuildResult,
     ConfirmResult,
+    DecisionInput,
     EvaluateInput,
     GroupData,
     NonceReleaseInput,
@@ -103,6 +105,20 @@ class StakingActivities:
         """Recorded by the staking service (read model and audit record, one transaction) when it
         returns; any failure fails the attempt, and the retry records it once."""
         await self._staking.record_transition(transition_of(inp))
+
+    @activity.defn(name="RecordDecision")
+    async def record_decision(self, inp: DecisionInput) -> None:
+        """Recorded by the staking service (approval row and audit record, one transaction) when it
+        returns; a retry records it once. A refusal (the decision does not verify there) is final."""
+        record = DecisionRecord(
+            inp.intent_id, approval_from_data(inp.approval), inp.approval.reason, inp.quorum_met
+        )
+        try:
+            await self._staking.record_decision(record)
+        except _REFUSALS as e:
+            raise ApplicationError(
+                f"the decision cannot be recorded: {e}", type="ApprovalRefused", non_retryable=True
+            ) from e
 
     @activity.defn(name="EvaluatePolicy")
     async def evaluate_policy(self, inp: EvaluateInput) -> PolicyOutcome:
@@ -304,6 +320,7 @@ class StakingActivities:
 #: The activity methods a worker registers; stand-ins in tests register the same ones.
 ACTIVITY_METHODS = (
     "record_transition",
+    "record_decision",
     "evaluate_policy",
     "build_transaction",
     "sign_transaction",

@@ -64,6 +64,17 @@ class ApprovalData:
     policy_version: str
     expires_at: datetime
     signature_hex: str
+    #: Why, with a rejection (not signed: the caller's mTLS identity is the approver's).
+    reason: str = ""
+
+
+@dataclass
+class DecisionInput:
+    """An approval or rejection the workflow accepted, for the staking service to record."""
+
+    intent_id: str
+    approval: ApprovalData
+    quorum_met: bool
 
 
 @dataclass
@@ -180,6 +191,10 @@ class ApprovalAck:
     accepted: bool
     quorum_met: bool
     counted: list[str]
+    #: The workflow recorded the decision (read model and audit trail) before answering.
+    recorded: bool = False
+    #: The intent's state when the workflow answered (after the transition a rejection caused).
+    state: str = ""
 
 
 @dataclass

@@ -88,7 +88,10 @@ def requirement_text(req: dict[str, Any] | None) -> str:
 
 
 def intent_lines(intent: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> list[str]:
-    approvals = ", ".join(f"{a['approver_id']} {a['decision']}" for a in intent["approvals"])
+    approvals = ", ".join(
+        f"{a['approver_id']} {a['decision']}" + (f" ({a['reason']})" if a.get("reason") else "")
+        for a in intent["approvals"]
+    )
     policy = intent["policy_version"][:16]
     if intent["requirement"] and intent["requirement"]["rule_id"]:
         policy += f" (rule {intent['requirement']['rule_id']})"

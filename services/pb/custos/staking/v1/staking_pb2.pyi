@@ -75,8 +75,11 @@ class RecordedApproval(_message.Message):
     APPROVER_ID_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     approver_id: _builtins.str
     decision: _common_pb2.Decision.ValueType
+    reason: _builtins.str
+    """Why, as the approver gave it with a rejection."""
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -85,10 +88,11 @@ class RecordedApproval(_message.Message):
         approver_id: _builtins.str = ...,
         decision: _common_pb2.Decision.ValueType = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver_id", b"approver_id", "decision", b"decision", "recorded_at", b"recorded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approver_id", b"approver_id", "decision", b"decision", "reason", b"reason", "recorded_at", b"recorded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -422,6 +426,7 @@ class RejectIntentRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     intent_id: _builtins.str
     reason: _builtins.str
+    """Why: recorded with the rejection, in the intent's reason and its audit record (up to 500 characters)."""
     @_builtins.property
     def approval(self) -> _common_pb2.Approval:
         """Must carry decision REJECT, signed by a key registered to the approver."""
@@ -608,3 +613,56 @@ class RecordTransitionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordTransitionResponse: _TypeAlias = RecordTransitionResponse  # noqa: Y015
+
+@_typing.final
+class RecordDecisionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENT_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    QUORUM_MET_FIELD_NUMBER: _builtins.int
+    intent_id: _builtins.str
+    reason: _builtins.str
+    """With a rejection: why, as the approver gave it."""
+    quorum_met: _builtins.bool
+    """Whether the approvals counted so far, this one included, meet the quorum."""
+    @_builtins.property
+    def approval(self) -> _common_pb2.Approval:
+        """The decision as the workflow accepted it."""
+
+    def __init__(
+        self,
+        *,
+        intent_id: _builtins.str = ...,
+        approval: _common_pb2.Approval | None = ...,
+        reason: _builtins.str = ...,
+        quorum_met: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "intent_id", b"intent_id", "quorum_met", b"quorum_met", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDecisionRequest: _TypeAlias = RecordDecisionRequest  # noqa: Y015
+
+@_typing.final
+class RecordDecisionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.bool
+    """False when this approver's decision on the intent was recorded before (a retried call)."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDecisionResponse: _TypeAlias = RecordDecisionResponse  # noqa: Y015

@@ -74,6 +74,11 @@ class StakingServiceStub:
                 request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionRequest.SerializeToString,
                 response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionResponse.FromString,
                 _registered_method=True)
+        self.RecordDecision = channel.unary_unary(
+                '/custos.staking.v1.StakingService/RecordDecision',
+                request_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordDecisionRequest.SerializeToString,
+                response_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordDecisionResponse.FromString,
+                _registered_method=True)
 
 
 class StakingServiceServicer:
@@ -136,6 +141,17 @@ class StakingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordDecision(self, request, context):
+        """Internal, for the workflow worker only: records one approval or rejection the workflow
+        accepted (the row `GetIntent` lists and its `intent.approved_by` / `intent.rejected_by`
+        audit record, in one transaction) before the workflow counts it. The signature is checked
+        against the intent's digest and the approver's registered key. Idempotent per
+        (intent_id, approver): a retried call records nothing twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StakingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +194,11 @@ def add_StakingServiceServicer_to_server(servicer, server):
                     servicer.RecordTransition,
                     request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionRequest.FromString,
                     response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionResponse.SerializeToString,
+            ),
+            'RecordDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDecision,
+                    request_deserializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordDecisionRequest.FromString,
+                    response_serializer=custos_dot_staking_dot_v1_dot_staking__pb2.RecordDecisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +417,33 @@ class StakingService:
             '/custos.staking.v1.StakingService/RecordTransition',
             custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionRequest.SerializeToString,
             custos_dot_staking_dot_v1_dot_staking__pb2.RecordTransitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.staking.v1.StakingService/RecordDecision',
+            custos_dot_staking_dot_v1_dot_staking__pb2.RecordDecisionRequest.SerializeToString,
+            custos_dot_staking_dot_v1_dot_staking__pb2.RecordDecisionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,13 @@ class StakingServiceStub:
     watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
     nothing twice. The worker writes no table itself.
     """
+    RecordDecision: _grpc.UnaryUnaryMultiCallable[_staking_pb2.RecordDecisionRequest, _staking_pb2.RecordDecisionResponse]
+    """Internal, for the workflow worker only: records one approval or rejection the workflow
+    accepted (the row `GetIntent` lists and its `intent.approved_by` / `intent.rejected_by`
+    audit record, in one transaction) before the workflow counts it. The signature is checked
+    against the intent's digest and the approver's registered key. Idempotent per
+    (intent_id, approver): a retried call records nothing twice.
+    """
 
 @_typing.type_check_only
 class StakingServiceAsyncStub(StakingServiceStub):
@@ -76,6 +83,13 @@ class StakingServiceAsyncStub(StakingServiceStub):
     read model with its audit record, in one transaction, and wakes this process's
     watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
     nothing twice. The worker writes no table itself.
+    """
+    RecordDecision: _aio.UnaryUnaryMultiCallable[_staking_pb2.RecordDecisionRequest, _staking_pb2.RecordDecisionResponse]  # type: ignore[assignment]
+    """Internal, for the workflow worker only: records one approval or rejection the workflow
+    accepted (the row `GetIntent` lists and its `intent.approved_by` / `intent.rejected_by`
+    audit record, in one transaction) before the workflow counts it. The signature is checked
+    against the intent's digest and the approver's registered key. Idempotent per
+    (intent_id, approver): a retried call records nothing twice.
     """
 
 class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -144,6 +158,19 @@ class StakingServiceServicer(metaclass=_abc_1.ABCMeta):
         read model with its audit record, in one transaction, and wakes this process's
         watchers of the intent. Idempotent per (intent_id, sequence): a retried call records
         nothing twice. The worker writes no table itself.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordDecision(
+        self,
+        request: _staking_pb2.RecordDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_staking_pb2.RecordDecisionResponse, _abc.Awaitable[_staking_pb2.RecordDecisionResponse]]:
+        """Internal, for the workflow worker only: records one approval or rejection the workflow
+        accepted (the row `GetIntent` lists and its `intent.approved_by` / `intent.rejected_by`
+        audit record, in one transaction) before the workflow counts it. The signature is checked
+        against the intent's digest and the approver's registered key. Idempotent per
+        (intent_id, approver): a retried call records nothing twice.
         """
 
 def add_StakingServiceServicer_to_server(servicer: StakingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
