@@ -192,6 +192,8 @@ async def test_velocity_is_reserved_before_approved_and_a_full_window_denies(
     acts = FakeActivities([OPS], velocity_room=False)
     async with _worker(env.client, queue, acts):
         handle, inp = await _start(env, queue)
+        # the time-skipping server may have moved the clock past the first intent's timers
+        exp = await env.get_current_time() + timedelta(hours=12)
         for p in (O1, O2):
             await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
         denied: IntentResult = await intent_result(handle)
