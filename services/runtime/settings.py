@@ -35,7 +35,7 @@ FILE_KEYS = frozenset(
         "state_dir", "database_url", "log_level", "listen", "grpc_deadline_seconds", "tls", "endpoints",
         "temporal", "telemetry", "trust_file", "hsm", "chains", "reconcile_seconds", "decide_threads",
         "commit_window", "ledger_head_label", "checkpoint_every_records", "checkpoint_every_seconds",
-        "checkpoint_head_label", "dev",
+        "checkpoint_head_label", "dev", "health_probe_seconds", "log_format",
     }
 )  # fmt: skip
 

@@ -94,9 +94,8 @@ def setup_telemetry(settings: TelemetrySettings, service: str) -> Telemetry:
     global _installed
     if _installed is not None:
         return _installed
-    if settings.exporter == "none":
-        _installed = Telemetry()
-        return _installed
+    if settings.exporter == "none":  # installs nothing: a later call may still install an exporter
+        return Telemetry()
     resource = Resource.create(
         {"service.name": f"custos-{service}", "service.namespace": settings.service_namespace}
     )

@@ -32,10 +32,12 @@ async def test_one_approver_alone(stack: SecurityStack, world: World, worker_hos
     try:
         first = await stack.approve(intent, "olivia")
         assert not first.quorum_met
-        # the same approver again, with a later expiry: another valid signature, still her
+        # the same approver again, with a later expiry: another valid signature, still her: the
+        # answer recorded for her first decision (a retry after a lost answer), counted once
         again = stack.approval(intent, "olivia", expires_at=datetime.now(UTC) + timedelta(minutes=90))
-        with pytest.raises(CustosError) as twice:
-            await stack.approve(intent, "olivia", again)
+        twice = await stack.approve(intent, "olivia", again)
+        assert not twice.quorum_met
+        assert [a.approver_id for a in twice.intent.approvals] == ["olivia"]
         # her key over the intent, naming oscar: the caller is not the approver it names
         as_oscar = sign_approval(
             stack.approver_keys["olivia"],
@@ -61,7 +63,6 @@ async def test_one_approver_alone(stack: SecurityStack, world: World, worker_hos
         with pytest.raises(CustosError) as signer:
             async with stack.client(SignerClient, "olivia") as client:
                 await client.call("Sign", request)
-        assert _typed(twice.value) == ("FAILED_PRECONDITION", "ApprovalRefused")
         assert _typed(named.value) == ("PERMISSION_DENIED", "NotYourIntent")
         assert _typed(signer.value)[0] == "PERMISSION_DENIED"
         state = (await stack.wait_for(intent.intent_id, {"AWAITING_APPROVALS"})).intent.state
@@ -69,7 +70,7 @@ async def test_one_approver_alone(stack: SecurityStack, world: World, worker_hos
         after = await stack.evidence()
         assert (after.records, after.nonce) == (before.records, before.nonce)
         refused = {(r["action"], r["actor"]) for r in stack.audit_since(before) if r["outcome"] == "refused"}
-        assert {("approve.refused", "olivia"), ("approval.refused", "olivia")} <= refused, refused
+        assert ("approval.refused", "olivia") in refused, refused
         denied = [r for r in stack.audit_since(before) if r["actor"] == "olivia" and "Sign" in str(r)]
         assert denied, "the signer's PERMISSION_DENIED is not audited"
     finally:
