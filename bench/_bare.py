@@ -52,6 +52,10 @@ class BareWorkflow:
 
     @workflow.update
     async def approve(self, a: BareApproval) -> int:
+        # as the staking workflow records each decision (RecordDecision) before it counts
+        await workflow.execute_activity(
+            bare_step, "RecordDecision", start_to_close_timeout=QUICK, retry_policy=RETRY
+        )
         self._got.append(a.approver)
         return len(self._got)
 
