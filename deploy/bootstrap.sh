@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a development machine for custos; safe to run twice, quick when nothing changed.
 #   - system packages: SoftHSM2, Node.js/npm (for anvil), PostgreSQL (started if down)
-#   - .venv with the project and its dev tools (re-installed only when pyproject.toml changes)
+#   - .venv with the project and its dev tools (re-installed only when pyproject.toml changes),
+#     including the Cosmos devnet's node (injectived, from the PyPI package injective-core)
 #   - the devnet's npm packages (anvil, the system contracts' genesis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp_dir/venv" 2>/dev/null)" != "$ha
   # The Cosmos family's independent reference in the tests (its generated protos); it pins
   # protobuf<6 but its modules work with ours, so without its dependencies.
   .venv/bin/pip install -q --disable-pip-version-check --no-deps cosmpy==0.12.2
+  # injective-core ships injectived compressed: unpack it once here, not in a test.
+  .venv/bin/python -c "import injective_core; injective_core.get_binary_path()"
   echo "$hash" > "$stamp_dir/venv"
 fi
 

@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.softhsm",
     "tests.fixtures.anvil",
+    "tests.fixtures.injective",
     "tests.fixtures.pki",
     "tests.fixtures.temporal",
 ]

@@ -58,6 +58,9 @@ class ChainConfig(BaseModel):
         display_exponent: ``display_unit`` is ``10**display_exponent`` base units (ETH: 18, ATOM: 6).
         bech32_prefix: Cosmos: the account address prefix (``cosmos``); validators use
             ``<prefix>valoper``.
+        grpc_address: Cosmos: the node's gRPC endpoint, ``host:port`` (``rpc_url`` is its
+            CometBFT RPC); empty when not configured.
+        rest_url: Cosmos: the node's REST (LCD) API, ``http(s)://...``; empty when not configured.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +83,8 @@ class ChainConfig(BaseModel):
     bech32_prefix: Annotated[str, Field(pattern=r"^[a-z]{1,32}$")] = "cosmos"
     display_unit: Annotated[str, Field(max_length=16)] = ""
     display_exponent: Annotated[int, Field(ge=0, le=36)] = 0
+    grpc_address: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}$")] = ""
+    rest_url: Annotated[str, Field(pattern=r"^$|^https?://[^\s]+$")] = ""
 
     @field_validator("chain_id")
     @classmethod

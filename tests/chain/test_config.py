@@ -58,3 +58,21 @@ def test_display_units_default_by_family() -> None:
     assert eth.display() == ("ETH", 18) and eth.denom == "wei"
     assert atom.display() == ("uatom", 0)
     assert atom.model_copy(update={"display_unit": "ATOM", "display_exponent": 6}).display() == ("ATOM", 6)
+
+
+def test_a_cosmos_chain_names_its_grpc_and_rest_endpoints() -> None:
+    base: dict[str, object] = {
+        "name": "cosmos-devnet",
+        "family": ChainFamily.COSMOS,
+        "chain_id": "custos-devnet-1",
+        "rpc_url": "http://127.0.0.1:26657",
+        "max_fee_wei": 10**16,
+    }
+    config = ChainConfig.model_validate(
+        base | {"grpc_address": "127.0.0.1:9090", "rest_url": "http://127.0.0.1:1317"}
+    )
+    assert (config.grpc_address, config.rest_url) == ("127.0.0.1:9090", "http://127.0.0.1:1317")
+    assert ChainConfig.model_validate(base).grpc_address == ""  # optional: not every chain has one
+    for bad in ({"grpc_address": "http://127.0.0.1:9090"}, {"rest_url": "127.0.0.1:1317"}):
+        with pytest.raises(ValidationError):
+            ChainConfig.model_validate(base | bad)

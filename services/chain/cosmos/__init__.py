@@ -1,0 +1,1 @@
+"""The chain service's Cosmos SDK side: the local devnet (:mod:`.devnet`)."""
