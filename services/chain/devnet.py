@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from services.chain.ethereum.rpc import JsonRpcClient
 from services.families.config import HOODI_GENESIS_FORK_VERSION, ChainConfig, ChainFamily
 from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVNET_DIR = REPO_ROOT / "deploy" / "devnet"
@@ -83,12 +83,6 @@ def ensure_devnet_assets(devnet_dir: Path = DEVNET_DIR) -> DevnetAssets:
     if not os.access(anvil, os.X_OK):
         raise FailedPrecondition(f"anvil binary missing or not executable at {anvil}")
     return DevnetAssets(anvil=anvil, contracts=contracts)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Devnet:

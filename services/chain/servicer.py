@@ -46,6 +46,7 @@ _RECONCILE_STATUS_TO_PB = {
 
 
 def chain_to_pb(config: ChainConfig) -> chain_pb2.Chain:
+    unit, exponent = config.display()
     return chain_pb2.Chain(
         name=config.name,
         family=_FAMILY_TO_PB[config.family],
@@ -54,8 +55,8 @@ def chain_to_pb(config: ChainConfig) -> chain_pb2.Chain:
         unbonding_seconds=config.unbonding_seconds,
         max_fee=str(config.max_fee_wei),
         denom=config.denom,
-        display_unit=config.display()[0],
-        display_exponent=config.display()[1],
+        display_unit=unit,
+        display_exponent=exponent,
     )
 
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import yaml
 
-from services.cli.ports import allocate, free_port
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.health import check_service
 from services.runtime.migrate import upgrade
 from services.runtime.pki import ensure_service_certs, issue
+from services.runtime.ports import allocate, free_port
 from services.runtime.settings import SERVICE_NAMES
 from workflows.search_attributes import dev_server_flags
 
@@ -127,7 +127,7 @@ class Stack:
 
 
 def _write_config(stack: Stack, extra: dict[str, Any]) -> dict[str, Any]:
-    # all at once: distinct by construction (see services.cli.ports)
+    # all at once: distinct by construction (see services.runtime.ports)
     *service_ports, temporal_port, temporal_ui = allocate(len(SERVICE_NAMES) + 2)
     ports = dict(zip(SERVICE_NAMES, service_ports, strict=True))
     config: dict[str, Any] = {

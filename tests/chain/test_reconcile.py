@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from services.audit.models import AuditRecordRow
 from services.audit.writer import AuditWriter
-from services.chain.devnet import Devnet, free_port
+from services.chain.devnet import Devnet
 from services.chain.reconcile import AlertKind, Reconciler, Status, VaultReconciliation, reconcilable
 from services.chain.service import ChainService
 from services.chain.servicer import ChainServicer
@@ -36,6 +36,7 @@ from services.families.ethereum.transactions import parse_signed
 from services.pb.custos.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.pb.custos.signer.v1 import signer_pb2, signer_pb2_grpc
 from services.runtime.errors import Unavailable
+from services.runtime.ports import free_port
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.signer.client import SignerClient

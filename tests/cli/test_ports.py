@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from services.cli import ports
+from services.runtime import ports
 
 
 def test_many_allocations_in_a_row_never_repeat_a_port() -> None:

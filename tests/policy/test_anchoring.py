@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.audit.models import AuditRecordRow
 from services.audit.writer import AuditWriter
-from services.chain.devnet import free_port
 from services.policy.anchoring import AnchoredGovernance
 from services.policy.changes import ChangeView, Governance
 from services.policy.domain import SignatureScheme
 from services.policy.evidence import public_key_der
 from services.policy.governance import Change, ChangeState, RegisterApprover, RevokeApproverKey
+from services.runtime.ports import free_port
 from services.signer.hsm import Hsm
 from tests.policy.governed import Admins
 from tests.signer.anchor_rig import serving_signer

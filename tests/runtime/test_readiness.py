@@ -23,11 +23,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from services.chain.devnet import Devnet, DevnetAssets, free_port
+from services.chain.devnet import Devnet, DevnetAssets
 from services.cli.main import cli
 from services.runtime.db import make_engine
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.health import check_service
+from services.runtime.ports import free_port
 from services.runtime.readiness import Probe, Readiness
 from services.runtime.runner import start_service
 from services.runtime.server import RunningServer

@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from services.audit.models import AuditRecordRow
-from services.chain.devnet import Devnet, free_port
+from services.chain.devnet import Devnet
 from services.chain.main import ChainSettings
 from services.families.config import HOODI_GENESIS_FORK_VERSION
 from services.families.ethereum.deposit import generate_deposit_data, stake_target
@@ -66,6 +66,7 @@ from services.runtime.intent import (
     UnstakeTarget,
 )
 from services.runtime.pki import ensure_service_certs, issue
+from services.runtime.ports import free_port
 from services.runtime.runner import Component, start_service
 from services.runtime.server import RunningServer
 from services.runtime.settings import ServiceSettings, TLSSettings

@@ -27,12 +27,12 @@ from temporalio.client import Client
 from services.audit.models import AuditRecordRow
 from services.audit.writer import AuditWriter
 from services.chain.client import ChainClient
-from services.cli.devstack import free_port
 from services.pb.custos.staking.v1 import staking_pb2, staking_pb2_grpc
 from services.policy.client import PolicyClient
 from services.runtime.auth import Principal
 from services.runtime.db import make_engine, make_session_factory, transaction, utcnow
 from services.runtime.errors import Unavailable
+from services.runtime.ports import free_port
 from services.runtime.server import RunningServer, ServiceBinding, start_server
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.signer.client import SignerClient

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from services.audit.main import AuditSettings
 from services.chain.devnet import Devnet
 from services.chain.main import ChainSettings
-from services.cli.devstack import free_port
 from services.families.config import HOODI_GENESIS_FORK_VERSION
 from services.families.ethereum.deposit import generate_deposit_data, stake_target
 from services.pb.custos.policy.v1 import policy_pb2
@@ -41,6 +40,7 @@ from services.runtime.client import BaseClient, open_channel
 from services.runtime.convert import approval_to_pb, spec_to_pb
 from services.runtime.intent import Action, Decision, IntentSpec
 from services.runtime.pki import ensure_service_certs, issue
+from services.runtime.ports import free_port
 from services.runtime.runner import start_service
 from services.runtime.settings import ServiceSettings, TLSSettings
 from services.signer.client import SignerClient

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from services.chain.errors import ChainError
 from services.families.cosmos import addresses
 from services.runtime.errors import FailedPrecondition
+from services.runtime.ports import allocate
 
 DEVNET_CHAIN_ID = "custos-devnet-1"
 DENOM = "inj"
@@ -94,12 +94,6 @@ def injectived_binary() -> Injectived:
     return Injectived(path=path, env={**os.environ, "LD_LIBRARY_PATH": library_path})
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Ports:
     """The node's listeners, all on 127.0.0.1."""
@@ -111,10 +105,7 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        ports: set[int] = set()
-        while len(ports) < 4:
-            ports.add(free_port())
-        return cls(*sorted(ports))
+        return cls(*allocate(4))
 
 
 @dataclass(frozen=True)

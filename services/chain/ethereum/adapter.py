@@ -204,8 +204,7 @@ class EthereumAdapter:
 
     def decode(self, unsigned_tx: bytes, *, sender: str | None = None) -> DecodedTransaction:
         """Reads unsigned bytes back into the intent fields; strict about everything (the family's)."""
-        tx = self.family.parse(self.config, unsigned_tx)
-        decoded = self.family.decode(self.config, unsigned_tx)
+        tx, decoded = self.family.read(self.config, unsigned_tx)
         assert not isinstance(decoded.target, PolicyChangeTarget)
         return DecodedTransaction(
             chain=self.config.name,

@@ -221,6 +221,10 @@ class EthereumFamily:
         return tx
 
     def decode(self, chain: ChainConfig, unsigned_tx: bytes) -> Decoded:
+        return self.read(chain, unsigned_tx)[1]
+
+    def read(self, chain: ChainConfig, unsigned_tx: bytes) -> tuple[UnsignedTransaction, Decoded]:
+        """The EIP-1559 fields of ``unsigned_tx`` and what they do, from one parse."""
         tx = self.parse(chain, unsigned_tx)
         target: Target
         if tx.to == bytes.fromhex(chain.deposit_contract[2:]):
@@ -252,7 +256,7 @@ class EthereumFamily:
             raise TransactionInvalid(
                 f"transaction calls 0x{tx.to.hex()}, which is no staking contract custos uses"
             )
-        return Decoded(
+        return tx, Decoded(
             action=action,
             step=_STEPS[action][0].name,
             amount=amount,
@@ -272,9 +276,8 @@ class EthereumFamily:
         only the system contract's request fee, bounded by the chain's ``max_request_fee_wei``
         (nobody approved more). The network fee is bounded by the chain's ``max_fee_wei``."""
         try:
-            decoded = self.decode(chain, unsigned_tx)
+            tx, decoded = self.read(chain, unsigned_tx)
             planned = self.plan(chain, spec, sender)
-            tx = self.parse(chain, unsigned_tx)
         except FamilyError as e:
             if isinstance(e, TransactionMismatch | FeeAboveCap):
                 raise

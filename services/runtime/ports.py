@@ -1,4 +1,4 @@
-"""Ports for the dev stack's processes, allocated so that no two get the same one.
+"""Ports for the processes custos starts (dev stack, devnets), allocated so that no two get the same one.
 
 Binding port 0 and closing the socket hands out an *ephemeral* port: the kernel may give the same
 one to the next such bind (``make demo`` once gave the audit service and the Temporal UI one port),
