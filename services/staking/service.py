@@ -501,6 +501,24 @@ class StakingService:
         key = approver.key(a.key_id)
         if key is None or not verify_signature(key, a.message(), a.signature):
             raise FailedPrecondition(f"the decision of {a.approver_id} does not verify with key {a.key_id}")
+        # a signature the workflow could never have accepted for this intent is no decision of it
+        submitted = view.row.created_at
+        if key.revoked_at is not None and key.revoked_at <= submitted:
+            raise FailedPrecondition(
+                f"key {a.key_id} of {a.approver_id} was revoked before the intent existed"
+            )
+        if a.expires_at <= submitted:
+            raise FailedPrecondition(f"the decision of {a.approver_id} expired before the intent existed")
+        if a.approver_id == view.row.initiator:
+            raise FailedPrecondition(
+                f"{a.approver_id} initiated intent {d.intent_id}: no decision of theirs counts"
+            )
+        outside = _outside_requirement(view.row, a.approver_id)
+        if outside:
+            raise FailedPrecondition(outside)
+        recorded = any(r.approver_id == a.approver_id for r in view.approvals)
+        if not recorded and (view.row.state in repo.TERMINAL or view.row.state in _PAST_QUORUM):
+            raise FailedPrecondition(f"intent {d.intent_id} is {view.row.state}: it takes no decision now")
         return await asyncio.to_thread(self._record_decision, a.approver_id, d)
 
     async def _key_refusal(self, approval: Approval) -> str:
