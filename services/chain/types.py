@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.runtime.intent import Action, RestakeTarget, StakeTarget, UnstakeTarget
+from services.runtime.intent import (
+    Action,
+    ClaimRewardsTarget,
+    RestakeTarget,
+    StakeTarget,
+    UnstakeTarget,
+    VoteTarget,
+)
 
-ChainTarget = StakeTarget | UnstakeTarget | RestakeTarget
+ChainTarget = StakeTarget | UnstakeTarget | RestakeTarget | ClaimRewardsTarget | VoteTarget
 
 
 @dataclass(frozen=True)

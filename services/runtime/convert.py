@@ -18,6 +18,7 @@ from services.runtime.errors import InvalidArgument
 from services.runtime.intent import (
     Action,
     Approval,
+    ClaimRewardsTarget,
     Decision,
     IntentSpec,
     PolicyChangeTarget,
@@ -26,6 +27,8 @@ from services.runtime.intent import (
     Target,
     TargetParams,
     UnstakeTarget,
+    VoteOption,
+    VoteTarget,
     parse_amount,
 )
 
@@ -34,6 +37,8 @@ _ACTION_FROM_PB = {
     pb.ACTION_UNSTAKE: Action.UNSTAKE,
     pb.ACTION_RESTAKE: Action.RESTAKE,
     pb.ACTION_POLICY_CHANGE: Action.POLICY_CHANGE,
+    pb.ACTION_CLAIM_REWARDS: Action.CLAIM_REWARDS,
+    pb.ACTION_VOTE: Action.VOTE,
 }
 _ACTION_TO_PB = {v: k for k, v in _ACTION_FROM_PB.items()}
 _DECISION_FROM_PB = {pb.DECISION_APPROVE: Decision.APPROVE, pb.DECISION_REJECT: Decision.REJECT}
@@ -92,7 +97,9 @@ def action_from_pb(value: int) -> Action:
     try:
         return _ACTION_FROM_PB[value]  # type: ignore[index]
     except KeyError:
-        raise InvalidArgument("action is required (STAKE, UNSTAKE, RESTAKE or POLICY_CHANGE)") from None
+        raise InvalidArgument(
+            "action is required (STAKE, UNSTAKE, RESTAKE, CLAIM_REWARDS, VOTE or POLICY_CHANGE)"
+        ) from None
 
 
 def action_to_pb(action: Action) -> pb.Action.ValueType:
@@ -126,6 +133,8 @@ def _target_from_pb(spec: pb.IntentSpec, action: Action) -> Target:
         Action.UNSTAKE: "unstake",
         Action.RESTAKE: "restake",
         Action.POLICY_CHANGE: "policy_change",
+        Action.CLAIM_REWARDS: "claim_rewards",
+        Action.VOTE: "vote",
     }[action]
     if kind != expected:
         raise InvalidArgument(f"a {action} intent needs the '{expected}' target, got {kind or 'none'}")
@@ -142,9 +151,27 @@ def _target_from_pb(spec: pb.IntentSpec, action: Action) -> Target:
             target_validator=require_id(spec.restake.target_validator, "restake.target_validator"),
             params=_params_from_pb(spec.restake, "restake"),
         )
+    if kind == "claim_rewards":
+        return ClaimRewardsTarget(validator=require_id(spec.claim_rewards.validator, "claim_rewards.validator"))
+    if kind == "vote":
+        option = _VOTE_OPTION_FROM_PB.get(spec.vote.option)
+        if option is None:
+            raise InvalidArgument("vote.option must be YES, ABSTAIN, NO or NO_WITH_VETO")
+        if spec.vote.proposal_id == 0:
+            raise InvalidArgument("vote.proposal_id is required")
+        return VoteTarget(proposal_id=spec.vote.proposal_id, option=option)
     return PolicyChangeTarget(
         policy_version=require_id(spec.policy_change.policy_version, "policy_change.policy_version")
     )
+
+
+_VOTE_OPTION_FROM_PB = {
+    pb.VOTE_OPTION_YES: VoteOption.YES,
+    pb.VOTE_OPTION_ABSTAIN: VoteOption.ABSTAIN,
+    pb.VOTE_OPTION_NO: VoteOption.NO,
+    pb.VOTE_OPTION_NO_WITH_VETO: VoteOption.NO_WITH_VETO,
+}
+_VOTE_OPTION_TO_PB = {v: k for k, v in _VOTE_OPTION_FROM_PB.items()}
 
 
 #: Bounds on a target's params: a family needs a few short fields (Ethereum's largest is 96 bytes).
@@ -189,9 +216,11 @@ def spec_from_pb(spec: pb.IntentSpec) -> IntentSpec:
         if action is Action.POLICY_CHANGE and not spec.vault_id
         else require_id(spec.vault_id, "vault_id")
     )
-    return IntentSpec(
-        action=action, chain=chain, vault_id=vault, amount=amount, target=_target_from_pb(spec, action)
-    )
+    target = _target_from_pb(spec, action)
+    try:
+        return IntentSpec(action=action, chain=chain, vault_id=vault, amount=amount, target=target)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
 
 
 def fill_target(out: Any, t: Target) -> None:
@@ -206,6 +235,11 @@ def fill_target(out: Any, t: Target) -> None:
         out.restake.source_validator = t.source_validator
         out.restake.target_validator = t.target_validator
         _fill_params(out.restake, t.params)
+    elif isinstance(t, ClaimRewardsTarget):
+        out.claim_rewards.validator = t.validator
+    elif isinstance(t, VoteTarget):
+        out.vote.proposal_id = t.proposal_id
+        out.vote.option = _VOTE_OPTION_TO_PB[t.option]
     else:
         out.policy_change.policy_version = t.policy_version
 

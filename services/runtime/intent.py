@@ -37,6 +37,19 @@ class Action(StrEnum):
     UNSTAKE = "UNSTAKE"
     RESTAKE = "RESTAKE"
     POLICY_CHANGE = "POLICY_CHANGE"
+    #: Withdraw the staking rewards a validator owes the vault (Cosmos x/distribution).
+    CLAIM_REWARDS = "CLAIM_REWARDS"
+    #: A governance vote with the vault's staked weight (Cosmos x/gov).
+    VOTE = "VOTE"
+
+
+class VoteOption(StrEnum):
+    """A governance vote's option (Cosmos ``cosmos.gov.v1.VoteOption``)."""
+
+    YES = "YES"
+    ABSTAIN = "ABSTAIN"
+    NO = "NO"
+    NO_WITH_VETO = "NO_WITH_VETO"
 
 
 class Decision(StrEnum):
@@ -98,7 +111,38 @@ class PolicyChangeTarget:
     policy_version: str
 
 
-Target = StakeTarget | UnstakeTarget | RestakeTarget | PolicyChangeTarget
+@dataclass(frozen=True)
+class ClaimRewardsTarget:
+    """The validator whose rewards for the vault's delegation are withdrawn to the vault."""
+
+    validator: str
+
+
+#: Proposal ids are a chain's uint64.
+MAX_PROPOSAL_ID = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class VoteTarget:
+    """A vote on governance proposal ``proposal_id``, cast with the vault's staked weight."""
+
+    proposal_id: int
+    option: VoteOption
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.proposal_id, int) or isinstance(self.proposal_id, bool):
+            raise TypeError("proposal_id must be an int")
+        if not 1 <= self.proposal_id <= MAX_PROPOSAL_ID:
+            raise ValueError("proposal_id must be between 1 and 2**64-1")
+        if not isinstance(self.option, VoteOption):
+            raise TypeError("option must be a VoteOption")
+
+
+Target = StakeTarget | UnstakeTarget | RestakeTarget | PolicyChangeTarget | ClaimRewardsTarget | VoteTarget
+#: The target kinds the canonical encoding names (``"kind"``), in the digest approvers sign.
+_TARGET_KINDS = (StakeTarget, UnstakeTarget, RestakeTarget, PolicyChangeTarget, ClaimRewardsTarget, VoteTarget)
+#: Actions that move no amount: their intent's amount is 0.
+AMOUNTLESS = frozenset({"CLAIM_REWARDS", "VOTE"})
 
 #: The signed steps of each action, in order. An approval set is spent on these and no other:
 #: the signer signs each (intent, step) once, so a step name it does not know would be a way
@@ -107,6 +151,8 @@ _STEPS: dict[Action, tuple[str, ...]] = {
     Action.STAKE: ("stake",),
     Action.UNSTAKE: ("unstake",),
     Action.RESTAKE: ("restake",),
+    Action.CLAIM_REWARDS: ("claim_rewards",),
+    Action.VOTE: ("vote",),
 }
 
 
@@ -120,6 +166,8 @@ _TARGET_FOR_ACTION: dict[Action, type] = {
     Action.UNSTAKE: UnstakeTarget,
     Action.RESTAKE: RestakeTarget,
     Action.POLICY_CHANGE: PolicyChangeTarget,
+    Action.CLAIM_REWARDS: ClaimRewardsTarget,
+    Action.VOTE: VoteTarget,
 }
 
 
@@ -144,6 +192,8 @@ class IntentSpec:
         expected = _TARGET_FOR_ACTION[self.action]
         if not isinstance(self.target, expected):
             raise ValueError(f"{self.action} needs a {expected.__name__}")
+        if self.action in AMOUNTLESS and self.amount != 0:
+            raise ValueError(f"{self.action} moves no amount: its amount is 0")
 
 
 @dataclass(frozen=True)
@@ -182,7 +232,7 @@ def _plain(value: Any) -> Any:
         return {name: field.hex() for name, field in value.fields}
     if hasattr(value, "__dataclass_fields__"):
         out = {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
-        if isinstance(value, (StakeTarget, UnstakeTarget, RestakeTarget, PolicyChangeTarget)):
+        if isinstance(value, _TARGET_KINDS):
             out["kind"] = type(value).__name__
         return out
     if isinstance(value, dict):
@@ -306,6 +356,10 @@ def spec_from_plain(data: dict[str, Any]) -> IntentSpec:
         )
     elif kind == "PolicyChangeTarget":
         target = PolicyChangeTarget(policy_version=t["policy_version"])
+    elif kind == "ClaimRewardsTarget":
+        target = ClaimRewardsTarget(validator=t["validator"])
+    elif kind == "VoteTarget":
+        target = VoteTarget(proposal_id=parse_amount(t["proposal_id"]), option=VoteOption(t["option"]))
     else:
         raise ValueError(f"unknown target kind {kind!r}")
     return IntentSpec(

@@ -171,6 +171,8 @@ class DecodedTransaction(_message.Message):
     STAKE_FIELD_NUMBER: _builtins.int
     UNSTAKE_FIELD_NUMBER: _builtins.int
     RESTAKE_FIELD_NUMBER: _builtins.int
+    CLAIM_REWARDS_FIELD_NUMBER: _builtins.int
+    VOTE_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
     SIGNING_DIGEST_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
@@ -201,6 +203,10 @@ class DecodedTransaction(_message.Message):
     def unstake(self) -> _common_pb2.UnstakeTarget: ...
     @_builtins.property
     def restake(self) -> _common_pb2.RestakeTarget: ...
+    @_builtins.property
+    def claim_rewards(self) -> _common_pb2.ClaimRewardsTarget: ...
+    @_builtins.property
+    def vote(self) -> _common_pb2.VoteTarget: ...
     def __init__(
         self,
         *,
@@ -213,17 +219,19 @@ class DecodedTransaction(_message.Message):
         stake: _common_pb2.StakeTarget | None = ...,
         unstake: _common_pb2.UnstakeTarget | None = ...,
         restake: _common_pb2.RestakeTarget | None = ...,
+        claim_rewards: _common_pb2.ClaimRewardsTarget | None = ...,
+        vote: _common_pb2.VoteTarget | None = ...,
         nonce: _builtins.int = ...,
         signing_digest: _builtins.bytes = ...,
         summary: _builtins.str = ...,
         fee_ceiling: _builtins.str = ...,
         step: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim_rewards", b"claim_rewards", "restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake", "vote", b"vote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "chain", b"chain", "fee_ceiling", b"fee_ceiling", "from_address", b"from_address", "nonce", b"nonce", "restake", b"restake", "signing_digest", b"signing_digest", "stake", b"stake", "step", b"step", "summary", b"summary", "target", b"target", "to_address", b"to_address", "unstake", b"unstake", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "chain", b"chain", "claim_rewards", b"claim_rewards", "fee_ceiling", b"fee_ceiling", "from_address", b"from_address", "nonce", b"nonce", "restake", b"restake", "signing_digest", b"signing_digest", "stake", b"stake", "step", b"step", "summary", b"summary", "target", b"target", "to_address", b"to_address", "unstake", b"unstake", "value", b"value", "vote", b"vote"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["stake", "unstake", "restake"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["stake", "unstake", "restake", "claim_rewards", "vote"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 

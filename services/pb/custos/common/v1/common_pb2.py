@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ustos/common/v1/common.proto\x12\x10\x63ustos.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x0cTargetParams\x12:\n\x06\x66ields\x18\x01 \x03(\x0b\x32*.custos.common.v1.TargetParams.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"d\n\x0bStakeTarget\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.custos.common.v1.TargetParamsJ\x04\x08\x02\x10\x03R\x0c\x64\x65posit_data\"R\n\rUnstakeTarget\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12.\n\x06params\x18\x02 \x01(\x0b\x32\x1e.custos.common.v1.TargetParams\"s\n\rRestakeTarget\x12\x18\n\x10source_validator\x18\x01 \x01(\t\x12\x18\n\x10target_validator\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.custos.common.v1.TargetParams\",\n\x12PolicyChangeTarget\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\"\xc8\x02\n\nIntentSpec\x12(\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x18.custos.common.v1.Action\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x10\n\x08vault_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12.\n\x05stake\x18\n \x01(\x0b\x32\x1d.custos.common.v1.StakeTargetH\x00\x12\x32\n\x07unstake\x18\x0b \x01(\x0b\x32\x1f.custos.common.v1.UnstakeTargetH\x00\x12\x32\n\x07restake\x18\x0c \x01(\x0b\x32\x1f.custos.common.v1.RestakeTargetH\x00\x12=\n\rpolicy_change\x18\r \x01(\x0b\x32$.custos.common.v1.PolicyChangeTargetH\x00\x42\x08\n\x06target\"\xcf\x01\n\x08\x41pproval\x12\x13\n\x0b\x61pprover_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12,\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x1a.custos.common.v1.Decision\x12\x15\n\rintent_digest\x18\x04 \x01(\x0c\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"A\n\rApprovalGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\r\x12\x0f\n\x07members\x18\x03 \x03(\t\"\x87\x01\n\x13\x41pprovalRequirement\x12/\n\x06groups\x18\x01 \x03(\x0b\x32\x1f.custos.common.v1.ApprovalGroup\x12\x16\n\x0e\x65xpiry_seconds\x18\x02 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*t\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_STAKE\x10\x01\x12\x12\n\x0e\x41\x43TION_UNSTAKE\x10\x02\x12\x12\n\x0e\x41\x43TION_RESTAKE\x10\x03\x12\x18\n\x14\x41\x43TION_POLICY_CHANGE\x10\x04*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02*r\n\x0fSignatureScheme\x12 \n\x1cSIGNATURE_SCHEME_UNSPECIFIED\x10\x00\x12\x1c\n\x18SIGNATURE_SCHEME_ED25519\x10\x01\x12\x1f\n\x1bSIGNATURE_SCHEME_ECDSA_P256\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ustos/common/v1/common.proto\x12\x10\x63ustos.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x0cTargetParams\x12:\n\x06\x66ields\x18\x01 \x03(\x0b\x32*.custos.common.v1.TargetParams.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"d\n\x0bStakeTarget\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.custos.common.v1.TargetParamsJ\x04\x08\x02\x10\x03R\x0c\x64\x65posit_data\"R\n\rUnstakeTarget\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12.\n\x06params\x18\x02 \x01(\x0b\x32\x1e.custos.common.v1.TargetParams\"s\n\rRestakeTarget\x12\x18\n\x10source_validator\x18\x01 \x01(\t\x12\x18\n\x10target_validator\x18\x02 \x01(\t\x12.\n\x06params\x18\x03 \x01(\x0b\x32\x1e.custos.common.v1.TargetParams\",\n\x12PolicyChangeTarget\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\"\'\n\x12\x43laimRewardsTarget\x12\x11\n\tvalidator\x18\x01 \x01(\t\"O\n\nVoteTarget\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x04\x12,\n\x06option\x18\x02 \x01(\x0e\x32\x1c.custos.common.v1.VoteOption\"\xb5\x03\n\nIntentSpec\x12(\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x18.custos.common.v1.Action\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x10\n\x08vault_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12.\n\x05stake\x18\n \x01(\x0b\x32\x1d.custos.common.v1.StakeTargetH\x00\x12\x32\n\x07unstake\x18\x0b \x01(\x0b\x32\x1f.custos.common.v1.UnstakeTargetH\x00\x12\x32\n\x07restake\x18\x0c \x01(\x0b\x32\x1f.custos.common.v1.RestakeTargetH\x00\x12=\n\rpolicy_change\x18\r \x01(\x0b\x32$.custos.common.v1.PolicyChangeTargetH\x00\x12=\n\rclaim_rewards\x18\x0e \x01(\x0b\x32$.custos.common.v1.ClaimRewardsTargetH\x00\x12,\n\x04vote\x18\x0f \x01(\x0b\x32\x1c.custos.common.v1.VoteTargetH\x00\x42\x08\n\x06target\"\xcf\x01\n\x08\x41pproval\x12\x13\n\x0b\x61pprover_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12,\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x1a.custos.common.v1.Decision\x12\x15\n\rintent_digest\x18\x04 \x01(\x0c\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"A\n\rApprovalGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\r\x12\x0f\n\x07members\x18\x03 \x03(\t\"\x87\x01\n\x13\x41pprovalRequirement\x12/\n\x06groups\x18\x01 \x03(\x0b\x32\x1f.custos.common.v1.ApprovalGroup\x12\x16\n\x0e\x65xpiry_seconds\x18\x02 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9f\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_STAKE\x10\x01\x12\x12\n\x0e\x41\x43TION_UNSTAKE\x10\x02\x12\x12\n\x0e\x41\x43TION_RESTAKE\x10\x03\x12\x18\n\x14\x41\x43TION_POLICY_CHANGE\x10\x04\x12\x18\n\x14\x41\x43TION_CLAIM_REWARDS\x10\x05\x12\x0f\n\x0b\x41\x43TION_VOTE\x10\x06*\x89\x01\n\nVoteOption\x12\x1b\n\x17VOTE_OPTION_UNSPECIFIED\x10\x00\x12\x13\n\x0fVOTE_OPTION_YES\x10\x01\x12\x17\n\x13VOTE_OPTION_ABSTAIN\x10\x02\x12\x12\n\x0eVOTE_OPTION_NO\x10\x03\x12\x1c\n\x18VOTE_OPTION_NO_WITH_VETO\x10\x04*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02*r\n\x0fSignatureScheme\x12 \n\x1cSIGNATURE_SCHEME_UNSPECIFIED\x10\x00\x12\x1c\n\x18SIGNATURE_SCHEME_ED25519\x10\x01\x12\x1f\n\x1bSIGNATURE_SCHEME_ECDSA_P256\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TARGETPARAMS_FIELDSENTRY']._loaded_options = None
   _globals['_TARGETPARAMS_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_ACTION']._serialized_start=1399
-  _globals['_ACTION']._serialized_end=1515
-  _globals['_DECISION']._serialized_start=1517
-  _globals['_DECISION']._serialized_end=1596
-  _globals['_SIGNATURESCHEME']._serialized_start=1598
-  _globals['_SIGNATURESCHEME']._serialized_end=1712
+  _globals['_ACTION']._serialized_start=1631
+  _globals['_ACTION']._serialized_end=1790
+  _globals['_VOTEOPTION']._serialized_start=1793
+  _globals['_VOTEOPTION']._serialized_end=1930
+  _globals['_DECISION']._serialized_start=1932
+  _globals['_DECISION']._serialized_end=2011
+  _globals['_SIGNATURESCHEME']._serialized_start=2013
+  _globals['_SIGNATURESCHEME']._serialized_end=2127
   _globals['_TARGETPARAMS']._serialized_start=84
   _globals['_TARGETPARAMS']._serialized_end=205
   _globals['_TARGETPARAMS_FIELDSENTRY']._serialized_start=160
@@ -52,14 +54,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTAKETARGET']._serialized_end=508
   _globals['_POLICYCHANGETARGET']._serialized_start=510
   _globals['_POLICYCHANGETARGET']._serialized_end=554
-  _globals['_INTENTSPEC']._serialized_start=557
-  _globals['_INTENTSPEC']._serialized_end=885
-  _globals['_APPROVAL']._serialized_start=888
-  _globals['_APPROVAL']._serialized_end=1095
-  _globals['_APPROVALGROUP']._serialized_start=1097
-  _globals['_APPROVALGROUP']._serialized_end=1162
-  _globals['_APPROVALREQUIREMENT']._serialized_start=1165
-  _globals['_APPROVALREQUIREMENT']._serialized_end=1300
-  _globals['_TIMERANGE']._serialized_start=1302
-  _globals['_TIMERANGE']._serialized_end=1397
+  _globals['_CLAIMREWARDSTARGET']._serialized_start=556
+  _globals['_CLAIMREWARDSTARGET']._serialized_end=595
+  _globals['_VOTETARGET']._serialized_start=597
+  _globals['_VOTETARGET']._serialized_end=676
+  _globals['_INTENTSPEC']._serialized_start=679
+  _globals['_INTENTSPEC']._serialized_end=1116
+  _globals['_APPROVAL']._serialized_start=1119
+  _globals['_APPROVAL']._serialized_end=1326
+  _globals['_APPROVALGROUP']._serialized_start=1328
+  _globals['_APPROVALGROUP']._serialized_end=1393
+  _globals['_APPROVALREQUIREMENT']._serialized_start=1396
+  _globals['_APPROVALREQUIREMENT']._serialized_end=1531
+  _globals['_TIMERANGE']._serialized_start=1533
+  _globals['_TIMERANGE']._serialized_end=1628
 # @@protoc_insertion_point(module_scope)

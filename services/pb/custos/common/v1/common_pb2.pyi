@@ -35,6 +35,10 @@ class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Action.ValueTy
     ACTION_RESTAKE: _Action.ValueType  # 3
     ACTION_POLICY_CHANGE: _Action.ValueType  # 4
     """A change of the active policy: itself an intent that needs the admin quorum."""
+    ACTION_CLAIM_REWARDS: _Action.ValueType  # 5
+    """Withdraw a validator's staking rewards to the vault (Cosmos x/distribution). Amount "0"."""
+    ACTION_VOTE: _Action.ValueType  # 6
+    """A governance vote cast with the vault's staked weight (Cosmos x/gov). Amount "0"."""
 
 class Action(_Action, metaclass=_ActionEnumTypeWrapper):
     """What an intent asks custos to do."""
@@ -45,7 +49,33 @@ ACTION_UNSTAKE: Action.ValueType  # 2
 ACTION_RESTAKE: Action.ValueType  # 3
 ACTION_POLICY_CHANGE: Action.ValueType  # 4
 """A change of the active policy: itself an intent that needs the admin quorum."""
+ACTION_CLAIM_REWARDS: Action.ValueType  # 5
+"""Withdraw a validator's staking rewards to the vault (Cosmos x/distribution). Amount "0"."""
+ACTION_VOTE: Action.ValueType  # 6
+"""A governance vote cast with the vault's staked weight (Cosmos x/gov). Amount "0"."""
 Global___Action: _TypeAlias = Action  # noqa: Y015
+
+class _VoteOption:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VoteOptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VoteOption.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VOTE_OPTION_UNSPECIFIED: _VoteOption.ValueType  # 0
+    VOTE_OPTION_YES: _VoteOption.ValueType  # 1
+    VOTE_OPTION_ABSTAIN: _VoteOption.ValueType  # 2
+    VOTE_OPTION_NO: _VoteOption.ValueType  # 3
+    VOTE_OPTION_NO_WITH_VETO: _VoteOption.ValueType  # 4
+
+class VoteOption(_VoteOption, metaclass=_VoteOptionEnumTypeWrapper):
+    """A governance vote's option (cosmos.gov.v1.VoteOption)."""
+
+VOTE_OPTION_UNSPECIFIED: VoteOption.ValueType  # 0
+VOTE_OPTION_YES: VoteOption.ValueType  # 1
+VOTE_OPTION_ABSTAIN: VoteOption.ValueType  # 2
+VOTE_OPTION_NO: VoteOption.ValueType  # 3
+VOTE_OPTION_NO_WITH_VETO: VoteOption.ValueType  # 4
+Global___VoteOption: _TypeAlias = VoteOption  # noqa: Y015
 
 class _Decision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -231,6 +261,51 @@ class PolicyChangeTarget(_message.Message):
 Global___PolicyChangeTarget: _TypeAlias = PolicyChangeTarget  # noqa: Y015
 
 @_typing.final
+class ClaimRewardsTarget(_message.Message):
+    """Target of a CLAIM_REWARDS: the validator whose rewards for the vault's delegation are withdrawn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALIDATOR_FIELD_NUMBER: _builtins.int
+    validator: _builtins.str
+    def __init__(
+        self,
+        *,
+        validator: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["validator", b"validator"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimRewardsTarget: _TypeAlias = ClaimRewardsTarget  # noqa: Y015
+
+@_typing.final
+class VoteTarget(_message.Message):
+    """Target of a VOTE: the proposal and the option, cast with the vault's staked weight."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    OPTION_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.int
+    option: Global___VoteOption.ValueType
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.int = ...,
+        option: Global___VoteOption.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["option", b"option", "proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteTarget: _TypeAlias = VoteTarget  # noqa: Y015
+
+@_typing.final
 class IntentSpec(_message.Message):
     """Everything an approver approves, except the policy version (named by the approval)."""
 
@@ -244,6 +319,8 @@ class IntentSpec(_message.Message):
     UNSTAKE_FIELD_NUMBER: _builtins.int
     RESTAKE_FIELD_NUMBER: _builtins.int
     POLICY_CHANGE_FIELD_NUMBER: _builtins.int
+    CLAIM_REWARDS_FIELD_NUMBER: _builtins.int
+    VOTE_FIELD_NUMBER: _builtins.int
     action: Global___Action.ValueType
     chain: _builtins.str
     """Chain name from the chain registry, e.g. "ethereum-devnet"."""
@@ -258,6 +335,10 @@ class IntentSpec(_message.Message):
     def restake(self) -> Global___RestakeTarget: ...
     @_builtins.property
     def policy_change(self) -> Global___PolicyChangeTarget: ...
+    @_builtins.property
+    def claim_rewards(self) -> Global___ClaimRewardsTarget: ...
+    @_builtins.property
+    def vote(self) -> Global___VoteTarget: ...
     def __init__(
         self,
         *,
@@ -269,12 +350,14 @@ class IntentSpec(_message.Message):
         unstake: Global___UnstakeTarget | None = ...,
         restake: Global___RestakeTarget | None = ...,
         policy_change: Global___PolicyChangeTarget | None = ...,
+        claim_rewards: Global___ClaimRewardsTarget | None = ...,
+        vote: Global___VoteTarget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy_change", b"policy_change", "restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim_rewards", b"claim_rewards", "policy_change", b"policy_change", "restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake", "vote", b"vote"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "chain", b"chain", "policy_change", b"policy_change", "restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake", "vault_id", b"vault_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "chain", b"chain", "claim_rewards", b"claim_rewards", "policy_change", b"policy_change", "restake", b"restake", "stake", b"stake", "target", b"target", "unstake", b"unstake", "vault_id", b"vault_id", "vote", b"vote"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["stake", "unstake", "restake", "policy_change"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["stake", "unstake", "restake", "policy_change", "claim_rewards", "vote"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
