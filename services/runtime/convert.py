@@ -152,7 +152,9 @@ def _target_from_pb(spec: pb.IntentSpec, action: Action) -> Target:
             params=_params_from_pb(spec.restake, "restake"),
         )
     if kind == "claim_rewards":
-        return ClaimRewardsTarget(validator=require_id(spec.claim_rewards.validator, "claim_rewards.validator"))
+        return ClaimRewardsTarget(
+            validator=require_id(spec.claim_rewards.validator, "claim_rewards.validator")
+        )
     if kind == "vote":
         option = _VOTE_OPTION_FROM_PB.get(spec.vote.option)
         if option is None:

@@ -140,7 +140,14 @@ class VoteTarget:
 
 Target = StakeTarget | UnstakeTarget | RestakeTarget | PolicyChangeTarget | ClaimRewardsTarget | VoteTarget
 #: The target kinds the canonical encoding names (``"kind"``), in the digest approvers sign.
-_TARGET_KINDS = (StakeTarget, UnstakeTarget, RestakeTarget, PolicyChangeTarget, ClaimRewardsTarget, VoteTarget)
+_TARGET_KINDS = (
+    StakeTarget,
+    UnstakeTarget,
+    RestakeTarget,
+    PolicyChangeTarget,
+    ClaimRewardsTarget,
+    VoteTarget,
+)
 #: Actions that move no amount: their intent's amount is 0.
 AMOUNTLESS = frozenset({"CLAIM_REWARDS", "VOTE"})
 
