@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.chain.cosmos.adapter import CosmosAdapter
 from services.chain.errors import BroadcastRejected, IntentInvalid, UnknownChain
 from services.chain.ethereum.adapter import EthereumAdapter
 from services.chain.repository import NonceRepository
@@ -31,6 +32,7 @@ from services.chain.types import (
     SignedInfo,
     TransactionStatus,
     TxState,
+    WaitStatus,
 )
 from services.families.config import ChainConfig, ChainFamily
 from services.runtime.db import utcnow
@@ -63,8 +65,9 @@ class ChainAdapter(Protocol[Prepared]):
         """The next nonce (account sequence) the node expects from ``address``."""
         ...
 
-    async def prepare(self, spec: IntentSpec, vault_address: str) -> Prepared:
+    async def prepare(self, spec: IntentSpec, vault_address: str, public_key: bytes = b"") -> Prepared:
         """Everything of the intent's transaction but its nonce: validated, priced, affordable.
+        ``public_key`` is the vault key's, for families whose transactions name it (Cosmos).
 
         Raises whatever would make the build fail, before a nonce is reserved for it.
         """
@@ -88,10 +91,21 @@ class ChainAdapter(Protocol[Prepared]):
 
     async def status(self, tx_hash: str) -> TransactionStatus: ...
 
+    def tx_id(self, text: str) -> str:
+        """A transaction id in the chain's own spelling; raises ``IntentInvalid`` otherwise."""
+        ...
+
+    async def wait_status(self, step: str, tx_hash: str, vault_address: str) -> WaitStatus:
+        """Where the chain is with the family's WAIT ``step`` after the transaction ``tx_hash``."""
+        ...
+
 
 AdapterFactory = Callable[[ChainConfig], ChainAdapter[Any]]
 
-ADAPTERS: dict[ChainFamily, AdapterFactory] = {ChainFamily.ETHEREUM: EthereumAdapter}
+ADAPTERS: dict[ChainFamily, AdapterFactory] = {
+    ChainFamily.ETHEREUM: EthereumAdapter,
+    ChainFamily.COSMOS: CosmosAdapter,
+}
 
 
 def step_for(spec: IntentSpec) -> str:
@@ -141,7 +155,13 @@ class ChainService:
         await adapter.check_holds_value(spec, adapter.normalise_address(vault_address))
 
     async def build_transaction(
-        self, intent_id: str, spec: IntentSpec, vault_address: str, *, step: str | None = None
+        self,
+        intent_id: str,
+        spec: IntentSpec,
+        vault_address: str,
+        *,
+        step: str | None = None,
+        public_key: bytes = b"",
     ) -> BuiltTransaction:
         """The unsigned transaction for (intent, step); asking again reuses the same nonce."""
         if not intent_id:
@@ -150,7 +170,7 @@ class ChainService:
         address = adapter.normalise_address(vault_address)
         # Whatever can refuse the build (the intent's data, fees, gas, the vault's funds) runs
         # before a nonce is reserved: a build that cannot succeed leaves no gap behind it.
-        prepared = await adapter.prepare(spec, address)
+        prepared = await adapter.prepare(spec, address, public_key)
         chain_nonce = await adapter.pending_nonce(address)
         # The repository blocks on a row lock: keep it off the event loop.
         nonce = await asyncio.to_thread(
@@ -219,15 +239,16 @@ class ChainService:
             raise
         return BroadcastResult(tx_hash=info.tx_hash, already_known=known)
 
-    async def transaction_status(self, chain: str, tx_hash: str) -> TransactionStatus:
-        text = tx_hash.lower()
-        if len(text) != 66 or not text.startswith("0x"):
-            raise IntentInvalid("tx_hash must be 0x followed by 64 hex digits")
-        try:
-            bytes.fromhex(text[2:])
-        except ValueError:
-            raise IntentInvalid("tx_hash must be 0x followed by 64 hex digits") from None
+    async def wait_status(self, chain: str, step: str, tx_hash: str, vault_address: str) -> WaitStatus:
+        """Where ``chain`` is with the WAIT ``step`` that follows the transaction ``tx_hash``."""
         adapter = self.adapter(chain)
+        return await adapter.wait_status(
+            step, adapter.tx_id(tx_hash), adapter.normalise_address(vault_address)
+        )
+
+    async def transaction_status(self, chain: str, tx_hash: str) -> TransactionStatus:
+        adapter = self.adapter(chain)
+        text = adapter.tx_id(tx_hash)
         status = await adapter.status(text)
         if status.state is TxState.NOT_FOUND:
             # Broadcast once but unknown to the node now (evicted, node restarted):

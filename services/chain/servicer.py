@@ -164,6 +164,8 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
         "AcknowledgeReconcileAlert": frozenset({"operator"}),
         # the staking workflow gives back what a failed intent reserved
         "ReleaseNonce": _WORKER,
+        # the staking workflow follows a family's wait (an unbonding) on the chain
+        "GetWaitStatus": _WORKER,
     }
 
     def __init__(self, service: ChainService, reconciler: Reconciler | None = None) -> None:
@@ -190,7 +192,10 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
         self, request: chain_pb2.BuildTransactionRequest, context: Any
     ) -> chain_pb2.BuildTransactionResponse:
         built = await self._service.build_transaction(
-            require_id(request.intent_id, "intent_id"), spec_from_pb(request.spec), request.vault_address
+            require_id(request.intent_id, "intent_id"),
+            spec_from_pb(request.spec),
+            request.vault_address,
+            public_key=request.vault_public_key,
         )
         return chain_pb2.BuildTransactionResponse(
             unsigned_tx=built.unsigned_tx, decoded=decoded_to_pb(built.decoded)
@@ -245,6 +250,20 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
             require_id(request.chain, "chain"), require_id(request.intent_id, "intent_id"), request.reason
         )
         return chain_pb2.ReleaseNonceResponse(released=result.released, kept=result.kept)
+
+    async def GetWaitStatus(
+        self, request: chain_pb2.GetWaitStatusRequest, context: Any
+    ) -> chain_pb2.GetWaitStatusResponse:
+        status = await self._service.wait_status(
+            require_id(request.chain, "chain"),
+            require_id(request.step, "step"),
+            require_id(request.tx_hash, "tx_hash"),
+            require_id(request.vault_address, "vault_address"),
+        )
+        out = chain_pb2.GetWaitStatusResponse(done=status.done, detail=status.detail)
+        if status.until is not None:
+            out.until.CopyFrom(datetime_to_ts(status.until))
+        return out
 
 
 __all__ = ["ChainServicer", "chain_to_pb", "decoded_to_pb", "spec_to_pb", "status_to_pb"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from services.runtime.intent import (
@@ -110,3 +111,15 @@ class NonceRelease:
     released: tuple[int, ...] = ()
     #: Kept: a signed transaction was sent with each (even if the node refused it).
     kept: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WaitStatus:
+    """Where the chain is with a family's WAIT step (an unbonding, a cooldown epoch)."""
+
+    #: The wait is over: what it waited for (the funds back in the vault) is on chain.
+    done: bool
+    #: When the chain says the wait ends; None when it cannot say.
+    until: datetime | None
+    #: In words, for the intent's timeline.
+    detail: str

@@ -43,6 +43,7 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         "ReconcileVaults": frozenset({"compliance"}),
         "AcknowledgeReconcileAlert": frozenset({"operator"}),
         "ReleaseNonce": frozenset({"svc:worker"}),
+        "GetWaitStatus": frozenset({"svc:worker"}),
     }
 
     async def ListChains(self, request: Any, context: Any) -> chain_pb2.ListChainsResponse:
@@ -72,6 +73,9 @@ class _ProbeServicer(chain_pb2_grpc.ChainServiceServicer):
         raise NotImplementedError
 
     async def ReleaseNonce(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def GetWaitStatus(self, request: Any, context: Any) -> Any:
         raise NotImplementedError
 
 

@@ -24,7 +24,14 @@ from workflows import search_attributes as attrs
 from workflows.policy_change.workflows import PolicyChangeWorkflow
 from workflows.sandbox import RUNNER
 from workflows.staking.results import intent_result
-from workflows.staking.types import ApprovalAck, CancelInput, GroupData, IntentInput, IntentResult
+from workflows.staking.types import (
+    ApprovalAck,
+    CancelInput,
+    GroupData,
+    IntentInput,
+    IntentResult,
+    PlannedStep,
+)
 from workflows.staking.workflows import StakingWorkflow
 
 ALICE, O1, O2, O3, MALLORY = (Person(n) for n in ("alice", "olivia", "oscar", "otto", "mallory"))
@@ -257,6 +264,39 @@ async def test_a_signed_transaction_keeps_its_nonce_when_the_broadcast_is_refuse
     assert result.state == "FAILED" and "broadcast refused" in result.reason
     assert len(acts.signed) == 1
     assert acts.nonces_released == [] and acts.released == []
+
+
+async def test_a_wait_step_sleeps_until_the_chain_s_completion_time_then_polls_the_chain(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """A family's WAIT step (a Cosmos unbonding): the chain says when it ends; the workflow sleeps
+    until then on one durable timer, then asks the chain until the funds are back, and no
+    configured period is waited on top of it."""
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    until = await env.get_current_time() + timedelta(days=21)
+    plan = [PlannedStep("unstake", "SIGN"), PlannedStep("unbonding", "WAIT", "unbonding")]
+    acts = FakeActivities([OPS], plan=plan, wait_until=until)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        result: IntentResult = await intent_result(handle)
+        events = (await handle.fetch_history()).events
+    assert result.state == "CONFIRMED", result
+    assert [(w.step, w.tx_hash) for w in acts.wait_polls] == [("unbonding", "0x" + "11" * 32)]
+    kinds = []
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            kinds.append(e.activity_task_scheduled_event_attributes.activity_type.name)
+        elif e.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+            timeout = e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+            kinds.append(f"timer {round(timeout / timedelta(days=1))}d")
+    after_broadcast = kinds[kinds.index("AwaitConfirmation") :]
+    assert after_broadcast[:4] == ["AwaitConfirmation", "ChainWaitStatus", "RecordTransition", "timer 21d"]
+    assert "AwaitChainWait" in after_broadcast and "UnbondingSeconds" not in kinds
+    states = [t.state for t in acts.transitions]
+    assert states.count("UNBONDING") == 1 and states[-1] == "CONFIRMED"
 
 
 async def test_an_intent_that_does_not_confirm_is_a_failed_workflow_not_a_completed_one(

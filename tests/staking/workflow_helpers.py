@@ -43,6 +43,8 @@ from workflows.staking.types import (
     SignResult,
     StepInput,
     TransitionInput,
+    WaitInput,
+    WaitResult,
 )
 
 T0 = datetime(2026, 1, 1)
@@ -129,6 +131,8 @@ class FakeActivities:
         sign_refuses: bool = False,
         build_fails: bool = False,
         broadcast_refuses: bool = False,
+        plan: list[PlannedStep] | None = None,
+        wait_until: datetime | None = None,
     ) -> None:
         self.groups = groups
         self.allow = allow
@@ -137,6 +141,11 @@ class FakeActivities:
         self.sign_refuses = sign_refuses
         self.build_fails = build_fails
         self.broadcast_refuses = broadcast_refuses
+        #: The steps PlanSteps answers (the Ethereum family's when None).
+        self.plan = plan
+        #: When the chain says a WAIT step ends; the wait is done from then on.
+        self.wait_until = wait_until
+        self.wait_polls: list[WaitInput] = []
         self.nonces_released: list[NonceReleaseInput] = []
         self.transitions: list[TransitionInput] = []
         self.decisions: list[DecisionInput] = []
@@ -214,9 +223,20 @@ class FakeActivities:
     async def unbonding_seconds(self, inp: StepInput) -> int:
         return 0
 
+    @activity.defn(name="ChainWaitStatus")
+    async def chain_wait_status(self, inp: WaitInput) -> WaitResult:
+        return WaitResult(False, self.wait_until, f"unbonding until {self.wait_until}")
+
+    @activity.defn(name="AwaitChainWait")
+    async def await_chain_wait(self, inp: WaitInput) -> WaitResult:
+        self.wait_polls.append(inp)
+        return WaitResult(True, self.wait_until, "back in the vault")
+
     @activity.defn(name="PlanSteps")
     async def plan_steps(self, inp: StepInput) -> list[PlannedStep]:
         """The Ethereum family's steps (one signed transaction per action), as ListChains would say."""
+        if self.plan is not None:
+            return self.plan
         spec = spec_from_plain(inp.spec)
         return [PlannedStep(s.name, s.kind.value, s.waits_for) for s in family("ethereum").steps(spec.action)]
 

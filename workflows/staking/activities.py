@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -48,6 +48,8 @@ from workflows.staking.types import (
     SignResult,
     StepInput,
     TransitionInput,
+    WaitInput,
+    WaitResult,
 )
 
 log = logging.getLogger("custos.worker")
@@ -168,11 +170,12 @@ class StakingActivities:
         )
         return bool(resp.released)
 
-    async def _vault_address(self, vault_id: str, chain: str) -> str:
+    async def _vault_key(self, vault_id: str, chain: str) -> tuple[str, bytes]:
+        """The vault key's address on ``chain`` and its public key."""
         resp = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=vault_id))
         for a in resp.key.addresses:
             if a.chain == chain:
-                return str(a.address)
+                return str(a.address), bytes(resp.key.public_key)
         raise ApplicationError(
             f"vault {vault_id} has no address on {chain}", type="InvalidIntent", non_retryable=True
         )
@@ -181,11 +184,14 @@ class StakingActivities:
     async def build_transaction(self, inp: StepInput) -> BuildResult:
         spec = spec_from_plain(inp.spec)
         try:
-            address = await self._vault_address(spec.vault_id, spec.chain)
+            address, public_key = await self._vault_key(spec.vault_id, spec.chain)
             resp = await self._chain.call(
                 "BuildTransaction",
                 chain_pb2.BuildTransactionRequest(
-                    intent_id=inp.intent_id, spec=spec_to_pb(spec), vault_address=address
+                    intent_id=inp.intent_id,
+                    spec=spec_to_pb(spec),
+                    vault_address=address,
+                    vault_public_key=public_key,
                 ),
             )
         except _REFUSALS as e:
@@ -267,6 +273,39 @@ class StakingActivities:
                 return ConfirmResult(True, False, int(resp.confirmations), "", events)
             await asyncio.sleep(self._poll)
 
+    async def _wait_status(self, inp: WaitInput) -> WaitResult:
+        address, _ = await self._vault_key(inp.vault_id, inp.chain)
+        resp = await self._chain.call(
+            "GetWaitStatus",
+            chain_pb2.GetWaitStatusRequest(
+                chain=inp.chain, step=inp.step, tx_hash=inp.tx_hash, vault_address=address
+            ),
+        )
+        until = resp.until.ToDatetime(tzinfo=UTC) if resp.HasField("until") else None
+        return WaitResult(bool(resp.done), until, str(resp.detail))
+
+    @activity.defn(name="ChainWaitStatus")
+    async def chain_wait_status(self, inp: WaitInput) -> WaitResult:
+        """Where the chain is with a family's WAIT step: when it says the wait ends."""
+        try:
+            return await self._wait_status(inp)
+        except _REFUSALS as e:
+            raise ApplicationError(str(e), type="InvalidIntent", non_retryable=True) from e
+
+    @activity.defn(name="AwaitChainWait")
+    async def await_chain_wait(self, inp: WaitInput) -> WaitResult:
+        """Polls until the chain shows what the wait waits for (the funds back in the vault),
+        heartbeating; a lost worker resumes polling elsewhere."""
+        while True:
+            try:
+                status = await self._wait_status(inp)
+            except _REFUSALS as e:
+                raise ApplicationError(str(e), type="InvalidIntent", non_retryable=True) from e
+            activity.heartbeat(status.detail)
+            if status.done:
+                return status
+            await asyncio.sleep(self._poll)
+
     @activity.defn(name="PlanSteps")
     async def plan_steps(self, inp: StepInput) -> list[PlannedStep]:
         """The steps of the intent on its chain, as the chain's family defines them (recorded in
@@ -328,6 +367,8 @@ ACTIVITY_METHODS = (
     "await_confirmation",
     "unbonding_seconds",
     "plan_steps",
+    "chain_wait_status",
+    "await_chain_wait",
     "activate_policy",
     "reserve_velocity",
     "release_velocity",

@@ -164,6 +164,26 @@ class NonceReleaseInput:
 
 
 @dataclass
+class WaitInput:
+    """A family's WAIT step of an intent: the chain's wait after the step's transaction ``tx_hash``."""
+
+    intent_id: str
+    chain: str
+    vault_id: str
+    step: str
+    tx_hash: str
+
+
+@dataclass
+class WaitResult:
+    """Where the chain is with a wait: ``until`` is when it says the wait ends (None: it cannot say)."""
+
+    done: bool
+    until: datetime | None
+    detail: str
+
+
+@dataclass
 class BuildResult:
     unsigned_tx_hex: str
     summary: str

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         PlannedStep,
         ReleaseInput,
         StepInput,
+        WaitInput,
     )
 
 CONFIRM_TIMEOUT = timedelta(hours=1)
@@ -37,6 +38,8 @@ VELOCITY_PATCH = "velocity-reservation"
 NONCE_RELEASE_PATCH = "nonce-release"
 #: Histories recorded before intents ran their chain family's steps replay as one transaction.
 FAMILY_STEPS_PATCH = "family-steps"
+#: Histories recorded before a family's WAIT step followed the chain waited the configured period.
+CHAIN_WAIT_PATCH = "chain-wait"
 
 
 @workflow.defn(name="StakingIntent")
@@ -129,7 +132,10 @@ class StakingWorkflow(ApprovalGatedWorkflow):
         last_hash, confirmations = "", 0
         for step in steps:
             if step.kind != "SIGN":
-                await self._wait_for_chain(step)
+                try:
+                    await self._wait_for_chain(step, last_hash)
+                except ActivityError as e:  # the chain cannot say: what was sent may still land
+                    return await self._fail(_reason(e), last_hash, funds_may_have_moved=True)
                 continue
             try:
                 built = await workflow.execute_activity_method(
@@ -167,6 +173,9 @@ class StakingWorkflow(ApprovalGatedWorkflow):
             if result.failed:  # the chain says it failed (reverted): nothing of this step moved
                 return await self._fail(result.reason, signed.tx_hash, funds_may_have_moved=last_hash != "")
             last_hash, confirmations = signed.tx_hash, result.confirmations
+        if any(s.kind == "WAIT" for s in steps) and workflow.patched(CHAIN_WAIT_PATCH):
+            # the family's WAIT step followed the chain: no configured period after it
+            return await self._end(CONFIRMED, f"{confirmations} confirmations", last_hash)
         unbonding = await workflow.execute_activity_method(
             StakingActivities.unbonding_seconds,
             self._step(self._action_step()),
@@ -178,12 +187,34 @@ class StakingWorkflow(ApprovalGatedWorkflow):
             await workflow.sleep(timedelta(seconds=unbonding))
         return await self._end(CONFIRMED, f"{confirmations} confirmations", last_hash)
 
-    async def _wait_for_chain(self, step: PlannedStep) -> None:
-        """A family's WAIT step: the chain's configured period, on a durable timer.
-
-        (The chain's own completion time, read from the node, comes with the families that need
-        it: Cosmos unbonding, Solana's cooldown epoch.)
-        """
+    async def _wait_for_chain(self, step: PlannedStep, after_tx: str) -> None:
+        """A family's WAIT step, on the chain's own clock: the chain says when the wait ends (a Cosmos
+        unbonding's completion time, read from the undelegation), the workflow sleeps until then on
+        a durable timer, then polls until the chain shows the funds back in the vault."""
+        if workflow.patched(CHAIN_WAIT_PATCH):
+            inp = WaitInput(
+                self._inp.intent_id,
+                str(self._inp.spec["chain"]),
+                str(self._inp.spec["vault_id"]),
+                step.name,
+                after_tx,
+            )
+            status = await workflow.execute_activity_method(
+                StakingActivities.chain_wait_status, inp, start_to_close_timeout=QUICK, retry_policy=RETRY
+            )
+            await self._transition(UNBONDING, status.detail)
+            if status.until is not None and not status.done:
+                delay = status.until - workflow.now()
+                if delay > timedelta(0):
+                    await workflow.sleep(delay)
+            await workflow.execute_activity_method(
+                StakingActivities.await_chain_wait,
+                inp,
+                start_to_close_timeout=CONFIRM_TIMEOUT,
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RETRY,
+            )
+            return
         seconds = await workflow.execute_activity_method(
             StakingActivities.unbonding_seconds,
             self._step(self._action_step()),

@@ -14,6 +14,7 @@ from services.chain.errors import (
     BroadcastRejected,
     FeesAboveCap,
     InsufficientFunds,
+    IntentInvalid,
     NodeError,
     NodeUnavailable,
 )
@@ -26,6 +27,7 @@ from services.chain.types import (
     SignedInfo,
     TransactionStatus,
     TxState,
+    WaitStatus,
 )
 from services.families.config import ChainConfig
 from services.families.ethereum import contracts as c
@@ -137,7 +139,9 @@ class EthereumAdapter:
             await self.rpc.call("eth_getTransactionCount", to_checksum_address(address), "pending"), 16
         )
 
-    async def prepare(self, spec: IntentSpec, vault_address: str) -> PreparedTransaction:
+    async def prepare(
+        self, spec: IntentSpec, vault_address: str, public_key: bytes = b""
+    ) -> PreparedTransaction:
         """The intent's call, priced (request fee, fees, gas) and checked affordable; no nonce yet.
 
         Raises what would make the transaction fail to build or be refused outright by the
@@ -229,6 +233,20 @@ class EthereumAdapter:
         return SignedInfo(tx_hash="0x" + signed.tx_hash.hex(), sender=signed.sender, nonce=signed.tx.nonce)
 
     # -- broadcast and status -------------------------------------------------------------------
+
+    def tx_id(self, text: str) -> str:
+        """``0x`` and 64 lower-case hex digits."""
+        tx_id = text.lower()
+        if len(tx_id) != 66 or not tx_id.startswith("0x"):
+            raise IntentInvalid("tx_hash must be 0x followed by 64 hex digits")
+        try:
+            bytes.fromhex(tx_id[2:])
+        except ValueError:
+            raise IntentInvalid("tx_hash must be 0x followed by 64 hex digits") from None
+        return tx_id
+
+    async def wait_status(self, step: str, tx_hash: str, vault_address: str) -> WaitStatus:
+        raise IntentInvalid(f"the Ethereum family has no wait {step!r}")
 
     async def transaction_exists(self, tx_hash: str) -> bool:
         return await self.rpc.call("eth_getTransactionByHash", tx_hash) is not None

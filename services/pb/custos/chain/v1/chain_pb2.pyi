@@ -369,8 +369,11 @@ class BuildTransactionRequest(_message.Message):
     INTENT_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     VAULT_ADDRESS_FIELD_NUMBER: _builtins.int
+    VAULT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     intent_id: _builtins.str
     vault_address: _builtins.str
+    vault_public_key: _builtins.bytes
+    """The vault key's public key (secp256k1: the 65-byte point), which a Cosmos transaction names."""
     @_builtins.property
     def spec(self) -> _common_pb2.IntentSpec: ...
     def __init__(
@@ -379,10 +382,11 @@ class BuildTransactionRequest(_message.Message):
         intent_id: _builtins.str = ...,
         spec: _common_pb2.IntentSpec | None = ...,
         vault_address: _builtins.str = ...,
+        vault_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "spec", b"spec", "vault_address", b"vault_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "spec", b"spec", "vault_address", b"vault_address", "vault_public_key", b"vault_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -853,3 +857,62 @@ class ReleaseNonceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseNonceResponse: _TypeAlias = ReleaseNonceResponse  # noqa: Y015
+
+@_typing.final
+class GetWaitStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAIN_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    TX_HASH_FIELD_NUMBER: _builtins.int
+    VAULT_ADDRESS_FIELD_NUMBER: _builtins.int
+    chain: _builtins.str
+    step: _builtins.str
+    """The WAIT step's name in its family ("unbonding")."""
+    tx_hash: _builtins.str
+    """The transaction the wait follows (the undelegation)."""
+    vault_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        chain: _builtins.str = ...,
+        step: _builtins.str = ...,
+        tx_hash: _builtins.str = ...,
+        vault_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "step", b"step", "tx_hash", b"tx_hash", "vault_address", b"vault_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWaitStatusRequest: _TypeAlias = GetWaitStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetWaitStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DONE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    done: _builtins.bool
+    """What the wait waits for is on chain: the intent goes on."""
+    detail: _builtins.str
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """When the chain says the wait ends; unset when it cannot say."""
+
+    def __init__(
+        self,
+        *,
+        done: _builtins.bool = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "done", b"done", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWaitStatusResponse: _TypeAlias = GetWaitStatusResponse  # noqa: Y015

@@ -79,6 +79,11 @@ class ChainServiceStub:
                 request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceRequest.SerializeToString,
                 response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceResponse.FromString,
                 _registered_method=True)
+        self.GetWaitStatus = channel.unary_unary(
+                '/custos.chain.v1.ChainService/GetWaitStatus',
+                request_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetWaitStatusRequest.SerializeToString,
+                response_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetWaitStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ChainServiceServicer:
@@ -149,6 +154,15 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWaitStatus(self, request, context):
+        """Internal, for the workflow worker only: where the chain is with a family's WAIT step after
+        the step's transaction (a Cosmos unbonding): when it ends, read from the chain, and whether
+        what it waits for (the funds back in the vault) is on chain yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +210,11 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.ReleaseNonce,
                     request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceRequest.FromString,
                     response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceResponse.SerializeToString,
+            ),
+            'GetWaitStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWaitStatus,
+                    request_deserializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetWaitStatusRequest.FromString,
+                    response_serializer=custos_dot_chain_dot_v1_dot_chain__pb2.GetWaitStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +460,33 @@ class ChainService:
             '/custos.chain.v1.ChainService/ReleaseNonce',
             custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceRequest.SerializeToString,
             custos_dot_chain_dot_v1_dot_chain__pb2.ReleaseNonceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWaitStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custos.chain.v1.ChainService/GetWaitStatus',
+            custos_dot_chain_dot_v1_dot_chain__pb2.GetWaitStatusRequest.SerializeToString,
+            custos_dot_chain_dot_v1_dot_chain__pb2.GetWaitStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class ChainServiceStub:
     node refused) is kept: only that transaction, or its replacement, may ever use it.
     Idempotent.
     """
+    GetWaitStatus: _grpc.UnaryUnaryMultiCallable[_chain_pb2.GetWaitStatusRequest, _chain_pb2.GetWaitStatusResponse]
+    """Internal, for the workflow worker only: where the chain is with a family's WAIT step after
+    the step's transaction (a Cosmos unbonding): when it ends, read from the chain, and whether
+    what it waits for (the funds back in the vault) is on chain yet.
+    """
 
 @_typing.type_check_only
 class ChainServiceAsyncStub(ChainServiceStub):
@@ -81,6 +86,11 @@ class ChainServiceAsyncStub(ChainServiceStub):
     instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
     node refused) is kept: only that transaction, or its replacement, may ever use it.
     Idempotent.
+    """
+    GetWaitStatus: _aio.UnaryUnaryMultiCallable[_chain_pb2.GetWaitStatusRequest, _chain_pb2.GetWaitStatusResponse]  # type: ignore[assignment]
+    """Internal, for the workflow worker only: where the chain is with a family's WAIT step after
+    the step's transaction (a Cosmos unbonding): when it ends, read from the chain, and whether
+    what it waits for (the funds back in the vault) is on chain yet.
     """
 
 class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +168,17 @@ class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
         instead of waiting behind a gap. A nonce some signed transaction was sent with (even one the
         node refused) is kept: only that transaction, or its replacement, may ever use it.
         Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWaitStatus(
+        self,
+        request: _chain_pb2.GetWaitStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_pb2.GetWaitStatusResponse, _abc.Awaitable[_chain_pb2.GetWaitStatusResponse]]:
+        """Internal, for the workflow worker only: where the chain is with a family's WAIT step after
+        the step's transaction (a Cosmos unbonding): when it ends, read from the chain, and whether
+        what it waits for (the funds back in the vault) is on chain yet.
         """
 
 def add_ChainServiceServicer_to_server(servicer: ChainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
