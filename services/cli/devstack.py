@@ -250,6 +250,40 @@ def _start_devnet(stack: Stack, procs: list[dict[str, Any]]) -> list[dict[str, A
     return [devnet.chain_config().model_dump(mode="json")]
 
 
+def cosmos_devnet(stack: Stack) -> Any:
+    """The stack's Cosmos devnet (its node's home is ``<stack>/cosmos``; the chain survives restarts)."""
+    from services.chain.cosmos.devnet import CosmosDevnet
+
+    return CosmosDevnet(stack.root / "cosmos")
+
+
+def _start_cosmos(stack: Stack, procs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Starts the Cosmos devnet's node (injectived) as a stack process; returns its registry entry."""
+    net = cosmos_devnet(stack)
+    net.setup()  # once per stack: keys, genesis and the ports it keeps
+    proc = _spawn(stack, "injectived", net.command(), net.binary.env)
+    procs.append(proc)
+    _record(stack, procs)
+    _wait_cosmos(stack, proc, 60)
+    return dict(net.chain_config().model_dump(mode="json"))
+
+
+def _wait_cosmos(stack: Stack, proc: dict[str, Any], timeout: float) -> None:
+    from services.chain.errors import NodeUnavailable
+
+    net = cosmos_devnet(stack)
+    deadline = time.monotonic() + timeout
+    while True:
+        if not _alive(proc["pid"]):
+            raise Unavailable(f"injectived exited during start-up; see {stack.logs / 'injectived.log'}")
+        try:
+            net.wait_ready(1.0)
+            return
+        except NodeUnavailable:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"injectived did not serve within {timeout:.0f}s") from None
+
+
 def _spawn(stack: Stack, name: str, argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Starts a stack process; ``env`` (kept in its entry, so a restart gives it again) is its own."""
     stack.logs.mkdir(parents=True, exist_ok=True)
@@ -314,12 +348,18 @@ def _wait_port(port: int, timeout: float, what: str, proc: dict[str, Any], stack
 
 
 def up(
-    stack: Stack, *, with_devnet: bool = True, postgres: str | None = None, log: Any = print
+    stack: Stack,
+    *,
+    with_devnet: bool = True,
+    with_cosmos: bool = True,
+    postgres: str | None = None,
+    log: Any = print,
 ) -> dict[str, Any]:
     """Starts the whole stack; returns its settings. Safe to call when it already runs.
 
     With ``postgres`` (a superuser's URL of an existing database) the services use it,
-    each as its own role, instead of the stack's SQLite file.
+    each as its own role, instead of the stack's SQLite file. ``with_devnet`` starts anvil
+    (chain ``ethereum-devnet``), ``with_cosmos`` a Cosmos SDK node (chain ``cosmos-devnet``).
     """
     if any(_alive(p["pid"]) for p in stack.running()):
         raise FailedPrecondition(f"stack {stack.root.name} is already running (custos dev down first)")
@@ -332,8 +372,11 @@ def up(
     extra: dict[str, Any] = {**_prepare_trust(stack)}
     procs: list[dict[str, Any]] = []
     try:
-        if with_devnet:
-            extra["chains"] = _start_devnet(stack, procs)
+        chains = _start_devnet(stack, procs) if with_devnet else []
+        if with_cosmos:
+            chains.append(_start_cosmos(stack, procs))
+        if chains:
+            extra["chains"] = chains
         config = _write_config(stack, extra)
         env = _databases(stack, postgres)
         temporal = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
@@ -429,9 +472,28 @@ async def status(stack: Stack) -> list[dict[str, Any]]:
         out.append(row)
     out += await _temporal_and_worker(stack, config)
     for chain in config.get("chains", []):
-        if chain.get("family", "ethereum") == "ethereum":  # the dev stack runs anvil only
+        if chain.get("family", "ethereum") == "ethereum":
             out.append(await _node_status(chain))
+        elif chain.get("family") == "cosmos":
+            out.append(await _cosmos_node_status(chain))
     return out
+
+
+async def _cosmos_node_status(chain: dict[str, Any]) -> dict[str, Any]:
+    """The Cosmos node answers its latest block (one REST call)."""
+    from services.chain.cosmos.rest import RestClient
+
+    url = str(chain.get("rest_url", ""))
+    row: dict[str, Any] = {"service": f"node {chain.get('name', '')}", "address": url, "services": []}
+    try:
+        status, answer = await RestClient(url, timeout=5).get("/cosmos/base/tendermint/v1beta1/blocks/latest")
+        height = int(answer["block"]["header"]["height"]) if status == 200 else None
+        if height is None:
+            raise ValueError(f"HTTP {status}")
+        row.update(status="SERVING", services=[f"block {height}"])
+    except Exception as e:  # NodeUnavailable, an error answer, a malformed one
+        row.update(status="UNREACHABLE", error=f"{type(e).__name__}: {str(e)[:200]}")
+    return row
 
 
 async def _temporal_and_worker(stack: Stack, config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -550,6 +612,8 @@ def _wait_ready(stack: Stack, proc: dict[str, Any], timeout: float, log_size: in
         asyncio.run(_wait_healthy(stack, config, timeout, (name,)))
     elif name == "worker":
         _wait_log(stack, proc, "worker started", timeout, after=log_size)
+    elif name == "injectived":
+        _wait_cosmos(stack, proc, timeout)
     elif name == "temporal":
         address = config["temporal"]["address"]
         _wait_port(int(address.rsplit(":", 1)[1]), timeout, "Temporal dev server", proc, stack)

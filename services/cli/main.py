@@ -199,6 +199,7 @@ _stack_option = click.option(
 @dev.command("up")
 @_stack_option
 @click.option("--no-devnet", is_flag=True, help="Do not start the Ethereum devnet.")
+@click.option("--no-cosmos", is_flag=True, help="Do not start the Cosmos devnet.")
 @click.option(
     "--postgres",
     metavar="URL",
@@ -212,14 +213,16 @@ _stack_option = click.option(
     help="Then set up the demo's approvers, policy and a funded vault-1, ready for the README's examples.",
 )
 @pass_cli
-def dev_up(cli: CliContext, name: str | None, no_devnet: bool, postgres: str | None, seed: bool) -> None:
-    """Start Temporal, the devnet, every service and the worker; wait until healthy."""
+def dev_up(
+    cli: CliContext, name: str | None, no_devnet: bool, no_cosmos: bool, postgres: str | None, seed: bool
+) -> None:
+    """Start Temporal, the devnets (Ethereum, Cosmos), every service and the worker; wait until healthy."""
     from services.cli import devstack
 
     if seed and no_devnet:
         raise InvalidArgument("--seed funds a vault on the devnet: drop --no-devnet")
     stack = _stack(cli, name)
-    config = devstack.up(stack, with_devnet=not no_devnet, postgres=postgres)
+    config = devstack.up(stack, with_devnet=not no_devnet, with_cosmos=not no_cosmos, postgres=postgres)
     if seed:
         from services.cli.scenario import seed as seed_stack
 

@@ -39,6 +39,7 @@ from services.runtime.intent import (
     Decision,
     IntentSpec,
     RestakeTarget,
+    StakeTarget,
     UnstakeTarget,
 )
 from services.runtime.settings import ServiceSettings
@@ -68,6 +69,7 @@ initiators:
 rules:
   - id: deny-above-1024-eth
     match:
+      chain: [ethereum-devnet]
       amount: {min: "1_024_000_000_000_000_000_001"}
     deny: amount above the 1024 ETH cap per intent
   - id: eth-large
@@ -97,7 +99,37 @@ rules:
       velocity: {window: 24h, max: "2_048_000_000_000_000_000_000"}
 """
 
+#: The demo's rule for the Cosmos devnet: amounts in its base unit (inj, 10**-18 INJ), stake only to
+#: the devnet's own validators.
+COSMOS_RULE = """\
+  - id: cosmos-standard
+    match:
+      action: [STAKE, UNSTAKE, RESTAKE]
+      chain: [cosmos-devnet]
+      initiator_groups: [treasury]
+      amount: {{max: "1_000_000_000_000_000_000_000 inj"}}
+    require:
+      groups:
+        - {{name: operations, threshold: 2, approver_groups: [operations]}}
+      expiry: 24h
+    limits:
+      validators: [{validators}]
+      velocity: {{window: 24h, max: "5_000_000_000_000_000_000_000 inj"}}
+"""
+COSMOS = "cosmos-devnet"
+INJ = 10**18
+
 STATE_NAME = {v: k.removeprefix("INTENT_STATE_") for k, v in staking_pb2.IntentState.items()}
+
+
+def demo_policy(stack: Stack) -> str:
+    """The demo's policy for ``stack``: with a rule for its Cosmos devnet's validators when it runs one."""
+    if not any(c.get("name") == COSMOS for c in stack.settings().get("chains", [])):
+        return POLICY
+    from services.cli.devstack import cosmos_devnet
+
+    validators = ", ".join(cosmos_devnet(stack).genesis.validators)
+    return POLICY + COSMOS_RULE.format(validators=validators)
 
 
 def stack_settings(stack: Stack) -> ServiceSettings:
@@ -127,6 +159,8 @@ class Demo:
     say: Callable[[str], None] = print
     settings: ServiceSettings = field(init=False)
     vault_address: str = ""
+    #: vault-1's address on the Cosmos devnet ("" when the stack runs none).
+    cosmos_address: str = ""
 
     def __post_init__(self) -> None:
         self.settings = stack_settings(self.stack)
@@ -134,7 +168,7 @@ class Demo:
     def person(self, name: str) -> Person:
         return Person(name, self.settings, self.stack.root / "approver-keys")
 
-    async def setup(self, policy: str = POLICY) -> None:
+    async def setup(self, policy: str | None = None) -> None:
         """Approvers and their keys, the policy (governed changes by dave, approved by erin), and a
         vault key in the HSM (funded on the devnet). ``policy`` replaces the demo's (the workflow
         bench raises its daily limit to the intents it submits)."""
@@ -153,7 +187,8 @@ class Demo:
                 await as_erin.decide_change(
                     change.request.change_id, erin.key, admin="erin", decision=Decision.APPROVE
                 )
-            proposal = policy_pb2.ProposePolicyRequest(document=policy, description="demo policy")
+            document = policy if policy is not None else demo_policy(self.stack)
+            proposal = policy_pb2.ProposePolicyRequest(document=document, description="demo policy")
             version = (await as_dave.call("ProposePolicy", proposal)).policy.version
             activation = await as_dave.propose_change(ActivatePolicy(version, ""), dave.key, proposer="dave")
         self.say(
@@ -184,6 +219,14 @@ class Demo:
         rpc = self._rpc()
         rpc.call_sync("anvil_setBalance", [self.vault_address, hex(10_000 * ETH)])
         self.say(f"   vault-1 key generated in the HSM: {self.vault_address} (funded 10000 ETH on anvil)")
+        self.cosmos_address = next((a.address for a in key.key.addresses if a.chain == COSMOS), "")
+        if self.cosmos_address:
+            from services.cli.devstack import cosmos_devnet
+
+            await asyncio.to_thread(cosmos_devnet(self.stack).fund, self.cosmos_address, 1_000 * INJ)
+            self.say(
+                f"   vault-1 on {COSMOS}: {self.cosmos_address} (funded 1000 INJ by the devnet's faucet)"
+            )
 
     def _rpc(self) -> JsonRpcClient:
         chains = self.stack.settings().get("chains", [])
@@ -290,6 +333,8 @@ async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict
     restake = IntentSpec(Action.RESTAKE, CHAIN, "vault-1", 0, RestakeTarget(pubkey, target))
     final = await demo.run_intent("RESTAKE (consolidation)", restake, "demo-restake-1", ("olivia", "otto"))
     results["restake"] = STATE_NAME[final.intent.state]
+    if demo.cosmos_address:
+        results.update(await cosmos_scenario(demo))
 
     say("== refused: alice approves her own intent")
     spec, _ = demo.deposit_spec(32)
@@ -329,4 +374,33 @@ async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict
     say(f"   server-side verification: {'OK' if ok else 'FAILED'} ({count} records)")
     say(f"   offline verification of {export}: {'OK' if offline.ok else 'FAILED: ' + offline.reason}")
     results["audit"] = "OK" if ok and offline.ok else "FAILED"
+    return results
+
+
+async def cosmos_scenario(demo: Demo) -> dict[str, str]:
+    """The Cosmos devnet's part: delegate, redelegate, undelegate through unbonding, each to CONFIRMED."""
+    from services.cli.devstack import cosmos_devnet
+
+    v1, v2 = cosmos_devnet(demo.stack).genesis.validators[:2]
+    results: dict[str, str] = {}
+    steps = (
+        (
+            "cosmos_stake",
+            "DELEGATE 100 INJ",
+            IntentSpec(Action.STAKE, COSMOS, "vault-1", 100 * INJ, StakeTarget(v1)),
+        ),
+        (
+            "cosmos_restake",
+            "REDELEGATE 40 INJ to validator 2",
+            IntentSpec(Action.RESTAKE, COSMOS, "vault-1", 40 * INJ, RestakeTarget(v1, v2)),
+        ),
+        (
+            "cosmos_unstake",
+            "UNDELEGATE 30 INJ (through the chain's unbonding)",
+            IntentSpec(Action.UNSTAKE, COSMOS, "vault-1", 30 * INJ, UnstakeTarget(v1)),
+        ),
+    )
+    for label, title, spec in steps:
+        final = await demo.run_intent(f"{COSMOS}: {title}", spec, f"demo-{label}", ("olivia", "oscar"))
+        results[label] = STATE_NAME[final.intent.state]
     return results

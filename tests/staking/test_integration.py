@@ -1,5 +1,6 @@
 """End to end on the real stack: Temporal dev server, every service as its own process,
-SoftHSM, anvil with the staking contracts, mTLS. STAKE, UNSTAKE and RESTAKE reach CONFIRMED."""
+SoftHSM, anvil with the staking contracts, a Cosmos SDK node (injectived), mTLS. STAKE, UNSTAKE and
+RESTAKE reach CONFIRMED on both chains; the Cosmos UNSTAKE only once the chain's unbonding ended."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ async def test_stake_unstake_restake_confirm_and_the_refusals_hold(stack: devsta
         "stake": "CONFIRMED",
         "unstake": "CONFIRMED",
         "restake": "CONFIRMED",
+        "cosmos_stake": "CONFIRMED",
+        "cosmos_restake": "CONFIRMED",
+        "cosmos_unstake": "CONFIRMED",
         "self_approval": "REFUSED",
         "over_limit": "DENIED",
         "lone_admin": "REFUSED",
@@ -54,8 +58,14 @@ def test_read_model_and_chain_agree(stack: devstack.Stack) -> None:
     finally:
         engine.dispose()
     confirmed = [r for r in rows if r.state == "CONFIRMED"]
-    assert len(confirmed) == 3
-    assert all(r.tx_hash.startswith("0x") and r.last_sequence == 7 for r in confirmed)
+    ethereum = [r for r in confirmed if r.chain == "ethereum-devnet"]
+    cosmos = {r.action: r for r in confirmed if r.chain == "cosmos-devnet"}
+    assert len(ethereum) == 3 and set(cosmos) == {"STAKE", "RESTAKE", "UNSTAKE"}
+    assert all(r.tx_hash.startswith("0x") and r.last_sequence == 7 for r in ethereum)
+    # Cosmos transaction ids are the chain's own: 64 upper-case hex digits
+    assert all(len(r.tx_hash) == 64 and r.tx_hash == r.tx_hash.upper() for r in cosmos.values())
+    # the undelegation went through UNBONDING (the chain's completion time) before CONFIRMED
+    assert cosmos["UNSTAKE"].last_sequence == 8 and cosmos["STAKE"].last_sequence == 7
 
 
 def _open_files(pid: int) -> set[str]:
