@@ -53,8 +53,12 @@ class ChainAdapter(Protocol[Prepared]):
         """Validates the intent's chain-specific data; raises ``IntentInvalid`` with the reason."""
         ...
 
-    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> None:
-        """Raises ``InsufficientFunds`` when the vault does not hold the value the intent moves."""
+    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> str:
+        """Raises ``InsufficientFunds`` when the vault does not hold the value the intent moves.
+
+        Returns what approvers should see beside the intent, read from the chain now (a vote's
+        proposal and the vault's voting weight); "" when there is nothing to add.
+        """
         ...
 
     def normalise_address(self, address: str) -> str:
@@ -146,13 +150,14 @@ class ChainService:
         except KeyError:
             raise UnknownChain(f"unknown chain {chain!r}", details={"chain": chain}) from None
 
-    async def validate_intent(self, spec: IntentSpec, vault_address: str) -> None:
+    async def validate_intent(self, spec: IntentSpec, vault_address: str) -> str:
         """Checks the chain-specific data (e.g. ETH deposit data), and that the vault holds the
         intent's value: an intent nobody can pay is refused at submission, before any approver
-        is asked (the build checks the value and the fees again)."""
+        is asked (the build checks the value and the fees again). Returns the chain's context
+        for approvers (a vote's proposal title and the vault's voting weight), or ""."""
         adapter = self.adapter(spec.chain)
         adapter.plan(spec, vault_address)
-        await adapter.check_holds_value(spec, adapter.normalise_address(vault_address))
+        return await adapter.check_holds_value(spec, adapter.normalise_address(vault_address))
 
     async def build_transaction(
         self,

@@ -185,8 +185,8 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
     async def ValidateIntent(
         self, request: chain_pb2.ValidateIntentRequest, context: Any
     ) -> chain_pb2.ValidateIntentResponse:
-        await self._service.validate_intent(spec_from_pb(request.spec), request.vault_address)
-        return chain_pb2.ValidateIntentResponse()
+        context = await self._service.validate_intent(spec_from_pb(request.spec), request.vault_address)
+        return chain_pb2.ValidateIntentResponse(context=context)
 
     async def BuildTransaction(
         self, request: chain_pb2.BuildTransactionRequest, context: Any

@@ -138,7 +138,7 @@ class StakingService:
             )
         if "initiator" not in who.roles:
             raise NotYourIntent(f"{who.identity} may not initiate {spec.action} intents")
-        await self._validate_on_chain(spec)
+        context = await self._validate_on_chain(spec)
         version = await self._active_policy_version()
         approvers = await self._approvers()
         intent_id = f"int-{uuid.uuid4().hex}"
@@ -160,7 +160,9 @@ class StakingService:
             requirement_json="",
             tx_hash="",
             reason="",
-            summary="",
+            # what the chain says approvers should see (a vote's proposal, the vault's voting
+            # weight) until the transaction's own summary replaces it at signing
+            summary=context,
             workflow_started=0,
             last_sequence=1,
             created_at=now,
@@ -197,14 +199,16 @@ class StakingService:
                         "policy_version": row.policy_version,
                         "digest": row.digest,
                         "idempotency_key": row.idempotency_key,
+                        **({"chain_context": row.summary} if row.summary else {}),
                     },
                     session=s,
                     actor=who.identity,
                 )
             return out
 
-    async def _validate_on_chain(self, spec: IntentSpec) -> None:
-        """Chain-specific checks (e.g. ETH deposit data) before anyone is asked to approve."""
+    async def _validate_on_chain(self, spec: IntentSpec) -> str:
+        """Chain-specific checks (e.g. ETH deposit data) before anyone is asked to approve; returns
+        what the chain says approvers should see beside the intent (or "")."""
         key = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id))
         address = next((a.address for a in key.key.addresses if a.chain == spec.chain), "")
         if not address:
@@ -212,9 +216,10 @@ class StakingService:
             raise InvalidArgument(
                 f"vault {spec.vault_id} has no address on chain {spec.chain!r} (its chains: {has})"
             )
-        await self._chain.call(
+        resp = await self._chain.call(
             "ValidateIntent", chain_pb2.ValidateIntentRequest(spec=spec_to_pb(spec), vault_address=address)
         )
+        return str(resp.context)[:1000]
 
     async def _active_policy_version(self) -> str:
         resp = await self._policy.call("GetPolicy", policy_pb2.GetPolicyRequest())

@@ -50,11 +50,13 @@ from services.families.errors import FamilyError
 from services.runtime.errors import Unavailable
 from services.runtime.intent import (
     Action,
+    ClaimRewardsTarget,
     IntentSpec,
     PolicyChangeTarget,
     RestakeTarget,
     StakeTarget,
     UnstakeTarget,
+    VoteTarget,
 )
 
 log = logging.getLogger("custos.chain")
@@ -239,19 +241,73 @@ class CosmosAdapter:
 
     # -- submission ------------------------------------------------------------------------------
 
-    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> None:
+    def display(self, amount: int) -> str:
+        """``amount`` base units as people read them: ``2.5 INJ`` (exact, trailing zeros trimmed)."""
+        unit, exponent = self.config.display()
+        whole, frac = divmod(amount, 10**exponent)
+        text = f"{whole}.{frac:0{exponent}d}".rstrip("0").rstrip(".") if exponent else str(whole)
+        return f"{text} {unit}"
+
+    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> str:
         """Refuses, at submission, an intent the vault cannot carry out now: a delegation of more
         than it holds, an undelegation or redelegation of more than it has delegated there, a
-        validator the chain does not know. A node that cannot be reached does not hold the
-        submission back: the build checks again (by simulation)."""
+        validator the chain does not know, a vote on a proposal not in its voting period, a claim
+        without a delegation. Returns what approvers should see beside the intent (a vote's
+        proposal title and the vault's voting weight, a claim's pending rewards). A node that
+        cannot be reached does not hold the submission back: the build checks again."""
         try:
-            await self._check_holds_value(spec, vault_address)
+            return await self._check_holds_value(spec, vault_address)
         except NodeUnavailable as e:
             log.warning("%s of %s not checked at submission: %s", spec.action, vault_address, e)
+            return ""
 
-    async def _check_holds_value(self, spec: IntentSpec, vault_address: str) -> None:
+    async def voting_weight(self, address: str) -> int:
+        """The vault's bonded stake over every validator: the weight x/gov gives its vote."""
+        answer = await self._get(f"/cosmos/staking/v1beta1/delegations/{quote(address)}?pagination.limit=200")
+        assert answer is not None
+        return sum(
+            int((d.get("balance") or {}).get("amount", 0)) for d in answer.get("delegation_responses") or []
+        )
+
+    async def _vote_context(self, target: VoteTarget, vault_address: str) -> str:
+        answer = await self._get(f"/cosmos/gov/v1/proposals/{target.proposal_id}", missing_ok=True)
+        proposal = (answer or {}).get("proposal")
+        if not isinstance(proposal, dict):
+            raise IntentInvalid(f"{self.config.name} has no proposal {target.proposal_id}")
+        status = str(proposal.get("status", "")).removeprefix("PROPOSAL_STATUS_")
+        if status != "VOTING_PERIOD":
+            raise IntentInvalid(f"proposal {target.proposal_id} is not open for votes ({status.lower()})")
+        title = str(proposal.get("title") or "(untitled)")[:120]
+        ends = _rfc3339(str(proposal.get("voting_end_time")))
+        weight = await self.voting_weight(vault_address)
+        votes = (
+            f"the vault votes with {self.display(weight)} bonded"
+            if weight
+            else "the vault has no bonded stake: its vote carries no weight"
+        )
+        return f"proposal {target.proposal_id} {title!r}, voting ends {ends:%Y-%m-%d %H:%M:%S} UTC; {votes}"
+
+    async def _claim_context(self, target: ClaimRewardsTarget, vault_address: str) -> str:
+        if not await self.delegation(vault_address, target.validator):
+            raise IntentInvalid(f"the vault has no delegation to {target.validator}: it has no rewards there")
+        answer = await self._get(
+            f"/cosmos/distribution/v1beta1/delegators/{quote(vault_address)}/rewards/{quote(target.validator)}",
+            missing_ok=True,
+        )
+        pending = sum(
+            _ceil(Decimal(str(c.get("amount", "0"))))
+            for c in (answer or {}).get("rewards") or []
+            if c.get("denom") == self.config.denom
+        )
+        return f"rewards pending from {target.validator}: about {self.display(pending)}"
+
+    async def _check_holds_value(self, spec: IntentSpec, vault_address: str) -> str:
         unit = self.config.denom
         target = spec.target
+        if isinstance(target, VoteTarget):
+            return await self._vote_context(target, vault_address)
+        if isinstance(target, ClaimRewardsTarget):
+            return await self._claim_context(target, vault_address)
         if isinstance(target, StakeTarget):
             if not await self.validator_known(target.validator):
                 raise IntentInvalid(f"{target.validator} is not a validator of {self.config.name}")
@@ -273,6 +329,7 @@ class CosmosAdapter:
                     f" the {spec.action.lower()} moves {spec.amount} {unit}",
                     details={"delegated": str(delegated), "amount": str(spec.amount)},
                 )
+        return ""
 
     # -- building --------------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ class EthereumAdapter:
         await self._check_funds(vault_address, value + gas * max_fee)
         return PreparedTransaction(call, vault_address, value, max_fee, tip, gas)
 
-    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> None:
+    async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> str:
         """Refuses an intent whose value the vault does not hold now (fees aside: they change).
 
         Asked at submission, so nobody is asked to approve what cannot be paid. A node that
@@ -164,12 +164,12 @@ class EthereumAdapter:
         """
         call = self.plan(spec, vault_address)
         if call.value == 0:
-            return
+            return ""
         try:
             held = await self.rpc.call("eth_getBalance", to_checksum_address(vault_address), "latest")
         except (RpcError, NodeUnavailable) as e:
             log.warning("balance of %s not checked at submission: %s", vault_address, e)
-            return
+            return ""
         balance = int(held, 16)
         if balance < call.value:
             raise InsufficientFunds(
@@ -177,6 +177,7 @@ class EthereumAdapter:
                 f" the intent needs {_eth(call.value)} plus fees: fund the vault, then submit",
                 details={"balance": str(balance), "value": str(call.value)},
             )
+        return ""
 
     async def _check_funds(self, address: str, cost: int) -> None:
         """The node refuses outright what its sender cannot pay (value + gas * max fee, at the

@@ -351,12 +351,19 @@ Global___ValidateIntentRequest: _TypeAlias = ValidateIntentRequest  # noqa: Y015
 class ValidateIntentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    context: _builtins.str
+    """What approvers should see beside the intent, read from the chain now: a vote's proposal (its
+    title, its voting end) and the vault's voting weight, a claim's pending rewards. May be empty.
+    """
     def __init__(
         self,
+        *,
+        context: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
