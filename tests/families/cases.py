@@ -23,7 +23,16 @@ from services.families.cosmos.family import CosmosFamily, build_unsigned
 from services.families.ethereum.deposit import ETHER, GWEI, generate_deposit_data, stake_target
 from services.families.ethereum.family import EthereumFamily
 from services.families.ethereum.transactions import UnsignedTransaction
-from services.runtime.intent import Action, IntentSpec, RestakeTarget, StakeTarget, UnstakeTarget
+from services.runtime.intent import (
+    Action,
+    ClaimRewardsTarget,
+    IntentSpec,
+    RestakeTarget,
+    StakeTarget,
+    UnstakeTarget,
+    VoteOption,
+    VoteTarget,
+)
 from tests.families import cosmpy_reference
 
 VAULT_KEY = PrivateKey(hashlib.sha256(b"custos families conformance vault key").digest())
@@ -32,7 +41,7 @@ OTHER_KEY = PrivateKey(hashlib.sha256(b"custos families conformance other key").
 
 @dataclass(frozen=True)
 class FamilyCase:
-    """A family, a chain of it, and valid intents of every action it supports."""
+    """A family, a chain of it, and valid intents of every action it supports (see :data:`ACTIONS`)."""
 
     family: Family
     chain: ChainConfig
@@ -125,7 +134,7 @@ def cosmos_validator(seed: int) -> str:
 
 
 def cosmos_case() -> FamilyCase:
-    """Delegate, undelegate and redelegate on a generic Cosmos SDK chain."""
+    """Delegate, undelegate, redelegate, claim rewards and vote on a generic Cosmos SDK chain."""
     family = CosmosFamily()
     chain = cosmos_chain()
     first, second = cosmos_validator(1), cosmos_validator(2)
@@ -135,6 +144,10 @@ def cosmos_case() -> FamilyCase:
         Action.RESTAKE: IntentSpec(
             Action.RESTAKE, chain.name, "vault-1", 1_000_000, RestakeTarget(first, second)
         ),
+        Action.CLAIM_REWARDS: IntentSpec(
+            Action.CLAIM_REWARDS, chain.name, "vault-1", 0, ClaimRewardsTarget(first)
+        ),
+        Action.VOTE: IntentSpec(Action.VOTE, chain.name, "vault-1", 0, VoteTarget(3, VoteOption.YES)),
     }
 
     def build(spec: IntentSpec, replay_key: int) -> bytes:
@@ -166,3 +179,10 @@ def cosmos_case() -> FamilyCase:
 
 
 CASES: dict[str, Callable[[], FamilyCase]] = {"ethereum": ethereum_case, "cosmos": cosmos_case}
+#: The actions each case has a spec of, known without building it (the suite parametrizes over
+#: them; it checks they are exactly the actions the family has steps for).
+_STAKING = (Action.STAKE, Action.UNSTAKE, Action.RESTAKE)
+ACTIONS: dict[str, tuple[Action, ...]] = {
+    "ethereum": _STAKING,
+    "cosmos": (*_STAKING, Action.CLAIM_REWARDS, Action.VOTE),
+}

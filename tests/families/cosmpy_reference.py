@@ -19,6 +19,9 @@ from Crypto.Hash import RIPEMD160
 
 tx_pb2: Any = importlib.import_module("cosmos.tx.v1beta1.tx_pb2")
 staking_pb2: Any = importlib.import_module("cosmos.staking.v1beta1.tx_pb2")
+distribution_pb2: Any = importlib.import_module("cosmos.distribution.v1beta1.tx_pb2")
+gov_pb2: Any = importlib.import_module("cosmos.gov.v1.tx_pb2")
+gov_types_pb2: Any = importlib.import_module("cosmos.gov.v1.gov_pb2")
 keys_pb2: Any = importlib.import_module("cosmos.crypto.secp256k1.keys_pb2")
 coin_pb2: Any = importlib.import_module("cosmos.base.v1beta1.coin_pb2")
 signing_pb2: Any = importlib.import_module("cosmos.tx.signing.v1beta1.signing_pb2")
@@ -57,6 +60,8 @@ MESSAGE_TYPES = {
     "STAKE": "/cosmos.staking.v1beta1.MsgDelegate",
     "UNSTAKE": "/cosmos.staking.v1beta1.MsgUndelegate",
     "RESTAKE": "/cosmos.staking.v1beta1.MsgBeginRedelegate",
+    "CLAIM_REWARDS": "/cosmos.distribution.v1beta1.MsgWithdrawDelegatorReward",
+    "VOTE": "/cosmos.gov.v1.MsgVote",
 }
 
 
@@ -74,6 +79,22 @@ def staking_message(action: str, delegator: str, validators: tuple[str, str], de
         cls = staking_pb2.MsgDelegate if action == "STAKE" else staking_pb2.MsgUndelegate
         msg = cls(delegator_address=delegator, validator_address=validators[0], amount=coin)
     return any_pb2.Any(type_url=MESSAGE_TYPES[action], value=msg.SerializeToString())
+
+
+def withdraw_reward_message(delegator: str, validator: str) -> Any:
+    """``MsgWithdrawDelegatorReward`` as an ``Any``."""
+    msg = distribution_pb2.MsgWithdrawDelegatorReward(
+        delegator_address=delegator, validator_address=validator
+    )
+    return any_pb2.Any(type_url=MESSAGE_TYPES["CLAIM_REWARDS"], value=msg.SerializeToString())
+
+
+def vote_message(proposal_id: int, voter: str, option: str, metadata: str = "") -> Any:
+    """gov v1 ``MsgVote`` as an ``Any``; ``option`` is the enum's suffix ("YES", "NO_WITH_VETO"...),
+    looked up in cosmpy's own ``VoteOption`` rather than numbered here."""
+    number = gov_types_pb2.VoteOption.Value(f"VOTE_OPTION_{option}")
+    msg = gov_pb2.MsgVote(proposal_id=proposal_id, voter=voter, option=number, metadata=metadata)
+    return any_pb2.Any(type_url=MESSAGE_TYPES["VOTE"], value=msg.SerializeToString())
 
 
 def auth_info(compressed_key: bytes, *, sequence: int, denom: str, fee_amount: int, gas_limit: int) -> Any:

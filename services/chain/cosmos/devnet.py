@@ -64,6 +64,10 @@ BLOCK_TIME = "200ms"
 MAX_FEE = 10**16
 #: What one faucet transfer (a bank send, ~142k gas) may use; it pays the minimum price.
 FAUCET_GAS = 200_000
+#: What submitting a text proposal (~175k gas) may use; it pays the minimum price.
+PROPOSAL_GAS = 400_000
+#: A proposal without messages must carry metadata (x/gov refuses one with neither).
+PROPOSAL_METADATA = "custos devnet text proposal"
 _LOG_LEVEL = "warn"
 
 
@@ -380,6 +384,73 @@ class CosmosDevnet:
             if int(included.get("code", 0)) != 0:
                 raise BroadcastRejected(f"the faucet transfer failed: {included.get('raw_log', '')[:300]}")
             return str(sent["txhash"])
+
+    def submit_text_proposal(self, title: str, summary: str) -> int:
+        """Submits a text proposal (no messages) from the faucet with the chain's minimum deposit,
+        so it is in its 20 s voting period at once; returns its id once a block includes it.
+
+        The demo and the tests need a real proposal to vote on; the faucet pays the deposit.
+        """
+        if not self.running and not _port_open(self.genesis.ports.rpc):
+            raise NodeUnavailable("the Cosmos devnet is not running")
+        params = self.rest("/cosmos/gov/v1/params/deposit").get("params") or {}
+        deposits = [int(c["amount"]) for c in params.get("min_deposit", []) if c.get("denom") == DENOM]
+        if not deposits:
+            raise NodeUnavailable(f"the node's gov params name no minimum deposit in {DENOM}")
+        proposal = {
+            "messages": [],
+            "metadata": PROPOSAL_METADATA,
+            "deposit": f"{deposits[0]}{DENOM}",
+            "title": title,
+            "summary": summary,
+            "expedited": False,
+        }
+        with self._faucet_lock, tempfile.TemporaryDirectory(dir=self.home) as folder:
+            path = Path(folder) / "proposal.json"
+            path.write_text(json.dumps(proposal))
+            out = self.binary.run(
+                self.home,
+                "tx",
+                "gov",
+                "submit-proposal",
+                str(path),
+                "--from",
+                "faucet",
+                "--keyring-backend",
+                "test",
+                "--chain-id",
+                self.chain_id,
+                "--node",
+                f"tcp://127.0.0.1:{self.genesis.ports.rpc}",
+                "--gas",
+                str(PROPOSAL_GAS),
+                "--fees",
+                f"{PROPOSAL_GAS * MIN_GAS_PRICE}{DENOM}",
+                "--yes",
+                "--output",
+                "json",
+                error=BroadcastRejected,
+            )
+            sent = json.loads(out)
+            if int(sent.get("code", 0)) != 0:
+                raise BroadcastRejected(f"the node refused the proposal: {sent.get('raw_log', '')[:300]}")
+            included = self.wait_for_tx(str(sent["txhash"]))
+        if int(included.get("code", 0)) != 0:
+            raise BroadcastRejected(f"the proposal failed: {included.get('raw_log', '')[:300]}")
+        proposal_id = _event_attribute(included, "submit_proposal", "proposal_id")
+        if proposal_id is None or not proposal_id.isdigit():
+            raise BroadcastRejected(f"the proposal transaction {sent['txhash']} names no proposal id")
+        return int(proposal_id)
+
+
+def _event_attribute(tx_response: dict[str, Any], event_type: str, key: str) -> str | None:
+    """The first value of attribute ``key`` of an ``event_type`` event in a transaction's result."""
+    for event in tx_response.get("events", []):
+        if event.get("type") == event_type:
+            for attribute in event.get("attributes", []):
+                if attribute.get("key") == key:
+                    return str(attribute.get("value", ""))
+    return None
 
 
 def _port_open(port: int) -> bool:

@@ -1,4 +1,5 @@
-"""The Cosmos SDK family: stake = MsgDelegate, unstake = MsgUndelegate, restake = MsgBeginRedelegate.
+"""The Cosmos SDK family: stake = MsgDelegate, unstake = MsgUndelegate, restake = MsgBeginRedelegate,
+claim rewards = MsgWithdrawDelegatorReward, vote = gov v1 MsgVote.
 
 The generic Cosmos SDK path, which every Cosmos chain accepts: the vault key is a
 ``/cosmos.crypto.secp256k1.PubKey`` and its account is bech32(``bech32_prefix``,
@@ -35,8 +36,10 @@ from services.families.cosmos.tx import (
     MSG_BEGIN_REDELEGATE,
     MSG_DELEGATE,
     MSG_UNDELEGATE,
+    MSG_VOTE,
+    MSG_WITHDRAW_DELEGATOR_REWARD,
     Coin,
-    StakingMessage,
+    Message,
     UnsignedTx,
 )
 from services.families.errors import (
@@ -48,12 +51,16 @@ from services.families.errors import (
     TransactionMismatch,
 )
 from services.runtime.intent import (
+    MAX_PROPOSAL_ID,
     Action,
+    ClaimRewardsTarget,
     IntentSpec,
     RestakeTarget,
     StakeTarget,
     Target,
     UnstakeTarget,
+    VoteOption,
+    VoteTarget,
 )
 
 _MAX_UINT64 = 2**64 - 1
@@ -61,13 +68,19 @@ _STEPS: dict[Action, tuple[Step, ...]] = {
     Action.STAKE: (Step("stake"),),
     Action.UNSTAKE: (Step("unstake"), Step("unbonding", StepKind.WAIT, "unbonding")),
     Action.RESTAKE: (Step("restake"),),
+    Action.CLAIM_REWARDS: (Step("claim_rewards"),),
+    Action.VOTE: (Step("vote"),),
 }
 _MESSAGE_OF: dict[Action, str] = {
     Action.STAKE: MSG_DELEGATE,
     Action.UNSTAKE: MSG_UNDELEGATE,
     Action.RESTAKE: MSG_BEGIN_REDELEGATE,
+    Action.CLAIM_REWARDS: MSG_WITHDRAW_DELEGATOR_REWARD,
+    Action.VOTE: MSG_VOTE,
 }
 _ACTION_OF: dict[str, Action] = {url: action for action, url in _MESSAGE_OF.items()}
+#: Actions that move no amount (the intent's amount is 0): their messages carry none.
+_AMOUNTLESS = frozenset({Action.CLAIM_REWARDS, Action.VOTE})
 
 
 def _signed_step(action: Action) -> str:
@@ -75,12 +88,62 @@ def _signed_step(action: Action) -> str:
 
 
 def _validators(target: Target) -> tuple[str, str]:
-    """(validator, destination) of a target, as a staking message names them."""
-    if isinstance(target, StakeTarget | UnstakeTarget):
+    """(validator, destination) of a target, as its message names them ("" where it names none)."""
+    if isinstance(target, StakeTarget | UnstakeTarget | ClaimRewardsTarget):
         return target.validator, ""
     if isinstance(target, RestakeTarget):
         return target.source_validator, target.target_validator
     return "", ""
+
+
+def _message(chain: ChainConfig, spec: IntentSpec, sender: str) -> Message:
+    """The one message that carries out ``spec`` from ``sender``: what custos builds, and what
+    :meth:`CosmosFamily.check` compares a transaction's message with."""
+    validator, destination = _validators(spec.target)
+    target = spec.target
+    return Message(
+        type_url=_MESSAGE_OF[spec.action],
+        delegator=sender,
+        validator=validator,
+        destination=destination,
+        amount=None if spec.action in _AMOUNTLESS else Coin(denom=chain.denom, amount=spec.amount),
+        proposal_id=target.proposal_id if isinstance(target, VoteTarget) else 0,
+        option=target.option if isinstance(target, VoteTarget) else None,
+    )
+
+
+def _summary(chain: ChainConfig, tx: UnsignedTx) -> str:
+    """What a person reads before approving a signature: the effect, then who, fee, gas, sequence."""
+    msg = tx.message
+    coin = f"{msg.amount.amount} {msg.amount.denom}" if msg.amount is not None else ""
+    what = {
+        MSG_DELEGATE: f"delegate {coin} to {msg.validator}",
+        MSG_UNDELEGATE: f"undelegate {coin} from {msg.validator}",
+        MSG_BEGIN_REDELEGATE: f"redelegate {coin} from {msg.validator} to {msg.destination}",
+        MSG_WITHDRAW_DELEGATOR_REWARD: f"withdraw rewards from {msg.validator}",
+        MSG_VOTE: f"vote {msg.option} on proposal {msg.proposal_id}",
+    }[msg.type_url]
+    who = "voter" if msg.type_url == MSG_VOTE else "delegator"
+    fee = tx.fee.amount if tx.fee is not None else 0
+    memo = f", memo {tx.memo!r}" if tx.memo else ""
+    return (
+        f"{what} ({who} {msg.delegator}; fee {fee} {chain.denom}, gas {tx.gas_limit},"
+        f" sequence {tx.sequence}{memo})"
+    )
+
+
+def _target(msg: Message) -> Target:
+    """The intent target a message carries out (``msg`` as :func:`cosmos_tx.parse` read it)."""
+    if msg.type_url == MSG_DELEGATE:
+        return StakeTarget(validator=msg.validator)
+    if msg.type_url == MSG_UNDELEGATE:
+        return UnstakeTarget(validator=msg.validator)
+    if msg.type_url == MSG_BEGIN_REDELEGATE:
+        return RestakeTarget(source_validator=msg.validator, target_validator=msg.destination)
+    if msg.type_url == MSG_WITHDRAW_DELEGATOR_REWARD:
+        return ClaimRewardsTarget(validator=msg.validator)
+    assert msg.option is not None  # the parser reads every vote with one of the four options
+    return VoteTarget(proposal_id=msg.proposal_id, option=msg.option)
 
 
 def _sha256(data: bytes) -> bytes:
@@ -88,7 +151,8 @@ def _sha256(data: bytes) -> bytes:
 
 
 class CosmosFamily:
-    """x/staking messages in SIGN_MODE_DIRECT transactions, signed by a generic secp256k1 key."""
+    """x/staking, reward-withdrawal and vote messages in SIGN_MODE_DIRECT transactions, signed by a
+    generic secp256k1 key."""
 
     name = FamilyName("cosmos")
     key_algorithm = KeyAlgorithm.SECP256K1
@@ -121,10 +185,16 @@ class CosmosFamily:
             raise IntentInvalid("the vault address must be in lower-case bech32")
         if spec.action not in _MESSAGE_OF:
             raise IntentInvalid(f"{spec.action} is not supported on Cosmos")
-        if spec.amount <= 0:
+        if spec.action in _AMOUNTLESS:
+            if spec.amount != 0:
+                raise IntentInvalid(f"a Cosmos {spec.action.lower()} moves no amount: its amount must be 0")
+        elif spec.amount <= 0:
             raise IntentInvalid(f"a Cosmos {spec.action.lower()} moves a positive amount of {chain.denom}")
         if getattr(spec.target, "params", None) is not None:
             raise IntentInvalid("a Cosmos target takes no params: its validators and amount say it all")
+        if isinstance(spec.target, VoteTarget):
+            _validate_vote(spec.target)
+            return
         validator, destination = _validators(spec.target)
         named = [("validator", validator)]
         if isinstance(spec.target, RestakeTarget):
@@ -136,6 +206,7 @@ class CosmosFamily:
             raise IntentInvalid("a redelegation needs two different validators")
 
     def facts(self, chain: ChainConfig, spec: IntentSpec) -> PolicyFacts:
+        """The validators a stake, unstake, restake or reward claim names; a vote names none."""
         validators = set()
         for text in _validators(spec.target):
             if not text:
@@ -156,15 +227,16 @@ class CosmosFamily:
         tx = cosmos_tx.parse(unsigned_tx)
         if tx.chain_id != str(chain.chain_id):
             raise TransactionInvalid(f"transaction is for chain id {tx.chain_id!r}, not {chain.chain_id!r}")
-        if tx.message.amount.denom != chain.denom:
-            raise TransactionInvalid(f"the amount is in {tx.message.amount.denom!r}, not {chain.denom!r}")
+        msg = tx.message
+        if msg.amount is not None and msg.amount.denom != chain.denom:
+            raise TransactionInvalid(f"the amount is in {msg.amount.denom!r}, not {chain.denom!r}")
         if tx.fee is not None and tx.fee.denom != chain.denom:
             raise TransactionInvalid(f"the fee is in {tx.fee.denom!r}, not {chain.denom!r}")
-        msg = tx.message
         spellings = [
-            (self.normalise_address, msg.delegator, "delegator"),
-            (self.normalise_validator, msg.validator, "validator"),
+            (self.normalise_address, msg.delegator, "voter" if msg.type_url == MSG_VOTE else "delegator")
         ]
+        if msg.type_url != MSG_VOTE:
+            spellings.append((self.normalise_validator, msg.validator, "validator"))
         if msg.type_url == MSG_BEGIN_REDELEGATE:
             spellings.append((self.normalise_validator, msg.destination, "destination validator"))
         for normalise, text, what in spellings:
@@ -177,74 +249,60 @@ class CosmosFamily:
         return tx
 
     def decode(self, chain: ChainConfig, unsigned_tx: bytes) -> Decoded:
-        """``value`` is what leaves the liquid balance: the amount of a delegation, else 0."""
+        """``value`` is what leaves the liquid balance: the amount of a delegation, else 0 (a
+        reward claim and a vote move no amount)."""
         tx = self.parse(chain, unsigned_tx)
         msg = tx.message
         action = _ACTION_OF[msg.type_url]
-        target: Target
-        if action is Action.STAKE:
-            target = StakeTarget(validator=msg.validator)
-        elif action is Action.UNSTAKE:
-            target = UnstakeTarget(validator=msg.validator)
-        else:
-            target = RestakeTarget(source_validator=msg.validator, target_validator=msg.destination)
-        fee = tx.fee.amount if tx.fee is not None else 0
-        coin = f"{msg.amount.amount} {msg.amount.denom}"
-        what = {
-            Action.STAKE: f"delegate {coin} to {msg.validator}",
-            Action.UNSTAKE: f"undelegate {coin} from {msg.validator}",
-            Action.RESTAKE: f"redelegate {coin} from {msg.validator} to {msg.destination}",
-        }[action]
-        memo = f", memo {tx.memo!r}" if tx.memo else ""
-        summary = (
-            f"{what} (delegator {msg.delegator}; fee {fee} {chain.denom}, gas {tx.gas_limit},"
-            f" sequence {tx.sequence}{memo})"
-        )
+        amount = msg.amount.amount if msg.amount is not None else 0
         return Decoded(
             action=action,
             step=_signed_step(action),
-            amount=msg.amount.amount,
-            target=target,
-            value=msg.amount.amount if action is Action.STAKE else 0,
-            fee_ceiling=fee,
+            amount=amount,
+            target=_target(msg),
+            value=amount if action is Action.STAKE else 0,
+            fee_ceiling=tx.fee.amount if tx.fee is not None else 0,
             replay_key=ReplayKey(tx.sequence),
-            summary=summary,
+            summary=_summary(chain, tx),
         )
 
     def check(
         self, chain: ChainConfig, spec: IntentSpec, step: str, unsigned_tx: bytes, sender: str
     ) -> Decoded:
         """Reads the bytes independently of whoever built them and compares chain id, message
-        type, step, delegator, signer key, validators, amount and denominations with the intent
-        sent from ``sender`` (the vault's address). The whole fee is bounded by ``max_fee_wei``."""
+        type, step, delegator (or voter), signer key, validators, amount and denominations,
+        proposal and vote option with the intent sent from ``sender`` (the vault's address).
+        The whole fee is bounded by ``max_fee_wei``."""
         try:
             self.validate_intent(chain, spec, sender)
             tx = cosmos_tx.parse(unsigned_tx)
         except FamilyError as e:
             raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from None
-        msg = tx.message
-        validator, destination = _validators(spec.target)
+        msg, expected = tx.message, _message(chain, spec, sender)
         differences = []
         if tx.chain_id != str(chain.chain_id):
             differences.append("chain id")
-        if msg.type_url != _MESSAGE_OF[spec.action]:
+        if msg.type_url != expected.type_url:
             differences.append("message type")
         if step != _signed_step(spec.action):
             differences.append("step")
         if msg.delegator != sender:
-            differences.append("delegator")
+            differences.append("voter" if spec.action is Action.VOTE else "delegator")
         if addresses.account_address(chain.bech32_prefix, tx.public_key) != sender:
             differences.append("signer key")
-        if msg.validator != validator:
-            differences.append("source validator" if destination else "validator")
-        if msg.destination != destination:
+        if msg.validator != expected.validator:
+            differences.append("source validator" if expected.destination else "validator")
+        if msg.destination != expected.destination:
             differences.append("destination validator")
-        if msg.amount.denom != chain.denom:
-            differences.append("amount denomination")
-        if msg.amount.amount != spec.amount:
-            differences.append("amount")
+        differences += _amount_differences(msg.amount, expected.amount)
+        if msg.proposal_id != expected.proposal_id:
+            differences.append("proposal")
+        if msg.option != expected.option:
+            differences.append("vote option")
         if tx.fee is not None and tx.fee.denom != chain.denom:
             differences.append("fee denomination")
+        if not differences and msg != expected:
+            differences.append("message")  # a field the comparisons above do not name
         if differences:
             raise TransactionMismatch(f"transaction differs from the intent in: {', '.join(differences)}")
         try:
@@ -298,6 +356,26 @@ class CosmosFamily:
         return same
 
 
+def _validate_vote(target: VoteTarget) -> None:
+    """A vote names a proposal (a uint64 above 0) and one of the four options; no validator."""
+    if isinstance(target.proposal_id, bool) or not 1 <= target.proposal_id <= MAX_PROPOSAL_ID:
+        raise IntentInvalid("a vote's proposal id is a whole number from 1 to 2**64-1")
+    if not isinstance(target.option, VoteOption):
+        raise IntentInvalid("a vote's option is YES, ABSTAIN, NO or NO_WITH_VETO")
+
+
+def _amount_differences(found: Coin | None, expected: Coin | None) -> list[str]:
+    """How a message's amount differs from the intent's: none where none is expected."""
+    if found is None or expected is None:
+        return [] if found == expected else ["amount"]
+    differences = []
+    if found.denom != expected.denom:
+        differences.append("amount denomination")
+    if found.amount != expected.amount:
+        differences.append("amount")
+    return differences
+
+
 def _unsigned_of_tx_raw(tx_raw: bytes, chain_id: str, account_number: int) -> UnsignedTx:
     """The transaction a ``TxRaw`` custos assembled carries, read as the SignDoc it was made from
     with ``chain_id`` and ``account_number`` (which a TxRaw does not carry)."""
@@ -334,15 +412,8 @@ def build_unsigned(
         raise TransactionInvalid("the gas limit must be positive and the fee not negative")
     if not cosmos_tx.memo_allowed(memo):
         raise TransactionInvalid(f"a memo is at most {cosmos_tx.MAX_MEMO_BYTES} printable ASCII characters")
-    validator, destination = _validators(spec.target)
     tx = UnsignedTx(
-        message=StakingMessage(
-            type_url=_MESSAGE_OF[spec.action],
-            delegator=vault,
-            validator=validator,
-            destination=destination,
-            amount=Coin(denom=chain.denom, amount=spec.amount),
-        ),
+        message=_message(chain, spec, vault),
         memo=memo,
         public_key=key,
         sequence=sequence,

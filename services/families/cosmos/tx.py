@@ -5,8 +5,9 @@ Unsigned, a transaction is its serialized ``cosmos.tx.v1beta1.SignDoc``: ``body_
 signs (through sha256), and everything that ends up on chain is in them. Signed, it is a
 ``TxRaw`` of the same body and auth info bytes plus one 64-byte ``r || s``.
 
-Only one shape is built or read: a body of exactly one x/staking message (delegate,
-undelegate, begin-redelegate) and an optional short memo; an auth info of one signer (the
+Only one shape is built or read: a body of exactly one message custos builds (x/staking's
+delegate, undelegate and begin-redelegate, x/distribution's withdraw-delegator-reward, x/gov
+v1's vote with empty metadata) and an optional short memo; an auth info of one signer (the
 generic ``/cosmos.crypto.secp256k1.PubKey``, ``SIGN_MODE_DIRECT``, a sequence) and a fee of
 at most one coin with a gas limit. Timeouts, unordered transactions, extension options,
 tips, fee payers and granters are refused, as is anything not canonically encoded.
@@ -20,12 +21,24 @@ from services.families.cosmos import wire
 from services.families.cosmos.addresses import CompressedKey, compressed_key
 from services.families.cosmos.wire import FieldSpec, Wire
 from services.families.errors import TransactionInvalid
-from services.runtime.intent import MAX_AMOUNT
+from services.runtime.intent import MAX_AMOUNT, VoteOption
 
 MSG_DELEGATE = "/cosmos.staking.v1beta1.MsgDelegate"
 MSG_UNDELEGATE = "/cosmos.staking.v1beta1.MsgUndelegate"
 MSG_BEGIN_REDELEGATE = "/cosmos.staking.v1beta1.MsgBeginRedelegate"
 STAKING_MESSAGES = (MSG_DELEGATE, MSG_UNDELEGATE, MSG_BEGIN_REDELEGATE)
+MSG_WITHDRAW_DELEGATOR_REWARD = "/cosmos.distribution.v1beta1.MsgWithdrawDelegatorReward"
+MSG_VOTE = "/cosmos.gov.v1.MsgVote"
+#: Every message custos builds, each alone in its transaction.
+MESSAGES = (*STAKING_MESSAGES, MSG_WITHDRAW_DELEGATOR_REWARD, MSG_VOTE)
+#: ``cosmos.gov.v1.VoteOption`` numbers (0, ``VOTE_OPTION_UNSPECIFIED``, is never a vote).
+VOTE_OPTION_NUMBERS: dict[VoteOption, int] = {
+    VoteOption.YES: 1,
+    VoteOption.ABSTAIN: 2,
+    VoteOption.NO: 3,
+    VoteOption.NO_WITH_VETO: 4,
+}
+_VOTE_OPTION_OF = {number: option for option, number in VOTE_OPTION_NUMBERS.items()}
 SECP256K1_PUBKEY = "/cosmos.crypto.secp256k1.PubKey"
 SIGN_MODE_DIRECT = 1
 #: The Cosmos SDK's default ``max_memo_characters``.
@@ -45,6 +58,17 @@ _REDELEGATE = {
     3: FieldSpec("validator_dst_address", Wire.LEN),
     4: FieldSpec("amount", Wire.LEN),
 }
+_WITHDRAW_REWARD = {
+    1: FieldSpec("delegator_address", Wire.LEN),
+    2: FieldSpec("validator_address", Wire.LEN),
+}
+_VOTE = {
+    1: FieldSpec("proposal_id", Wire.VARINT),
+    2: FieldSpec("voter", Wire.LEN),
+    3: FieldSpec("option", Wire.VARINT),
+}
+#: custos never writes a vote's free-form metadata: nobody approved its contents.
+_VOTE_REFUSED = {4: "metadata"}
 _BODY = {1: FieldSpec("messages", Wire.LEN, repeated=True), 2: FieldSpec("memo", Wire.LEN)}
 _BODY_REFUSED = {
     3: "timeout_height",
@@ -83,18 +107,35 @@ class Coin:
 
 
 @dataclass(frozen=True)
-class StakingMessage:
-    """One x/staking message. ``validator`` is the delegation's validator (the source of a
-    redelegation); ``destination`` is set for a redelegation only."""
+class Message:
+    """The one message of a transaction; which fields it uses depends on ``type_url``.
+
+    ``delegator`` is the account that signs for it: the delegator, or a vote's voter.
+    ``validator`` is the delegation's validator (the source of a redelegation, whose rewards a
+    withdrawal takes); ``destination`` is set for a redelegation only; ``amount`` for the three
+    x/staking messages only; ``proposal_id`` and ``option`` for a vote only.
+    """
 
     type_url: str
     delegator: str
-    validator: str
-    amount: Coin
+    validator: str = ""
+    amount: Coin | None = None
     destination: str = ""
+    proposal_id: int = 0
+    option: VoteOption | None = None
 
     def encode(self) -> bytes:
-        w = wire.Writer().string(1, self.delegator).string(2, self.validator)
+        w = wire.Writer()
+        if self.type_url == MSG_VOTE:
+            if self.option is None:
+                raise ValueError("a MsgVote needs an option")
+            w.uint(1, self.proposal_id).string(2, self.delegator).uint(3, VOTE_OPTION_NUMBERS[self.option])
+            return w.finish()
+        w.string(1, self.delegator).string(2, self.validator)
+        if self.type_url == MSG_WITHDRAW_DELEGATOR_REWARD:
+            return w.finish()
+        if self.amount is None:
+            raise ValueError(f"a {self.type_url} needs an amount")
         if self.type_url == MSG_BEGIN_REDELEGATE:
             w.string(3, self.destination).message(4, self.amount.encode())
         else:
@@ -102,11 +143,15 @@ class StakingMessage:
         return w.finish()
 
 
+#: The name of :class:`Message` when custos built x/staking messages only.
+StakingMessage = Message
+
+
 @dataclass(frozen=True)
 class UnsignedTx:
     """Everything an unsigned transaction (a SignDoc) says, in custos's one shape."""
 
-    message: StakingMessage
+    message: Message
     memo: str
     public_key: CompressedKey
     sequence: int
@@ -179,16 +224,27 @@ def _coin(data: bytes, what: str) -> Coin:
     return Coin(denom=denom, amount=_amount(wire.one_string(fields, "amount", what), f"{what}.amount"))
 
 
-def _message(data: bytes) -> StakingMessage:
+def _message(data: bytes) -> Message:
     fields = wire.read(data, _ANY, "TxBody.messages")
     type_url = wire.one_string(fields, "type_url", "Any")
     value = wire.one_bytes(fields, "value")
-    if type_url not in STAKING_MESSAGES:
-        raise TransactionInvalid(f"message {type_url!r} is no staking message custos builds")
+    if type_url not in MESSAGES:
+        raise TransactionInvalid(
+            f"message {type_url!r} is no staking message, reward withdrawal or vote custos builds"
+        )
     what = type_url.rsplit(".", 1)[-1]
+    if type_url == MSG_VOTE:
+        return _vote(value, what)
+    if type_url == MSG_WITHDRAW_DELEGATOR_REWARD:
+        f = wire.read(value, _WITHDRAW_REWARD, what)
+        return Message(
+            type_url=type_url,
+            delegator=wire.one_string(f, "delegator_address", what),
+            validator=wire.one_string(f, "validator_address", what),
+        )
     if type_url == MSG_BEGIN_REDELEGATE:
         f = wire.read(value, _REDELEGATE, what)
-        return StakingMessage(
+        return Message(
             type_url=type_url,
             delegator=wire.one_string(f, "delegator_address", what),
             validator=wire.one_string(f, "validator_src_address", what),
@@ -196,11 +252,29 @@ def _message(data: bytes) -> StakingMessage:
             amount=_coin(wire.required_message(f, "amount", what), f"{what}.amount"),
         )
     f = wire.read(value, _DELEGATE, what)
-    return StakingMessage(
+    return Message(
         type_url=type_url,
         delegator=wire.one_string(f, "delegator_address", what),
         validator=wire.one_string(f, "validator_address", what),
         amount=_coin(wire.required_message(f, "amount", what), f"{what}.amount"),
+    )
+
+
+def _vote(value: bytes, what: str) -> Message:
+    """A ``cosmos.gov.v1.MsgVote``: a proposal (never 0), a voter and one of the four options."""
+    f = wire.read(value, _VOTE, what, _VOTE_REFUSED)
+    proposal_id = wire.one_uint(f, "proposal_id")
+    if proposal_id == 0:
+        raise TransactionInvalid(f"{what}.proposal_id is 0: no proposal has that id")
+    number = wire.one_uint(f, "option")
+    option = _VOTE_OPTION_OF.get(number)
+    if option is None:
+        raise TransactionInvalid(f"{what}.option {number} is not YES, ABSTAIN, NO or NO_WITH_VETO")
+    return Message(
+        type_url=MSG_VOTE,
+        delegator=wire.one_string(f, "voter", what),
+        proposal_id=proposal_id,
+        option=option,
     )
 
 
