@@ -26,7 +26,7 @@ from services.chain.cosmos.adapter import (
     TransactionRefused,
 )
 from services.chain.cosmos.devnet import INJ, CosmosDevnet
-from services.chain.errors import BroadcastRejected, InsufficientFunds
+from services.chain.errors import BroadcastRejected, InsufficientFunds, IntentInvalid
 from services.chain.service import ChainService
 from services.chain.types import TransactionStatus, TxState
 from services.families import secp256k1
@@ -34,7 +34,16 @@ from services.families.config import ChainConfig
 from services.families.cosmos import tx as cosmos_tx
 from services.families.cosmos.family import CosmosFamily, build_unsigned
 from services.runtime.errors import Unavailable
-from services.runtime.intent import Action, IntentSpec, RestakeTarget, StakeTarget, UnstakeTarget
+from services.runtime.intent import (
+    Action,
+    ClaimRewardsTarget,
+    IntentSpec,
+    RestakeTarget,
+    StakeTarget,
+    UnstakeTarget,
+    VoteOption,
+    VoteTarget,
+)
 from services.signer.hsm import Hsm
 from services.signer.types import KeyAlgorithm
 
@@ -266,3 +275,45 @@ async def test_a_used_sequence_is_refused_and_a_future_one_waits_its_turn(
     with pytest.raises(SequenceAhead, match="waits its turn") as refused:
         await cosmos_service.broadcast(cosmos_config.name, ahead)
     assert isinstance(refused.value, Unavailable)  # retryable: the worker sends the same bytes again
+
+
+async def test_a_vote_shows_the_proposal_and_the_vault_s_weight_then_is_cast_with_it(
+    cosmos_service: ChainService, vault: CosmosVault, cosmos_devnet: CosmosDevnet, cosmos_config: ChainConfig
+) -> None:
+    v1 = cosmos_devnet.genesis.validators[0]
+    proposal = cosmos_devnet.submit_text_proposal("Raise the community tax", "a devnet proposal")
+    vote = _spec(cosmos_config, Action.VOTE, 0, VoteTarget(proposal, VoteOption.NO))
+    context = await cosmos_service.validate_intent(vote, vault.address)
+    assert f"proposal {proposal} 'Raise the community tax'" in context
+    assert "no bonded stake: its vote carries no weight" in context
+
+    await _run(cosmos_service, vault, _spec(cosmos_config, Action.STAKE, 7 * INJ, StakeTarget(v1)))
+    context = await cosmos_service.validate_intent(vote, vault.address)
+    assert context.endswith("the vault votes with 7 INJ bonded")
+
+    status = await _run(cosmos_service, vault, vote)
+    assert [e.name for e in status.events] == ["proposal_vote"]
+    cast = cosmos_devnet.rest(f"/cosmos/gov/v1/proposals/{proposal}/votes/{vault.address}")["vote"]
+    assert [o["option"] for o in cast["options"]] == ["VOTE_OPTION_NO"]
+
+    closed = _spec(cosmos_config, Action.VOTE, 0, VoteTarget(10**9, VoteOption.YES))
+    with pytest.raises(IntentInvalid, match="has no proposal 1000000000"):
+        await cosmos_service.validate_intent(closed, vault.address)
+
+
+async def test_a_claim_shows_the_pending_rewards_and_pays_them_to_the_vault(
+    cosmos_service: ChainService, vault: CosmosVault, cosmos_devnet: CosmosDevnet, cosmos_config: ChainConfig
+) -> None:
+    v2 = cosmos_devnet.genesis.validators[1]
+    claim = _spec(cosmos_config, Action.CLAIM_REWARDS, 0, ClaimRewardsTarget(v2))
+    with pytest.raises(IntentInvalid, match="no delegation to"):
+        await cosmos_service.validate_intent(claim, vault.address)
+    await _run(cosmos_service, vault, _spec(cosmos_config, Action.STAKE, 50 * INJ, StakeTarget(v2)))
+    await asyncio.sleep(1)  # a few blocks of rewards
+    assert "rewards pending from" in await cosmos_service.validate_intent(claim, vault.address)
+
+    before = cosmos_devnet.balance(vault.address)
+    status = await _run(cosmos_service, vault, claim)
+    (withdrawn,) = [e for e in status.events if e.name == "withdraw_rewards"]
+    assert withdrawn.fields["validator"] == v2 and withdrawn.fields["amount"].endswith("inj")
+    assert cosmos_devnet.balance(vault.address) > before - cosmos_config.max_fee_wei
