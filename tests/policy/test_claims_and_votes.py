@@ -81,7 +81,10 @@ def test_a_claims_validator_is_a_validator_fact_even_where_the_family_reports_no
 
 @pytest.mark.parametrize("where", ["match", "limits"])
 def test_a_validator_allowlist_applies_to_a_claim(where: str) -> None:
-    p = policy([allow("r", **{where: {"action": ["CLAIM_REWARDS"], "validators": [VALOPER_1]}})])
+    conditions: dict[str, Any] = {"action": ["CLAIM_REWARDS"], "validators": [VALOPER_1]}
+    p = policy(
+        [allow("r", conditions if where == "match" else None, conditions if where == "limits" else None)]
+    )
     assert run(p, claim(VALOPER_1)).allowed
     refused = run(p, claim(VALOPER_2))
     assert not refused.allowed
