@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from google.protobuf.message import Message
 
-from services.families.config import ChainConfig
+from services.families.config import ChainConfig, ChainFamily
 from services.runtime.client import BaseClient
 from services.runtime.errors import CustosError, InvalidArgument
 from services.runtime.grpc_errors import RemoteError, status_for
@@ -342,70 +342,8 @@ def fill_range(out: Any, since: datetime | None, until: datetime | None) -> None
 
 # --- parameter types ------------------------------------------------------------------------------
 
-_UNITS = {"eth": 10**18, "gwei": 10**9, "wei": 1}
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class Amount(click.ParamType):
-    """Integer base units (``32000000000000000000``), or a number with a unit: ``32ETH``, ``1.5gwei``."""
-
-    name = "amount"
-    #: The unit of a number given without one.
-    bare_unit = "wei"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().replace("_", "")
-        # 2**256 has 78 digits: longer is no amount (and would overflow int()'s digit limit)
-        m = re.fullmatch(r"(\d+)(?:\.(\d+))?\s*([a-zA-Z]*)", text) if len(text) <= 200 else None
-        unit = _UNITS.get(m.group(3).lower() or self.bare_unit) if m else None
-        if m is None or unit is None:
-            self.fail(self.not_an_amount(value, text), param, ctx)
-        whole, frac = int(m.group(1)) * unit, m.group(2) or ""
-        # exact integer arithmetic: an amount is never a float
-        scaled, rest = divmod(int(frac or "0") * unit, 10 ** len(frac))
-        if rest:
-            self.fail(self.too_fine(value), param, ctx)
-        return self.checked(whole + scaled, value, param, ctx)
-
-    def not_an_amount(self, value: Any, text: str) -> str:
-        return f"{value!r} is not an amount: base units (32000000000000000000) or 32ETH"
-
-    def too_fine(self, value: Any) -> str:
-        return f"{value!r} is not a whole number of base units"
-
-    def checked(
-        self, amount: int, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        return amount
-
-
-class EthAmount(Amount):
-    """An amount in ETH (``2000``, ``0.5``, ``2000ETH``, ``1024.000000000000000001``) as exact wei.
-
-    A bare number is ETH; a digit past the 18th decimal (finer than 1 wei) is refused
-    rather than rounded away, and so is more than any intent can carry.
-    """
-
-    name = "eth"
-    bare_unit = "eth"
-
-    def not_an_amount(self, value: Any, text: str) -> str:
-        if text.startswith("-"):
-            return f"{value!r} is negative: give an amount in ETH, e.g. 2000"
-        return f"{value!r} is not an amount in ETH, e.g. 2000 or 0.5"
-
-    def too_fine(self, value: Any) -> str:
-        return f"{value!r} has more than 18 decimals (finer than 1 wei)"
-
-    def checked(
-        self, amount: int, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if amount > MAX_AMOUNT:
-            self.fail(f"{value!r} ETH is more than any amount an intent can carry", param, ctx)
-        return amount
 
 
 class Duration(click.ParamType):
@@ -457,3 +395,123 @@ def amount_text(amount: str, unit: DisplayUnit | None) -> str:
         return f"{amount} {name}"
     whole, frac = divmod(int(amount), 10**exponent)
     return f"{whole}.{frac:0{exponent}d}".rstrip("0").rstrip(".") + f" {name}"
+
+
+# --- amounts in a chain's own units ---------------------------------------------------------------
+
+#: An amount longer than this is no amount (2**256 has 78 digits; int() has a digit limit).
+_MAX_AMOUNT_TEXT = 200
+_AMOUNT_TEXT = re.compile(r"(\d+)(?:\.(\d+))?\s*([A-Za-z][A-Za-z0-9/:._-]*)?")
+#: What a number written without a unit counts: base units (``intents submit``), or the chain's
+#: display unit (``policy simulate``, where people think in ETH).
+Bare = Literal["base", "display"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit an amount may be written in on a chain: ``10**exponent`` of its base units."""
+
+    name: str
+    exponent: int
+
+
+def units_of(chain: ChainConfig) -> tuple[Unit, ...]:
+    """The units amounts on ``chain`` may be written in: its display unit and its base
+    denomination (``INJ``, ``inj``), and on an Ethereum chain also ETH, gwei and wei."""
+    display, exponent = chain.display()
+    found = [Unit(display, exponent), Unit(chain.denom, 0)]
+    if chain.family is ChainFamily.ETHEREUM:
+        found += [Unit("ETH", 18), Unit("gwei", 9), Unit("wei", 0)]
+    return tuple(dict.fromkeys(found))
+
+
+def _unit_names(chain: ChainConfig) -> str:
+    return ", ".join(u.name for u in units_of(chain))
+
+
+def unit_named(written: str, chain: ChainConfig, value: str) -> Unit:
+    """The unit ``written`` names on ``chain``.
+
+    Case-insensitive, except where two units differ only by case (``INJ`` is 10**18 ``inj``):
+    those match only as spelled, and any other spelling of them is refused as ambiguous, never
+    read as one of the two. Raises InvalidArgument.
+    """
+    units = units_of(chain)
+    for u in units:
+        if u.name == written:
+            return u
+    folded = [u for u in units if u.name.lower() == written.lower()]
+    if len({u.exponent for u in folded}) > 1:
+        big, small = sorted(folded, key=lambda u: -u.exponent)[:2]
+        raise InvalidArgument(
+            f"{value!r} is ambiguous on {chain.name}: {written!r} could be {big.name} "
+            f"(10**{big.exponent - small.exponent} {small.name}) or {small.name}; "
+            f"write {big.name} or {small.name} exactly"
+        )
+    if folded:
+        return folded[0]
+    raise InvalidArgument(
+        f"{value!r} is not an amount on {chain.name}: {written!r} is none of its units ({_unit_names(chain)})"
+    )
+
+
+def _refusal(value: str, text: str, chain: ChainConfig | None, name: str, bare: Bare) -> str:
+    """Why ``value`` is no amount, and how to write one on the chain."""
+    if chain is None:
+        where, hint = f"on chain {name!r}", "give a bare integer of base units"
+    elif bare == "display":
+        display = chain.display()[0]
+        where, hint = f"in {display}", f"give an amount in {display}, e.g. 2000 or 0.5"
+        hint += f", or with a unit ({_unit_names(chain)})"
+    else:
+        where = f"on {chain.name}"
+        hint = f"give base units ({chain.denom}, e.g. 2500) or a number with a unit ({_unit_names(chain)})"
+    return f"{value!r} {'is negative' if text.startswith('-') else 'is not an amount ' + where}: {hint}"
+
+
+def _unit_for(
+    value: str, written: str, fraction: str, chain: ChainConfig | None, name: str, bare: Bare
+) -> Unit:
+    """The unit the number of ``value`` counts (``written``, or the bare number's)."""
+    if chain is None:
+        if written or fraction or bare == "display":
+            raise InvalidArgument(
+                f"cannot read {value!r}: chain {name!r} is not in the chain registry of the settings, "
+                "so its units are unknown" + (": give a bare integer of base units" if bare == "base" else "")
+            )
+        return Unit("base units", 0)
+    if written:
+        return unit_named(written, chain, value)
+    if bare == "display":
+        return Unit(*chain.display())
+    return Unit(chain.denom, 0)
+
+
+def chain_amount(value: str, chain: ChainConfig | None, *, name: str = "", bare: Bare = "base") -> int:
+    """``value`` as an exact integer of ``chain``'s base units; never a float, never rounded.
+
+    A bare number counts base units (``bare="display"``: the display unit); a number with a
+    unit counts that unit of the chain (:func:`units_of`, :func:`unit_named`): ``2.5INJ`` is
+    2.5 * 10**18 inj, ``2500inj`` 2500 inj. A digit finer than one base unit is refused. A
+    chain the settings do not name (``chain`` None, ``name`` its name) has unknown units:
+    only a bare integer of base units is read. Raises InvalidArgument, one line.
+    """
+    text = str(value).strip().replace("_", "")
+    m = _AMOUNT_TEXT.fullmatch(text) if len(text) <= _MAX_AMOUNT_TEXT else None
+    if m is None:
+        raise InvalidArgument(_refusal(value, text, chain, name, bare))
+    whole, fraction, written = m.group(1), m.group(2) or "", m.group(3) or ""
+    unit = _unit_for(value, written, fraction, chain, name, bare)
+    scaled, rest = divmod(int(fraction or "0") * 10**unit.exponent, 10 ** len(fraction))
+    if rest and unit.exponent == 0:
+        raise InvalidArgument(f"{value!r} is not a whole number of base units ({unit.name} has no decimals)")
+    if rest:
+        base = chain.denom if chain is not None else "base unit"
+        raise InvalidArgument(
+            f"{value!r} has more than {unit.exponent} decimals (finer than 1 {base}): "
+            "not a whole number of base units"
+        )
+    amount = int(whole) * 10**unit.exponent + scaled
+    if amount > MAX_AMOUNT:
+        raise InvalidArgument(f"{value!r} is more than any amount an intent can carry (2**256-1 base units)")
+    return amount

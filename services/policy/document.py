@@ -30,6 +30,15 @@ Shape (see ``deploy/policies/example.yaml``)::
         limits: {amount: {max: "1_000_000_000 uatom"}, validators: [cosmosvaloper1...]}
         require: ...
 
+Actions: ``STAKE``, ``UNSTAKE``, ``RESTAKE``, ``CLAIM_REWARDS`` (withdraw the rewards a
+validator owes the vault: its validator is checked by validator allowlists) and ``VOTE`` (a
+governance vote with the vault's staked weight). Claims and votes move no amount (0): an
+amount or velocity limit never refuses them, though a ``min`` above 0 does. A vote names no
+validator: a validator allowlist in ``limits`` does not refuse it, one in ``match`` does not
+select it. A policy limits votes by their own rule (``action: [VOTE]``) with its vault,
+chain, initiator group and time conditions, and by the approvers it requires: they read the
+proposal and the option they sign, which no condition looks at.
+
 Conditions (usable in ``match``, which selects the rule, and in ``limits``, each
 failing limit of the matched rule being one reason of a DENY): ``action``,
 ``chain``, ``vault``, ``initiator_groups``, ``amount`` (min/max, inclusive),
@@ -89,6 +98,8 @@ MAX_WINDOW_SECONDS = 366 * 86400
 #: Rule ids the engine decides under itself ("unknown-chain": the intent's chain is not in the registry).
 RESERVED_RULE_IDS = frozenset({"default", "admin", "unknown-chain"})
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: The actions a rule's ``action`` list may name: every intent's but a policy change's.
+RULE_ACTIONS = tuple(a.value for a in Action if a is not Action.POLICY_CHANGE)
 
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
@@ -415,11 +426,11 @@ def _conditions(value: Any, path: str, *, allow_velocity: bool) -> Conditions:
     actions = None
     if "action" in raw:
         names = _str_set(raw["action"], f"{path}.action", re.compile(r"^[A-Z_]+$"), "action")
-        bad = sorted(n for n in names if n not in Action.__members__ or n == "POLICY_CHANGE")
+        bad = sorted(n for n in names if n not in RULE_ACTIONS)
         if bad:
             raise _fail(
                 f"{path}.action",
-                f"unknown action {bad[0]!r} (STAKE, UNSTAKE or RESTAKE; "
+                f"unknown action {bad[0]!r} ({', '.join(RULE_ACTIONS[:-1])} or {RULE_ACTIONS[-1]}; "
                 "policy changes are governed changes of the trust root's admins)",
             )
         actions = frozenset(Action(n) for n in names)

@@ -11,6 +11,15 @@ of its amount) comes from the chain's family, through the chain registry the cal
 passes (:mod:`services.policy.facts`). An intent on a chain the registry does not know
 is denied (rule ``unknown-chain``): its facts are unknown. The policy service, the
 signer and ``custos policy simulate`` (through the service) all decide it so.
+
+Actions that move no amount (``CLAIM_REWARDS``, ``VOTE``: their amount is 0) meet amount and
+velocity *limits* as 0 does in any unit: 0 passes any max (a min above 0 still refuses), and
+they are counted against no velocity limit. A claim names its validator, so validator
+allowlists apply to it. A vote names none: a validator allowlist under ``limits`` does not
+refuse it, and one under ``match`` does not select it (it is no intent "to" a listed
+validator). A policy limits votes by ``action: [VOTE]`` with the ``vault``, ``chain``,
+``initiator_groups`` and ``time`` conditions and, above all, by the approvers its ``require``
+names: no rule looks at the proposal or the option, which the approvers read and sign.
 """
 
 from __future__ import annotations
@@ -25,12 +34,14 @@ from services.policy.domain import ApprovalGroup, Outcome, Requirement, Velocity
 from services.policy.errors import PolicyDenies, UnknownChain
 from services.policy.evidence import assign_groups
 from services.policy.facts import ChainRegistry, Entry, IntentFacts, intent_facts
-from services.runtime.intent import Action, IntentSpec
+from services.runtime.intent import AMOUNTLESS, Action, IntentSpec
 
 DEFAULT_RULE = "default"
 GOVERNED_RULE = "governed"
 GOVERNED_REASON = "policy changes are governed changes of the trust root's admins, not intents"
 UNKNOWN_CHAIN_RULE = "unknown-chain"
+#: Actions whose target names no validator: a validator allowlist is no limit on them.
+NAMES_NO_VALIDATOR = frozenset({Action.VOTE})
 
 
 class VelocityKey(NamedTuple):
@@ -64,7 +75,9 @@ def velocity_key(chain: str, limit_window: int, per_action: bool, action: Action
 
 def velocity_keys(policy: Policy, spec: IntentSpec) -> frozenset[VelocityKey]:
     """The velocity sums the caller must provide to evaluate ``spec`` under ``policy``: each of
-    the intent's vault on the intent's chain."""
+    the intent's vault on the intent's chain (none for an action that moves no amount)."""
+    if spec.action in AMOUNTLESS:
+        return frozenset()
     return frozenset(
         velocity_key(spec.chain, r.limits.velocity.window_seconds, r.limits.velocity.per_action, spec.action)
         for r in policy.rules
@@ -93,6 +106,11 @@ class _Intent:
         self.velocity_used = velocity_used
         self.facts = facts
 
+    @property
+    def amountless(self) -> bool:
+        """Whether the action moves no amount (its amount is 0 in every unit)."""
+        return self.spec.action in AMOUNTLESS
+
     def other_unit(self, denom: str, what: str) -> str | None:
         """Why an amount bound in ``denom`` cannot apply to this intent, or None when it can."""
         if denom == self.facts.denomination:
@@ -100,8 +118,15 @@ class _Intent:
         return f"{what} is in {denom}, but chain {self.spec.chain!r} counts in {self.facts.denomination}"
 
 
-def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
-    """Reasons why ``c`` does not hold for ``x`` (empty when it holds)."""
+def failures(c: Conditions, x: _Intent, *, first_only: bool, as_limits: bool = False) -> list[str]:
+    """Reasons why ``c`` does not hold for ``x`` (empty when it holds).
+
+    ``as_limits``: ``c`` are a matched rule's limits, not its selector. Limits bound what an
+    intent does, so those that bound nothing of it pass: an amount bound or a velocity limit
+    for an action that moves no amount, a validator allowlist for one that names no validator.
+    As a selector the same conditions do not select such an intent by a unit it is not
+    counted in, or by a validator it does not name.
+    """
     out: list[str] = []
     s = x.spec
     if c.actions is not None and s.action not in c.actions:
@@ -117,7 +142,9 @@ def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
         if first_only:
             return out
     if c.amount is not None:
-        if (why := x.other_unit(c.amount.denom, "the amount bound")) is not None:
+        # an amountless action's 0 is 0 in every unit: as a limit, the bound's unit does not matter
+        why = None if as_limits and x.amountless else x.other_unit(c.amount.denom, "the amount bound")
+        if why is not None:
             out.append(why)
         elif c.amount.min is not None and s.amount < c.amount.min:
             out.append(f"amount {s.amount} is below the minimum of {c.amount.min}")
@@ -131,7 +158,7 @@ def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
         )
         if first_only:
             return out
-    if c.validators is not None:
+    if c.validators is not None and not (as_limits and s.action in NAMES_NO_VALIDATOR):
         if not x.facts.validators:
             out.append("the intent names no validator to check against the allowlist")
         for v in sorted(x.facts.validators - x.facts.allowed(Entry.VALIDATOR, c.validators)):
@@ -150,7 +177,7 @@ def failures(c: Conditions, x: _Intent, *, first_only: bool) -> list[str]:
         out.append(f"outside the allowed time window ({c.time.describe()}): it is {local:%a %H:%M} there")
         if first_only:
             return out
-    if c.velocity is not None:
+    if c.velocity is not None and not x.amountless:
         vel = c.velocity
         key = velocity_key(s.chain, vel.window_seconds, vel.per_action, s.action)
         used = x.velocity_used.get(key)
@@ -268,7 +295,7 @@ def evaluate(
     if rule.deny is not None:
         return Decision(Outcome.DENY, policy.version, rule.id, (rule.deny,))
     assert rule.require is not None
-    reasons = failures(rule.limits, x, first_only=False)
+    reasons = failures(rule.limits, x, first_only=False, as_limits=True)
     if rule.require.fee_cap is not None:
         # the signer bounds the transaction's fee by it: a cap in another unit bounds nothing
         if (why := x.other_unit(rule.require.fee_cap_denom, "the fee cap")) is not None:
@@ -279,8 +306,11 @@ def evaluate(
 
 
 def _velocity_limits(rule: Rule, spec: IntentSpec) -> tuple[VelocityLimit, ...]:
+    """What an approved ``spec`` is counted against: nothing for an action that moves no amount
+    (a velocity limit bounds amounts; counting a 0 would only refuse a vote of a vault that a
+    lowered limit left above it)."""
     v = rule.limits.velocity
-    if v is None:
+    if v is None or spec.action in AMOUNTLESS:
         return ()
     return (VelocityLimit(v.window_seconds, v.max_amount, str(spec.action) if v.per_action else None),)
 
@@ -356,6 +386,8 @@ def velocity_limits_for(
         return ()
     rule, x = _allowing_rule(policy, spec, initiator, at, initiator_groups, chains)
     v = rule.limits.velocity
-    if v is not None and (why := x.other_unit(v.denom, "the velocity limit")) is not None:
+    if v is None or x.amountless:
+        return ()
+    if (why := x.other_unit(v.denom, "the velocity limit")) is not None:
         raise PolicyDenies(why, details={"policy_version": policy.version, "rule_id": rule.id})
     return _velocity_limits(rule, spec)

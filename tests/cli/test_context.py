@@ -20,7 +20,7 @@ from services.cli.commands.intents import (
     event_line,
     show_lines,
 )
-from services.cli.context import Amount, CliContext, Duration, amount_text, error_line, table, to_json
+from services.cli.context import CliContext, Duration, amount_text, chain_amount, error_line, table, to_json
 from services.cli.main import cli
 from services.cli.people import load_key, load_or_create_key
 from services.families.config import HOODI_GENESIS_FORK_VERSION, ChainConfig, ChainFamily
@@ -57,13 +57,13 @@ def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ],
 )
 def test_amounts_are_exact_integers_of_base_units(text: str, wei: int) -> None:
-    assert Amount().convert(text, None, None) == wei
+    assert chain_amount(text, ChainConfig(name="ethereum-devnet", chain_id=1, rpc_url="x")) == wei
 
 
 @pytest.mark.parametrize("text", ["1.5wei", "abc", "-1", "1e18", "32 BTC", "0.0000000000000000001ETH", ""])
 def test_malformed_amounts_are_refused(text: str) -> None:
-    with pytest.raises(click.BadParameter):
-        Amount().convert(text, None, None)
+    with pytest.raises(InvalidArgument):
+        chain_amount(text, ChainConfig(name="ethereum-devnet", chain_id=1, rpc_url="x"))
 
 
 def test_durations() -> None:
@@ -287,7 +287,7 @@ def test_a_stack_pins_its_own_state_folder(nowhere: Path, monkeypatch: pytest.Mo
         (
             ["intents", "submit", "STAKE", "--chain", "c", "--vault", "v", "--amount", "12abc"],
             "INVALID_ARGUMENT",
-            "'12abc' is not an amount",
+            "cannot read '12abc': chain 'c' is not in the chain registry of the settings",
         ),
         (["intents", "show", "int-1"], "INVALID_ARGUMENT", "who is calling?"),
         (

@@ -144,3 +144,27 @@ def test_a_rule_without_velocity_reserves_nothing(svc: PolicyService) -> None:
     version = svc.get_version().version
     svc.evaluate(stake(), "alice", intent_id="i1")
     assert svc.reserve_velocity("i1", version, stake(), "alice") is None
+
+
+def test_a_vote_is_evaluated_and_counted_against_no_velocity_limit(
+    session_factory: sessionmaker[Session], gov: Governance, admins: Admins
+) -> None:
+    """A vault whose cosmoshub window is full (in uatom) may still vote: a vote moves nothing."""
+    from services.policy.errors import VelocityExceeded
+    from services.runtime.intent import Action, IntentSpec, VoteOption, VoteTarget
+    from tests.policy.helpers import delegate
+
+    svc = PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: NOW)
+    velocity = {"velocity": {"window": "24h", "max": "1_000_000 uatom"}}
+    one = [{"name": "ops", "threshold": 1, "approvers": ["o1"]}]
+    row = svc.propose(doc([allow("capped", limits=velocity, groups=one)]), description="", proposed_by="adm0")
+    activate(gov, admins, row.version, NOW)
+    assert svc.evaluate(delegate(1_000_000), "alice", intent_id="d1")[0].allowed
+    assert svc.reserve_velocity("d1", row.version, delegate(1_000_000), "alice") is not None
+    svc.evaluate(delegate(1), "alice", intent_id="d2")
+    with pytest.raises(VelocityExceeded):
+        svc.reserve_velocity("d2", row.version, delegate(1), "alice")
+    vote = IntentSpec(Action.VOTE, "cosmoshub", "v1", 0, VoteTarget(7, VoteOption.NO))
+    decision, _ = svc.evaluate(vote, "alice", intent_id="vote")
+    assert decision.allowed and decision.rule_id == "capped"
+    assert svc.reserve_velocity("vote", row.version, vote, "alice") is None

@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from services.cli.context import (
-    Amount,
     CliContext,
     DisplayUnit,
     When,
     amount_text,
+    chain_amount,
     error_code,
     fields,
     fill_range,
@@ -43,26 +43,42 @@ from services.families.ethereum.deposit import DepositData, stake_target
 from services.pb.custos.staking.v1 import staking_pb2
 from services.runtime.errors import InvalidArgument
 from services.runtime.intent import (
+    AMOUNTLESS,
+    MAX_PROPOSAL_ID,
     Action,
+    ClaimRewardsTarget,
     IntentSpec,
     RestakeTarget,
     StakeTarget,
     Target,
     UnstakeTarget,
+    VoteOption,
+    VoteTarget,
 )
 
 STATES = tuple(name.removeprefix("INTENT_STATE_") for name in staking_pb2.IntentState.keys()[1:])
 ETH = 10**18
+#: The actions an initiator submits (a policy change is a governed change, not an intent).
+SUBMITTABLE = tuple(a.value for a in Action if a is not Action.POLICY_CHANGE)
 
 
 # --- rendering (shared with the demo) -------------------------------------------------------------
 
 
 def describe(spec: dict[str, Any], units: Mapping[str, DisplayUnit] | None = None) -> str:
-    """``STAKE 32 ETH on ethereum-devnet from vault-1`` (amounts in the chain's display unit)."""
+    """``STAKE 32 ETH on ethereum-devnet from vault-1`` (amounts in the chain's display unit);
+    ``VOTE YES on proposal 3 on …``, ``CLAIM_REWARDS from <validator> on …``: what moves no
+    amount says what it does instead of "0"."""
     action = spec["action"]
     if action == "POLICY_CHANGE":
         return f"POLICY_CHANGE to {spec['policy_change']['policy_version'][:16]}…"
+    if action == "VOTE":
+        vote = spec.get("vote") or {}
+        what = f"VOTE {vote.get('option', '?')} on proposal {vote.get('proposal_id', '?')}"
+        return f"{what} on {spec['chain']} from {spec['vault_id']}"
+    if action == "CLAIM_REWARDS":
+        validator = (spec.get("claim_rewards") or {}).get("validator", "?")
+        return f"CLAIM_REWARDS from {validator} on {spec['chain']} for {spec['vault_id']}"
     amount = amount_text(spec["amount"], (units or {}).get(spec["chain"]))
     if spec["amount"] == "0" and action in ("UNSTAKE", "RESTAKE"):
         amount = "full exit" if action == "UNSTAKE" else "full balance"
@@ -76,6 +92,10 @@ def target_text(spec: dict[str, Any]) -> str:
         return f"validator {spec['unstake']['validator']}"
     if "restake" in spec:
         return f"{spec['restake']['source_validator']} -> {spec['restake']['target_validator']}"
+    if "claim_rewards" in spec:
+        return f"validator {spec['claim_rewards']['validator']}"
+    if "vote" in spec:
+        return f"proposal {spec['vote']['proposal_id']}, option {spec['vote']['option']}"
     return ""
 
 
@@ -268,11 +288,70 @@ def _need(o: dict[str, Any], name: str, action: str) -> str:
     return str(o[name])
 
 
-def validator_target(action: Action, o: dict[str, Any]) -> UnstakeTarget | RestakeTarget:
-    """The target of an UNSTAKE (``--validator``) or a RESTAKE (``--source-validator``,
-    ``--target-validator``): unlike a STAKE's, it names validators that already exist."""
+#: The options that give each action's amount and target; every other option is every action's.
+TARGET_OPTIONS: dict[Action, tuple[str, ...]] = {
+    Action.STAKE: (
+        "amount",
+        "validator",
+        "deposit_data",
+        "generate_deposit",
+        "withdrawal_address",
+        "compounding",
+    ),
+    Action.UNSTAKE: ("amount", "validator"),
+    Action.RESTAKE: ("amount", "source_validator", "target_validator"),
+    Action.CLAIM_REWARDS: ("validator",),
+    Action.VOTE: ("proposal", "option"),
+}
+_TARGET_OPTION_NAMES = tuple(dict.fromkeys(n for names in TARGET_OPTIONS.values() for n in names))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def refuse_stray_options(action: Action, o: Mapping[str, Any]) -> None:
+    """Refuses, in one line, an option given that ``action`` does not take (``--amount`` on a
+    VOTE): silently dropping it would submit something other than what the caller wrote."""
+    allowed = TARGET_OPTIONS.get(action, ())
+    an = "an" if action[0] in "AEIOU" else "a"
+    for name in _TARGET_OPTION_NAMES:
+        if o.get(name) in (None, False) or name in allowed:
+            continue
+        if name == "amount" and action in AMOUNTLESS:
+            raise InvalidArgument(f"{an} {action} moves no amount: drop --amount")
+        takes = ", ".join(_flag(n) for n in allowed if n in o) or "no such option"
+        raise InvalidArgument(f"{_flag(name)} is not an option of {an} {action} (it takes {takes})")
+
+
+def vote_option(text: str) -> VoteOption:
+    """``--option``: yes, no, abstain or no_with_veto, in any case (``no-with-veto`` too)."""
+    name = text.strip().upper().replace("-", "_")
+    if name not in VoteOption.__members__:
+        raise InvalidArgument(f"--option must be yes, no, abstain or no_with_veto, not {text!r}")
+    return VoteOption[name]
+
+
+def proposal_id(value: Any) -> int:
+    """``--proposal``: a governance proposal id, a whole number from 1 (a chain's uint64)."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 20 and 1 <= int(text) <= MAX_PROPOSAL_ID):
+        raise InvalidArgument(f"--proposal must be a proposal id (a whole number from 1), not {value!r}")
+    return int(text)
+
+
+def validator_target(action: Action, o: dict[str, Any]) -> Target:
+    """The target of an UNSTAKE (``--validator``), a RESTAKE (``--source-validator``,
+    ``--target-validator``), a CLAIM_REWARDS (``--validator``) or a VOTE (``--proposal``,
+    ``--option``): unlike a STAKE's, it names what already exists on the chain."""
     if action is Action.UNSTAKE:
         return UnstakeTarget(_need(o, "validator", "UNSTAKE"))
+    if action is Action.CLAIM_REWARDS:
+        return ClaimRewardsTarget(_need(o, "validator", "CLAIM_REWARDS"))
+    if action is Action.VOTE:
+        if o.get("proposal") is None:
+            raise InvalidArgument("VOTE needs --proposal (the proposal id)")
+        return VoteTarget(proposal_id(o["proposal"]), vote_option(_need(o, "option", "VOTE")))
     return RestakeTarget(_need(o, "source_validator", "RESTAKE"), _need(o, "target_validator", "RESTAKE"))
 
 
@@ -285,10 +364,14 @@ def make_spec(action: Action, chain: str, vault: str, amount: int | None, target
 
 
 async def build_spec(cli: CliContext, action: Action, o: dict[str, Any]) -> IntentSpec:
-    """The intent the options describe (STAKE, UNSTAKE or RESTAKE)."""
+    """The intent the options describe; ``--amount`` is read in the units of the chosen chain
+    (:func:`services.cli.context.chain_amount`)."""
     chains = cli.chains()
     if chains and o["chain"] not in chains:
         raise InvalidArgument(f"unknown chain {o['chain']!r}: the chains are {', '.join(sorted(chains))}")
+    refuse_stray_options(action, o)
+    if o["amount"] is not None:
+        o = {**o, "amount": chain_amount(o["amount"], chains.get(o["chain"]), name=o["chain"])}
     amount = o["amount"]
     target: Target
     if action is Action.STAKE:
@@ -307,12 +390,18 @@ def intents() -> None:
 
 
 @intents.command("submit")
-@click.argument("action", type=click.Choice(["STAKE", "UNSTAKE", "RESTAKE"], case_sensitive=False))
+@click.argument("action", type=click.Choice(SUBMITTABLE, case_sensitive=False))
 @click.option("--chain", required=True, help="Chain of the registry, e.g. ethereum-devnet.")
 @click.option("--vault", required=True, help="Vault id, e.g. vault-1.")
-@click.option("--amount", type=Amount(), help="Base units or 32ETH (UNSTAKE, RESTAKE: default 0 = all).")
 @click.option(
-    "--validator", help="STAKE: validator pubkey to pick from the file; UNSTAKE: validator to exit."
+    "--amount",
+    help="STAKE, UNSTAKE, RESTAKE: base units (2500), or a number in a unit of the chain "
+    "(2.5INJ, 2500inj, 32ETH, 1.5gwei); UNSTAKE, RESTAKE: default 0 = all.",
+)
+@click.option(
+    "--validator",
+    help="STAKE: validator pubkey to pick from the file (Cosmos: to delegate to); UNSTAKE: validator "
+    "to exit; CLAIM_REWARDS: validator whose rewards to withdraw.",
 )
 @click.option(
     "--deposit-data",
@@ -324,15 +413,22 @@ def intents() -> None:
 @click.option("--compounding", is_flag=True, help="With --generate-deposit: 0x02 credentials.")
 @click.option("--source-validator", help="RESTAKE: validator to consolidate from.")
 @click.option("--target-validator", help="RESTAKE: validator to consolidate into.")
+@click.option("--proposal", help="VOTE: the proposal id.")
+@click.option("--option", help="VOTE: yes, no, abstain or no_with_veto (any case).")
 @click.option("--idempotency-key", help="Retry-safe key (default: a new one, printed).")
 @pass_cli
 def submit(cli: CliContext, action: str, idempotency_key: str | None, **options: Any) -> None:
-    """Submit a STAKE, UNSTAKE or RESTAKE intent.
+    """Submit a STAKE, UNSTAKE, RESTAKE, CLAIM_REWARDS or VOTE intent.
 
     \b
     custos --as alice intents submit STAKE --chain ethereum-devnet --vault vault-1 \\
         --amount 32ETH --deposit-data deposit_data.json
     custos --as alice intents submit UNSTAKE --chain ethereum-devnet --vault vault-1 --validator 0x…
+    custos --as alice intents submit STAKE --chain injective-devnet --vault vault-2 \\
+        --validator injvaloper1… --amount 2.5INJ
+    custos --as alice intents submit CLAIM_REWARDS --chain injective-devnet --vault vault-2 \\
+        --validator injvaloper1…
+    custos --as alice intents submit VOTE --chain injective-devnet --vault vault-2 --proposal 3 --option yes
     """
     from services.runtime.convert import spec_to_pb
     from services.staking.client import StakingClient
@@ -357,9 +453,7 @@ def submit(cli: CliContext, action: str, idempotency_key: str | None, **options:
 
 @intents.command("list")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES, case_sensitive=False))
-@click.option(
-    "--action", type=click.Choice(["STAKE", "UNSTAKE", "RESTAKE", "POLICY_CHANGE"], case_sensitive=False)
-)
+@click.option("--action", type=click.Choice([*SUBMITTABLE, "POLICY_CHANGE"], case_sensitive=False))
 @click.option("--chain", default="")
 @click.option("--vault", default="")
 @click.option("--initiator", default="")

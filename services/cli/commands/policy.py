@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from services.cli.commands.intents import describe, requirement_text
+from services.cli.commands.intents import SUBMITTABLE, describe, requirement_text
 from services.cli.context import (
     CliContext,
-    EthAmount,
     When,
+    chain_amount,
     fields,
     fill_range,
     page_hint,
@@ -40,6 +40,8 @@ HYPOTHETICAL = (
     "source_validator",
     "target_validator",
     "deposit_data",
+    "proposal",
+    "option",
 )
 
 
@@ -191,33 +193,42 @@ def propose(cli: CliContext, file: Path, description: str, key_file: Path) -> No
     cli.emit(run(go()), human)
 
 
-def _hypothetical_spec(action: Action, o: dict[str, Any]) -> IntentSpec:
+def _hypothetical_spec(cli: CliContext, action: Action, o: dict[str, Any]) -> IntentSpec:
     """The intent the hypothetical options describe, built as ``intents submit`` builds one.
 
     A STAKE needs no deposit data to be judged (only a validator allowlist or a withdrawal
     address rule looks at its target): ``--deposit-data`` gives both when a policy does.
+    ``--amount`` is read in the chain's units, a bare number in its display unit (``2000`` is
+    2000 ETH on an Ethereum chain, 2000 INJ on Injective), as people write policy amounts.
     """
-    from services.cli.commands.intents import deposit_from_file, make_spec, validator_target
+    from services.cli.commands.intents import (
+        deposit_from_file,
+        make_spec,
+        refuse_stray_options,
+        validator_target,
+    )
 
     if not o["vault"]:
         raise InvalidArgument("a hypothetical intent needs --vault")
-    amount: int | None = o["amount"]
+    chain = o["chain"] or DEFAULT_CHAIN
+    refuse_stray_options(action, o)
+    amount: int | None = None
+    if o["amount"] is not None:
+        amount = chain_amount(o["amount"], cli.chains().get(chain), name=chain, bare="display")
     target: Target
     if action is Action.STAKE:
-        if o["source_validator"] or o["target_validator"]:
-            raise InvalidArgument("--source-validator and --target-validator are for a RESTAKE")
         if o["deposit_data"] is not None:
             target, file_amount = deposit_from_file(o["deposit_data"], o["validator"])
             amount = file_amount if amount is None else amount
         else:
             target = StakeTarget(o["validator"] or "")
         if amount is None:
-            raise InvalidArgument("a hypothetical STAKE needs --amount (in ETH, e.g. 2000)")
+            raise InvalidArgument(
+                "a hypothetical STAKE needs --amount (e.g. 2000, in the chain's display unit)"
+            )
     else:
-        if o["deposit_data"] is not None:
-            raise InvalidArgument("--deposit-data is for a STAKE")
         target = validator_target(action, o)
-    return make_spec(action, o["chain"] or DEFAULT_CHAIN, o["vault"], amount, target)
+    return make_spec(action, chain, o["vault"], amount, target)
 
 
 def _subject(intent_id: str | None, since: datetime | None, until: datetime | None, o: dict[str, Any]) -> str:
@@ -255,15 +266,19 @@ def _subject(intent_id: str | None, since: datetime | None, until: datetime | No
 @click.option("--until", type=When(), help="... until then (default: now).")
 @click.option(
     "--action",
-    type=click.Choice(["STAKE", "UNSTAKE", "RESTAKE"], case_sensitive=False),
+    type=click.Choice(SUBMITTABLE, case_sensitive=False),
     help="Evaluate a hypothetical intent of this action (nothing is recorded).",
 )
-@click.option("--amount", type=EthAmount(), help="Hypothetical: in ETH, e.g. 2000 or 0.5.")
+@click.option(
+    "--amount",
+    help="Hypothetical: in the chain's display unit (2000, 0.5 ETH), or with a unit of the chain "
+    "(2.5INJ, 2500inj, 1.5gwei).",
+)
 @click.option("--vault", help="Hypothetical: the vault id, e.g. vault-1.")
 @click.option("--chain", help=f"Hypothetical: the chain (default: {DEFAULT_CHAIN}).")
 @click.option("--initiator", help="Hypothetical: who submits it (default: you, from --as).")
 @click.option("--at", type=When(), help="Hypothetical: when (ISO time or 2h ago; default: now).")
-@click.option("--validator", help="Hypothetical STAKE or UNSTAKE: the validator.")
+@click.option("--validator", help="Hypothetical STAKE, UNSTAKE or CLAIM_REWARDS: the validator.")
 @click.option("--source-validator", help="Hypothetical RESTAKE: validator to consolidate from.")
 @click.option("--target-validator", help="Hypothetical RESTAKE: validator to consolidate into.")
 @click.option(
@@ -271,6 +286,8 @@ def _subject(intent_id: str | None, since: datetime | None, until: datetime | No
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Hypothetical STAKE: its deposit_data-*.json (validator, withdrawal address, amount).",
 )
+@click.option("--proposal", help="Hypothetical VOTE: the proposal id.")
+@click.option("--option", help="Hypothetical VOTE: yes, no, abstain or no_with_veto.")
 @pass_cli
 def simulate(
     cli: CliContext,
@@ -305,7 +322,7 @@ def simulate(
     if file is not None:
         req.document = _read(file)
     if subject == "hypothetical":
-        req.intent.spec.CopyFrom(spec_to_pb(_hypothetical_spec(Action(o["action"].upper()), o)))
+        req.intent.spec.CopyFrom(spec_to_pb(_hypothetical_spec(cli, Action(o["action"].upper()), o)))
         req.intent.initiator = o["initiator"] or cli.identity()
         if o["at"] is not None:
             req.intent.at.CopyFrom(datetime_to_ts(o["at"]))

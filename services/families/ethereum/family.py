@@ -62,6 +62,13 @@ _STEPS: dict[Action, tuple[Step, ...]] = {
     Action.UNSTAKE: (Step("unstake"),),
     Action.RESTAKE: (Step("restake"),),
 }
+#: Actions of other families, and why Ethereum has no transaction for them: said at submission,
+#: so an initiator learns it before any approver is asked.
+_UNSUPPORTED: dict[Action, str] = {
+    Action.CLAIM_REWARDS: "the consensus layer pays a validator's rewards to its withdrawal address "
+    "on its own: there is nothing to claim",
+    Action.VOTE: "a vote is a Cosmos x/gov action (an on-chain Governor vote is not built yet)",
+}
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class EthereumFamily:
         return self._plan(chain, spec, vault_address)
 
     def _plan_uncached(self, chain: ChainConfig, spec: IntentSpec, vault_address: str) -> PlannedCall:
+        if spec.action in _UNSUPPORTED:
+            raise IntentInvalid(f"{spec.action} is not supported on Ethereum: {_UNSUPPORTED[spec.action]}")
         vault = parse_address(vault_address)
         target = spec.target
         if spec.chain != chain.name:
