@@ -36,11 +36,14 @@ from services.runtime.convert import spec_to_pb
 from services.runtime.errors import FailedPrecondition
 from services.runtime.intent import (
     Action,
+    ClaimRewardsTarget,
     Decision,
     IntentSpec,
     RestakeTarget,
     StakeTarget,
     UnstakeTarget,
+    VoteOption,
+    VoteTarget,
 )
 from services.runtime.settings import ServiceSettings
 from services.signer.client import SignerClient
@@ -104,7 +107,7 @@ rules:
 COSMOS_RULE = """\
   - id: cosmos-standard
     match:
-      action: [STAKE, UNSTAKE, RESTAKE]
+      action: [STAKE, UNSTAKE, RESTAKE, CLAIM_REWARDS, VOTE]
       chain: [cosmos-devnet]
       initiator_groups: [treasury]
       amount: {{max: "1_000_000_000_000_000_000_000 inj"}}
@@ -277,6 +280,8 @@ class Demo:
     async def run_intent(self, label: str, spec: IntentSpec, key: str, approvers: tuple[str, ...]) -> Any:
         intent = await self.submit(spec, key)
         self.say(f"== {label}: intent {intent.intent_id} submitted by alice")
+        if intent.summary:  # what the chain says approvers should see (a vote's proposal, its weight)
+            self.say(f"   approvers see: {intent.summary}")
         await self.wait_for(intent.intent_id, {"AWAITING_APPROVALS", "DENIED"})
         for who in approvers:
             done = await self.approve(intent.intent_id, who)
@@ -378,10 +383,12 @@ async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict
 
 
 async def cosmos_scenario(demo: Demo) -> dict[str, str]:
-    """The Cosmos devnet's part: delegate, redelegate, undelegate through unbonding, each to CONFIRMED."""
+    """The Cosmos devnet's part: delegate, redelegate, undelegate through unbonding, vote on a
+    proposal with the vault's bonded weight, claim rewards; each to CONFIRMED."""
     from services.cli.devstack import cosmos_devnet
 
-    v1, v2 = cosmos_devnet(demo.stack).genesis.validators[:2]
+    net = cosmos_devnet(demo.stack)
+    v1, v2 = net.genesis.validators[:2]
     results: dict[str, str] = {}
     steps = (
         (
@@ -403,4 +410,18 @@ async def cosmos_scenario(demo: Demo) -> dict[str, str]:
     for label, title, spec in steps:
         final = await demo.run_intent(f"{COSMOS}: {title}", spec, f"demo-{label}", ("olivia", "oscar"))
         results[label] = STATE_NAME[final.intent.state]
+    proposal = await asyncio.to_thread(
+        net.submit_text_proposal, "Fund the validator set's monitoring", "A devnet text proposal."
+    )
+    demo.say(f"== {COSMOS}: proposal {proposal} is open for votes (20 s voting period)")
+    vote = IntentSpec(Action.VOTE, COSMOS, "vault-1", 0, VoteTarget(proposal, VoteOption.YES))
+    final = await demo.run_intent(
+        f"{COSMOS}: VOTE YES on proposal {proposal}", vote, "demo-cosmos-vote", ("olivia", "oscar")
+    )
+    results["cosmos_vote"] = STATE_NAME[final.intent.state]
+    claim = IntentSpec(Action.CLAIM_REWARDS, COSMOS, "vault-1", 0, ClaimRewardsTarget(v2))
+    final = await demo.run_intent(
+        f"{COSMOS}: CLAIM_REWARDS from validator 2", claim, "demo-cosmos-claim", ("olivia", "oscar")
+    )
+    results["cosmos_claim"] = STATE_NAME[final.intent.state]
     return results

@@ -38,6 +38,8 @@ async def test_stake_unstake_restake_confirm_and_the_refusals_hold(stack: devsta
         "cosmos_stake": "CONFIRMED",
         "cosmos_restake": "CONFIRMED",
         "cosmos_unstake": "CONFIRMED",
+        "cosmos_vote": "CONFIRMED",
+        "cosmos_claim": "CONFIRMED",
         "self_approval": "REFUSED",
         "over_limit": "DENIED",
         "lone_admin": "REFUSED",
@@ -60,7 +62,7 @@ def test_read_model_and_chain_agree(stack: devstack.Stack) -> None:
     confirmed = [r for r in rows if r.state == "CONFIRMED"]
     ethereum = [r for r in confirmed if r.chain == "ethereum-devnet"]
     cosmos = {r.action: r for r in confirmed if r.chain == "cosmos-devnet"}
-    assert len(ethereum) == 3 and set(cosmos) == {"STAKE", "RESTAKE", "UNSTAKE"}
+    assert len(ethereum) == 3 and set(cosmos) == {"STAKE", "RESTAKE", "UNSTAKE", "VOTE", "CLAIM_REWARDS"}
     assert all(r.tx_hash.startswith("0x") and r.last_sequence == 7 for r in ethereum)
     # Cosmos transaction ids are the chain's own: 64 upper-case hex digits
     assert all(len(r.tx_hash) == 64 and r.tx_hash == r.tx_hash.upper() for r in cosmos.values())
