@@ -138,6 +138,14 @@ class ChainConfig(BaseModel):
             return "ETH", 18
         return self.denom, 0
 
+    def amount_text(self, amount: int) -> str:
+        """``amount`` base units as people read them, exactly: ``2.5 INJ``, ``32 ETH``, ``5000 uatom``."""
+        unit, exponent = self.display()
+        if not exponent:
+            return f"{amount} {unit}"
+        whole, frac = divmod(amount, 10**exponent)
+        return f"{whole}.{frac:0{exponent}d}".rstrip("0").rstrip(".") + f" {unit}"
+
     @property
     def fork_version_bytes(self) -> bytes:
         return bytes.fromhex(self.genesis_fork_version[2:])

@@ -243,10 +243,7 @@ class CosmosAdapter:
 
     def display(self, amount: int) -> str:
         """``amount`` base units as people read them: ``2.5 INJ`` (exact, trailing zeros trimmed)."""
-        unit, exponent = self.config.display()
-        whole, frac = divmod(amount, 10**exponent)
-        text = f"{whole}.{frac:0{exponent}d}".rstrip("0").rstrip(".") if exponent else str(whole)
-        return f"{text} {unit}"
+        return self.config.amount_text(amount)
 
     async def check_holds_value(self, spec: IntentSpec, vault_address: str) -> str:
         """Refuses, at submission, an intent the vault cannot carry out now: a delegation of more
@@ -573,7 +570,12 @@ class CosmosAdapter:
         )
         entries = ((answer or {}).get("unbond") or {}).get("entries") or []
         pending = [e for e in entries if int(e.get("creation_height", 0)) == height]
-        amount = unbond.fields.get("amount", "")
+        coin = unbond.fields.get("amount", "")
+        amount = (
+            self.display(int(coin.removesuffix(self.config.denom)))
+            if coin.removesuffix(self.config.denom).isdigit()
+            else coin
+        )
         if pending:
             until = max(_rfc3339(str(e.get("completion_time"))) for e in pending)
             return WaitStatus(

@@ -115,7 +115,7 @@ def _message(chain: ChainConfig, spec: IntentSpec, sender: str) -> Message:
 def _summary(chain: ChainConfig, tx: UnsignedTx) -> str:
     """What a person reads before approving a signature: the effect, then who, fee, gas, sequence."""
     msg = tx.message
-    coin = f"{msg.amount.amount} {msg.amount.denom}" if msg.amount is not None else ""
+    coin = chain.amount_text(msg.amount.amount) if msg.amount is not None else ""
     what = {
         MSG_DELEGATE: f"delegate {coin} to {msg.validator}",
         MSG_UNDELEGATE: f"undelegate {coin} from {msg.validator}",
@@ -127,7 +127,7 @@ def _summary(chain: ChainConfig, tx: UnsignedTx) -> str:
     fee = tx.fee.amount if tx.fee is not None else 0
     memo = f", memo {tx.memo!r}" if tx.memo else ""
     return (
-        f"{what} ({who} {msg.delegator}; fee {fee} {chain.denom}, gas {tx.gas_limit},"
+        f"{what} ({who} {msg.delegator}; fee {chain.amount_text(fee)}, gas {tx.gas_limit},"
         f" sequence {tx.sequence}{memo})"
     )
 
