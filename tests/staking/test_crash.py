@@ -2,11 +2,14 @@
 random moments.
 
 Intents are submitted over a few seconds and approved as soon as they are accepted, while a
-chaos task kills one component (its whole process group) and restarts it several times. Then:
-every intent is CONFIRMED (the crashes are transient, so none may legitimately fail), each
-intent was signed once and each (key, chain, nonce) once, each intent's transaction is on the
-chain exactly once with the vault's nonces contiguous, the read model holds every transition
-without a gap, and the audit trail verifies, on the server and offline.
+chaos task kills one component (its whole process group) and restarts it several times. Half
+are Ethereum deposits on anvil, half Cosmos delegations on the injectived devnet, alternating,
+so both chains' nonce (sequence) reservations are crashed in the same runs. Then: every intent
+is CONFIRMED (the crashes are transient, so none may legitimately fail), each intent was signed
+once and each (key, chain, nonce) once, each intent's transaction is on its chain exactly once
+with the vault's nonces (sequences) contiguous and no transaction custos did not sign, the read
+model holds every transition without a gap, and the audit trail verifies, on the server and
+offline.
 
 The schedule is seeded and the seed printed; ``CUSTOS_CRASH_SEED=<n>`` replays it.
 """
@@ -33,20 +36,24 @@ from temporalio.client import Client
 
 from services.audit import repository as audit_repo
 from services.audit.verify import verify_export
+from services.chain.cosmos.rest import RestClient, quote
 from services.chain.ethereum.rpc import JsonRpcClient
 from services.cli import devstack
-from services.cli.scenario import CHAIN, STATE_NAME, Demo
+from services.cli.scenario import CHAIN, COSMOS, INJ, STATE_NAME, Demo
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.evidence import sign_approval
 from services.runtime.convert import approval_to_pb, spec_to_pb
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.errors import Unavailable
-from services.runtime.intent import Decision, IntentSpec
+from services.runtime.intent import Action, Decision, IntentSpec, StakeTarget
 from services.signer.models import SigningRecord
 from services.staking.client import StakingClient
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
 
-INTENTS = 14
+INTENTS = 14  # every other one (odd indexes) a Cosmos delegation
+COSMOS_STAKE = 2 * INJ
+#: The most results one page of the node's tx search gives (the Cosmos SDK's cap).
+TX_PAGE = 100
 KILLS = 3
 SUBMIT_SPREAD = 5.0  # seconds over which the intents are submitted
 SETTLE_TIMEOUT = 100.0  # a task lost with a killed worker comes back after its 30 s activity timeout
@@ -197,17 +204,18 @@ async def _accepted_approvals(stack: devstack.Stack, ids: list[str]) -> dict[str
     return out
 
 
-async def _disruption(stack: devstack.Stack, ids: list[str]) -> Counter[str]:
-    """What the crashes did to the workflows: retried activities and timed-out tasks, by kind."""
+async def _disruption(stack: devstack.Stack, chain_of: dict[str, str]) -> Counter[str]:
+    """What the crashes did to the workflows: retried activities and timed-out tasks, by chain and
+    kind (so a run shows whether the kills reached the Cosmos intents too)."""
     client = await Client.connect(stack.settings()["temporal"]["address"])
     seen: Counter[str] = Counter()
-    for intent_id in ids:
+    for intent_id, chain in chain_of.items():
         async for e in client.get_workflow_handle(intent_id).fetch_history_events():
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                seen["activity retries"] += e.activity_task_started_event_attributes.attempt > 1
+                seen[f"{chain} activity retries"] += e.activity_task_started_event_attributes.attempt > 1
             elif e.event_type in _TIMEOUTS:
-                seen[_TIMEOUTS[e.event_type]] += 1
-    return seen
+                seen[f"{chain} {_TIMEOUTS[e.event_type]}"] += 1
+    return +seen
 
 
 _TIMEOUTS = {
@@ -221,13 +229,18 @@ def _db(stack: devstack.Stack) -> Any:
     return make_engine(f"sqlite:///{Path(stack.root) / 'custos.db'}")
 
 
-def _check_signatures(stack: devstack.Stack, ids: list[str], tx_of: dict[str, str]) -> None:
+def _signing_records(stack: devstack.Stack) -> list[SigningRecord]:
     engine = _db(stack)
     try:
         with make_session_factory(engine)() as s:
-            records = list(s.scalars(select(SigningRecord)))
+            return list(s.scalars(select(SigningRecord)))
     finally:
         engine.dispose()
+
+
+def _check_signatures(records: list[SigningRecord], ids: list[str], tx_of: dict[str, str]) -> None:
+    """Once per (intent, step) and per (key, chain, nonce) on both chains (the nonce is the
+    sequence on Cosmos); hashes compared lower-case (Cosmos spells them upper-case)."""
     per_step = Counter((r.intent_id, r.step) for r in records)
     per_nonce = Counter((r.key_id, r.chain, r.nonce) for r in records)
     assert [k for k, n in per_step.items() if n > 1] == [], "an intent step was signed twice"
@@ -240,7 +253,7 @@ def _check_signatures(stack: devstack.Stack, ids: list[str], tx_of: dict[str, st
 
 
 def _check_chain(stack: devstack.Stack, demo: Demo, all_tx: set[str], tx_of: dict[str, str]) -> None:
-    """Every transaction the vault ever sent is one intent's, once, with contiguous nonces."""
+    """Every Ethereum transaction the vault ever sent is one intent's, once, with contiguous nonces."""
     rpc = JsonRpcClient(next(c["rpc_url"] for c in stack.settings()["chains"] if c["name"] == CHAIN))
     vault = demo.vault_address.lower()
     sent: list[tuple[int, str]] = []
@@ -259,11 +272,78 @@ def _check_chain(stack: devstack.Stack, demo: Demo, all_tx: set[str], tx_of: dic
         assert receipt is not None and int(receipt["status"], 16) == 1, f"{intent_id}: {tx} did not succeed"
 
 
+def _cosmos_sent(rest: RestClient, address: str) -> dict[str, tuple[int, int]]:
+    """Every transaction ``address`` sent on the Cosmos devnet: tx id -> (sequence, result code).
+
+    The node's search (SDK 0.50 takes ``query=``; ``events=`` is refused) counts a transaction
+    once per matching event in ``total`` and removes duplicates within a page only, so the pages
+    are walked up to ``total`` and merged by id. The sender and sequence come from the ante
+    handler's ``tx.acc_seq`` event (``<address>/<sequence>``), not from the search's match. A
+    transaction that failed in its block is found too: its fee deduction names the sender.
+    """
+    query = quote(f"message.sender='{address}'")
+    sent: dict[str, tuple[int, int]] = {}
+    page, total = 1, 1
+    while (page - 1) * TX_PAGE < total:
+        status, answer = rest.request_sync(
+            f"/cosmos/tx/v1beta1/txs?query={query}&page={page}&limit={TX_PAGE}&order_by=ORDER_BY_ASC"
+        )
+        assert status == 200, f"the node's tx search failed: {answer}"
+        total = int(answer.get("total") or 0)
+        for r in answer.get("tx_responses") or []:
+            for seq in _acc_seqs(r):
+                who, _, n = seq.rpartition("/")
+                if who == address:
+                    sent[str(r["txhash"]).upper()] = (int(n), int(r.get("code", 0)))
+        page += 1
+    return sent
+
+
+def _acc_seqs(tx_response: dict[str, Any]) -> list[str]:
+    return [
+        str(a.get("value", ""))
+        for e in tx_response.get("events") or []
+        if e.get("type") == "tx"
+        for a in e.get("attributes") or []
+        if a.get("key") == "acc_seq"
+    ]
+
+
+def _check_cosmos(
+    stack: devstack.Stack,
+    demo: Demo,
+    all_tx: set[str],
+    tx_of: dict[str, str],
+    records: list[SigningRecord],
+) -> None:
+    """Every Cosmos transaction the vault ever sent is one intent's, included with code 0, each
+    sequence 0..n-1 once, the sequence the signer recorded; the account's sequence is n."""
+    chain = next(c for c in stack.settings()["chains"] if c["name"] == COSMOS)
+    rest = RestClient(chain["rest_url"])
+    sent = _cosmos_sent(rest, demo.cosmos_address)
+    sequences = sorted(n for n, _ in sent.values())
+    assert sequences == list(range(len(sent))), f"the vault's sequences have a gap or a repeat: {sequences}"
+    status, info = rest.request_sync(f"/cosmos/auth/v1beta1/account_info/{quote(demo.cosmos_address)}")
+    assert status == 200, f"no account for the Cosmos vault: {info}"
+    assert int(info["info"]["sequence"]) == len(sent), "the account's sequence is not its transactions' count"
+    assert sorted(sent) == sorted(t.upper() for t in all_tx), (
+        "the vault's Cosmos transactions are not exactly the intents'"
+    )
+    failed = {tx: code for tx, (_, code) in sent.items() if code != 0}
+    assert failed == {}, f"Cosmos transactions of the vault that failed: {failed}"
+    signed = {r.tx_hash.upper(): r.nonce for r in records if r.chain == COSMOS}
+    assert {tx: n for tx, (n, _) in sent.items()} == {tx: signed.get(tx) for tx in sent}, (
+        "a Cosmos transaction's sequence on chain is not the one the signer recorded"
+    )
+    assert {t.upper() for t in tx_of.values()} <= set(sent), "a confirmed Cosmos intent is not on chain"
+
+
 def _check_read_model_and_audit(
     stack: devstack.Stack, ids: list[str], accepted: dict[str, set[str]]
-) -> set[str]:
+) -> dict[str, set[str]]:
     """Transitions without gaps, each audited once, and every approval the workflow accepted in the
-    read model and audited once (whatever answers were lost); returns every intent's tx hash."""
+    read model and audited once (whatever answers were lost); returns every intent's tx hash
+    (lower-case) by chain."""
     engine = _db(stack)
     try:
         with make_session_factory(engine)() as s:
@@ -300,7 +380,18 @@ def _check_read_model_and_audit(
             r.actor for r in records if r.subject == subject and r.action == "intent.approved_by"
         )
         assert audited_by == sorted(accepted[intent_id]), f"{intent_id}: intent.approved_by by {audited_by}"
-    return {r.tx_hash.lower() for r in rows.values() if r.tx_hash}
+    by_chain: dict[str, set[str]] = {CHAIN: set(), COSMOS: set()}
+    for r in rows.values():
+        if r.tx_hash:
+            by_chain.setdefault(r.chain, set()).add(r.tx_hash.lower())
+    return by_chain
+
+
+def _specs(demo: Demo) -> list[IntentSpec]:
+    """Ethereum deposits at even indexes, Cosmos delegations to validator 1 at odd ones."""
+    v1 = devstack.cosmos_devnet(demo.stack).genesis.validators[0]
+    cosmos = IntentSpec(Action.STAKE, COSMOS, "vault-1", COSMOS_STAKE, StakeTarget(v1))
+    return [cosmos if i % 2 else demo.deposit_spec(32)[0] for i in range(INTENTS)]
 
 
 @pytest.mark.timeout(240)
@@ -314,7 +405,8 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
     seed = _seed()
     print(f"\ncrash test ({target}): seed {seed}; CUSTOS_CRASH_SEED={seed} replays this schedule")
     plan = Schedule.draw(random.Random(f"{seed}-{target}"))
-    specs = [demo.deposit_spec(32)[0] for _ in range(INTENTS)]
+    assert demo.cosmos_address, "the crash stack runs no Cosmos devnet"
+    specs = _specs(demo)
     driver = Driver(demo)
     t0 = time.monotonic()
     try:
@@ -330,15 +422,21 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
     finally:
         await driver.close()
     print(f"   {'; '.join(story)}; all settled at {time.monotonic() - t0:.1f}s")
-    hits = await _disruption(stack, ids)
+    chain_of = {i: spec.chain for i, spec in zip(ids, specs, strict=True)}
+    hits = await _disruption(stack, chain_of)
     print(f"   what the kills hit: {dict(hits)}, {driver.retries} client calls retried on Unavailable")
 
     states = {i: (STATE_NAME[v.state], v.reason) for i, v in final.items()}
     assert {i: s for i, s in states.items() if s[0] != "CONFIRMED"} == {}, f"seed {seed}: {story}"
     tx_of = {i: str(v.tx_hash).lower() for i, v in final.items()}
     all_tx = _check_read_model_and_audit(stack, ids, await _accepted_approvals(stack, ids))
-    _check_signatures(stack, ids, tx_of)
-    _check_chain(stack, demo, all_tx, tx_of)
+    records = _signing_records(stack)
+    _check_signatures(records, ids, tx_of)
+    on = {c: {i: tx for i, tx in tx_of.items() if chain_of[i] == c} for c in (CHAIN, COSMOS)}
+    _check_chain(stack, demo, all_tx[CHAIN], on[CHAIN])
+    _check_cosmos(stack, demo, all_tx[COSMOS], on[COSMOS], records)
+    sent = {c: len(txs) for c, txs in all_tx.items()}
+    print(f"   checked: the vault's transactions so far, by chain: {sent}")
     ok, _, export = await demo.verify_audit()
     try:
         assert ok, "the audit trail does not verify on the server"
