@@ -352,38 +352,42 @@ class CosmosDevnet:
         if not self.running and not _port_open(self.genesis.ports.rpc):
             raise NodeUnavailable("the Cosmos devnet is not running")
         with self._faucet_lock:
-            out = self.binary.run(
-                self.home,
-                "tx",
-                "bank",
-                "send",
-                "faucet",
-                to,
-                f"{amount}{DENOM}",
-                "--keyring-backend",
-                "test",
-                "--chain-id",
-                self.chain_id,
-                "--node",
-                f"tcp://127.0.0.1:{self.genesis.ports.rpc}",
-                "--gas",
-                str(FAUCET_GAS),
-                "--fees",
-                f"{FAUCET_GAS * MIN_GAS_PRICE}{DENOM}",
-                "--yes",
-                "--output",
-                "json",
-                error=BroadcastRejected,
+            return str(
+                self._faucet_tx(
+                    "faucet transfer", FAUCET_GAS, "bank", "send", "faucet", to, f"{amount}{DENOM}"
+                )["txhash"]
             )
-            sent = json.loads(out)
-            if int(sent.get("code", 0)) != 0:
-                raise BroadcastRejected(
-                    f"the node refused the faucet transfer: {sent.get('raw_log', '')[:300]}"
-                )
-            included = self.wait_for_tx(str(sent["txhash"]))
-            if int(included.get("code", 0)) != 0:
-                raise BroadcastRejected(f"the faucet transfer failed: {included.get('raw_log', '')[:300]}")
-            return str(sent["txhash"])
+
+    def _faucet_tx(self, what: str, gas: int, *args: str) -> dict[str, Any]:
+        """``injectived tx ARGS`` signed by the faucet's key at the minimum gas price; its
+        ``tx_response`` once a block includes it (a refusal or a failure raises BroadcastRejected).
+        The caller holds the faucet lock: each transaction reads the faucet's sequence."""
+        out = self.binary.run(
+            self.home,
+            "tx",
+            *args,
+            "--keyring-backend",
+            "test",
+            "--chain-id",
+            self.chain_id,
+            "--node",
+            f"tcp://127.0.0.1:{self.genesis.ports.rpc}",
+            "--gas",
+            str(gas),
+            "--fees",
+            f"{gas * MIN_GAS_PRICE}{DENOM}",
+            "--yes",
+            "--output",
+            "json",
+            error=BroadcastRejected,
+        )
+        sent = json.loads(out)
+        if int(sent.get("code", 0)) != 0:
+            raise BroadcastRejected(f"the node refused the {what}: {sent.get('raw_log', '')[:300]}")
+        included = self.wait_for_tx(str(sent["txhash"]))
+        if int(included.get("code", 0)) != 0:
+            raise BroadcastRejected(f"the {what} failed: {included.get('raw_log', '')[:300]}")
+        return included
 
     def submit_text_proposal(self, title: str, summary: str) -> int:
         """Submits a text proposal (no messages) from the faucet with the chain's minimum deposit,
@@ -408,38 +412,12 @@ class CosmosDevnet:
         with self._faucet_lock, tempfile.TemporaryDirectory(dir=self.home) as folder:
             path = Path(folder) / "proposal.json"
             path.write_text(json.dumps(proposal))
-            out = self.binary.run(
-                self.home,
-                "tx",
-                "gov",
-                "submit-proposal",
-                str(path),
-                "--from",
-                "faucet",
-                "--keyring-backend",
-                "test",
-                "--chain-id",
-                self.chain_id,
-                "--node",
-                f"tcp://127.0.0.1:{self.genesis.ports.rpc}",
-                "--gas",
-                str(PROPOSAL_GAS),
-                "--fees",
-                f"{PROPOSAL_GAS * MIN_GAS_PRICE}{DENOM}",
-                "--yes",
-                "--output",
-                "json",
-                error=BroadcastRejected,
+            included = self._faucet_tx(
+                "proposal", PROPOSAL_GAS, "gov", "submit-proposal", str(path), "--from", "faucet"
             )
-            sent = json.loads(out)
-            if int(sent.get("code", 0)) != 0:
-                raise BroadcastRejected(f"the node refused the proposal: {sent.get('raw_log', '')[:300]}")
-            included = self.wait_for_tx(str(sent["txhash"]))
-        if int(included.get("code", 0)) != 0:
-            raise BroadcastRejected(f"the proposal failed: {included.get('raw_log', '')[:300]}")
         proposal_id = _event_attribute(included, "submit_proposal", "proposal_id")
         if proposal_id is None or not proposal_id.isdigit():
-            raise BroadcastRejected(f"the proposal transaction {sent['txhash']} names no proposal id")
+            raise BroadcastRejected(f"the proposal transaction {included['txhash']} names no proposal id")
         return int(proposal_id)
 
 
