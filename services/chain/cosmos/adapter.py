@@ -229,13 +229,13 @@ class CosmosAdapter:
                     break
         return Decimal(0)
 
-    async def head(self) -> tuple[int, datetime]:
-        """The latest block's height and time."""
+    async def head(self) -> int:
+        """The latest block's height (the chain service's health probe asks it)."""
         answer = await self._get("/cosmos/base/tendermint/v1beta1/blocks/latest")
         assert answer is not None
         header = ((answer.get("block") or answer.get("sdk_block") or {}).get("header")) or {}
         try:
-            return int(header["height"]), _rfc3339(str(header["time"]))
+            return int(header["height"])
         except (KeyError, ValueError):
             raise NodeUnavailable("the node has no latest block yet") from None
 
@@ -523,7 +523,7 @@ class CosmosAdapter:
         if response is None:
             return TransactionStatus(state=TxState.NOT_FOUND, confirmations_required=required)
         height = int(response.get("height", 0))
-        head, _ = await self.head()
+        head = await self.head()
         confirmations = max(0, head - height + 1)
         code = int(response.get("code", 0))
         if code != 0:
