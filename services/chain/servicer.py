@@ -195,6 +195,7 @@ class ChainServicer(chain_pb2_grpc.ChainServiceServicer):
             require_id(request.intent_id, "intent_id"),
             spec_from_pb(request.spec),
             request.vault_address,
+            step=_optional_id(request.step, "step") or None,
             public_key=request.vault_public_key,
         )
         return chain_pb2.BuildTransactionResponse(

@@ -192,6 +192,7 @@ class StakingActivities:
                     spec=spec_to_pb(spec),
                     vault_address=address,
                     vault_public_key=public_key,
+                    step=inp.step,
                 ),
             )
         except _REFUSALS as e:

@@ -377,10 +377,16 @@ class BuildTransactionRequest(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     VAULT_ADDRESS_FIELD_NUMBER: _builtins.int
     VAULT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     intent_id: _builtins.str
     vault_address: _builtins.str
     vault_public_key: _builtins.bytes
     """The vault key's public key (secp256k1: the 65-byte point), which a Cosmos transaction names."""
+    step: _builtins.str
+    """The step of the intent to build (its family's step name: "stake", "deactivate", "withdraw"...);
+    empty means the action's own name (the one signed step of Ethereum and Cosmos actions). Each
+    (intent, step) gets its own replay key reservation.
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.IntentSpec: ...
     def __init__(
@@ -390,10 +396,11 @@ class BuildTransactionRequest(_message.Message):
         spec: _common_pb2.IntentSpec | None = ...,
         vault_address: _builtins.str = ...,
         vault_public_key: _builtins.bytes = ...,
+        step: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "spec", b"spec", "vault_address", b"vault_address", "vault_public_key", b"vault_public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_id", b"intent_id", "spec", b"spec", "step", b"step", "vault_address", b"vault_address", "vault_public_key", b"vault_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
