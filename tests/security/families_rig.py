@@ -14,6 +14,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,8 +29,17 @@ from services.families.cosmos.family import build_unsigned
 from services.families.cosmos.tx import Coin, StakingMessage, UnsignedTx
 from services.families.ethereum import contracts
 from services.families.ethereum.transactions import UnsignedTransaction
-from services.policy.document import parse_policy
-from services.runtime.intent import Action, Approval, IntentSpec, StakeTarget, UnstakeTarget
+from services.policy.document import Policy, parse_policy
+from services.runtime.intent import (
+    Action,
+    Approval,
+    ClaimRewardsTarget,
+    IntentSpec,
+    StakeTarget,
+    UnstakeTarget,
+    VoteOption,
+    VoteTarget,
+)
 from services.signer.hsm import Hsm
 from services.signer.models import SigningRecord
 from services.signer.ports import StaticPolicySource
@@ -85,6 +95,8 @@ class FamilyRig:
     audit: RecordingAudit
     vault: KeyInfo
     initiator: str = "ivan"
+    #: The active policy's version, which every approval names.
+    version: str = POLICY
 
     # --- the vault on each chain ------------------------------------------------------------
 
@@ -104,6 +116,14 @@ class FamilyRig:
         return IntentSpec(
             Action.UNSTAKE, COSMOS_HUB.name, self.vault.vault_id, amount, UnstakeTarget(validator)
         )
+
+    def claim(self, validator: str = VALIDATOR) -> IntentSpec:
+        return IntentSpec(
+            Action.CLAIM_REWARDS, COSMOS_HUB.name, self.vault.vault_id, 0, ClaimRewardsTarget(validator)
+        )
+
+    def vote(self, proposal: int = 7, option: VoteOption = VoteOption.YES) -> IntentSpec:
+        return IntentSpec(Action.VOTE, COSMOS_HUB.name, self.vault.vault_id, 0, VoteTarget(proposal, option))
 
     def exit(self, validator: bytes = ETH_VALIDATOR, amount_gwei: int = 32 * 10**9) -> IntentSpec:
         return IntentSpec(
@@ -187,11 +207,16 @@ class FamilyRig:
 
     # --- the worker host's Sign ---------------------------------------------------------------
 
-    def approvals(self, spec: IntentSpec, intent_id: str) -> tuple[Approval, ...]:
+    def approvals(
+        self, spec: IntentSpec, intent_id: str, submitted_at: datetime = SUBMITTED
+    ) -> tuple[Approval, ...]:
         """alice's and bob's approvals of ``spec`` as intent ``intent_id``: what the worker host
         reads from the workflow's history."""
         return tuple(
-            self.approvers.approve(who, spec, intent_id=intent_id, version=POLICY) for who in ("alice", "bob")
+            self.approvers.approve(
+                who, spec, intent_id=intent_id, version=self.version, submitted_at=submitted_at
+            )
+            for who in ("alice", "bob")
         )
 
     def request(
@@ -202,16 +227,17 @@ class FamilyRig:
         intent_id: str,
         step: str | None = None,
         approvals: tuple[Approval, ...] | None = None,
+        submitted_at: datetime = SUBMITTED,
     ) -> SignInput:
         return SignInput(
             intent_id=intent_id,
             step=step or spec.action.value.lower(),
             spec=spec,
             initiator=self.initiator,
-            policy_version=POLICY,
-            approvals=self.approvals(spec, intent_id) if approvals is None else approvals,
+            policy_version=self.version,
+            approvals=self.approvals(spec, intent_id, submitted_at) if approvals is None else approvals,
             unsigned_tx=tx,
-            submitted_at=SUBMITTED,
+            submitted_at=submitted_at,
         )
 
     def sign(self, request: SignInput) -> SignOutput:
@@ -235,17 +261,21 @@ class FamilyRig:
 
 
 def family_rig(
-    hsm: Hsm, sessions: sessionmaker[Session], chains: tuple[ChainConfig, ...] = (ETH_CHAIN, COSMOS_HUB)
+    hsm: Hsm,
+    sessions: sessionmaker[Session],
+    chains: tuple[ChainConfig, ...] = (ETH_CHAIN, COSMOS_HUB),
+    policy_doc: Policy = POLICY_DOC,
 ) -> Iterator[FamilyRig]:
-    """The rig's signer on ``chains`` (by default, Ethereum and a Cosmos chain) with a new vault key."""
+    """The rig's signer on ``chains`` (by default, Ethereum and a Cosmos chain) with a new vault key,
+    under ``policy_doc`` (by default the rig's policy for stake, unstake and restake)."""
     approvers = Approvers({n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "ivan")})
-    policy = StaticPolicySource(POLICY_DOC, make_registry(approvers))
+    policy = StaticPolicySource(policy_doc, make_registry(approvers))
     audit = RecordingAudit(AuditWriter(sessions, "svc:signer"))
     service = SignerService(hsm=hsm, sessions=sessions, policy=policy, audit=audit, chains=chains)
     vault = service.create_key_blocking(
         "operator-1", f"vault-{secrets.token_hex(4)}", KeyAlgorithm.SECP256K1, KeyPurpose.VAULT
     )
     try:
-        yield FamilyRig(service, sessions, approvers, policy, audit, vault)
+        yield FamilyRig(service, sessions, approvers, policy, audit, vault, version=policy_doc.version)
     finally:
         service.close()
