@@ -57,6 +57,7 @@ GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "ReconcileVaults": roles("compliance", "operator"),  # reconcile run
         "AcknowledgeReconcileAlert": roles("operator"),  # reconcile ack
         "ReleaseNonce": roles("svc:worker"),  # a failure before signing gives the nonce back
+        "GetWaitStatus": roles("svc:worker"),  # a family's wait (an unbonding) follows the chain
     },
     "custos.policy.v1.PolicyService": {
         "EvaluateIntent": roles("svc:worker"),  # EvaluatePolicy
