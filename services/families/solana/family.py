@@ -505,7 +505,8 @@ class SolanaFamily:
             new = _read(unsigned_tx).message
         except TransactionInvalid:
             return False
-        return (old.header, old.keys, old.instructions) == (new.header, new.keys, new.instructions)
+        same = (old.header, old.keys, old.instructions) == (new.header, new.keys, new.instructions)
+        return same and old.blockhash != new.blockhash
 
 
 def _validate_amount(chain: ChainConfig, spec: IntentSpec) -> None:
