@@ -11,7 +11,7 @@ from services.families.errors import UnknownFamily
 
 @cache
 def family(name: ChainFamily | str) -> Family:
-    """The family called ``name`` (``ethereum``, ``cosmos``)."""
+    """The family called ``name`` (``ethereum``, ``cosmos``, ``solana``)."""
     match str(name).lower():
         case ChainFamily.ETHEREUM:
             from services.families.ethereum.family import EthereumFamily
@@ -21,7 +21,11 @@ def family(name: ChainFamily | str) -> Family:
             from services.families.cosmos.family import CosmosFamily
 
             return CosmosFamily()
-    raise UnknownFamily(f"no chain family {name!r} is built in (ethereum, cosmos)")
+        case ChainFamily.SOLANA:
+            from services.families.solana.family import SolanaFamily
+
+            return SolanaFamily()
+    raise UnknownFamily(f"no chain family {name!r} is built in (ethereum, cosmos, solana)")
 
 
 def family_of(chain: ChainConfig) -> Family:
