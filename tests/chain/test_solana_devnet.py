@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
+import base58
 import pytest
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
@@ -44,8 +45,9 @@ from solders.system_program import (
 from solders.sysvar import CLOCK, RENT, STAKE_HISTORY
 from solders.transaction import Transaction, VersionedTransaction
 
-from services.chain.solana.chain import MAX_PROCESSING_AGE, STAKE_PROGRAM
+from services.chain.solana.chain import MAX_PROCESSING_AGE
 from services.chain.solana.devnet import SolanaDevnet
+from services.chain.solana.programs import STAKE_PROGRAM
 from services.families.config import ChainFamily
 from services.runtime.ports import free_port
 
@@ -307,6 +309,12 @@ async def test_stake_activates_redelegates_cools_down_and_withdraws(
         "InstructionError": [0, "InsufficientFunds"]
     }
     assert (await client.get_balance(vault.pubkey(), Processed)).value == vault_before - 5000
+    await client.confirm_transaction(landed, Confirmed, sleep_seconds=0.05)
+    failed = (await client.get_transaction(landed, "json", Confirmed, 0)).value
+    assert failed is not None and failed.transaction.meta is not None and failed.transaction.meta.fee == 5000
+    assert json.loads(failed.transaction.meta.to_json())["err"] == {
+        "InstructionError": [0, "InsufficientFunds"]
+    }
 
     solana_devnet.advance_epoch()
     await land(
@@ -467,6 +475,32 @@ async def test_simulation_reports_logs_and_replaces_an_expired_blockhash(
     ).value
     assert replaced.err is None and replaced.replacement_blockhash is not None
     assert (await client.get_balance(sender.pubkey(), Processed)).value == 10 * SOL  # nothing executed
+
+
+async def test_base58_transactions_and_account_data(client: AsyncClient, solana_devnet: SolanaDevnet) -> None:
+    """sendTransaction's default encoding is base58; getAccountInfo's is "binary" (a bare string)."""
+    sender, receiver = await funded(client), Keypair().pubkey()
+    tx = await signed(
+        client,
+        sender,
+        [transfer(TransferParams(from_pubkey=sender.pubkey(), to_pubkey=receiver, lamports=SOL))],
+    )
+    sent = raw_rpc(solana_devnet.rpc_url, "sendTransaction", [base58.b58encode(bytes(tx)).decode()])
+    assert sent["result"] == str(tx.signatures[0])
+    await client.confirm_transaction(tx.signatures[0], Confirmed, sleep_seconds=0.05)
+    vote = solana_devnet.vote_accounts[0]
+    plain = raw_rpc(solana_devnet.rpc_url, "getAccountInfo", [str(receiver)])["result"]["value"]
+    assert plain["lamports"] == SOL and plain["data"] == "" and plain["space"] == 0
+    sliced = raw_rpc(
+        solana_devnet.rpc_url,
+        "getAccountInfo",
+        [vote, {"encoding": "base58", "dataSlice": {"offset": 0, "length": 4}}],
+    )["result"]["value"]
+    assert base58.b58decode(sliced["data"][0]) == bytes([3, 0, 0, 0])  # VoteStateVersions::V3
+    refused = raw_rpc(solana_devnet.rpc_url, "getAccountInfo", [vote, {"encoding": "base58"}])
+    assert refused["error"]["code"] == -32602  # 3762 bytes: too large for base58, as on a cluster
+    garbage = raw_rpc(solana_devnet.rpc_url, "sendTransaction", ["AAAA", {"encoding": "base64"}])
+    assert garbage["error"]["code"] == -32602
 
 
 def test_chain_config_is_the_registry_entry(solana_devnet: SolanaDevnet) -> None:

@@ -21,7 +21,6 @@ statuses honour the commitment. Every public method holds the one lock around th
 from __future__ import annotations
 
 import hashlib
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,14 +32,13 @@ from solders.account import Account
 from solders.clock import Clock
 from solders.epoch_schedule import EpochSchedule
 from solders.hash import Hash
-from solders.instruction import AccountMeta, Instruction
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.message import Message, MessageV0, MessageV1, from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
-from solders.sysvar import CLOCK, RENT
+from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, SimulatedTransactionInfo
 
@@ -50,6 +48,13 @@ from services.chain.solana.errors import (
     PreflightFailed,
     RpcParamsInvalid,
     SignatureVerificationFailed,
+)
+from services.chain.solana.programs import (
+    STAKE_PROGRAM,
+    VOTE_STATE_SIZE,
+    create_vote_account,
+    effective_stake,
+    get_minimum_delegation,
 )
 from services.chain.solana.wire import describe_err, err_json
 
@@ -62,14 +67,8 @@ STATUS_CACHE_SLOTS = 300
 #: A slot is finalized (rooted) this many slots later; "confirmed" lags one slot.
 FINALITY_DEPTH = 32
 DEFAULT_SLOTS_PER_EPOCH = 432_000
-STAKE_PROGRAM = Pubkey.from_string("Stake11111111111111111111111111111111111111")
-VOTE_PROGRAM = Pubkey.from_string("Vote111111111111111111111111111111111111111")
-#: The size of a Vote program account (VoteStateVersions::vote_state_size_of).
-VOTE_STATE_SIZE = 3762
 VOTE_COMMISSION = 5
 FAUCET_LAMPORTS = 500_000_000 * LAMPORTS_PER_SOL
-_U64_MAX = 2**64 - 1
-_GET_MINIMUM_DELEGATION = struct.pack("<I", 13)
 
 
 class Commitment(StrEnum):
@@ -370,20 +369,21 @@ class DevnetChain:
         signature = tx.signatures[0]
         if self._svm.get_transaction(signature) is None:
             return None  # refused before execution: a leader drops it, it never lands
-        failed = isinstance(result, FailedTransactionMetadata)
-        meta = result.meta() if isinstance(result, FailedTransactionMetadata) else result
+        if isinstance(result, FailedTransactionMetadata):
+            meta, err = result.meta(), err_json(result.err())
+        else:
+            meta, err = result, None
         landed = Landed(
             transaction=tx,
             slot=self._synced_slot,
             block_time=int(time.time()),
-            err=err_json(result.err()) if isinstance(result, FailedTransactionMetadata) else None,
+            err=err,
             fee=meta.fee(),
             logs=list(meta.logs()),
             units_consumed=meta.compute_units_consumed(),
             pre_balances=pre,
             post_balances=[self._balance(k) for k in keys],
         )
-        assert failed == (landed.err is not None)
         self._records[signature] = landed
         return landed
 
@@ -457,39 +457,20 @@ class DevnetChain:
         return tx.signatures[0]
 
     def _create_vote_account(self, index: int) -> VoteAccount:
-        """A vote account made by the Vote program (InitializeAccount: u32 0 + VoteInit), as a cluster's."""
+        """A vote account made by the Vote program, as a cluster's are (the faucet pays and withdraws)."""
         node = Keypair.from_seed(self._derive(b"node" + bytes([index])))
         vote = Keypair.from_seed(self._derive(b"vote" + bytes([index])))
         rent = int(self._svm.minimum_balance_for_rent_exemption(VOTE_STATE_SIZE))
         faucet = self._faucet.pubkey()
-        create = create_account(
-            CreateAccountParams(
-                from_pubkey=faucet,
-                to_pubkey=vote.pubkey(),
-                lamports=rent,
-                space=VOTE_STATE_SIZE,
-                owner=VOTE_PROGRAM,
-            )
+        instructions = create_vote_account(
+            faucet, vote.pubkey(), node.pubkey(), faucet, lamports=rent, commission=VOTE_COMMISSION
         )
-        vote_init = struct.pack("<I", 0) + bytes(node.pubkey()) + bytes(node.pubkey()) + bytes(faucet)
-        initialize = Instruction(
-            VOTE_PROGRAM,
-            vote_init + bytes([VOTE_COMMISSION]),
-            [
-                AccountMeta(vote.pubkey(), is_signer=False, is_writable=True),
-                AccountMeta(RENT, is_signer=False, is_writable=False),
-                AccountMeta(CLOCK, is_signer=False, is_writable=False),
-                AccountMeta(node.pubkey(), is_signer=True, is_writable=False),
-            ],
-        )
-        self._land(self._faucet_tx([create, initialize], [vote, node], self._synced_slot))
+        self._land(self._faucet_tx(instructions, [vote, node], self._synced_slot))
         return VoteAccount(vote.pubkey(), node.pubkey(), VOTE_COMMISSION)
 
     def _query_minimum_delegation(self) -> int:
-        """Asks the Stake program (GetMinimumDelegation) rather than assuming: it depends on features."""
-        found = self._simulate(
-            self._faucet_tx([Instruction(STAKE_PROGRAM, _GET_MINIMUM_DELEGATION, [])], [], self._synced_slot)
-        )
+        """Asks the Stake program rather than assuming: the minimum depends on the active features."""
+        found = self._simulate(self._faucet_tx([get_minimum_delegation()], [], self._synced_slot))
         if found.err is not None or found.return_data is None:
             raise PreflightFailed(
                 "the Stake program did not answer GetMinimumDelegation", simulation={"err": found.err}
@@ -503,27 +484,10 @@ class DevnetChain:
             epoch = slot // self._slots_per_epoch
             stakes = {v.vote: 0 for v in self.vote_accounts}
             for _, account in self._svm.get_program_accounts(STAKE_PROGRAM):
-                voter, amount = _effective_stake(bytes(account.data), epoch)
+                voter, amount = effective_stake(bytes(account.data), epoch)
                 if voter in stakes:
                     stakes[voter] += amount
             return slot, stakes
-
-
-def _effective_stake(data: bytes, epoch: int) -> tuple[Pubkey | None, int]:
-    """(vote account, effective stake at ``epoch``) of a stake account; without stake history a delegation
-    is fully effective from the epoch after its activation through its deactivation epoch."""
-    if len(data) < 180 or struct.unpack_from("<I", data, 0)[0] != 2:
-        return None, 0
-    voter = Pubkey(data[124:156])
-    amount, activation, deactivation = struct.unpack_from("<QQQ", data, 156)
-    if activation == _U64_MAX:
-        activation = -1  # a bootstrap stake is active from genesis
-    active = (
-        activation < epoch
-        and activation != deactivation
-        and (deactivation == _U64_MAX or epoch <= deactivation)
-    )
-    return voter, amount if active else 0
 
 
 def _level(depth: int) -> Commitment:

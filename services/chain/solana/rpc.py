@@ -137,7 +137,6 @@ class RpcMethods:
 
     def _accounts(self, keys: list[Any], config: dict[str, Any], *, single: bool) -> Any:
         encoding = config.get("encoding") or "binary"
-        encoding = "base58" if encoding == "binary" else encoding
         pubkeys = [_pubkey(k) for k in keys]
         slot, accounts = self.chain.accounts(pubkeys, _commitment(config), _min_context_slot(config))
         values = [None if a is None else account_json(a, encoding, config.get("dataSlice")) for a in accounts]

@@ -126,13 +126,14 @@ def account_json(account: Account, encoding: str, data_slice: dict[str, Any] | N
         data = data[offset : offset + length]
     if encoding == "base64":
         encoded: Any = [base64.b64encode(data).decode(), "base64"]
-    elif encoding == "base58":
+    elif encoding in ("base58", "binary"):
         if len(data) > MAX_BASE58_BYTES:
             raise RpcParamsInvalid(
                 f"Encoded binary (base 58) data should be less than {MAX_BASE58_BYTES} bytes,"
                 " please use Base64 encoding."
             )
-        encoded = [base58.b58encode(data).decode(), "base58"]
+        text = base58.b58encode(data).decode()
+        encoded = text if encoding == "binary" else [text, "base58"]  # "binary": the legacy bare string
     else:
         raise RpcParamsInvalid(f"encoding {encoding} is not served by the custos LiteSVM devnet: use base64")
     return {
