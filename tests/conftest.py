@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.softhsm",
     "tests.fixtures.anvil",
     "tests.fixtures.injective",
+    "tests.fixtures.solana",
     "tests.fixtures.pki",
     "tests.fixtures.temporal",
 ]
