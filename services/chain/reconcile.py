@@ -158,7 +158,7 @@ class AccountHistory(Protocol):
 
 
 def reconcilable(adapters: Iterable[Any]) -> dict[str, AccountHistory]:
-    """The chains whose adapter can read account history (Ethereum today), by name."""
+    """The chains whose adapter can read account history (Ethereum, Cosmos), by name."""
     return {a.config.name: a for a in adapters if isinstance(a, AccountHistory)}
 
 
@@ -313,7 +313,7 @@ class Reconciler:
                 return latest - block + 1 >= required
         seen = await history.transaction_at(address, nonce, latest)
         ours = {r.tx_hash.lower() for r in signed}
-        if seen is not None and seen.tx_hash in ours:
+        if seen is not None and seen.tx_hash.lower() in ours:
             # Ours after all: the node had not served its receipt yet.
             return latest - seen.block_number + 1 >= required
         await self._raise(key, chain, address, nonce, signed, seen)

@@ -317,3 +317,32 @@ async def test_a_claim_shows_the_pending_rewards_and_pays_them_to_the_vault(
     (withdrawn,) = [e for e in status.events if e.name == "withdraw_rewards"]
     assert withdrawn.fields["validator"] == v2 and withdrawn.fields["amount"].endswith("inj")
     assert cosmos_devnet.balance(vault.address) > before - cosmos_config.max_fee_wei
+
+
+async def test_the_account_history_names_the_transaction_at_each_sequence_for_reconciliation(
+    cosmos_service: ChainService, vault: CosmosVault, cosmos_devnet: CosmosDevnet, cosmos_config: ChainConfig
+) -> None:
+    """What reconciliation reads: the account's used sequences, where custos's transaction landed, and
+    which transaction took a sequence custos never signed (here one the HSM's PIN holder sent past
+    custos, straight to the node)."""
+    adapter = cosmos_service.adapter(cosmos_config.name)
+    assert adapter.account_address("SECP256K1", vault.point) == vault.address
+    assert adapter.account_address("ED25519", bytes(32)) is None
+    v1 = cosmos_devnet.genesis.validators[0]
+    ours = await _run(cosmos_service, vault, _spec(cosmos_config, Action.STAKE, INJ, StakeTarget(v1)))
+    outside = await _signed_at(cosmos_service, vault, cosmos_config, v1)  # sequence 1, never recorded
+    outside_id = adapter.inspect_signed(outside).tx_hash
+    await adapter.broadcast(outside, outside_id)
+    await _confirmed(cosmos_service, cosmos_config.name, outside_id)
+
+    assert await adapter.confirmed_nonce(vault.address) == 2
+    latest = await adapter.head()
+    assert (
+        await adapter.mined_block(outside_id)
+        == (await adapter.transaction_at(vault.address, 1, latest)).block_number
+    )  # type: ignore[union-attr]
+    seen = await adapter.transaction_at(vault.address, 1, latest)
+    assert seen is not None and seen.tx_hash == outside_id
+    first = await adapter.transaction_at(vault.address, 0, latest)
+    assert first is not None and first.block_number == ours.block_number
+    assert await adapter.transaction_at(vault.address, 2, latest) is None

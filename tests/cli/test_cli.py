@@ -367,11 +367,17 @@ async def test_reconcile_shows_a_transaction_sent_outside_custos_until_acknowled
 
     clean = await desk.custos("ops", "-o", "json", "reconcile", "run", "--vault", "vault-1")
     assert clean.code == 0, clean
-    (vault,) = json.loads(clean.out)["vaults"]
+    rows = {v["chain"]: v for v in json.loads(clean.out)["vaults"]}
+    assert set(rows) == {CHAIN, "cosmos-devnet"}  # the vault key's account on each chain
+    vault = rows[CHAIN]
     assert (vault["status"], vault["address"], vault["alerts"]) == (
         "CLEAN",
         desk.vault_address,
         [],
+    )
+    assert (rows["cosmos-devnet"]["status"], rows["cosmos-devnet"]["address"]) == (
+        "CLEAN",
+        desk.cosmos_address,
     )
 
     # A transaction from the vault that custos never signed: anvil sends it without the HSM.
@@ -388,7 +394,7 @@ async def test_reconcile_shows_a_transaction_sent_outside_custos_until_acknowled
     alerted = await desk.custos("ops", "reconcile", "run", "--vault", "vault-1")
     assert alerted.code == 1 and "ALERT" in alerted.out and stolen in alerted.out, alerted
     got = json.loads((await desk.custos("carol", "-o", "json", "reconcile", "run", "--vault", "vault-1")).out)
-    (alert,) = got["vaults"][0]["alerts"]
+    (alert,) = next(v for v in got["vaults"] if v["chain"] == CHAIN)["alerts"]
     assert alert["kind"] == "UNSIGNED_NONCE" and alert["seen"]["tx_hash"] == stolen
     assert str(alert["nonce"]) == str(vault["confirmed_nonce"])
 

@@ -38,6 +38,7 @@ from services.chain.errors import (
 from services.chain.types import (
     ChainEvent,
     DecodedTransaction,
+    SeenTransaction,
     SignedInfo,
     TransactionStatus,
     TxState,
@@ -544,6 +545,42 @@ class CosmosAdapter:
             events=tuple(_events(response.get("events") or [])),
         )
 
+    # -- account history, for reconciliation (see services.chain.reconcile) -----------------------
+
+    def account_address(self, algorithm: str, public_key: bytes) -> str | None:
+        """A secp256k1 vault key's account on this chain (None for a key of another algorithm)."""
+        if algorithm != "SECP256K1":
+            return None
+        try:
+            return self.family.address(self.config, public_key)
+        except FamilyError:
+            return None
+
+    async def confirmed_nonce(self, address: str) -> int:
+        """The account's sequence in the latest block: every sequence below it is used."""
+        try:
+            return (await self.account(address))[1]
+        except InsufficientFunds:  # no account yet: nothing used
+            return 0
+
+    async def mined_block(self, tx_hash: str) -> int | None:
+        response = await self._tx(self.tx_id(tx_hash))
+        return int(response.get("height", 0)) if response is not None else None
+
+    async def transaction_at(self, address: str, nonce: int, latest: int) -> SeenTransaction | None:
+        """The transaction ``address`` signed with sequence ``nonce`` (the node's tx index), if any."""
+        query = quote(f"tx.acc_seq='{address}/{nonce}'")
+        answer = await self._get(f"/cosmos/tx/v1beta1/txs?query={query}&pagination.limit=10")
+        for response in (answer or {}).get("tx_responses") or []:
+            if _signer_sequence(response, address) == nonce and int(response.get("height", 0)) <= latest:
+                return SeenTransaction(
+                    tx_hash=str(response.get("txhash", "")).upper(),
+                    block_number=int(response.get("height", 0)),
+                    to_address="",
+                    value=0,
+                )
+        return None
+
     # -- waits -----------------------------------------------------------------------------------
 
     async def wait_status(self, step: str, tx_hash: str, vault_address: str) -> WaitStatus:
@@ -601,6 +638,19 @@ def _check_tx_of(message: str) -> dict[str, Any] | None:
     if m is None:
         return None
     return {"code": int(m.group(1)), "raw_log": m.group(2), "codespace": m.group(3)}
+
+
+def _signer_sequence(response: dict[str, Any], address: str) -> int | None:
+    """The sequence ``address`` signed a transaction with, from its ``tx.acc_seq`` event."""
+    for event in response.get("events") or []:
+        if event.get("type") != "tx":
+            continue
+        for a in event.get("attributes") or []:
+            value = str(a.get("value", ""))
+            if a.get("key") == "acc_seq" and value.startswith(address + "/"):
+                tail = value.removeprefix(address + "/")
+                return int(tail) if tail.isdigit() else None
+    return None
 
 
 def _events(raw: list[dict[str, Any]]) -> list[ChainEvent]:
