@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.chain.cosmos.adapter import (
+    CosmosAdapter,
     SequenceAhead,
     SequenceUsed,
     SignatureRejected,
@@ -326,6 +327,7 @@ async def test_the_account_history_names_the_transaction_at_each_sequence_for_re
     which transaction took a sequence custos never signed (here one the HSM's PIN holder sent past
     custos, straight to the node)."""
     adapter = cosmos_service.adapter(cosmos_config.name)
+    assert isinstance(adapter, CosmosAdapter)
     assert adapter.account_address("SECP256K1", vault.point) == vault.address
     assert adapter.account_address("ED25519", bytes(32)) is None
     v1 = cosmos_devnet.genesis.validators[0]
@@ -337,12 +339,9 @@ async def test_the_account_history_names_the_transaction_at_each_sequence_for_re
 
     assert await adapter.confirmed_nonce(vault.address) == 2
     latest = await adapter.head()
-    assert (
-        await adapter.mined_block(outside_id)
-        == (await adapter.transaction_at(vault.address, 1, latest)).block_number
-    )  # type: ignore[union-attr]
     seen = await adapter.transaction_at(vault.address, 1, latest)
     assert seen is not None and seen.tx_hash == outside_id
+    assert await adapter.mined_block(outside_id) == seen.block_number
     first = await adapter.transaction_at(vault.address, 0, latest)
     assert first is not None and first.block_number == ours.block_number
     assert await adapter.transaction_at(vault.address, 2, latest) is None
