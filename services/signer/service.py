@@ -307,20 +307,33 @@ class SignerService:
             raise KeyExists(f"a key labelled {label!r} or for this vault exists") from None
         return self._info(key)
 
-    async def get_key(self, *, key_id: str = "", vault_id: str = "") -> KeyInfo:
-        return await asyncio.to_thread(self.get_key_blocking, key_id, vault_id)
+    async def get_key(self, *, key_id: str = "", vault_id: str = "", chain: str = "") -> KeyInfo:
+        return await asyncio.to_thread(self.get_key_blocking, key_id, vault_id, chain)
 
-    def get_key_blocking(self, key_id: str = "", vault_id: str = "") -> KeyInfo:
+    def get_key_blocking(self, key_id: str = "", vault_id: str = "", chain: str = "") -> KeyInfo:
+        """A key by id, or a vault's key: the one that signs on ``chain`` (its family's algorithm)
+        when a chain is named, else its first."""
+        algorithm: KeyAlgorithm | None = None
+        if chain:
+            signs_on = self._chains.get(chain)
+            if signs_on is None:
+                raise KeyNotFound(f"the signer does not sign on chain {chain!r}")
+            algorithm = signs_on.family.key_algorithm
         with self._sessions() as s:
             if key_id:
                 key = repository.get_key(s, key_id)
             elif vault_id:
-                found = repository.keys_for_vault(s, vault_id, KeyPurpose.VAULT.value)
+                found = [
+                    k
+                    for k in repository.keys_for_vault(s, vault_id, KeyPurpose.VAULT.value)
+                    if algorithm is None or k.algorithm == algorithm.value
+                ]
                 key = found[0] if found else None
             else:
                 raise InvalidArgument("key_id or vault_id is required")
         if key is None:
-            raise KeyNotFound(f"no key {key_id or 'for vault ' + repr(vault_id)}")
+            on = f" that signs on {chain}" if chain else ""
+            raise KeyNotFound(f"no key {key_id or 'for vault ' + repr(vault_id) + on}")
         return self._info(key)
 
     async def list_keys(

@@ -144,7 +144,10 @@ class SignerServicer(signer_pb2_grpc.SignerServiceServicer):
         if which == "key_id":
             key = await self._service.get_key(key_id=require_id(request.key_id, "key_id"))
         elif which == "vault_id":
-            key = await self._service.get_key(vault_id=require_id(request.vault_id, "vault_id"))
+            key = await self._service.get_key(
+                vault_id=require_id(request.vault_id, "vault_id"),
+                chain=require_id(request.chain, "chain") if request.chain else "",
+            )
         else:
             raise InvalidArgument("key_id or vault_id is required")
         return pb.GetKeyResponse(key=key_to_pb(key))

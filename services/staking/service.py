@@ -209,7 +209,14 @@ class StakingService:
     async def _validate_on_chain(self, spec: IntentSpec) -> str:
         """Chain-specific checks (e.g. ETH deposit data) before anyone is asked to approve; returns
         what the chain says approvers should see beside the intent (or "")."""
-        key = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id))
+        try:
+            key = await self._signer.call(
+                "GetKey", signer_pb2.GetKeyRequest(vault_id=spec.vault_id, chain=spec.chain)
+            )
+        except NotFound:
+            raise InvalidArgument(
+                f"vault {spec.vault_id} has no key that signs on chain {spec.chain!r}"
+            ) from None
         address = next((a.address for a in key.key.addresses if a.chain == spec.chain), "")
         if not address:
             has = ", ".join(sorted(a.chain for a in key.key.addresses)) or "none"

@@ -40,7 +40,7 @@ def test_create_get_list_keys(rig: SignerRig) -> None:
     )
     key = created.key
     assert len(key.public_key) == 32 and key.label == "sol-vault-1.ed25519.vault"
-    # no configured chain's family signs with Ed25519 yet (Solana's family comes later): no address
+    # no configured chain signs with Ed25519 here (no Solana chain in this rig): no address
     assert [a.chain for a in key.addresses] == []
     by_vault = _call(servicer.GetKey, pb.GetKeyRequest(vault_id=rig.vault.vault_id)).key
     assert by_vault.key_id == rig.vault.key_id and len(by_vault.public_key) == 65
@@ -54,6 +54,19 @@ def test_create_get_list_keys(rig: SignerRig) -> None:
     assert not rest.next_page_token
     with pytest.raises(KeyNotFound):
         _call(servicer.GetKey, pb.GetKeyRequest(key_id="key_nope"))
+
+    # A vault with a key per algorithm: asked for a chain, GetKey answers the key that signs there.
+    for algorithm in (pb.KEY_ALGORITHM_ED25519, pb.KEY_ALGORITHM_SECP256K1):
+        _call(
+            servicer.CreateKey,
+            pb.CreateKeyRequest(vault_id="two-keys", algorithm=algorithm, purpose=pb.KEY_PURPOSE_VAULT),
+        )
+    on_chain = _call(servicer.GetKey, pb.GetKeyRequest(vault_id="two-keys", chain=CHAIN)).key
+    assert len(on_chain.public_key) == 65 and [a.chain for a in on_chain.addresses] == [CHAIN, "cosmoshub"]
+    with pytest.raises(KeyNotFound, match="does not sign on chain 'nochain'"):
+        _call(servicer.GetKey, pb.GetKeyRequest(vault_id="two-keys", chain="nochain"))
+    with pytest.raises(KeyNotFound, match="that signs on"):
+        _call(servicer.GetKey, pb.GetKeyRequest(vault_id="sol-vault-1", chain=CHAIN))
 
 
 def test_key_is_generated_in_the_hsm_sensitive(rig: SignerRig) -> None:

@@ -172,7 +172,10 @@ class StakingActivities:
 
     async def _vault_key(self, vault_id: str, chain: str) -> tuple[str, bytes]:
         """The vault key's address on ``chain`` and its public key."""
-        resp = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=vault_id))
+        try:
+            resp = await self._signer.call("GetKey", signer_pb2.GetKeyRequest(vault_id=vault_id, chain=chain))
+        except NotFound as e:
+            raise ApplicationError(str(e), type="InvalidIntent", non_retryable=True) from e
         for a in resp.key.addresses:
             if a.chain == chain:
                 return str(a.address), bytes(resp.key.public_key)

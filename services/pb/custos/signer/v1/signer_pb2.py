@@ -26,17 +26,17 @@ from services.pb.custos.common.v1 import common_pb2 as custos_dot_common_dot_v1_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ustos/signer/v1/signer.proto\x12\x10\x63ustos.signer.v1\x1a\x1d\x63ustos/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\x0c\x43hainAddress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x8f\x02\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08vault_id\x18\x03 \x01(\t\x12\x31\n\talgorithm\x18\x04 \x01(\x0e\x32\x1e.custos.signer.v1.KeyAlgorithm\x12-\n\x07purpose\x18\x05 \x01(\x0e\x32\x1c.custos.signer.v1.KeyPurpose\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\x31\n\taddresses\x18\x07 \x03(\x0b\x32\x1e.custos.signer.v1.ChainAddress\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x10\x43reateKeyRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x31\n\talgorithm\x18\x02 \x01(\x0e\x32\x1e.custos.signer.v1.KeyAlgorithm\x12-\n\x07purpose\x18\x03 \x01(\x0e\x32\x1c.custos.signer.v1.KeyPurpose\x12\r\n\x05label\x18\x04 \x01(\t\"7\n\x11\x43reateKeyResponse\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.custos.signer.v1.Key\"A\n\rGetKeyRequest\x12\x10\n\x06key_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08vault_id\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"4\n\x0eGetKeyResponse\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.custos.signer.v1.Key\"J\n\x0fListKeysRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x10ListKeysResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.custos.signer.v1.Key\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfb\x01\n\x0bSignRequest\x12\x11\n\tintent_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12*\n\x04spec\x18\x03 \x01(\x0b\x32\x1c.custos.common.v1.IntentSpec\x12\x11\n\tinitiator\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12-\n\tapprovals\x18\x06 \x03(\x0b\x32\x1a.custos.common.v1.Approval\x12\x13\n\x0bunsigned_tx\x18\x07 \x01(\x0c\x12\x30\n\x0csubmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x0cSignResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x11\n\tsigned_tx\x18\x02 \x01(\x0c\x12\x0f\n\x07tx_hash\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12\x13\n\x0breplacement\x18\x05 \x01(\x08\x12\x19\n\x11signing_record_id\x18\x06 \x01(\t\"\x86\x02\n\rSigningRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x11\n\tintent_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x13\n\x0breplacement\x18\x05 \x01(\x08\x12\x1a\n\x12replaces_record_id\x18\x06 \x01(\t\x12\x0e\n\x06key_id\x18\x07 \x01(\t\x12\x10\n\x08vault_id\x18\x08 \x01(\t\x12\r\n\x05\x63hain\x18\t \x01(\t\x12\r\n\x05nonce\x18\n \x01(\x04\x12\x0f\n\x07tx_hash\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x19ListSigningRecordsRequest\x12\x10\n\x06key_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08vault_id\x18\x02 \x01(\tH\x00\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x12\x11\n\tmin_nonce\x18\x04 \x01(\x04\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\tB\x07\n\x05owner\"g\n\x1aListSigningRecordsResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.custos.signer.v1.SigningRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x17\x41nchorGovernanceRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\"D\n\x18\x41nchorGovernanceResponse\x12\x15\n\rhead_sequence\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\x0c*e\n\x0cKeyAlgorithm\x12\x1d\n\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1b\n\x17KEY_ALGORITHM_SECP256K1\x10\x01\x12\x19\n\x15KEY_ALGORITHM_ED25519\x10\x02*b\n\nKeyPurpose\x12\x1b\n\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_PURPOSE_VAULT\x10\x01\x12 \n\x1cKEY_PURPOSE_AUDIT_CHECKPOINT\x10\x02\x32\xa8\x04\n\rSignerService\x12T\n\tCreateKey\x12\".custos.signer.v1.CreateKeyRequest\x1a#.custos.signer.v1.CreateKeyResponse\x12K\n\x06GetKey\x12\x1f.custos.signer.v1.GetKeyRequest\x1a .custos.signer.v1.GetKeyResponse\x12Q\n\x08ListKeys\x12!.custos.signer.v1.ListKeysRequest\x1a\".custos.signer.v1.ListKeysResponse\x12\x45\n\x04Sign\x12\x1d.custos.signer.v1.SignRequest\x1a\x1e.custos.signer.v1.SignResponse\x12o\n\x12ListSigningRecords\x12+.custos.signer.v1.ListSigningRecordsRequest\x1a,.custos.signer.v1.ListSigningRecordsResponse\x12i\n\x10\x41nchorGovernance\x12).custos.signer.v1.AnchorGovernanceRequest\x1a*.custos.signer.v1.AnchorGovernanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ustos/signer/v1/signer.proto\x12\x10\x63ustos.signer.v1\x1a\x1d\x63ustos/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\x0c\x43hainAddress\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x8f\x02\n\x03Key\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x10\n\x08vault_id\x18\x03 \x01(\t\x12\x31\n\talgorithm\x18\x04 \x01(\x0e\x32\x1e.custos.signer.v1.KeyAlgorithm\x12-\n\x07purpose\x18\x05 \x01(\x0e\x32\x1c.custos.signer.v1.KeyPurpose\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\x31\n\taddresses\x18\x07 \x03(\x0b\x32\x1e.custos.signer.v1.ChainAddress\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x10\x43reateKeyRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x31\n\talgorithm\x18\x02 \x01(\x0e\x32\x1e.custos.signer.v1.KeyAlgorithm\x12-\n\x07purpose\x18\x03 \x01(\x0e\x32\x1c.custos.signer.v1.KeyPurpose\x12\r\n\x05label\x18\x04 \x01(\t\"7\n\x11\x43reateKeyResponse\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.custos.signer.v1.Key\"P\n\rGetKeyRequest\x12\x10\n\x06key_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08vault_id\x18\x02 \x01(\tH\x00\x12\r\n\x05\x63hain\x18\x03 \x01(\tB\n\n\x08selector\"4\n\x0eGetKeyResponse\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.custos.signer.v1.Key\"J\n\x0fListKeysRequest\x12\x10\n\x08vault_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"P\n\x10ListKeysResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.custos.signer.v1.Key\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfb\x01\n\x0bSignRequest\x12\x11\n\tintent_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12*\n\x04spec\x18\x03 \x01(\x0b\x32\x1c.custos.common.v1.IntentSpec\x12\x11\n\tinitiator\x18\x04 \x01(\t\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12-\n\tapprovals\x18\x06 \x03(\x0b\x32\x1a.custos.common.v1.Approval\x12\x13\n\x0bunsigned_tx\x18\x07 \x01(\x0c\x12\x30\n\x0csubmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x0cSignResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x11\n\tsigned_tx\x18\x02 \x01(\x0c\x12\x0f\n\x07tx_hash\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12\x13\n\x0breplacement\x18\x05 \x01(\x08\x12\x19\n\x11signing_record_id\x18\x06 \x01(\t\"\x86\x02\n\rSigningRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x11\n\tintent_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x13\n\x0breplacement\x18\x05 \x01(\x08\x12\x1a\n\x12replaces_record_id\x18\x06 \x01(\t\x12\x0e\n\x06key_id\x18\x07 \x01(\t\x12\x10\n\x08vault_id\x18\x08 \x01(\t\x12\r\n\x05\x63hain\x18\t \x01(\t\x12\r\n\x05nonce\x18\n \x01(\x04\x12\x0f\n\x07tx_hash\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x19ListSigningRecordsRequest\x12\x10\n\x06key_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08vault_id\x18\x02 \x01(\tH\x00\x12\r\n\x05\x63hain\x18\x03 \x01(\t\x12\x11\n\tmin_nonce\x18\x04 \x01(\x04\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\tB\x07\n\x05owner\"g\n\x1aListSigningRecordsResponse\x12\x30\n\x07records\x18\x01 \x03(\x0b\x32\x1f.custos.signer.v1.SigningRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x17\x41nchorGovernanceRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\"D\n\x18\x41nchorGovernanceResponse\x12\x15\n\rhead_sequence\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\x0c*e\n\x0cKeyAlgorithm\x12\x1d\n\x19KEY_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1b\n\x17KEY_ALGORITHM_SECP256K1\x10\x01\x12\x19\n\x15KEY_ALGORITHM_ED25519\x10\x02*b\n\nKeyPurpose\x12\x1b\n\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_PURPOSE_VAULT\x10\x01\x12 \n\x1cKEY_PURPOSE_AUDIT_CHECKPOINT\x10\x02\x32\xa8\x04\n\rSignerService\x12T\n\tCreateKey\x12\".custos.signer.v1.CreateKeyRequest\x1a#.custos.signer.v1.CreateKeyResponse\x12K\n\x06GetKey\x12\x1f.custos.signer.v1.GetKeyRequest\x1a .custos.signer.v1.GetKeyResponse\x12Q\n\x08ListKeys\x12!.custos.signer.v1.ListKeysRequest\x1a\".custos.signer.v1.ListKeysResponse\x12\x45\n\x04Sign\x12\x1d.custos.signer.v1.SignRequest\x1a\x1e.custos.signer.v1.SignResponse\x12o\n\x12ListSigningRecords\x12+.custos.signer.v1.ListSigningRecordsRequest\x1a,.custos.signer.v1.ListSigningRecordsResponse\x12i\n\x10\x41nchorGovernance\x12).custos.signer.v1.AnchorGovernanceRequest\x1a*.custos.signer.v1.AnchorGovernanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custos.signer.v1.signer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYALGORITHM']._serialized_start=1966
-  _globals['_KEYALGORITHM']._serialized_end=2067
-  _globals['_KEYPURPOSE']._serialized_start=2069
-  _globals['_KEYPURPOSE']._serialized_end=2167
+  _globals['_KEYALGORITHM']._serialized_start=1981
+  _globals['_KEYALGORITHM']._serialized_end=2082
+  _globals['_KEYPURPOSE']._serialized_start=2084
+  _globals['_KEYPURPOSE']._serialized_end=2182
   _globals['_CHAINADDRESS']._serialized_start=115
   _globals['_CHAINADDRESS']._serialized_end=161
   _globals['_KEY']._serialized_start=164
@@ -46,27 +46,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEKEYRESPONSE']._serialized_start=589
   _globals['_CREATEKEYRESPONSE']._serialized_end=644
   _globals['_GETKEYREQUEST']._serialized_start=646
-  _globals['_GETKEYREQUEST']._serialized_end=711
-  _globals['_GETKEYRESPONSE']._serialized_start=713
-  _globals['_GETKEYRESPONSE']._serialized_end=765
-  _globals['_LISTKEYSREQUEST']._serialized_start=767
-  _globals['_LISTKEYSREQUEST']._serialized_end=841
-  _globals['_LISTKEYSRESPONSE']._serialized_start=843
-  _globals['_LISTKEYSRESPONSE']._serialized_end=923
-  _globals['_SIGNREQUEST']._serialized_start=926
-  _globals['_SIGNREQUEST']._serialized_end=1177
-  _globals['_SIGNRESPONSE']._serialized_start=1180
-  _globals['_SIGNRESPONSE']._serialized_end=1315
-  _globals['_SIGNINGRECORD']._serialized_start=1318
-  _globals['_SIGNINGRECORD']._serialized_end=1580
-  _globals['_LISTSIGNINGRECORDSREQUEST']._serialized_start=1583
-  _globals['_LISTSIGNINGRECORDSREQUEST']._serialized_end=1730
-  _globals['_LISTSIGNINGRECORDSRESPONSE']._serialized_start=1732
-  _globals['_LISTSIGNINGRECORDSRESPONSE']._serialized_end=1835
-  _globals['_ANCHORGOVERNANCEREQUEST']._serialized_start=1837
-  _globals['_ANCHORGOVERNANCEREQUEST']._serialized_end=1894
-  _globals['_ANCHORGOVERNANCERESPONSE']._serialized_start=1896
-  _globals['_ANCHORGOVERNANCERESPONSE']._serialized_end=1964
-  _globals['_SIGNERSERVICE']._serialized_start=2170
-  _globals['_SIGNERSERVICE']._serialized_end=2722
+  _globals['_GETKEYREQUEST']._serialized_end=726
+  _globals['_GETKEYRESPONSE']._serialized_start=728
+  _globals['_GETKEYRESPONSE']._serialized_end=780
+  _globals['_LISTKEYSREQUEST']._serialized_start=782
+  _globals['_LISTKEYSREQUEST']._serialized_end=856
+  _globals['_LISTKEYSRESPONSE']._serialized_start=858
+  _globals['_LISTKEYSRESPONSE']._serialized_end=938
+  _globals['_SIGNREQUEST']._serialized_start=941
+  _globals['_SIGNREQUEST']._serialized_end=1192
+  _globals['_SIGNRESPONSE']._serialized_start=1195
+  _globals['_SIGNRESPONSE']._serialized_end=1330
+  _globals['_SIGNINGRECORD']._serialized_start=1333
+  _globals['_SIGNINGRECORD']._serialized_end=1595
+  _globals['_LISTSIGNINGRECORDSREQUEST']._serialized_start=1598
+  _globals['_LISTSIGNINGRECORDSREQUEST']._serialized_end=1745
+  _globals['_LISTSIGNINGRECORDSRESPONSE']._serialized_start=1747
+  _globals['_LISTSIGNINGRECORDSRESPONSE']._serialized_end=1850
+  _globals['_ANCHORGOVERNANCEREQUEST']._serialized_start=1852
+  _globals['_ANCHORGOVERNANCEREQUEST']._serialized_end=1909
+  _globals['_ANCHORGOVERNANCERESPONSE']._serialized_start=1911
+  _globals['_ANCHORGOVERNANCERESPONSE']._serialized_end=1979
+  _globals['_SIGNERSERVICE']._serialized_start=2185
+  _globals['_SIGNERSERVICE']._serialized_end=2737
 # @@protoc_insertion_point(module_scope)

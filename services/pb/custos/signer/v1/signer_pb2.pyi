@@ -185,17 +185,23 @@ class GetKeyRequest(_message.Message):
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     VAULT_ID_FIELD_NUMBER: _builtins.int
+    CHAIN_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     vault_id: _builtins.str
+    chain: _builtins.str
+    """With vault_id: the vault's key that signs on this chain (a vault holds one key per algorithm:
+    secp256k1 for Ethereum and Cosmos, Ed25519 for Solana). Empty: the vault's first key.
+    """
     def __init__(
         self,
         *,
         key_id: _builtins.str = ...,
         vault_id: _builtins.str = ...,
+        chain: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "selector", b"selector", "vault_id", b"vault_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "selector", b"selector", "vault_id", b"vault_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "key_id", b"key_id", "selector", b"selector", "vault_id", b"vault_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["key_id", "vault_id"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
