@@ -284,7 +284,7 @@ async def test_a_wait_step_sleeps_until_the_chain_s_completion_time_then_polls_t
         result: IntentResult = await intent_result(handle)
         events = (await handle.fetch_history()).events
     assert result.state == "CONFIRMED", result
-    assert [(w.step, w.tx_hash) for w in acts.wait_polls] == [("unbonding", "0x" + "11" * 32)]
+    assert [(w.step, w.tx_hash) for w in acts.wait_polls] == [("unbonding", "0x" + "01" * 32)]
     kinds = []
     for e in events:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -297,6 +297,35 @@ async def test_a_wait_step_sleeps_until_the_chain_s_completion_time_then_polls_t
     assert "AwaitChainWait" in after_broadcast and "UnbondingSeconds" not in kinds
     states = [t.state for t in acts.transitions]
     assert states.count("UNBONDING") == 1 and states[-1] == "CONFIRMED"
+
+
+@pytest.mark.parametrize(("expiries", "ending"), [(2, "CONFIRMED"), (6, "FAILED")])
+async def test_a_transaction_that_expired_unsent_is_rebuilt_and_signed_again_a_few_times(
+    expiries: int, ending: str, time_skipping_env: WorkflowEnvironment
+) -> None:
+    """A Solana transaction whose recent blockhash expired can never land: the step is built again
+    (fresh blockhash) and signed again (the signer's one allowed replacement), at most 6 times."""
+    env, queue = time_skipping_env, f"q-{uuid.uuid4().hex}"
+    acts = FakeActivities([OPS], expire_first=expiries)
+    async with _worker(env.client, queue, acts):
+        handle, inp = await _start(env, queue)
+        exp = await env.get_current_time() + timedelta(hours=12)
+        for p in (O1, O2):
+            await handle.execute_update(StakingWorkflow.approve, p.decide(inp, expires_at=exp))
+        result: IntentResult = await intent_result(handle)
+    attempts = min(expiries + 1, 6)
+    assert result.state == ending, result
+    assert (acts.built, len(acts.signed)) == (attempts, attempts)
+    assert len({s.unsigned_tx_hex for s in acts.signed}) == attempts  # each a new payload of the one step
+    assert {s.step for s in acts.signed} == {"unstake"}
+    signing = [t.detail for t in acts.transitions if t.state == "SIGNING"]
+    assert len(signing) == attempts and all(
+        d.startswith("rebuilt (the last one expired") for d in signing[1:]
+    )
+    if ending == "FAILED":
+        assert result.reason == "the unstake transaction expired unsent 6 times"
+    else:
+        assert result.tx_hash == "0x" + f"{attempts:02x}" * 32
 
 
 async def test_an_intent_that_does_not_confirm_is_a_failed_workflow_not_a_completed_one(

@@ -133,6 +133,7 @@ class FakeActivities:
         broadcast_refuses: bool = False,
         plan: list[PlannedStep] | None = None,
         wait_until: datetime | None = None,
+        expire_first: int = 0,
     ) -> None:
         self.groups = groups
         self.allow = allow
@@ -146,6 +147,9 @@ class FakeActivities:
         #: When the chain says a WAIT step ends; the wait is done from then on.
         self.wait_until = wait_until
         self.wait_polls: list[WaitInput] = []
+        #: How many confirmations answer "expired unsent" (a Solana blockhash) before one confirms.
+        self.expire_first = expire_first
+        self.built = 0
         self.nonces_released: list[NonceReleaseInput] = []
         self.transitions: list[TransitionInput] = []
         self.decisions: list[DecisionInput] = []
@@ -179,7 +183,8 @@ class FakeActivities:
             raise ApplicationError(
                 "gas estimation failed: insufficient funds", type="InvalidIntent", non_retryable=True
             )
-        return BuildResult("02f0", "exit request", 7)
+        self.built += 1
+        return BuildResult(f"02f0{self.built:02x}", "exit request", 7)
 
     @activity.defn(name="ReserveVelocity")
     async def reserve_velocity(self, inp: StepInput) -> bool:
@@ -205,7 +210,7 @@ class FakeActivities:
         if self.sign_refuses:
             raise ApplicationError("signer refused: nonce reused", type="SigningRefused", non_retryable=True)
         self.signed.append(inp)
-        return SignResult("02f0aa", "0x" + "11" * 32, False)
+        return SignResult("02f0aa", "0x" + f"{len(self.signed):02x}" * 32, False)
 
     @activity.defn(name="BroadcastTransaction")
     async def broadcast_transaction(self, inp: StepInput) -> str:
@@ -217,6 +222,9 @@ class FakeActivities:
 
     @activity.defn(name="AwaitConfirmation")
     async def await_confirmation(self, inp: StepInput) -> ConfirmResult:
+        if self.expire_first > 0:
+            self.expire_first -= 1
+            return ConfirmResult(False, False, 0, "blockhash expired", [], expired=True)
         return ConfirmResult(True, False, 1, "", [])
 
     @activity.defn(name="UnbondingSeconds")

@@ -204,6 +204,8 @@ class ConfirmResult:
     confirmations: int
     reason: str
     events: list[dict[str, Any]]
+    #: The transaction can never land (its recent blockhash expired before it did): build it again.
+    expired: bool = False
 
 
 @dataclass

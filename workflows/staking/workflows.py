@@ -40,6 +40,10 @@ NONCE_RELEASE_PATCH = "nonce-release"
 FAMILY_STEPS_PATCH = "family-steps"
 #: Histories recorded before a family's WAIT step followed the chain waited the configured period.
 CHAIN_WAIT_PATCH = "chain-wait"
+#: A transaction that expired unsent (a Solana blockhash) is rebuilt; histories before ended FAILED.
+REBUILD_EXPIRED_PATCH = "rebuild-expired"
+#: How many times one step is rebuilt after expiring unsent before the intent fails.
+MAX_REBUILDS = 5
 
 
 @workflow.defn(name="StakingIntent")
@@ -138,38 +142,51 @@ class StakingWorkflow(ApprovalGatedWorkflow):
                     return await self._fail(_reason(e), last_hash, funds_may_have_moved=True)
                 continue
             try:
-                built = await workflow.execute_activity_method(
-                    StakingActivities.build_transaction,
-                    self._step(step.name),
-                    start_to_close_timeout=QUICK,
-                    retry_policy=RETRY,
-                )
-                await self._transition(SIGNING, built.summary)
-                signed = await workflow.execute_activity_method(
-                    StakingActivities.sign_transaction,
-                    self._step(step.name, unsigned_tx_hex=built.unsigned_tx_hex),
-                    start_to_close_timeout=QUICK,
-                    retry_policy=RETRY,
-                )
-                sent = True
-                await workflow.execute_activity_method(
-                    StakingActivities.broadcast_transaction,
-                    self._step(step.name, signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
-                    start_to_close_timeout=QUICK,
-                    retry_policy=RETRY,
-                )
-                await self._transition(BROADCAST, signed.tx_hash, tx_hash=signed.tx_hash)
-                result = await workflow.execute_activity_method(
-                    StakingActivities.await_confirmation,
-                    self._step(step.name, tx_hash=signed.tx_hash),
-                    start_to_close_timeout=CONFIRM_TIMEOUT,
-                    heartbeat_timeout=timedelta(seconds=30),
-                    retry_policy=RETRY,
-                )
+                for attempt in range(MAX_REBUILDS + 1):
+                    built = await workflow.execute_activity_method(
+                        StakingActivities.build_transaction,
+                        self._step(step.name),
+                        start_to_close_timeout=QUICK,
+                        retry_policy=RETRY,
+                    )
+                    detail = (
+                        built.summary
+                        if attempt == 0
+                        else f"rebuilt (the last one expired unsent): {built.summary}"
+                    )
+                    await self._transition(SIGNING, detail)
+                    signed = await workflow.execute_activity_method(
+                        StakingActivities.sign_transaction,
+                        self._step(step.name, unsigned_tx_hex=built.unsigned_tx_hex),
+                        start_to_close_timeout=QUICK,
+                        retry_policy=RETRY,
+                    )
+                    sent = True
+                    await workflow.execute_activity_method(
+                        StakingActivities.broadcast_transaction,
+                        self._step(step.name, signed_tx_hex=signed.signed_tx_hex, tx_hash=signed.tx_hash),
+                        start_to_close_timeout=QUICK,
+                        retry_policy=RETRY,
+                    )
+                    await self._transition(BROADCAST, signed.tx_hash, tx_hash=signed.tx_hash)
+                    result = await workflow.execute_activity_method(
+                        StakingActivities.await_confirmation,
+                        self._step(step.name, tx_hash=signed.tx_hash),
+                        start_to_close_timeout=CONFIRM_TIMEOUT,
+                        heartbeat_timeout=timedelta(seconds=30),
+                        retry_policy=RETRY,
+                    )
+                    # A transaction that can never land (its recent blockhash expired before it did) is
+                    # built again with a fresh one: the signer's one allowed replacement of the step.
+                    if not (result.expired and workflow.patched(REBUILD_EXPIRED_PATCH)):
+                        break
             except ActivityError as e:
                 if not sent:  # the build or the signer refused: nothing signed
                     await self._release_nonces(_reason(e))
                 return await self._fail(_reason(e), last_hash, funds_may_have_moved=sent)
+            if result.expired:
+                reason = f"the {step.name} transaction expired unsent {MAX_REBUILDS + 1} times"
+                return await self._fail(reason, signed.tx_hash, funds_may_have_moved=last_hash != "")
             if result.failed:  # the chain says it failed (reverted): nothing of this step moved
                 return await self._fail(result.reason, signed.tx_hash, funds_may_have_moved=last_hash != "")
             last_hash, confirmations = signed.tx_hash, result.confirmations
