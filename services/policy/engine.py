@@ -250,9 +250,19 @@ def _allow(
 
 def first_match(policy: Policy, x: _Intent) -> Rule | None:
     for rule in policy.rules:
+        if unnamed_governance(rule, x):
+            continue
         if not failures(rule.match, x, first_only=True):
             return rule
     return None
+
+
+def unnamed_governance(rule: Rule, x: _Intent) -> bool:
+    """A rule that lets an intent through (it requires approvals) selects a CLAIM_REWARDS or a VOTE
+    only when its ``action`` list names it. Rules written before these actions existed, without an
+    ``action`` list, meant stakes, unstakes and restakes: they must not hand the vault's vote to
+    whoever approves a small delegation. A ``deny`` rule still selects them: it only refuses more."""
+    return rule.deny is None and rule.match.actions is None and x.amountless
 
 
 def evaluate(

@@ -157,7 +157,10 @@ def test_a_vote_is_evaluated_and_counted_against_no_velocity_limit(
     svc = PolicyService(session_factory, chains=CHAINS.values(), clock=lambda: NOW)
     velocity = {"velocity": {"window": "24h", "max": "1_000_000 uatom"}}
     one = [{"name": "ops", "threshold": 1, "approvers": ["o1"]}]
-    row = svc.propose(doc([allow("capped", limits=velocity, groups=one)]), description="", proposed_by="adm0")
+    every = {"action": ["STAKE", "VOTE"]}
+    row = svc.propose(
+        doc([allow("capped", every, limits=velocity, groups=one)]), description="", proposed_by="adm0"
+    )
     activate(gov, admins, row.version, NOW)
     assert svc.evaluate(delegate(1_000_000), "alice", intent_id="d1")[0].allowed
     assert svc.reserve_velocity("d1", row.version, delegate(1_000_000), "alice") is not None
