@@ -4,6 +4,7 @@
 #   - .venv with the project and its dev tools (re-installed only when pyproject.toml changes),
 #     including the Cosmos devnet's node (injectived, from the PyPI package injective-core)
 #   - the devnet's npm packages (anvil, the system contracts' genesis)
+#   - .venv-bankrun: solders 0.21 (bankrun, a real Agave bank) for the Solana rewards test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp_dir=.make
@@ -39,6 +40,18 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp_dir/venv" 2>/dev/null)" != "$ha
   # injective-core ships injectived compressed: unpack it once here, not in a test.
   .venv/bin/python -c "import injective_core; injective_core.get_binary_path()"
   echo "$hash" > "$stamp_dir/venv"
+fi
+
+# solders 0.21 ships bankrun (a real Agave 1.18 bank: epochs, warmup, inflation rewards), which 0.29
+# dropped; one environment cannot hold both, so tests/chain/bankrun/ runs in its own with only what
+# the Solana family imports (the script puts the repository on sys.path; custos is not installed).
+bankrun_reqs=("solders==0.21.0" "base58>=2.1" "cryptography>=44" "pydantic>=2.10")
+bhash=$(echo "${bankrun_reqs[*]}" | sha256sum | cut -c1-16)
+if [ ! -x .venv-bankrun/bin/python ] || [ "$(cat "$stamp_dir/venv-bankrun" 2>/dev/null)" != "$bhash" ]; then
+  echo "bootstrap: installing the Solana bankrun environment (.venv-bankrun)"
+  [ -x .venv-bankrun/bin/python ] || "$py" -m venv .venv-bankrun
+  .venv-bankrun/bin/pip install -q --disable-pip-version-check "${bankrun_reqs[@]}"
+  echo "$bhash" > "$stamp_dir/venv-bankrun"
 fi
 
 if [ -f deploy/devnet/package.json ]; then
