@@ -32,6 +32,11 @@ class BroadcastRejected(ChainError, FailedPrecondition):
     """The node refused the signed transaction (e.g. a conflicting transaction holds the nonce)."""
 
 
+class BlockhashExpired(BroadcastRejected):
+    """The transaction's recent blockhash expired before it landed: it can never land. The step
+    is rebuilt with a new blockhash (the family's one allowed replacement) and signed again."""
+
+
 class NodeError(ChainError, FailedPrecondition):
     """The node answered a call with an error (e.g. gas estimation reverted)."""
 
@@ -59,6 +64,7 @@ class InsufficientFunds(ChainError, FailedPrecondition):
 __all__ = [
     "AlertAlreadyAcknowledged",
     "AlertNotFound",
+    "BlockhashExpired",
     "BroadcastRejected",
     "ChainError",
     "DepositDataInvalid",

@@ -15,6 +15,7 @@ gets it, since the signer would refuse that intent's transaction.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, or_, select
@@ -161,6 +162,27 @@ class NonceRepository:
             if cursor.next_nonce <= nonce:
                 cursor.next_nonce, cursor.updated_at = nonce + 1, now
             return False
+
+    def record_sent(self, *, chain: str, tx_hash: str, address: str, raw: bytes, now: datetime) -> bool:
+        """Records that ``raw`` is being sent on a chain without nonces (Solana); True if it was
+        recorded before. No cursor, no reservation: the signer's ledger holds one signature per
+        replay key, and a step may have two signed transactions (the family's replacement after
+        an expired blockhash), so the row's ``nonce`` is a key of the transaction's own (63 bits
+        of its id's hash), unique per address as the table requires."""
+        key = int.from_bytes(hashlib.sha256(tx_hash.encode()).digest()[:8], "big") >> 1
+        values = {
+            "chain": chain,
+            "tx_hash": tx_hash,
+            "address": address,
+            "nonce": key,
+            "raw": raw,
+            "first_sent_at": now,
+        }
+        with transaction(self._sessions) as s:
+            insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+            # Two sends of the same bytes at once: one row, the other finds it (no IntegrityError).
+            result = s.execute(insert(BroadcastRow).values(values).on_conflict_do_nothing())
+            return bool(result.rowcount == 0)  # type: ignore[attr-defined]
 
     def forget_broadcast(self, *, chain: str, tx_hash: str, address: str, nonce: int) -> None:
         """Undoes ``record_broadcast`` after the node refused the transaction outright.

@@ -1,13 +1,16 @@
 """ChainService logic: the chain registry, one adapter per chain, nonces and broadcasts.
 
-Chain-specific work lives behind :class:`ChainAdapter` (Ethereum today; Cosmos
-account sequences and Solana recent blockhashes fit the same shape). This module
-never imports grpc.
+Chain-specific work lives behind :class:`ChainAdapter` (Ethereum, Cosmos account
+sequences, Solana recent blockhashes). This module never imports grpc.
 
 Nonces never leave a gap that holds a vault's later transactions back: a build
 prices and checks everything before it reserves one, an intent that fails before
 signing gives its nonce back (``release_nonces``), and the next build takes the
 lowest nonce given back before a new one.
+
+A family without nonces (Solana: an adapter whose ``uses_nonces`` is False) reserves
+nothing: its replay key is the family's, and the signer's ledger holds one signature per
+(key, chain, replay key). Its broadcasts are still recorded, for the idempotent re-send.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.chain.cosmos.adapter import CosmosAdapter
-from services.chain.errors import BroadcastRejected, IntentInvalid, UnknownChain
+from services.chain.errors import BlockhashExpired, BroadcastRejected, IntentInvalid, UnknownChain
 from services.chain.ethereum.adapter import EthereumAdapter
 from services.chain.repository import NonceRepository
+from services.chain.solana.adapter import SolanaAdapter
 from services.chain.types import (
     BroadcastResult,
     BuiltTransaction,
@@ -69,9 +73,12 @@ class ChainAdapter(Protocol[Prepared]):
         """The next nonce (account sequence) the node expects from ``address``."""
         ...
 
-    async def prepare(self, spec: IntentSpec, vault_address: str, public_key: bytes = b"") -> Prepared:
+    async def prepare(
+        self, spec: IntentSpec, vault_address: str, public_key: bytes = b"", step: str = ""
+    ) -> Prepared:
         """Everything of the intent's transaction but its nonce: validated, priced, affordable.
-        ``public_key`` is the vault key's, for families whose transactions name it (Cosmos).
+        ``public_key`` is the vault key's, for families whose transactions name it (Cosmos,
+        Solana); ``step`` the family step built (Solana's steps differ; the others ignore it).
 
         Raises whatever would make the build fail, before a nonce is reserved for it.
         """
@@ -109,7 +116,14 @@ AdapterFactory = Callable[[ChainConfig], ChainAdapter[Any]]
 ADAPTERS: dict[ChainFamily, AdapterFactory] = {
     ChainFamily.ETHEREUM: EthereumAdapter,
     ChainFamily.COSMOS: CosmosAdapter,
+    ChainFamily.SOLANA: SolanaAdapter,
 }
+
+
+def uses_nonces(adapter: ChainAdapter[Any]) -> bool:
+    """Whether the adapter's family spends account nonces the service reserves (Ethereum,
+    Cosmos); an adapter says otherwise with ``uses_nonces = False`` (Solana)."""
+    return bool(getattr(adapter, "uses_nonces", True))
 
 
 def step_for(spec: IntentSpec) -> str:
@@ -175,7 +189,11 @@ class ChainService:
         address = adapter.normalise_address(vault_address)
         # Whatever can refuse the build (the intent's data, fees, gas, the vault's funds) runs
         # before a nonce is reserved: a build that cannot succeed leaves no gap behind it.
-        prepared = await adapter.prepare(spec, address, public_key)
+        step = step or step_for(spec)
+        prepared = await adapter.prepare(spec, address, public_key, step)
+        if not uses_nonces(adapter):
+            unsigned, decoded = adapter.assemble(prepared, 0)
+            return BuiltTransaction(unsigned_tx=unsigned, decoded=decoded)
         chain_nonce = await adapter.pending_nonce(address)
         # The repository blocks on a row lock: keep it off the event loop.
         nonce = await asyncio.to_thread(
@@ -183,7 +201,7 @@ class ChainService:
             chain=spec.chain,
             address=address,
             intent_id=intent_id,
-            step=step or step_for(spec),
+            step=step,
             chain_nonce=chain_nonce,
             now=self._clock(),
             release_after=timedelta(seconds=adapter.config.nonce_release_seconds),
@@ -200,7 +218,8 @@ class ChainService:
         """
         if not intent_id:
             raise IntentInvalid("intent_id is required")
-        self.adapter(chain)  # UnknownChain
+        if not uses_nonces(self.adapter(chain)):  # UnknownChain
+            return NonceRelease()
         released, kept = await asyncio.to_thread(
             self._nonces.release, chain=chain, intent_id=intent_id, now=self._clock()
         )
@@ -220,6 +239,8 @@ class ChainService:
         adapter = self.adapter(chain)
         info = adapter.inspect_signed(signed_tx)
         address = adapter.normalise_address(info.sender)
+        if not uses_nonces(adapter):
+            return await self._broadcast_without_nonce(adapter, chain, signed_tx, info.tx_hash, address)
         await asyncio.to_thread(
             self._nonces.record_broadcast,
             chain=chain,
@@ -244,6 +265,31 @@ class ChainService:
             raise
         return BroadcastResult(tx_hash=info.tx_hash, already_known=known)
 
+    async def _broadcast_without_nonce(
+        self, adapter: ChainAdapter[Any], chain: str, signed_tx: bytes, tx_hash: str, address: str
+    ) -> BroadcastResult:
+        """Records the bytes (for the re-send) and sends them. A refused transaction's record is
+        dropped, except an expired blockhash's: its status answers EXPIRED from it."""
+        await asyncio.to_thread(
+            self._nonces.record_sent,
+            chain=chain,
+            tx_hash=tx_hash,
+            address=address,
+            raw=signed_tx,
+            now=self._clock(),
+        )
+        try:
+            known = await adapter.broadcast(signed_tx, tx_hash)
+        except BlockhashExpired:
+            raise
+        except BroadcastRejected:
+            # (no reservation to mark: nonce -1 matches none)
+            await asyncio.to_thread(
+                self._nonces.forget_broadcast, chain=chain, tx_hash=tx_hash, address=address, nonce=-1
+            )
+            raise
+        return BroadcastResult(tx_hash=tx_hash, already_known=known)
+
     async def wait_status(self, chain: str, step: str, tx_hash: str, vault_address: str) -> WaitStatus:
         """Where ``chain`` is with the WAIT ``step`` that follows the transaction ``tx_hash``."""
         adapter = self.adapter(chain)
@@ -262,6 +308,13 @@ class ChainService:
             if row is not None:
                 try:
                     await adapter.broadcast(row.raw, text)
+                except BlockhashExpired as e:
+                    # Never landed, and never can: the step is rebuilt with a new blockhash.
+                    return TransactionStatus(
+                        state=TxState.EXPIRED,
+                        confirmations_required=status.confirmations_required,
+                        failure_reason=e.message,
+                    )
                 except BroadcastRejected:
                     return status
                 return await adapter.status(text)

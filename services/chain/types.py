@@ -62,6 +62,8 @@ class TxState(StrEnum):
     PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"
     FAILED = "FAILED"
+    #: Never landed and never can: its recent blockhash expired (Solana). The step is rebuilt.
+    EXPIRED = "EXPIRED"
 
 
 @dataclass(frozen=True)

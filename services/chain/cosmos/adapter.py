@@ -349,7 +349,9 @@ class CosmosAdapter:
         """The account's sequence: the next transaction it may send."""
         return (await self.account(address))[1]
 
-    async def prepare(self, spec: IntentSpec, vault_address: str, public_key: bytes = b"") -> PreparedCosmos:
+    async def prepare(
+        self, spec: IntentSpec, vault_address: str, public_key: bytes = b"", step: str = ""
+    ) -> PreparedCosmos:
         """The account number, the gas (by simulation, plus a margin) and the fee (the node's minimum
         gas price), checked within the chain's cap and affordable; no sequence reserved yet.
 

@@ -140,7 +140,7 @@ class EthereumAdapter:
         )
 
     async def prepare(
-        self, spec: IntentSpec, vault_address: str, public_key: bytes = b""
+        self, spec: IntentSpec, vault_address: str, public_key: bytes = b"", step: str = ""
     ) -> PreparedTransaction:
         """The intent's call, priced (request fee, fees, gas) and checked affordable; no nonce yet.
 

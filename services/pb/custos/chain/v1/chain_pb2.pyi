@@ -54,6 +54,10 @@ class _TransactionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tran
     TRANSACTION_STATE_PENDING: _TransactionState.ValueType  # 2
     TRANSACTION_STATE_CONFIRMED: _TransactionState.ValueType  # 3
     TRANSACTION_STATE_FAILED: _TransactionState.ValueType  # 4
+    TRANSACTION_STATE_EXPIRED: _TransactionState.ValueType  # 5
+    """Never landed and never can: its recent blockhash expired before it did (Solana); the
+    step is rebuilt with a new blockhash and signed again.
+    """
 
 class TransactionState(_TransactionState, metaclass=_TransactionStateEnumTypeWrapper): ...
 
@@ -62,6 +66,10 @@ TRANSACTION_STATE_NOT_FOUND: TransactionState.ValueType  # 1
 TRANSACTION_STATE_PENDING: TransactionState.ValueType  # 2
 TRANSACTION_STATE_CONFIRMED: TransactionState.ValueType  # 3
 TRANSACTION_STATE_FAILED: TransactionState.ValueType  # 4
+TRANSACTION_STATE_EXPIRED: TransactionState.ValueType  # 5
+"""Never landed and never can: its recent blockhash expired before it did (Solana); the
+step is rebuilt with a new blockhash and signed again.
+"""
 Global___TransactionState: _TypeAlias = TransactionState  # noqa: Y015
 
 class _ReconcileStatus:
