@@ -269,7 +269,9 @@ class ChainService:
         self, adapter: ChainAdapter[Any], chain: str, signed_tx: bytes, tx_hash: str, address: str
     ) -> BroadcastResult:
         """Records the bytes (for the re-send) and sends them. A refused transaction's record is
-        dropped, except an expired blockhash's: its status answers EXPIRED from it."""
+        dropped, except an expired blockhash's: the send is not an error (the transaction simply
+        never lands) and its status answers EXPIRED from the record, so the workflow builds the
+        step again."""
         await asyncio.to_thread(
             self._nonces.record_sent,
             chain=chain,
@@ -280,8 +282,9 @@ class ChainService:
         )
         try:
             known = await adapter.broadcast(signed_tx, tx_hash)
-        except BlockhashExpired:
-            raise
+        except BlockhashExpired as e:
+            log.info("%s on %s expired before it was sent: %s", tx_hash, chain, e.message)
+            return BroadcastResult(tx_hash=tx_hash, already_known=False)
         except BroadcastRejected:
             # (no reservation to mark: nonce -1 matches none)
             await asyncio.to_thread(

@@ -440,9 +440,13 @@ async def test_an_expired_blockhash_makes_the_transaction_expired_and_its_rebuil
     )
     old = vault.sign(first.unsigned_tx)
     solana_devnet.advance_slots(MAX_PROCESSING_AGE + 1)
+    adapter = SolanaAdapter(solana_config)
+    old_id = adapter.inspect_signed(old).tx_hash
     with pytest.raises(BlockhashExpired, match="can never land"):
-        await solana_service.broadcast(solana_config.name, old)
-    old_id = SolanaAdapter(solana_config).inspect_signed(old).tx_hash
+        await adapter.broadcast(old, old_id)
+    # through the service the send is no error: the transaction just never lands, its status says so
+    sent = await solana_service.broadcast(solana_config.name, old)
+    assert (sent.tx_hash, sent.already_known) == (old_id, False)
     status = await solana_service.transaction_status(solana_config.name, old_id)
     assert status.state is TxState.EXPIRED and "expired" in status.failure_reason
     assert status_to_pb(status).state == chain_pb2.TRANSACTION_STATE_EXPIRED

@@ -269,6 +269,9 @@ class StakingActivities:
             activity.heartbeat(resp.confirmations)
             if resp.state == chain_pb2.TRANSACTION_STATE_FAILED:
                 return ConfirmResult(False, True, 0, resp.failure_reason or "transaction failed", [])
+            if resp.state == chain_pb2.TRANSACTION_STATE_EXPIRED:  # it can never land: build it again
+                reason = resp.failure_reason or "expired before it landed"
+                return ConfirmResult(False, False, 0, reason, [], expired=True)
             if resp.state == chain_pb2.TRANSACTION_STATE_CONFIRMED:
                 events: list[dict[str, Any]] = [
                     {"name": e.name, "contract": e.contract, "log_index": e.log_index, **dict(e.fields)}
