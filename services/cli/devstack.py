@@ -268,6 +268,27 @@ def _start_cosmos(stack: Stack, procs: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(net.chain_config().model_dump(mode="json"))
 
 
+def _start_solana(stack: Stack, procs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Starts the Solana devnet (LiteSVM behind custos's JSON-RPC server) as a stack process; returns
+    its registry entry. Its chain lives in memory: a restart would be a new chain."""
+    from services.chain.solana.devnet import devnet_chain_config
+
+    argv = [sys.executable, "-m", "services.chain.solana.devnet", "--port", str(free_port())]
+    proc = _spawn(stack, "solana-devnet", argv)
+    procs.append(proc)
+    _record(stack, procs)
+    ready = solana_ready(stack, proc, 30)
+    return dict(devnet_chain_config(ready["rpc_url"], ready["genesis_hash"]).model_dump(mode="json"))
+
+
+def solana_ready(stack: Stack, proc: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+    """What the stack's Solana devnet printed when it began serving: URL, genesis hash, vote accounts."""
+    proc = proc or _entry(stack, "solana-devnet")[1]
+    _wait_log(stack, proc, "ready {", timeout)
+    lines = (stack.logs / "solana-devnet.log").read_text(errors="replace").splitlines()
+    return dict(json.loads([line for line in lines if line.startswith("ready {")][-1].removeprefix("ready ")))
+
+
 def _wait_cosmos(stack: Stack, proc: dict[str, Any], timeout: float) -> None:
     from services.chain.errors import NodeUnavailable
 
@@ -352,6 +373,7 @@ def up(
     *,
     with_devnet: bool = True,
     with_cosmos: bool = True,
+    with_solana: bool = True,
     postgres: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -359,7 +381,8 @@ def up(
 
     With ``postgres`` (a superuser's URL of an existing database) the services use it,
     each as its own role, instead of the stack's SQLite file. ``with_devnet`` starts anvil
-    (chain ``ethereum-devnet``), ``with_cosmos`` a Cosmos SDK node (chain ``cosmos-devnet``).
+    (chain ``ethereum-devnet``), ``with_cosmos`` a Cosmos SDK node (chain ``cosmos-devnet``),
+    ``with_solana`` the Solana devnet (chain ``solana-devnet``).
     """
     if any(_alive(p["pid"]) for p in stack.running()):
         raise FailedPrecondition(f"stack {stack.root.name} is already running (custos dev down first)")
@@ -375,6 +398,8 @@ def up(
         chains = _start_devnet(stack, procs) if with_devnet else []
         if with_cosmos:
             chains.append(_start_cosmos(stack, procs))
+        if with_solana:
+            chains.append(_start_solana(stack, procs))
         if chains:
             extra["chains"] = chains
         config = _write_config(stack, extra)
@@ -476,7 +501,23 @@ async def status(stack: Stack) -> list[dict[str, Any]]:
             out.append(await _node_status(chain))
         elif chain.get("family") == "cosmos":
             out.append(await _cosmos_node_status(chain))
+        elif chain.get("family") == "solana":
+            out.append(await _solana_node_status(chain))
     return out
+
+
+async def _solana_node_status(chain: dict[str, Any]) -> dict[str, Any]:
+    """The Solana devnet answers its current slot (one JSON-RPC call)."""
+    from services.chain.ethereum.rpc import JsonRpcClient
+
+    url = str(chain.get("rpc_url", ""))
+    row: dict[str, Any] = {"service": f"node {chain.get('name', '')}", "address": url, "services": []}
+    try:
+        slot = int(await JsonRpcClient(url, timeout=5).call("getSlot"))
+        row.update(status="SERVING", services=[f"slot {slot}"])
+    except Exception as e:  # NodeUnavailable, a JSON-RPC error, a malformed answer
+        row.update(status="UNREACHABLE", error=f"{type(e).__name__}: {str(e)[:200]}")
+    return row
 
 
 async def _cosmos_node_status(chain: dict[str, Any]) -> dict[str, Any]:
@@ -594,8 +635,8 @@ def restart(stack: Stack, name: str, *, timeout: float = 60.0) -> None:
     Returns once it is ready: a service answers its health check, the worker polls its task
     queue, Temporal answers. Blocking: from async code, run it in a thread.
     """
-    if name == "anvil":
-        raise FailedPrecondition("anvil keeps its chain in memory: restarting it would lose the chain")
+    if name in ("anvil", "solana-devnet"):
+        raise FailedPrecondition(f"{name} keeps its chain in memory: restarting it would lose the chain")
     kill(stack, name)
     procs, proc = _entry(stack, name)
     log = stack.logs / f"{name}.log"

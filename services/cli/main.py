@@ -200,6 +200,7 @@ _stack_option = click.option(
 @_stack_option
 @click.option("--no-devnet", is_flag=True, help="Do not start the Ethereum devnet.")
 @click.option("--no-cosmos", is_flag=True, help="Do not start the Cosmos devnet.")
+@click.option("--no-solana", is_flag=True, help="Do not start the Solana devnet.")
 @click.option(
     "--postgres",
     metavar="URL",
@@ -214,7 +215,13 @@ _stack_option = click.option(
 )
 @pass_cli
 def dev_up(
-    cli: CliContext, name: str | None, no_devnet: bool, no_cosmos: bool, postgres: str | None, seed: bool
+    cli: CliContext,
+    name: str | None,
+    no_devnet: bool,
+    no_cosmos: bool,
+    no_solana: bool,
+    postgres: str | None,
+    seed: bool,
 ) -> None:
     """Start Temporal, the devnets (Ethereum, Cosmos), every service and the worker; wait until healthy."""
     from services.cli import devstack
@@ -222,7 +229,13 @@ def dev_up(
     if seed and no_devnet:
         raise InvalidArgument("--seed funds a vault on the devnet: drop --no-devnet")
     stack = _stack(cli, name)
-    config = devstack.up(stack, with_devnet=not no_devnet, with_cosmos=not no_cosmos, postgres=postgres)
+    config = devstack.up(
+        stack,
+        with_devnet=not no_devnet,
+        with_cosmos=not no_cosmos,
+        with_solana=not no_solana,
+        postgres=postgres,
+    )
     if seed:
         from services.cli.scenario import seed as seed_stack
 

@@ -41,6 +41,7 @@ from services.runtime.intent import (
     IntentSpec,
     RestakeTarget,
     StakeTarget,
+    TargetParams,
     UnstakeTarget,
     VoteOption,
     VoteTarget,
@@ -121,18 +122,43 @@ COSMOS_RULE = """\
 """
 COSMOS = "cosmos-devnet"
 INJ = 10**18
+#: The demo's rule for the Solana devnet: amounts in lamports (10**-9 SOL), stake only to its vote accounts.
+SOLANA_RULE = """\
+  - id: solana-standard
+    match:
+      action: [STAKE, UNSTAKE, RESTAKE]
+      chain: [solana-devnet]
+      initiator_groups: [treasury]
+      amount: {{max: "1_000_000_000_000 lamports"}}
+    require:
+      groups:
+        - {{name: operations, threshold: 2, approver_groups: [operations]}}
+      expiry: 24h
+    limits:
+      validators: [{validators}]
+      velocity: {{window: 24h, max: "5_000_000_000_000 lamports"}}
+"""
+SOLANA = "solana-devnet"
+SOL = 10**9
 
 STATE_NAME = {v: k.removeprefix("INTENT_STATE_") for k, v in staking_pb2.IntentState.items()}
 
 
-def demo_policy(stack: Stack) -> str:
-    """The demo's policy for ``stack``: with a rule for its Cosmos devnet's validators when it runs one."""
-    if not any(c.get("name") == COSMOS for c in stack.settings().get("chains", [])):
-        return POLICY
-    from services.cli.devstack import cosmos_devnet
+def _runs(stack: Stack, chain: str) -> bool:
+    return any(c.get("name") == chain for c in stack.settings().get("chains", []))
 
-    validators = ", ".join(cosmos_devnet(stack).genesis.validators)
-    return POLICY + COSMOS_RULE.format(validators=validators)
+
+def demo_policy(stack: Stack) -> str:
+    """The demo's policy for ``stack``: with a rule for its Cosmos and Solana devnets' validators when
+    it runs them."""
+    from services.cli.devstack import cosmos_devnet, solana_ready
+
+    policy = POLICY
+    if _runs(stack, COSMOS):
+        policy += COSMOS_RULE.format(validators=", ".join(cosmos_devnet(stack).genesis.validators))
+    if _runs(stack, SOLANA):
+        policy += SOLANA_RULE.format(validators=", ".join(solana_ready(stack)["vote_accounts"]))
+    return policy
 
 
 def stack_settings(stack: Stack) -> ServiceSettings:
@@ -164,6 +190,8 @@ class Demo:
     vault_address: str = ""
     #: vault-1's address on the Cosmos devnet ("" when the stack runs none).
     cosmos_address: str = ""
+    #: vault-1's Ed25519 key's address on the Solana devnet ("" when the stack runs none).
+    solana_address: str = ""
 
     def __post_init__(self) -> None:
         self.settings = stack_settings(self.stack)
@@ -230,6 +258,35 @@ class Demo:
             self.say(
                 f"   vault-1 on {COSMOS}: {self.cosmos_address} (funded 1000 INJ by the devnet's faucet)"
             )
+        if _runs(self.stack, SOLANA):
+            await self._setup_solana()
+
+    async def _setup_solana(self) -> None:
+        """vault-1's Ed25519 key (Solana signs with Ed25519), generated in the HSM, funded by an airdrop."""
+        async with self.person("ops").client(SignerClient) as signer:
+            key = await signer.call(
+                "CreateKey",
+                signer_pb2.CreateKeyRequest(
+                    vault_id="vault-1",
+                    algorithm=signer_pb2.KEY_ALGORITHM_ED25519,
+                    purpose=signer_pb2.KEY_PURPOSE_VAULT,
+                ),
+            )
+        self.solana_address = next(a.address for a in key.key.addresses if a.chain == SOLANA)
+        rpc = self.solana_rpc()
+        await rpc.call("requestAirdrop", self.solana_address, 100 * SOL)
+        for _ in range(100):
+            if int((await rpc.call("getBalance", self.solana_address))["value"]) >= 100 * SOL:
+                break
+            await asyncio.sleep(0.1)
+        self.say(
+            f"   vault-1's Ed25519 key generated in the HSM: {self.solana_address} on {SOLANA}"
+            " (funded 100 SOL by an airdrop)"
+        )
+
+    def solana_rpc(self) -> JsonRpcClient:
+        chains = self.stack.settings().get("chains", [])
+        return JsonRpcClient(next(c["rpc_url"] for c in chains if c["name"] == SOLANA))
 
     def _rpc(self) -> JsonRpcClient:
         chains = self.stack.settings().get("chains", [])
@@ -340,6 +397,8 @@ async def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> dict
     results["restake"] = STATE_NAME[final.intent.state]
     if demo.cosmos_address:
         results.update(await cosmos_scenario(demo))
+    if demo.solana_address:
+        results.update(await solana_scenario(demo))
 
     say("== refused: alice approves her own intent")
     spec, _ = demo.deposit_spec(32)
@@ -425,3 +484,46 @@ async def cosmos_scenario(demo: Demo) -> dict[str, str]:
     )
     results["cosmos_claim"] = STATE_NAME[final.intent.state]
     return results
+
+
+async def solana_scenario(demo: Demo) -> dict[str, str]:
+    """The Solana devnet's part: a stake account created, initialized and delegated in one transaction;
+    then deactivated, its cooldown epoch waited out and withdrawn back to the vault (two signed steps of
+    one approved intent). The devnet's epochs advance only when asked (a cluster's last about two days):
+    the demo asks once the intent waits for the cooldown."""
+    from services.cli.devstack import solana_ready
+
+    vote = solana_ready(demo.stack)["vote_accounts"][0]
+    seed = TargetParams.of({"seed": b"demo-stake-1"})
+    results: dict[str, str] = {}
+    stake = IntentSpec(Action.STAKE, SOLANA, "vault-1", 3 * SOL, StakeTarget(vote, params=seed))
+    final = await demo.run_intent(f"{SOLANA}: STAKE 3 SOL", stake, "demo-solana-stake", ("olivia", "oscar"))
+    results["solana_stake"] = STATE_NAME[final.intent.state]
+    unstake = IntentSpec(Action.UNSTAKE, SOLANA, "vault-1", 0, UnstakeTarget(vote, params=seed))
+    advance = asyncio.create_task(_advance_epoch_when_cooling_down(demo))
+    try:
+        final = await demo.run_intent(
+            f"{SOLANA}: UNSTAKE (deactivate, cooldown epoch, withdraw)",
+            unstake,
+            "demo-solana-unstake",
+            ("olivia", "oscar"),
+        )
+    finally:
+        advance.cancel()
+    results["solana_unstake"] = STATE_NAME[final.intent.state]
+    return results
+
+
+async def _advance_epoch_when_cooling_down(demo: Demo) -> None:
+    """Asks the devnet for the next epoch once a Solana intent waits for it (UNBONDING)."""
+    while True:
+        await asyncio.sleep(0.5)
+        async with demo.person("ops").client(StakingClient) as staking:
+            found = await staking.call("ListIntents", staking_pb2.ListIntentsRequest(page_size=50))
+        waiting = [i for i in found.intents if STATE_NAME[i.state] == "UNBONDING" and i.spec.chain == SOLANA]
+        if waiting:
+            epoch = await demo.solana_rpc().call("custos_advanceEpoch")
+            demo.say(
+                f"   (the intent waits for its cooldown epoch: the devnet moves to epoch {epoch['epoch']})"
+            )
+            return

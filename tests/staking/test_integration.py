@@ -1,6 +1,8 @@
 """End to end on the real stack: Temporal dev server, every service as its own process,
-SoftHSM, anvil with the staking contracts, a Cosmos SDK node (injectived), mTLS. STAKE, UNSTAKE and
-RESTAKE reach CONFIRMED on both chains; the Cosmos UNSTAKE only once the chain's unbonding ended."""
+SoftHSM, anvil with the staking contracts, a Cosmos SDK node (injectived), the Solana devnet (LiteSVM),
+mTLS. STAKE, UNSTAKE and RESTAKE reach CONFIRMED on Ethereum and Cosmos, with a Cosmos vote and claim; the
+Cosmos UNSTAKE only once the chain's unbonding ended; a Solana STAKE, and an UNSTAKE in two signed steps
+around the cooldown epoch."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ async def test_stake_unstake_restake_confirm_and_the_refusals_hold(stack: devsta
         "cosmos_unstake": "CONFIRMED",
         "cosmos_vote": "CONFIRMED",
         "cosmos_claim": "CONFIRMED",
+        "solana_stake": "CONFIRMED",
+        "solana_unstake": "CONFIRMED",
         "self_approval": "REFUSED",
         "over_limit": "DENIED",
         "lone_admin": "REFUSED",
@@ -61,6 +65,10 @@ def test_read_model_and_chain_agree(stack: devstack.Stack) -> None:
         engine.dispose()
     confirmed = [r for r in rows if r.state == "CONFIRMED"]
     ethereum = [r for r in confirmed if r.chain == "ethereum-devnet"]
+    solana = {r.action: r for r in confirmed if r.chain == "solana-devnet"}
+    assert set(solana) == {"STAKE", "UNSTAKE"}
+    # the UNSTAKE signed two transactions (deactivate, then withdraw after the cooldown epoch)
+    assert solana["UNSTAKE"].last_sequence == solana["STAKE"].last_sequence + 3
     cosmos = {r.action: r for r in confirmed if r.chain == "cosmos-devnet"}
     assert len(ethereum) == 3 and set(cosmos) == {"STAKE", "RESTAKE", "UNSTAKE", "VOTE", "CLAIM_REWARDS"}
     assert all(r.tx_hash.startswith("0x") and r.last_sequence == 7 for r in ethereum)

@@ -56,6 +56,8 @@ async def test_the_scenario_runs_with_a_role_per_service(pg_stack: tuple[devstac
         "cosmos_unstake": "CONFIRMED",
         "cosmos_vote": "CONFIRMED",
         "cosmos_claim": "CONFIRMED",
+        "solana_stake": "CONFIRMED",
+        "solana_unstake": "CONFIRMED",
         "self_approval": "REFUSED",
         "over_limit": "DENIED",
         "lone_admin": "REFUSED",
