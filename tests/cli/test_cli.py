@@ -442,7 +442,7 @@ async def test_errors_of_the_first_hour_are_one_clear_line(desk: Demo, tmp_path:
         "--validator",
         "0x01",
     )
-    assert f"unknown chain 'nochain': the chains are cosmos-devnet, {CHAIN}" in one_error(
+    assert f"unknown chain 'nochain': the chains are cosmos-devnet, {CHAIN}, solana-devnet" in one_error(
         nochain, "INVALID_ARGUMENT"
     )
 
