@@ -103,43 +103,31 @@ rules:
       velocity: {window: 24h, max: "2_048_000_000_000_000_000_000"}
 """
 
-#: The demo's rule for the Cosmos devnet: amounts in its base unit (inj, 10**-18 INJ), stake only to
-#: the devnet's own validators.
-COSMOS_RULE = """\
-  - id: cosmos-standard
-    match:
-      action: [STAKE, UNSTAKE, RESTAKE, CLAIM_REWARDS, VOTE]
-      chain: [cosmos-devnet]
-      initiator_groups: [treasury]
-      amount: {{max: "1_000_000_000_000_000_000_000 inj"}}
-    require:
-      groups:
-        - {{name: operations, threshold: 2, approver_groups: [operations]}}
-      expiry: 24h
-    limits:
-      validators: [{validators}]
-      velocity: {{window: 24h, max: "5_000_000_000_000_000_000_000 inj"}}
-"""
 COSMOS = "cosmos-devnet"
 INJ = 10**18
-#: The demo's rule for the Solana devnet: amounts in lamports (10**-9 SOL), stake only to its vote accounts.
-SOLANA_RULE = """\
-  - id: solana-standard
+SOLANA = "solana-devnet"
+SOL = 10**9
+
+
+def chain_rule(chain: str, actions: str, per_intent: str, per_day: str, validators: list[str]) -> str:
+    """The demo's rule for one of the stack's other devnets: 2 of 3 operations, amounts in the chain's
+    base unit, staking only to the devnet's own validators."""
+    return f"""\
+  - id: {chain.removesuffix("-devnet")}-standard
     match:
-      action: [STAKE, UNSTAKE, RESTAKE]
-      chain: [solana-devnet]
+      action: [{actions}]
+      chain: [{chain}]
       initiator_groups: [treasury]
-      amount: {{max: "1_000_000_000_000 lamports"}}
+      amount: {{max: "{per_intent}"}}
     require:
       groups:
         - {{name: operations, threshold: 2, approver_groups: [operations]}}
       expiry: 24h
     limits:
-      validators: [{validators}]
-      velocity: {{window: 24h, max: "5_000_000_000_000 lamports"}}
+      validators: [{", ".join(validators)}]
+      velocity: {{window: 24h, max: "{per_day}"}}
 """
-SOLANA = "solana-devnet"
-SOL = 10**9
+
 
 STATE_NAME = {v: k.removeprefix("INTENT_STATE_") for k, v in staking_pb2.IntentState.items()}
 
@@ -155,9 +143,12 @@ def demo_policy(stack: Stack) -> str:
 
     policy = POLICY
     if _runs(stack, COSMOS):
-        policy += COSMOS_RULE.format(validators=", ".join(cosmos_devnet(stack).genesis.validators))
+        actions = "STAKE, UNSTAKE, RESTAKE, CLAIM_REWARDS, VOTE"
+        limits = ("1_000_000_000_000_000_000_000 inj", "5_000_000_000_000_000_000_000 inj")  # 1000, 5000 INJ
+        policy += chain_rule(COSMOS, actions, *limits, cosmos_devnet(stack).genesis.validators)
     if _runs(stack, SOLANA):
-        policy += SOLANA_RULE.format(validators=", ".join(solana_ready(stack)["vote_accounts"]))
+        limits = ("1_000_000_000_000 lamports", "5_000_000_000_000 lamports")  # 1000, 5000 SOL
+        policy += chain_rule(SOLANA, "STAKE, UNSTAKE, RESTAKE", *limits, solana_ready(stack)["vote_accounts"])
     return policy
 
 

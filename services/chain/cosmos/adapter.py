@@ -26,6 +26,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from services.chain.cosmos.rest import RestClient, quote
+from services.chain.decoding import decoded_transaction
 from services.chain.errors import (
     BroadcastRejected,
     ChainError,
@@ -53,7 +54,6 @@ from services.runtime.intent import (
     Action,
     ClaimRewardsTarget,
     IntentSpec,
-    PolicyChangeTarget,
     RestakeTarget,
     StakeTarget,
     UnstakeTarget,
@@ -421,23 +421,7 @@ class CosmosAdapter:
     # -- decoding --------------------------------------------------------------------------------
 
     def decode(self, unsigned_tx: bytes, *, sender: str | None = None) -> DecodedTransaction:
-        decoded = self.family.decode(self.config, unsigned_tx)
-        target = decoded.target
-        assert not isinstance(target, PolicyChangeTarget)
-        return DecodedTransaction(
-            chain=self.config.name,
-            action=decoded.action,
-            from_address=sender or "",
-            to_address="",
-            value=decoded.value,
-            amount=decoded.amount,
-            target=target,
-            nonce=decoded.replay_key,
-            fee_ceiling=decoded.fee_ceiling,
-            signing_digest=self.family.signing_payload(self.config, unsigned_tx).data,
-            summary=decoded.summary,
-            step=decoded.step,
-        )
+        return decoded_transaction(self.config, self.family, unsigned_tx, sender=sender)
 
     def inspect_signed(self, signed_tx: bytes) -> SignedInfo:
         """Sender, sequence and id of a ``TxRaw`` custos assembled (anything else is refused)."""

@@ -45,6 +45,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionConfirmationStatus
 from solders.transaction_status import TransactionStatus as WireStatus
 
+from services.chain.decoding import decoded_transaction
 from services.chain.errors import (
     BlockhashExpired,
     BroadcastRejected,
@@ -72,7 +73,7 @@ from services.families.solana.instructions import STAKE_ACCOUNT_RENT_EXEMPT
 from services.families.solana.keys import STAKE_PROGRAM, b58
 from services.families.solana.message import SIGNATURE_LENGTH, parse_message, parse_transaction, transaction
 from services.runtime.errors import FailedPrecondition, Unavailable
-from services.runtime.intent import IntentSpec, PolicyChangeTarget, RestakeTarget, StakeTarget, UnstakeTarget
+from services.runtime.intent import IntentSpec, RestakeTarget, StakeTarget, UnstakeTarget
 
 log = logging.getLogger("custos.chain")
 
@@ -621,23 +622,7 @@ class SolanaAdapter:
     # -- decoding --------------------------------------------------------------------------------
 
     def decode(self, unsigned_tx: bytes, *, sender: str | None = None) -> DecodedTransaction:
-        decoded = self.family.decode(self.config, unsigned_tx)
-        target = decoded.target
-        assert not isinstance(target, PolicyChangeTarget)
-        return DecodedTransaction(
-            chain=self.config.name,
-            action=decoded.action,
-            from_address=sender or "",
-            to_address="",
-            value=decoded.value,
-            amount=decoded.amount,
-            target=target,
-            nonce=decoded.replay_key,
-            fee_ceiling=decoded.fee_ceiling,
-            signing_digest=self.family.signing_payload(self.config, unsigned_tx).data,
-            summary=decoded.summary,
-            step=decoded.step,
-        )
+        return decoded_transaction(self.config, self.family, unsigned_tx, sender=sender)
 
     def inspect_signed(self, signed_tx: bytes) -> SignedInfo:
         """Id (base58 of the signature), fee payer and the step's replay key of a transaction custos
