@@ -583,11 +583,23 @@ class StakingService:
         with transaction(self._sessions) as s:
             if not repo.record_approval(s, d.intent_id, a.approver_id, a.decision.value, d.reason):
                 return False
+            row = s.get(IntentRow, d.intent_id)
+            approvers = {r.approver_id for r in repo.approvals_of(s, d.intent_id) if r.decision == "APPROVE"}
+            # The staking service's own count of what it recorded, not the caller's word (the worker's
+            # ``quorum_met`` is only compared, and a disagreement logged).
+            quorum_met = row is not None and _quorum_met(row, approvers)
+            if quorum_met != d.quorum_met:
+                log.warning(
+                    "%s: the caller says quorum_met=%s, the recorded approvals say %s",
+                    d.intent_id,
+                    d.quorum_met,
+                    quorum_met,
+                )
             payload: dict[str, object] = {
                 "approver_id": a.approver_id,
                 "key_id": a.key_id,
                 "policy_version": a.policy_version,
-                "quorum_met": d.quorum_met,
+                "quorum_met": quorum_met,
                 "signature_ref": signature_ref(a.signature),
             }
             if not approve:
@@ -622,6 +634,15 @@ class StakingService:
         )
         # the workflow answered once the ending the cancellation led to was recorded
         return await self.get(intent_id)
+
+
+def _quorum_met(row: IntentRow, approvers: set[str]) -> bool:
+    """Whether ``approvers`` meet every group of the intent's recorded requirement (False while none
+    is recorded)."""
+    if not row.requirement_json:
+        return False
+    groups = json.loads(row.requirement_json)
+    return bool(groups) and all(len(approvers & set(g["members"])) >= int(g["threshold"]) for g in groups)
 
 
 def _outside_requirement(row: IntentRow, approver_id: str) -> str:

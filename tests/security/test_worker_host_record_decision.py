@@ -267,13 +267,9 @@ async def test_a_reason_the_approver_did_not_write(stack: SecurityStack, mine: M
     assert row.reason != planted and audited["payload"].get("reason") != planted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (open): quorum_met is the worker's word; an approval recorded alone is audited "
-    "as having met the quorum",
-)
 async def test_quorum_met_is_the_workers_word(stack: SecurityStack, mine: Mine) -> None:
-    """quinn's approval, the only one on mine, recorded with quorum_met=True (2 of operations needed)."""
+    """quinn's approval, the only one on mine, recorded with quorum_met=True (2 of operations needed):
+    the staking service counts the recorded approvals against the requirement itself (finding 16, closed)."""
     approve = _signed(mine.intent, "quinn", stack.approver_keys["quinn"])
     assert await _record(stack, _request(mine.id, approve, quorum_met=True))
     counted = [
