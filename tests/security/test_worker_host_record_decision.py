@@ -268,14 +268,15 @@ async def test_a_reason_the_approver_did_not_write(stack: SecurityStack, mine: M
 
 
 async def test_quorum_met_is_the_workers_word(stack: SecurityStack, mine: Mine) -> None:
-    """quinn's approval, the only one on mine, recorded with quorum_met=True (2 of operations needed):
-    the staking service counts the recorded approvals against the requirement itself (finding 16, closed)."""
-    approve = _signed(mine.intent, "quinn", stack.approver_keys["quinn"])
+    """oscar's approval, the only one on mine, recorded with quorum_met=True (2 of operations needed):
+    the staking service counts the recorded approvals against the requirement itself (finding 16, closed).
+    (oscar: quinn's key is revoked by test_worker_host_governance_log.py when the directory runs.)"""
+    approve = _signed(mine.intent, "oscar", stack.approver_keys["oscar"])
     assert await _record(stack, _request(mine.id, approve, quorum_met=True))
     counted = [
         a for a in (await _approvals(stack, mine.id)).values() if a.decision == common_pb2.DECISION_APPROVE
     ]
-    (audited,) = _decisions_audited(stack, mine.id, "quinn")
+    (audited,) = _decisions_audited(stack, mine.id, "oscar")
     assert len(counted) == 1
     assert audited["payload"]["quorum_met"] is False
 
