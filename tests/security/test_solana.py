@@ -35,6 +35,7 @@ from solders.keypair import Keypair
 from solders.message import Message, MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.chain.solana.chain import Commitment, Landed
@@ -45,11 +46,13 @@ from services.signer.errors import (
     BadSignRequest,
     ConflictingSignature,
     FeeAboveCap,
+    LedgerUnverified,
     NonceReused,
     PolicyRefuses,
     TransactionMismatch,
 )
 from services.signer.hsm import Hsm
+from services.signer.models import SigningRecord
 from services.signer.service import SignOutput
 from tests.families.cases import solana_blockhash
 from tests.security.families_rig import (
@@ -590,6 +593,28 @@ def test_a_signed_step_under_the_other_step_of_its_action(fam: SolanaRig) -> Non
     spec = fam.unstake()
     mismatch(fam, spec, "withdraw", fam.solana_tx(spec, "deactivate"), "i-swap")
     mismatch(fam, spec, "deactivate", fam.solana_tx(spec, "withdraw"), "i-swap")
+
+
+# --- the database -----------------------------------------------------------------------------------
+
+
+def test_a_signed_steps_record_rewritten_before_its_replacement(
+    fam: SolanaRig, session_factory: sessionmaker[Session]
+) -> None:
+    """The replacement rule compares the new bytes with the signed transaction the step's record
+    holds. The worker host rewrites a signed deactivation's record (``signed_tx`` another unstake's
+    signed withdrawal), then asks the deactivation again with a fresh blockhash: the signer reads the
+    record through its verified ledger and refuses (LedgerUnverified)."""
+    spec = fam.unstake()
+    fam.sign(fam.request(spec, fam.solana_tx(spec, "deactivate"), intent_id="i-db", step="deactivate"))
+    other = fam.unstake(seed="stake-2")
+    planted = fam.sign(fam.request(other, fam.solana_tx(other, "withdraw"), intent_id="i-o", step="withdraw"))
+    with session_factory() as s:
+        record = s.scalars(select(SigningRecord).where(SigningRecord.intent_id == "i-db")).one()
+        record.signed_tx = planted.signed_tx
+        s.commit()
+    tx = fam.solana_tx(spec, "deactivate", blockhash=solana_blockhash(2))
+    refused(fam, fam.request(spec, tx, intent_id="i-db", step="deactivate"), LedgerUnverified)
 
 
 # --- on the LiteSVM devnet: what two live signatures of one step do ----------------------------------
