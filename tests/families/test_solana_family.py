@@ -609,7 +609,12 @@ def test_only_a_fresh_blockhash_replaces_a_signed_step() -> None:
         recent_blockhash=solana_blockhash(2),
         withdraw_lamports=SOLANA_WITHDRAW_LAMPORTS + 1,
     )
-    assert not FAMILY.replacement_allowed(CHAIN, before, more)
+    assert FAMILY.replacement_allowed(CHAIN, before, more)  # it pays the vault (finding 18)
+    assert not FAMILY.replacement_allowed(CHAIN, before, build(unstake_spec(), "deactivate"))
+    staked = signed(build(stake_spec(), "stake"))
+    assert not FAMILY.replacement_allowed(
+        CHAIN, staked, build(stake_spec(amount=AMOUNT + 1), "stake", blockhash=solana_blockhash(2))
+    )
     assert not FAMILY.replacement_allowed(CHAIN, b"\x01" + bytes(64), build(unstake_spec(), "withdraw"))
     assert not FAMILY.replacement_allowed(CHAIN, before[:-1], build(unstake_spec(), "withdraw"))
 

@@ -1,4 +1,5 @@
-"""The signer with two chain families, as the worker host meets it: the rig of ``test_families.py``.
+"""The signer with two chain families, as the worker host meets it: the rig of ``test_families.py``
+(and, with an Ed25519 vault key on a Solana chain, of ``test_solana.py``: :func:`solana_rig`).
 
 One ``SignerService`` on the real SoftHSM token and a real database (SQLite and PostgreSQL),
 configured like an installation that stakes on Ethereum and on a Cosmos SDK chain: the same
@@ -29,12 +30,14 @@ from services.families.cosmos.family import build_unsigned
 from services.families.cosmos.tx import Coin, StakingMessage, UnsignedTx
 from services.families.ethereum import contracts
 from services.families.ethereum.transactions import UnsignedTransaction
+from services.families.solana import family as solana
 from services.policy.document import Policy, parse_policy
 from services.runtime.intent import (
     Action,
     Approval,
     ClaimRewardsTarget,
     IntentSpec,
+    RestakeTarget,
     StakeTarget,
     UnstakeTarget,
     VoteOption,
@@ -45,7 +48,7 @@ from services.signer.models import SigningRecord
 from services.signer.ports import StaticPolicySource
 from services.signer.service import KeyInfo, SignerService, SignInput, SignOutput
 from services.signer.types import KeyAlgorithm, KeyPurpose
-from tests.families.cases import cosmos_validator
+from tests.families.cases import cosmos_validator, solana_blockhash, solana_key, solana_seed
 from tests.signer.conftest import CHAIN, CHAIN_ID, GWEI, SUBMITTED, Approvers, RecordingAudit, make_registry
 
 ETH_CHAIN = ChainConfig(name=CHAIN, chain_id=CHAIN_ID, rpc_url="http://127.0.0.1:9")
@@ -277,5 +280,113 @@ def family_rig(
     )
     try:
         yield FamilyRig(service, sessions, approvers, policy, audit, vault, version=policy_doc.version)
+    finally:
+        service.close()
+
+
+# --- Solana: an Ed25519 vault key, stake accounts derived from it -------------------------------------
+
+SOL = 10**9
+#: A Solana chain as an operator configures it: its id the genesis hash (base58 of 32 bytes), its fee
+#: cap ten one-signature transactions' worth of lamports.
+SOLANA = ChainConfig(
+    name="solana-test",
+    family=ChainFamily.SOLANA,
+    chain_id="GH7ome3EiwEr7tu9JuTh2dpYWBJK3z69Xm1ZE3MEE6JC",
+    rpc_url="http://127.0.0.1:2",
+    denom="lamports",
+    display_unit="SOL",
+    display_exponent=9,
+    max_fee_wei=50_000,
+)
+#: The vault's vote accounts on the Solana chain, and one the attacker runs.
+SOLANA_VOTE = solana_key("vote 1")
+SOLANA_OTHER_VOTE = solana_key("vote 2")
+SOLANA_ATTACKER_VOTE = solana_key("attacker's vote")
+
+
+def solana_policy(
+    validators: tuple[str, ...] = (SOLANA_VOTE, SOLANA_OTHER_VOTE), chain: str = SOLANA.name
+) -> Policy:
+    """Two of the ops group for any Solana stake, unstake or restake on ``chain``, to ``validators``
+    only, at most 100 SOL a day."""
+    return parse_policy(
+        f"""
+format: custos.policy/v1
+default: deny
+rules:
+  - id: sol
+    match: {{action: [STAKE, UNSTAKE, RESTAKE], chain: [{chain}]}}
+    require:
+      groups: [{{name: ops, threshold: 2, approver_groups: [ops]}}]
+      expiry: 1h
+    limits:
+      validators: [{", ".join(validators)}]
+      velocity: {{window: 24h, max: "{100 * SOL} lamports"}}
+"""
+    )
+
+
+@dataclass
+class SolanaRig(FamilyRig):
+    """:class:`FamilyRig` with an Ed25519 vault key on :data:`SOLANA` (or a devnet's chain)."""
+
+    chain: ChainConfig = SOLANA
+
+    @property
+    def solana_address(self) -> str:
+        return self.address(self.chain.name)
+
+    def stake(self, seed: str = "stake-1", vote: str = SOLANA_VOTE, amount: int = 3 * SOL) -> IntentSpec:
+        target = StakeTarget(vote, solana_seed(seed))
+        return IntentSpec(Action.STAKE, self.chain.name, self.vault.vault_id, amount, target)
+
+    def unstake(self, seed: str = "stake-1", vote: str = SOLANA_VOTE) -> IntentSpec:
+        target = UnstakeTarget(vote, solana_seed(seed))
+        return IntentSpec(Action.UNSTAKE, self.chain.name, self.vault.vault_id, 0, target)
+
+    def restake(
+        self, seed: str = "stake-1", source: str = SOLANA_VOTE, target: str = SOLANA_OTHER_VOTE
+    ) -> IntentSpec:
+        moved = RestakeTarget(source, target, solana_seed(seed))
+        return IntentSpec(Action.RESTAKE, self.chain.name, self.vault.vault_id, 0, moved)
+
+    def stake_account(self, seed: str = "stake-1") -> bytes:
+        return solana.stake_account(self.vault.public_key, seed.encode())
+
+    def solana_tx(
+        self, spec: IntentSpec, step: str, *, blockhash: bytes = solana_blockhash(1), withdraw: int = 3 * SOL
+    ) -> bytes:
+        """The message the chain service builds for ``step`` (through the family's own builder)."""
+        return solana.build_unsigned(
+            self.chain,
+            spec,
+            step,
+            public_key=self.vault.public_key,
+            recent_blockhash=blockhash,
+            withdraw_lamports=withdraw,
+        )
+
+
+def solana_rig(
+    hsm: Hsm,
+    sessions: sessionmaker[Session],
+    chain: ChainConfig = SOLANA,
+    policy_doc: Policy | None = None,
+) -> Iterator[SolanaRig]:
+    """The signer on the Solana ``chain`` alone with a new Ed25519 vault key, under ``policy_doc``
+    (by default :func:`solana_policy`: two approvers, the rig's two vote accounts)."""
+    policy_doc = policy_doc or solana_policy()
+    approvers = Approvers({n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "ivan")})
+    policy = StaticPolicySource(policy_doc, make_registry(approvers))
+    audit = RecordingAudit(AuditWriter(sessions, "svc:signer"))
+    service = SignerService(hsm=hsm, sessions=sessions, policy=policy, audit=audit, chains=(chain,))
+    vault = service.create_key_blocking(
+        "operator-1", f"vault-{secrets.token_hex(4)}", KeyAlgorithm.ED25519, KeyPurpose.VAULT
+    )
+    try:
+        yield SolanaRig(
+            service, sessions, approvers, policy, audit, vault, version=policy_doc.version, chain=chain
+        )
     finally:
         service.close()

@@ -17,14 +17,15 @@ Unsigned transaction bytes are the serialized message; the HSM signs them with C
 signed transaction is the signature count, the signature and the message; its id is the
 base58 of the signature. Solana has no account nonce: the replay key of a step is derived from
 its stake account and its name, and the one allowed replacement of a signed step is the same
-message with another recent blockhash (the first one expired unprocessed).
+message with another recent blockhash (the first one expired unprocessed); a withdrawal's may also
+take another amount (it pays the vault).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
@@ -495,18 +496,19 @@ class SolanaFamily:
         return Signed(signed_tx=transaction([signature], unsigned_tx), tx_id=b58(signature))
 
     def replacement_allowed(self, chain: ChainConfig, signed_before: bytes, unsigned_tx: bytes) -> bool:
-        """The same message with another recent blockhash: the step rebuilt after the first
-        one's blockhash expired. Either lands at most once on its own: the second finds the
-        stake account created, deactivated, emptied or delegated and fails. Anything else
-        differing (a withdrawal of another amount included) is another transaction."""
+        """The same step with another recent blockhash: the step rebuilt after the first one's
+        blockhash expired. A withdrawal may also take another amount (the stake account's balance
+        changed, or a signature of the wrong amount holds the step: finding 18): it pays the vault
+        whatever it takes. Anything else differing is another transaction."""
         try:
-            _, old, old_bytes = parse_transaction(signed_before)
-            _read(old_bytes)
-            new = _read(unsigned_tx).message
+            _, _, old_bytes = parse_transaction(signed_before)
+            before, after = _read(old_bytes), _read(unsigned_tx)
         except TransactionInvalid:
             return False
-        same = (old.header, old.keys, old.instructions) == (new.header, new.keys, new.instructions)
-        return same and old.blockhash != new.blockhash
+        if after.step != before.step or unsigned_tx == old_bytes:
+            return False
+        kept = replace(before, lamports=after.lamports) if before.step == "withdraw" else before
+        return _message(kept.built(), kept.vault, after.message.blockhash).serialize() == unsigned_tx
 
 
 def _validate_amount(chain: ChainConfig, spec: IntentSpec) -> None:
