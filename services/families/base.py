@@ -120,6 +120,10 @@ class Family(Protocol):
     name: FamilyName
     key_algorithm: KeyAlgorithm
     mechanism: Mechanism
+    #: Whether a replay key belongs to one intent (the signer mixes the intent in): a family whose
+    #: chain spends no account nonce (Solana) derives it from the step's own accounts, which later
+    #: intents reuse (an unstake after a restake deactivates the same stake account again).
+    replay_per_intent: bool
 
     def address(self, chain: ChainConfig, public_key: bytes) -> str:
         """The account address of a vault key (its raw public key) on ``chain``."""

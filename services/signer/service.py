@@ -82,6 +82,16 @@ ACTION_SIGN = "signer.sign"
 ACTION_CREATE_KEY = "signer.create_key"
 MAX_PAGE = 500
 MAX_REPLAY_KEY = 2**63 - 1
+#: At most this many signatures of one intent step (the first and its replacements: fee bumps,
+#: rebuilds after an expired blockhash). Each replacement that lands and fails still pays its fee.
+MAX_ATTEMPTS = 8
+
+
+def intent_replay_key(replay_key: int, intent_id: str) -> int:
+    """The ledger's replay key of a family whose replay key spans intents (``replay_per_intent``): the
+    family's, mixed with the intent's id (63 bits, like a nonce)."""
+    digest = hashlib.sha256(b"custos.replay.intent\x00" + replay_key.to_bytes(8, "big") + intent_id.encode())
+    return int.from_bytes(digest.digest()[:8], "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -537,6 +547,11 @@ class SignerService:
         tx = self._check_transaction(request, chain, key, grant)
         if tx.replay_key > MAX_REPLAY_KEY:  # the ledger's column is a signed 64-bit integer
             raise BadSignRequest(f"the transaction's nonce {tx.replay_key} is beyond {MAX_REPLAY_KEY}")
+        replay_key = (
+            intent_replay_key(tx.replay_key, request.intent_id)
+            if chain.family.replay_per_intent
+            else tx.replay_key
+        )
         payload_digest = hashlib.sha256(request.unsigned_tx).digest()
         name = request.spec.chain
 
@@ -550,7 +565,7 @@ class SignerService:
                 step=request.step,
                 key_id=key.key_id,
                 chain=name,
-                nonce=tx.replay_key,
+                nonce=replay_key,
             )
             if prior_entry is not None and prior_entry.lost:
                 # Signed before a crash, or its record removed after it was read: its signature
@@ -566,7 +581,7 @@ class SignerService:
         if prior is not None:
             if prior.payload_digest == payload_digest:
                 return self._replay(prior, actor, subject, grant)
-            same_slot = (prior.key_id, prior.chain, prior.nonce) == (key.key_id, name, tx.replay_key)
+            same_slot = (prior.key_id, prior.chain, prior.nonce) == (key.key_id, name, replay_key)
             if not (
                 same_slot
                 and chain.family.replacement_allowed(chain.config, prior.signed_tx, request.unsigned_tx)
@@ -575,10 +590,15 @@ class SignerService:
                     f"{subject} was already signed over another payload",
                     details={"record_id": prior.record_id},
                 )
+            if prior.attempt + 1 >= MAX_ATTEMPTS:
+                raise ConflictingSignature(
+                    f"{subject} was signed {MAX_ATTEMPTS} times already: no further replacement",
+                    details={"record_id": prior.record_id},
+                )
             attempt, replaces = prior.attempt + 1, prior.record_id
         elif by_nonce is not None:
             raise NonceReused(
-                f"nonce {tx.replay_key} of key {key.key_id} on {name} is already signed",
+                f"nonce {replay_key} of key {key.key_id} on {name} is already signed",
                 details={"record_id": by_nonce.record_id},
             )
 
@@ -595,7 +615,7 @@ class SignerService:
             attempt=attempt,
             key_id=key.key_id,
             chain=name,
-            nonce=tx.replay_key,
+            nonce=replay_key,
             intent_digest=approved,
             payload_digest=payload_digest,
             signing_digest=to_sign.data,

@@ -155,6 +155,7 @@ class CosmosFamily:
     generic secp256k1 key."""
 
     name = FamilyName("cosmos")
+    replay_per_intent = False
     key_algorithm = KeyAlgorithm.SECP256K1
     mechanism = Mechanism.ECDSA_SECP256K1
 

@@ -119,6 +119,7 @@ class EthereumFamily:
     """EIP-1559 transactions to the beacon deposit contract and the EIP-7002/7251 system contracts."""
 
     name = FamilyName("ethereum")
+    replay_per_intent = False
     key_algorithm = KeyAlgorithm.SECP256K1
     mechanism = Mechanism.ECDSA_SECP256K1
 

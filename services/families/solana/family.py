@@ -343,6 +343,7 @@ class SolanaFamily:
     """Native staking with a stake account per intent, signed by an Ed25519 vault key."""
 
     name = FamilyName("solana")
+    replay_per_intent = True
     key_algorithm = KeyAlgorithm.ED25519
     mechanism = Mechanism.EDDSA_ED25519
 
