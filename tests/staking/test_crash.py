@@ -15,6 +15,9 @@ exactly the stakes and the landed transactions' fees, the read model holds every
 without a gap, and the audit trail verifies, on the server and offline.
 
 The schedule is seeded and the seed printed; ``CUSTOS_CRASH_SEED=<n>`` replays it.
+``CUSTOS_CRASH_EXPIRE_EVERY=<seconds>`` also moves the Solana devnet's clock past every blockhash
+given out so far that often while the kills happen: Solana steps then expire unsent and are
+rebuilt and signed again (the signer's one kind of replacement) under the kills too.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ LAMPORTS_PER_SIGNATURE = 5000
 STAKE_PROGRAM = Pubkey.from_string("Stake11111111111111111111111111111111111111")
 #: The size of a stake account's data (StakeStateV2).
 STAKE_ACCOUNT_SPACE = 200
+#: Slots after which a blockhash is no longer valid (Agave's MAX_PROCESSING_AGE is 150).
+BLOCKHASH_EXPIRY_SLOTS = 151
 #: The most results one page of the node's tx search gives (the Cosmos SDK's cap).
 TX_PAGE = 100
 KILLS = 3
@@ -127,6 +132,15 @@ async def _chaos(stack: devstack.Stack, target: str, plan: Schedule) -> list[str
         await asyncio.to_thread(devstack.restart, stack, target)
         done.append(f"{target} ready again at {time.monotonic() - t0:.1f}s")
     return done
+
+
+async def _expire_blockhashes(stack: devstack.Stack, every: float) -> None:
+    """Moves the Solana devnet's clock past every blockhash's validity each ``every`` seconds
+    (until cancelled): whatever was built and not yet landed expires."""
+    rpc = _solana_rpc(stack)
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(rpc.call_sync, "custos_advanceSlots", [BLOCKHASH_EXPIRY_SLOTS])
 
 
 class Driver:
@@ -574,9 +588,13 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
     specs = _specs(demo, f"crash-{target}-{seed}")
     balance_before = _solana_balance(_solana_rpc(stack), demo.solana_address)
     driver = Driver(demo)
+    every = float(os.environ.get("CUSTOS_CRASH_EXPIRE_EVERY") or 0)
+    expiring: asyncio.Task[None] | None = None
     t0 = time.monotonic()
     try:
         chaos = asyncio.create_task(_chaos(stack, target, plan))
+        if every > 0:
+            expiring = asyncio.create_task(_expire_blockhashes(stack, every))
         ids = await asyncio.gather(
             *(
                 driver.run(spec, f"crash-{target}-{seed}-{i}", at)
@@ -584,8 +602,13 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
             )
         )
         story = await chaos
+        if expiring is not None:
+            expiring.cancel()
+            story.append(f"Solana blockhashes expired every {every}s until then")
         final = await driver.settle(ids, SETTLE_TIMEOUT)
     finally:
+        if expiring is not None:
+            expiring.cancel()
         await driver.close()
     print(f"   {'; '.join(story)}; all settled at {time.monotonic() - t0:.1f}s")
     chain_of = {i: spec.chain for i, spec in zip(ids, specs, strict=True)}
