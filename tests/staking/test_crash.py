@@ -2,25 +2,33 @@
 random moments.
 
 Intents are submitted over a few seconds and approved as soon as they are accepted, while a
-chaos task kills one component (its whole process group) and restarts it several times. Half
-are Ethereum deposits on anvil, half Cosmos delegations on the injectived devnet, alternating,
-so both chains' nonce (sequence) reservations are crashed in the same runs. Then: every intent
-is CONFIRMED (the crashes are transient, so none may legitimately fail), each intent was signed
-once and each (key, chain, nonce) once, each intent's transaction is on its chain exactly once
-with the vault's nonces (sequences) contiguous and no transaction custos did not sign, the read
-model holds every transition without a gap, and the audit trail verifies, on the server and
-offline.
+chaos task kills one component (its whole process group) and restarts it several times. They
+cycle through Ethereum deposits on anvil, Cosmos delegations on the injectived devnet and Solana
+stakes on the LiteSVM devnet, so both nonce (sequence) reservations and Solana's nonce-less
+replay keys are crashed in the same runs. Then: every intent is CONFIRMED (the crashes are
+transient, so none may legitimately fail), each intent step was signed once and each (key,
+chain, nonce or replay key) once (a Solana step may be signed again only after its blockhash
+expired, and then the first signature never landed), each intent's transaction is on its chain
+exactly once with the vault's nonces (sequences) contiguous and no transaction custos did not
+sign, each Solana stake account exists delegated with the intent's lamports and the vault paid
+exactly the stakes and the landed transactions' fees, the read model holds every transition
+without a gap, and the audit trail verifies, on the server and offline.
 
 The schedule is seeded and the seed printed; ``CUSTOS_CRASH_SEED=<n>`` replays it.
+``CUSTOS_CRASH_EXPIRE_EVERY=<seconds>`` also moves the Solana devnet's clock past every blockhash
+given out so far that often while the kills happen: Solana steps then expire unsent and are
+rebuilt and signed again (the signer's one kind of replacement) under the kills too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
 import shutil
+import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from solders.pubkey import Pubkey
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -39,19 +48,29 @@ from services.audit.verify import verify_export
 from services.chain.cosmos.rest import RestClient, quote
 from services.chain.ethereum.rpc import JsonRpcClient
 from services.cli import devstack
-from services.cli.scenario import CHAIN, COSMOS, INJ, STATE_NAME, Demo
+from services.cli.scenario import CHAIN, COSMOS, INJ, SOL, SOLANA, STATE_NAME, Demo
 from services.pb.custos.staking.v1 import staking_pb2
 from services.policy.evidence import sign_approval
 from services.runtime.convert import approval_to_pb, spec_to_pb
 from services.runtime.db import make_engine, make_session_factory
 from services.runtime.errors import Unavailable
-from services.runtime.intent import Action, Decision, IntentSpec, StakeTarget
+from services.runtime.intent import Action, Decision, IntentSpec, StakeTarget, TargetParams
 from services.signer.models import SigningRecord
 from services.staking.client import StakingClient
 from services.staking.models import ApprovalRow, IntentEventRow, IntentRow
 
-INTENTS = 14  # every other one (odd indexes) a Cosmos delegation
+INTENTS = 14  # index % 3: 0 an Ethereum deposit, 1 a Cosmos delegation, 2 a Solana stake
 COSMOS_STAKE = 2 * INJ
+#: What each Solana stake delegates (its stake account holds this plus the rent-exempt reserve):
+#: 4 stakes a run, 4 runs a stack, well within the vault's 100 SOL.
+SOLANA_DELEGATED = 2 * SOL
+#: The fee of a Solana transaction with one signature and no ComputeBudget instruction.
+LAMPORTS_PER_SIGNATURE = 5000
+STAKE_PROGRAM = Pubkey.from_string("Stake11111111111111111111111111111111111111")
+#: The size of a stake account's data (StakeStateV2).
+STAKE_ACCOUNT_SPACE = 200
+#: Slots after which a blockhash is no longer valid (Agave's MAX_PROCESSING_AGE is 150).
+BLOCKHASH_EXPIRY_SLOTS = 151
 #: The most results one page of the node's tx search gives (the Cosmos SDK's cap).
 TX_PAGE = 100
 KILLS = 3
@@ -113,6 +132,15 @@ async def _chaos(stack: devstack.Stack, target: str, plan: Schedule) -> list[str
         await asyncio.to_thread(devstack.restart, stack, target)
         done.append(f"{target} ready again at {time.monotonic() - t0:.1f}s")
     return done
+
+
+async def _expire_blockhashes(stack: devstack.Stack, every: float) -> None:
+    """Moves the Solana devnet's clock past every blockhash's validity each ``every`` seconds
+    (until cancelled): whatever was built and not yet landed expires."""
+    rpc = _solana_rpc(stack)
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(rpc.call_sync, "custos_advanceSlots", [BLOCKHASH_EXPIRY_SLOTS])
 
 
 class Driver:
@@ -238,18 +266,43 @@ def _signing_records(stack: devstack.Stack) -> list[SigningRecord]:
         engine.dispose()
 
 
-def _check_signatures(records: list[SigningRecord], ids: list[str], tx_of: dict[str, str]) -> None:
-    """Once per (intent, step) and per (key, chain, nonce) on both chains (the nonce is the
-    sequence on Cosmos); hashes compared lower-case (Cosmos spells them upper-case)."""
-    per_step = Counter((r.intent_id, r.step) for r in records)
-    per_nonce = Counter((r.key_id, r.chain, r.nonce) for r in records)
+def _tx_key(chain: str, tx: str) -> str:
+    """A transaction id as compared across sources: hex hashes lower-case (Cosmos spells them
+    upper-case), Solana's base58 signatures as they are (their case is their value)."""
+    return tx if chain == SOLANA else tx.lower()
+
+
+def _check_signatures(
+    records: list[SigningRecord], ids: list[str], tx_of: dict[str, str], chain_of: dict[str, str]
+) -> dict[str, int]:
+    """One first signature per (intent, step) and per (key, chain, nonce) on every chain (the
+    nonce is the sequence on Cosmos, the step's replay key on Solana). A replacement (attempt
+    > 0) is Solana's alone, for a step whose blockhash expired (``_check_solana`` shows the
+    signature it replaces never landed), and names the attempt before it. The intent's last
+    signature is the transaction confirmed. Returns each intent's signatures (1 + replacements)."""
+    firsts = [r for r in records if r.attempt == 0]
+    per_step = Counter((r.intent_id, r.step) for r in firsts)
+    per_nonce = Counter((r.key_id, r.chain, r.nonce) for r in firsts)
     assert [k for k, n in per_step.items() if n > 1] == [], "an intent step was signed twice"
     assert [k for k, n in per_nonce.items() if n > 1] == [], "a (key, chain, nonce) was signed twice"
-    mine = {r.intent_id: r for r in records if r.intent_id in tx_of}
-    assert sorted(mine) == sorted(ids), "an intent has no signing record"
-    assert {i: r.tx_hash.lower() for i, r in mine.items()} == tx_of, (
+    mine = sorted((r for r in records if r.intent_id in chain_of), key=lambda r: r.attempt)
+    by_id = {r.record_id: r for r in mine}
+    for r in mine:
+        if r.attempt == 0:
+            continue
+        assert chain_of[r.intent_id] == SOLANA, f"{r.intent_id}: a replacement on {r.chain}"
+        before = by_id.get(r.replaces_id or "")
+        assert before is not None and (before.intent_id, before.step, before.attempt) == (
+            r.intent_id,
+            r.step,
+            r.attempt - 1,
+        ), f"{r.intent_id}: replacement {r.attempt} does not name the signature before it"
+    last = {r.intent_id: r for r in mine}  # the highest attempt
+    assert sorted(last) == sorted(ids), "an intent has no signing record"
+    assert {i: _tx_key(r.chain, r.tx_hash) for i, r in last.items()} == tx_of, (
         "the signed transaction is not the one confirmed"
     )
+    return Counter(r.intent_id for r in mine)
 
 
 def _check_chain(stack: devstack.Stack, demo: Demo, all_tx: set[str], tx_of: dict[str, str]) -> None:
@@ -339,11 +392,12 @@ def _check_cosmos(
 
 
 def _check_read_model_and_audit(
-    stack: devstack.Stack, ids: list[str], accepted: dict[str, set[str]]
+    stack: devstack.Stack, ids: list[str], accepted: dict[str, set[str]], signatures: dict[str, int]
 ) -> dict[str, set[str]]:
-    """Transitions without gaps, each audited once, and every approval the workflow accepted in the
-    read model and audited once (whatever answers were lost); returns every intent's tx hash
-    (lower-case) by chain."""
+    """Transitions without gaps, each audited once (SIGNING and BROADCAST once per signature: a
+    Solana step rebuilt after its blockhash expired goes through them again), and every approval
+    the workflow accepted in the read model and audited once (whatever answers were lost);
+    returns every intent's tx id (see ``_tx_key``) by chain."""
     engine = _db(stack)
     try:
         with make_session_factory(engine)() as s:
@@ -361,16 +415,19 @@ def _check_read_model_and_audit(
         evs.sort(key=lambda e: e.sequence)
         row = rows[intent_id]
         assert [e.sequence for e in evs] == list(range(1, row.last_sequence + 1)), f"{intent_id}: a gap"
-        assert [e.state for e in evs] == [*STAKE_PATH, "CONFIRMED"], f"{intent_id}: {[e.state for e in evs]}"
+        rounds = signatures.get(intent_id, 1)
+        path = [*STAKE_PATH[:-2], *STAKE_PATH[-2:] * rounds, "CONFIRMED"]
+        assert [e.state for e in evs] == path, f"{intent_id}: {[e.state for e in evs]}"
         subject = f"intent:{intent_id}"
-        for state in [*STAKE_PATH[1:], "CONFIRMED"]:
+        for state, want in Counter(path[1:]).items():
             n = sum(
                 v
                 for (sub, act, _), v in audited.items()
                 if sub == subject and act == f"intent.{state.lower()}"
             )
-            assert n == 1, f"{intent_id}: {state} audited {n} times"
+            assert n == want, f"{intent_id}: {state} audited {n} times"
         assert audited[(subject, "signer.sign", "signed")] == 1, f"{intent_id}: signed audit entries"
+        assert audited[(subject, "signer.sign", "replaced")] == rounds - 1, f"{intent_id}: replacements"
         rows_of = sorted(a.approver_id for a in approvals if a.intent_id == intent_id)
         assert accepted[intent_id] == set(APPROVERS), (
             f"{intent_id}: the workflow accepted {accepted[intent_id]}"
@@ -380,18 +437,139 @@ def _check_read_model_and_audit(
             r.actor for r in records if r.subject == subject and r.action == "intent.approved_by"
         )
         assert audited_by == sorted(accepted[intent_id]), f"{intent_id}: intent.approved_by by {audited_by}"
-    by_chain: dict[str, set[str]] = {CHAIN: set(), COSMOS: set()}
+    by_chain: dict[str, set[str]] = {CHAIN: set(), COSMOS: set(), SOLANA: set()}
     for r in rows.values():
         if r.tx_hash:
-            by_chain.setdefault(r.chain, set()).add(r.tx_hash.lower())
+            by_chain.setdefault(r.chain, set()).add(_tx_key(r.chain, r.tx_hash))
     return by_chain
 
 
-def _specs(demo: Demo) -> list[IntentSpec]:
-    """Ethereum deposits at even indexes, Cosmos delegations to validator 1 at odd ones."""
+def _solana_rpc(stack: devstack.Stack) -> JsonRpcClient:
+    return JsonRpcClient(str(devstack.solana_ready(stack)["rpc_url"]))
+
+
+def _solana_balance(rpc: JsonRpcClient, address: str) -> int:
+    return int(rpc.call_sync("getBalance", [address, {"commitment": "confirmed"}])["value"])
+
+
+def _specs(demo: Demo, tag: str) -> list[IntentSpec]:
+    """By index modulo 3: Ethereum deposits, Cosmos delegations to validator 1 and Solana stakes
+    to the devnet's vote accounts in turn, each with its own stake account: seed ``<tag>-<i>``
+    (``tag`` names the run; a seed whose account exists is refused)."""
     v1 = devstack.cosmos_devnet(demo.stack).genesis.validators[0]
     cosmos = IntentSpec(Action.STAKE, COSMOS, "vault-1", COSMOS_STAKE, StakeTarget(v1))
-    return [cosmos if i % 2 else demo.deposit_spec(32)[0] for i in range(INTENTS)]
+    votes = devstack.solana_ready(demo.stack)["vote_accounts"]
+    rent = int(_solana_rpc(demo.stack).call_sync("getMinimumBalanceForRentExemption", [STAKE_ACCOUNT_SPACE]))
+    specs = []
+    for i in range(INTENTS):
+        if i % 3 == 0:
+            specs.append(demo.deposit_spec(32)[0])
+        elif i % 3 == 1:
+            specs.append(cosmos)
+        else:
+            seed = f"{tag}-{i}".encode("ascii")
+            assert len(seed) <= 32, f"seed {seed!r} is longer than Solana's 32 bytes"
+            target = StakeTarget(votes[i % len(votes)], params=TargetParams.of({"seed": seed}))
+            specs.append(IntentSpec(Action.STAKE, SOLANA, "vault-1", SOLANA_DELEGATED + rent, target))
+    return specs
+
+
+@dataclass(frozen=True)
+class StakeAccountState:
+    """What the test reads of a stake account's data (StakeStateV2, bincode), independently of
+    custos's own reader: Meta{rent reserve, staker, withdrawer, lockup}, Delegation{voter,
+    stake, activation epoch, deactivation epoch}."""
+
+    tag: int
+    rent_reserve: int
+    staker: str
+    withdrawer: str
+    voter: str
+    stake: int
+    deactivation: int
+
+    @classmethod
+    def read(cls, data: bytes) -> StakeAccountState:
+        assert len(data) == STAKE_ACCOUNT_SPACE, f"a stake account of {len(data)} bytes"
+        tag, reserve = struct.unpack_from("<IQ", data, 0)
+        stake, _activation, deactivation = struct.unpack_from("<QQQ", data, 156)
+        return cls(
+            tag=tag,
+            rent_reserve=reserve,
+            staker=str(Pubkey.from_bytes(data[12:44])),
+            withdrawer=str(Pubkey.from_bytes(data[44:76])),
+            voter=str(Pubkey.from_bytes(data[124:156])),
+            stake=stake,
+            deactivation=deactivation,
+        )
+
+
+def _stake_account_of(vault: str, spec: IntentSpec) -> str:
+    """``create_with_seed(vault, seed, Stake program)``, derived by solders (not by custos)."""
+    params = getattr(spec.target, "params", None)
+    seed = params.get("seed") if isinstance(params, TargetParams) else None
+    assert isinstance(seed, bytes), f"a Solana spec without its seed: {spec}"
+    return str(Pubkey.create_with_seed(Pubkey.from_string(vault), seed.decode("ascii"), STAKE_PROGRAM))
+
+
+def _check_solana(
+    stack: devstack.Stack,
+    demo: Demo,
+    specs: dict[str, IntentSpec],
+    tx_of: dict[str, str],
+    records: list[SigningRecord],
+    balance_before: int,
+) -> int:
+    """Each Solana intent's transaction landed, confirmed without error, and is the only one of
+    its signatures that did (a replacement's predecessor never landed); the stake account it
+    names is the one the intent's seed derives, exists, holds the intent's lamports and is
+    delegated to the intent's vote account with the vault as staker and withdrawer; and the
+    vault paid exactly the stakes plus 5000 lamports per landed transaction. Returns how many
+    landed."""
+    rpc = _solana_rpc(stack)
+    vault = demo.solana_address
+    signed = [r for r in records if r.intent_id in specs]
+    ids = [r.tx_hash for r in signed]
+    found = rpc.call_sync("getSignatureStatuses", [ids, {"searchTransactionHistory": True}])["value"]
+    landed = {tx: status for tx, status in zip(ids, found, strict=True) if status is not None}
+    assert sorted(landed) == sorted(tx_of.values()), (
+        "the Solana signatures that landed are not exactly the intents' confirmed transactions"
+        f" (signed {len(signed)} for {len(specs)} intents, landed {len(landed)})"
+    )
+    for intent_id, tx in tx_of.items():
+        spec, status = specs[intent_id], landed[tx]
+        assert status["err"] is None, f"{intent_id}: {tx} landed with {status['err']}"
+        assert status["confirmationStatus"] in ("confirmed", "finalized"), f"{intent_id}: {status}"
+        got = rpc.call_sync(
+            "getTransaction",
+            [tx, {"encoding": "json", "commitment": "confirmed", "maxSupportedTransactionVersion": 0}],
+        )
+        assert got is not None and got["meta"]["err"] is None, f"{intent_id}: {tx} not found or failed"
+        assert got["meta"]["fee"] == LAMPORTS_PER_SIGNATURE, f"{intent_id}: fee {got['meta']['fee']}"
+        names = got["transaction"]["message"]["accountKeys"]
+        stake = _stake_account_of(vault, spec)
+        assert names[0] == vault and stake in names, f"{intent_id}: {tx} names {names}"
+        account = rpc.call_sync("getAccountInfo", [stake, {"encoding": "base64", "commitment": "confirmed"}])
+        assert account["value"] is not None, f"{intent_id}: stake account {stake} does not exist"
+        value = account["value"]
+        assert value["owner"] == str(STAKE_PROGRAM), f"{intent_id}: {stake} is owned by {value['owner']}"
+        assert value["lamports"] == spec.amount, f"{intent_id}: {stake} holds {value['lamports']}"
+        state = StakeAccountState.read(base64.b64decode(value["data"][0]))
+        assert isinstance(spec.target, StakeTarget)
+        assert (state.tag, state.voter, state.staker, state.withdrawer) == (
+            2,
+            spec.target.validator,
+            vault,
+            vault,
+        ), f"{intent_id}: {stake} is not delegated as the intent says: {state}"
+        assert state.stake == spec.amount - state.rent_reserve == SOLANA_DELEGATED, f"{intent_id}: {state}"
+        assert state.deactivation == 2**64 - 1, f"{intent_id}: {stake} is deactivated"
+    paid = balance_before - _solana_balance(rpc, vault)
+    staked = sum(s.amount for s in specs.values())
+    assert paid == staked + LAMPORTS_PER_SIGNATURE * len(landed), (
+        f"the vault paid {paid} lamports for {staked} staked in {len(landed)} transactions"
+    )
+    return len(landed)
 
 
 @pytest.mark.timeout(240)
@@ -406,11 +584,17 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
     print(f"\ncrash test ({target}): seed {seed}; CUSTOS_CRASH_SEED={seed} replays this schedule")
     plan = Schedule.draw(random.Random(f"{seed}-{target}"))
     assert demo.cosmos_address, "the crash stack runs no Cosmos devnet"
-    specs = _specs(demo)
+    assert demo.solana_address, "the crash stack runs no Solana devnet"
+    specs = _specs(demo, f"crash-{target}-{seed}")
+    balance_before = _solana_balance(_solana_rpc(stack), demo.solana_address)
     driver = Driver(demo)
+    every = float(os.environ.get("CUSTOS_CRASH_EXPIRE_EVERY") or 0)
+    expiring: asyncio.Task[None] | None = None
     t0 = time.monotonic()
     try:
         chaos = asyncio.create_task(_chaos(stack, target, plan))
+        if every > 0:
+            expiring = asyncio.create_task(_expire_blockhashes(stack, every))
         ids = await asyncio.gather(
             *(
                 driver.run(spec, f"crash-{target}-{seed}-{i}", at)
@@ -418,8 +602,13 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
             )
         )
         story = await chaos
+        if expiring is not None:
+            expiring.cancel()
+            story.append(f"Solana blockhashes expired every {every}s until then")
         final = await driver.settle(ids, SETTLE_TIMEOUT)
     finally:
+        if expiring is not None:
+            expiring.cancel()
         await driver.close()
     print(f"   {'; '.join(story)}; all settled at {time.monotonic() - t0:.1f}s")
     chain_of = {i: spec.chain for i, spec in zip(ids, specs, strict=True)}
@@ -428,15 +617,24 @@ async def test_every_intent_confirms_once_while_a_component_is_killed(
 
     states = {i: (STATE_NAME[v.state], v.reason) for i, v in final.items()}
     assert {i: s for i, s in states.items() if s[0] != "CONFIRMED"} == {}, f"seed {seed}: {story}"
-    tx_of = {i: str(v.tx_hash).lower() for i, v in final.items()}
-    all_tx = _check_read_model_and_audit(stack, ids, await _accepted_approvals(stack, ids))
+    tx_of = {i: _tx_key(chain_of[i], str(v.tx_hash)) for i, v in final.items()}
     records = _signing_records(stack)
-    _check_signatures(records, ids, tx_of)
-    on = {c: {i: tx for i, tx in tx_of.items() if chain_of[i] == c} for c in (CHAIN, COSMOS)}
+    signatures = _check_signatures(records, ids, tx_of, chain_of)
+    all_tx = _check_read_model_and_audit(stack, ids, await _accepted_approvals(stack, ids), signatures)
+    on = {c: {i: tx for i, tx in tx_of.items() if chain_of[i] == c} for c in (CHAIN, COSMOS, SOLANA)}
     _check_chain(stack, demo, all_tx[CHAIN], on[CHAIN])
     _check_cosmos(stack, demo, all_tx[COSMOS], on[COSMOS], records)
+    assert set(on[SOLANA].values()) <= all_tx[SOLANA], (
+        "a confirmed Solana intent's tx is not in the read model"
+    )
+    solana_specs = {i: spec for i, spec in zip(ids, specs, strict=True) if spec.chain == SOLANA}
+    landed = _check_solana(stack, demo, solana_specs, on[SOLANA], records, balance_before)
+    replaced = sum(n - 1 for i, n in signatures.items() if chain_of[i] == SOLANA)
     sent = {c: len(txs) for c, txs in all_tx.items()}
-    print(f"   checked: the vault's transactions so far, by chain: {sent}")
+    print(
+        f"   checked: the vault's transactions so far, by chain: {sent}; this run's Solana"
+        f" transactions landed: {landed}, replacements signed: {replaced}"
+    )
     ok, _, export = await demo.verify_audit()
     try:
         assert ok, "the audit trail does not verify on the server"
