@@ -23,6 +23,7 @@ Families raise :mod:`services.families.errors`; they never log and never do I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import NewType, Protocol
 
@@ -124,6 +125,11 @@ class Family(Protocol):
     #: chain spends no account nonce (Solana) derives it from the step's own accounts, which later
     #: intents reuse (an unstake after a restake deactivates the same stake account again).
     replay_per_intent: bool
+    #: How long after a signature a replacement of it may still be signed (None: any time). A Solana
+    #: rebuild follows its expired blockhash within minutes; later, the step's transaction may have
+    #: landed and its effect since been undone (a stake account closed), and a "replacement" would
+    #: do it again.
+    replacement_window: timedelta | None
 
     def address(self, chain: ChainConfig, public_key: bytes) -> str:
         """The account address of a vault key (its raw public key) on ``chain``."""

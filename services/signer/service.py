@@ -590,6 +590,13 @@ class SignerService:
                     f"{subject} was already signed over another payload",
                     details={"record_id": prior.record_id},
                 )
+            window = chain.family.replacement_window
+            if window is not None and now - prior.created_at > window:
+                raise ConflictingSignature(
+                    f"{subject} was signed at {prior.created_at:%Y-%m-%d %H:%M:%S} UTC: a replacement comes"
+                    f" within {int(window.total_seconds()) // 60} minutes of the signature it replaces",
+                    details={"record_id": prior.record_id},
+                )
             if prior.attempt + 1 >= MAX_ATTEMPTS:
                 raise ConflictingSignature(
                     f"{subject} was signed {MAX_ATTEMPTS} times already: no further replacement",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import solders.system_program as sp
@@ -52,7 +53,7 @@ from services.signer.errors import (
 )
 from services.signer.hsm import Hsm
 from services.signer.models import SigningRecord
-from services.signer.service import SignOutput
+from services.signer.service import SignInput, SignOutput
 from tests.families.cases import solana_blockhash
 from tests.security.families_rig import (
     SOL,
@@ -338,6 +339,33 @@ def test_a_replacement_that_changes_more_than_the_blockhash(fam: SolanaRig) -> N
         fam.request(spec, fam.solana_tx(spec, "stake", blockhash=fresh), intent_id="i-r", step="stake")
     )
     assert (replaced.replacement, fam.records()) == (True, records + 1)
+
+
+def test_a_replacement_comes_within_minutes_of_the_signature_it_replaces(fam: SolanaRig) -> None:
+    """A rebuild follows its expired blockhash within minutes. Half an hour later the step's
+    transaction may have landed and its effect been undone since (finding 19: a stake account closed
+    by an approved unstake, then funded again by its stake's "replacement"): refused, typed, audited.
+    (The signer's clock moves 31 minutes on; the approvals, valid 55 minutes, still count.)"""
+    spec, clock = fam.stake(seed="late"), fam.service._clock
+    approvals = tuple(
+        fam.approvers.approve(
+            who, spec, intent_id="i-late", version=fam.version, expires=timedelta(minutes=55)
+        )
+        for who in ("alice", "bob")
+    )
+
+    def request(blockhash: bytes | None = None) -> SignInput:
+        tx = fam.solana_tx(spec, "stake", blockhash=blockhash) if blockhash else fam.solana_tx(spec, "stake")
+        return fam.request(spec, tx, intent_id="i-late", step="stake", approvals=approvals)
+
+    fam.sign(request())
+    fam.service._clock = lambda: clock() + timedelta(minutes=31)
+    try:
+        error = refused(fam, request(solana_blockhash(7)), ConflictingSignature)
+    finally:
+        fam.service._clock = clock
+    assert "a replacement comes within 30 minutes" in str(error)
+    assert fam.sign(request(solana_blockhash(7))).replacement  # within the 30 minutes: the rebuild signs
 
 
 def test_a_withdrawal_of_another_amount_replaces_the_signed_one(fam: SolanaRig) -> None:

@@ -14,6 +14,7 @@ good: a signed step is never replaced, not even by a fee bump.
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 from services.families import secp256k1
 from services.families.base import (
@@ -156,6 +157,7 @@ class CosmosFamily:
 
     name = FamilyName("cosmos")
     replay_per_intent = False
+    replacement_window: timedelta | None = None
     key_algorithm = KeyAlgorithm.SECP256K1
     mechanism = Mechanism.ECDSA_SECP256K1
 

@@ -9,6 +9,7 @@ with both fee fields strictly higher.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 
 import rlp
@@ -120,6 +121,7 @@ class EthereumFamily:
 
     name = FamilyName("ethereum")
     replay_per_intent = False
+    replacement_window: timedelta | None = None
     key_algorithm = KeyAlgorithm.SECP256K1
     mechanism = Mechanism.ECDSA_SECP256K1
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
@@ -344,6 +345,7 @@ class SolanaFamily:
 
     name = FamilyName("solana")
     replay_per_intent = True
+    replacement_window: timedelta | None = timedelta(minutes=30)
     key_algorithm = KeyAlgorithm.ED25519
     mechanism = Mechanism.EDDSA_ED25519
 
