@@ -347,16 +347,25 @@ def test_a_replacement_comes_within_minutes_of_the_signature_it_replaces(fam: So
     by an approved unstake, then funded again by its stake's "replacement"): refused, typed, audited.
     (The signer's clock moves 31 minutes on; the approvals, valid 55 minutes, still count.)"""
     spec, clock = fam.stake(seed="late"), fam.service._clock
+    # submitted just now (not at the suite's start): its approvals may count until submission + 1 h
+    submitted = clock().replace(microsecond=0) - timedelta(minutes=1)
     approvals = tuple(
         fam.approvers.approve(
-            who, spec, intent_id="i-late", version=fam.version, expires=timedelta(minutes=55)
+            who,
+            spec,
+            intent_id="i-late",
+            version=fam.version,
+            submitted_at=submitted,
+            expires=timedelta(minutes=55),
         )
         for who in ("alice", "bob")
     )
 
     def request(blockhash: bytes | None = None) -> SignInput:
         tx = fam.solana_tx(spec, "stake", blockhash=blockhash) if blockhash else fam.solana_tx(spec, "stake")
-        return fam.request(spec, tx, intent_id="i-late", step="stake", approvals=approvals)
+        return fam.request(
+            spec, tx, intent_id="i-late", step="stake", approvals=approvals, submitted_at=submitted
+        )
 
     fam.sign(request())
     fam.service._clock = lambda: clock() + timedelta(minutes=31)

@@ -234,7 +234,8 @@ async def _vault_address(cli: CliContext, vault: str, chain: str) -> str:
     from services.signer.client import SignerClient
 
     try:
-        key = (await cli.acall(SignerClient, "GetKey", signer_pb2.GetKeyRequest(vault_id=vault))).key
+        request = signer_pb2.GetKeyRequest(vault_id=vault, chain=chain)
+        key = (await cli.acall(SignerClient, "GetKey", request)).key
     except (PermissionDenied, NotFound) as e:
         why = error_code(e)
         raise InvalidArgument(
