@@ -151,23 +151,6 @@ _TARGET_KINDS = (
 #: Actions that move no amount: their intent's amount is 0.
 AMOUNTLESS = frozenset({"CLAIM_REWARDS", "VOTE"})
 
-#: The signed steps of each action, in order. An approval set is spent on these and no other:
-#: the signer signs each (intent, step) once, so a step name it does not know would be a way
-#: to spend the same approvals twice.
-_STEPS: dict[Action, tuple[str, ...]] = {
-    Action.STAKE: ("stake",),
-    Action.UNSTAKE: ("unstake",),
-    Action.RESTAKE: ("restake",),
-    Action.CLAIM_REWARDS: ("claim_rewards",),
-    Action.VOTE: ("vote",),
-}
-
-
-def steps_of(action: Action) -> tuple[str, ...]:
-    """The names of the transactions an intent of ``action`` signs (none for a policy change)."""
-    return _STEPS.get(action, ())
-
-
 _TARGET_FOR_ACTION: dict[Action, type] = {
     Action.STAKE: StakeTarget,
     Action.UNSTAKE: UnstakeTarget,

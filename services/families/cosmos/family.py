@@ -29,6 +29,7 @@ from services.families.base import (
     Step,
     StepKind,
 )
+from services.families.checks import decoded_within_cap
 from services.families.config import ChainConfig
 from services.families.cosmos import addresses, wire
 from services.families.cosmos import tx as cosmos_tx
@@ -46,7 +47,6 @@ from services.families.cosmos.tx import (
 from services.families.errors import (
     AddressInvalid,
     FamilyError,
-    FeeAboveCap,
     IntentInvalid,
     TransactionInvalid,
     TransactionMismatch,
@@ -308,17 +308,7 @@ class CosmosFamily:
             differences.append("message")  # a field the comparisons above do not name
         if differences:
             raise TransactionMismatch(f"transaction differs from the intent in: {', '.join(differences)}")
-        try:
-            decoded = self.decode(chain, unsigned_tx)
-        except FamilyError as e:
-            raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from None
-        if decoded.fee_ceiling > chain.max_fee_wei:
-            raise FeeAboveCap(
-                f"the transaction pays {decoded.fee_ceiling} {chain.denom} in fees, above the chain's cap "
-                f"{chain.max_fee_wei}",
-                details={"fee_ceiling": str(decoded.fee_ceiling), "cap": str(chain.max_fee_wei)},
-            )
-        return decoded
+        return decoded_within_cap(self, chain, unsigned_tx)
 
     def signing_payload(self, chain: ChainConfig, unsigned_tx: bytes) -> SigningPayload:
         self.parse(chain, unsigned_tx)

@@ -27,6 +27,7 @@ from services.families.base import (
     SigningPayload,
     Step,
 )
+from services.families.checks import fee_within_cap
 from services.families.config import ChainConfig
 from services.families.errors import (
     AddressInvalid,
@@ -315,13 +316,7 @@ class EthereumFamily:
                 f"{chain.max_request_fee_wei}",
                 details={"value": str(decoded.value), "cap": str(chain.max_request_fee_wei)},
             )
-        if decoded.fee_ceiling > chain.max_fee_wei:
-            raise FeeAboveCap(
-                f"the transaction may pay {decoded.fee_ceiling} wei in fees, above the chain's cap "
-                f"{chain.max_fee_wei}",
-                details={"fee_ceiling": str(decoded.fee_ceiling), "cap": str(chain.max_fee_wei)},
-            )
-        return decoded
+        return fee_within_cap(chain, decoded)
 
     def signing_payload(self, chain: ChainConfig, unsigned_tx: bytes) -> SigningPayload:
         return SigningPayload(Mechanism.ECDSA_SECP256K1, keccak(unsigned_tx))

@@ -44,11 +44,11 @@ from services.families.base import (
     Step,
     StepKind,
 )
+from services.families.checks import decoded_within_cap
 from services.families.config import ChainConfig
 from services.families.errors import (
     AddressInvalid,
     FamilyError,
-    FeeAboveCap,
     IntentInvalid,
     TransactionInvalid,
     TransactionMismatch,
@@ -471,17 +471,7 @@ class SolanaFamily:
             raise TransactionMismatch(
                 "transaction differs from step withdraw of the intent in: withdraw amount (0)"
             )
-        try:
-            decoded = self.decode(chain, unsigned_tx)
-        except FamilyError as e:
-            raise TransactionMismatch(f"transaction is not the approved intent: {e.message}") from None
-        if decoded.fee_ceiling > chain.max_fee_wei:
-            raise FeeAboveCap(
-                f"the transaction pays {decoded.fee_ceiling} {chain.denom} in fees, above the chain's cap "
-                f"{chain.max_fee_wei}",
-                details={"fee_ceiling": str(decoded.fee_ceiling), "cap": str(chain.max_fee_wei)},
-            )
-        return decoded
+        return decoded_within_cap(self, chain, unsigned_tx)
 
     def signing_payload(self, chain: ChainConfig, unsigned_tx: bytes) -> SigningPayload:
         """The message itself: CKM_EDDSA signs it whole."""
