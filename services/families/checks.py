@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from services.families.base import Decoded, Family
+from collections.abc import Iterable
+
+from services.families.base import Decoded, Family, PolicyFacts
 from services.families.config import ChainConfig
-from services.families.errors import FamilyError, FeeAboveCap, TransactionMismatch
+from services.families.errors import AddressInvalid, FamilyError, FeeAboveCap, TransactionMismatch
+
+
+def validator_facts(family: Family, chain: ChainConfig, texts: Iterable[str]) -> PolicyFacts:
+    """Facts naming the validators ``texts`` (in the family's spelling where it accepts them: facts
+    do not validate, ``validate_intent`` refuses what is wrong), no payout address, the chain's unit."""
+    validators = set()
+    for text in texts:
+        if not text:
+            continue
+        try:
+            validators.add(family.normalise_validator(chain, text))
+        except AddressInvalid:
+            validators.add(text)
+    return PolicyFacts(
+        validators=frozenset(validators), payout_addresses=frozenset(), denomination=chain.denom
+    )
 
 
 def decoded_within_cap(family: Family, chain: ChainConfig, unsigned_tx: bytes) -> Decoded:

@@ -22,7 +22,7 @@ from services.families.config import ChainConfig
 from services.families.errors import FamilyError
 from services.families.registry import family_of
 from services.policy.errors import UnknownChain
-from services.runtime.intent import ClaimRewardsTarget, IntentSpec
+from services.runtime.intent import IntentSpec
 
 #: Chain name -> its configuration: the chain registry of the calling service.
 ChainRegistry = Mapping[str, ChainConfig]
@@ -87,17 +87,6 @@ def chain_of(chains: ChainRegistry, spec: IntentSpec) -> ChainConfig:
     return chain
 
 
-def named_validators(spec: IntentSpec) -> frozenset[str]:
-    """Validators the intent itself names that are facts whatever its family reports.
-
-    A claim withdraws the rewards one validator owes: validator allowlists apply to it, even
-    on a family written before the action existed, which reports no validator for it. A vote
-    names no validator (see :mod:`services.policy.engine` for how rules treat it).
-    """
-    t = spec.target
-    return frozenset({t.validator} if isinstance(t, ClaimRewardsTarget) and t.validator else ())
-
-
 def intent_facts(chains: ChainRegistry, spec: IntentSpec) -> IntentFacts:
     """The facts rules see of ``spec``; raises UnknownChain for a chain outside the registry
     (or of a family custos has not built in)."""
@@ -111,7 +100,7 @@ def intent_facts(chains: ChainRegistry, spec: IntentSpec) -> IntentFacts:
 
     return IntentFacts(
         chain=chain,
-        validators=spelled(Entry.VALIDATOR, facts.validators | named_validators(spec)),
+        validators=spelled(Entry.VALIDATOR, facts.validators),
         payout_addresses=spelled(Entry.PAYOUT, facts.payout_addresses),
         denomination=facts.denomination,
     )

@@ -29,7 +29,7 @@ from services.families.base import (
     Step,
     StepKind,
 )
-from services.families.checks import decoded_within_cap
+from services.families.checks import decoded_within_cap, validator_facts
 from services.families.config import ChainConfig
 from services.families.cosmos import addresses, wire
 from services.families.cosmos import tx as cosmos_tx
@@ -210,17 +210,7 @@ class CosmosFamily:
 
     def facts(self, chain: ChainConfig, spec: IntentSpec) -> PolicyFacts:
         """The validators a stake, unstake, restake or reward claim names; a vote names none."""
-        validators = set()
-        for text in _validators(spec.target):
-            if not text:
-                continue
-            try:
-                validators.add(self.normalise_validator(chain, text))
-            except AddressInvalid:
-                validators.add(text)  # facts do not validate: validate_intent refuses it
-        return PolicyFacts(
-            validators=frozenset(validators), payout_addresses=frozenset(), denomination=chain.denom
-        )
+        return validator_facts(self, chain, _validators(spec.target))
 
     # -- transactions ----------------------------------------------------------------------------
 

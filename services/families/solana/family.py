@@ -44,7 +44,7 @@ from services.families.base import (
     Step,
     StepKind,
 )
-from services.families.checks import decoded_within_cap
+from services.families.checks import decoded_within_cap, validator_facts
 from services.families.config import ChainConfig
 from services.families.errors import (
     AddressInvalid,
@@ -394,15 +394,7 @@ class SolanaFamily:
 
     def facts(self, chain: ChainConfig, spec: IntentSpec) -> PolicyFacts:
         """The vote accounts the intent names; withdrawals go back to the vault itself."""
-        validators = set()
-        for text in _validators(spec.target):
-            try:
-                validators.add(self.normalise_validator(chain, text))
-            except AddressInvalid:
-                validators.add(text)  # facts do not validate: validate_intent refuses it
-        return PolicyFacts(
-            validators=frozenset(validators), payout_addresses=frozenset(), denomination=chain.denom
-        )
+        return validator_facts(self, chain, _validators(spec.target))
 
     # -- transactions ----------------------------------------------------------------------------
 
